@@ -1,0 +1,79 @@
+"""``python -m benchmarks``: run every scenario (or ``--only`` some), print and save the results."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .harness import Scenario, machine_info, print_table, run_scenario
+
+# One module per scenario family; each exposes scenarios(quick) -> list[Scenario].
+MODULES = ("benchmarks.journal_bench",)
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def all_scenarios(quick: bool) -> list[Scenario]:
+    return [s for m in MODULES for s in importlib.import_module(m).scenarios(quick)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="CI smoke run: small counts, 2 rounds")
+    p.add_argument("--json", action="store_true", help="print results as JSON on stdout (table to stderr)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds per scenario (default 5; --quick 2)")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run scenarios with this name, family (e.g. 'append') or glob; repeatable")
+    p.add_argument("--out", type=Path,
+                   help=f"directory for <date>.json (default {DEFAULT_OUT}; --quick writes only if given)")
+    p.add_argument("--tmpdir", help="where each measurement's fresh directory is made (default: system temp)")
+    p.add_argument("--list", action="store_true", help="list scenario names and exit")
+    args = p.parse_args(argv)  # fmt: skip
+
+    scenarios = all_scenarios(args.quick)
+    if args.list:
+        for s in scenarios:
+            print(f"{s.name:20} {s.description}")
+        return 0
+    if args.only:
+        scenarios = [s for s in scenarios if any(s.matches(o) for o in args.only)]
+        if not scenarios:
+            names = ", ".join(s.name for s in all_scenarios(args.quick))
+            p.error(f"no scenario matches {args.only}; available: {names}")
+    rounds = args.rounds or (2 if args.quick else 5)
+    if rounds < 1:
+        p.error("--rounds must be >= 1")
+
+    log = sys.stderr
+    started = dt.datetime.now(dt.timezone.utc)
+    results: dict[str, Any] = {}
+    for s in scenarios:
+        print(f"{s.name}: {s.description}", file=log, flush=True)
+        results[s.name] = run_scenario(s, rounds=rounds, tmp_root=args.tmpdir, log=log)
+    report = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 2),
+        "machine": machine_info(args.tmpdir),
+        "settings": {"quick": args.quick, "rounds": rounds, "only": args.only, "tmpdir": args.tmpdir},
+        "scenarios": results,
+    }
+
+    print_table(results, file=log if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    if args.out is not None or not args.quick:
+        out = args.out or DEFAULT_OUT
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{started.astimezone().date().isoformat()}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results written to {path}", file=log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

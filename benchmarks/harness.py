@@ -1,0 +1,253 @@
+"""The benchmark harness: interleaved rounds, one process and one fresh directory per measurement.
+
+A scenario has contenders that do the same work different ways, and names one
+of them as the reference. Every round runs each contender once, in order
+(A B A B ...), so slow drift of the machine (thermal, page cache, other load)
+hits all contenders alike; each contender's ratio to the reference is taken
+within the round, then summarised as median/min/max over the rounds.
+
+Each measurement runs in a child process (``python -m benchmarks.harness
+TARGET PARAMS WORKDIR``) so that its peak RSS is its own and no state (imports,
+caches, open files) leaks from one contender into the next.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a contender function returns: the timed part took ``seconds`` for ``ops`` operations."""
+
+    seconds: float
+    ops: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Contender:
+    """``target`` is ``"module:function"``, called in the child as ``function(workdir, **params)``."""
+
+    name: str
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Contenders compared against ``reference``, round by round.
+
+    ``ratio="rate"`` reports contender ops/s ÷ reference ops/s (higher is better);
+    ``ratio="cost"`` reports contender s/op ÷ reference s/op (lower is better).
+    ``target`` is checked against each non-reference contender's median ratio.
+    """
+
+    name: str  # "family.variant"; --only matches the name, the family, or a glob
+    description: str
+    unit: str  # what one op is, e.g. "commits"
+    contenders: tuple[Contender, ...]
+    reference: str
+    ratio: str = "rate"
+    target: tuple[str, float] | None = None  # (">=", 0.7) or ("<=", 2.0)
+
+    def matches(self, pattern: str) -> bool:
+        return (
+            pattern == self.name
+            or self.name.startswith(pattern + ".")
+            or fnmatch.fnmatchcase(self.name, pattern)
+        )
+
+
+# -- the child side -------------------------------------------------------------------
+
+
+def _maxrss_kib() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
+
+
+def _child(argv: list[str]) -> None:
+    target, params, workdir = argv
+    module, _, name = target.partition(":")
+    func = getattr(importlib.import_module(module), name)
+    sample: Sample = func(Path(workdir), **json.loads(params))
+    result = {
+        "seconds": sample.seconds,
+        "ops": sample.ops,
+        "extra": sample.extra,
+        "maxrss_kib": _maxrss_kib(),
+    }
+    # Last line of stdout is the result; anything the contender printed comes before it.
+    print(json.dumps(result), flush=True)
+
+
+# -- the parent side ------------------------------------------------------------------
+
+
+def measure(contender: Contender, tmp_root: str | None) -> dict[str, Any]:
+    """Run one contender once, in a child process and a fresh temporary directory."""
+    workdir = tempfile.mkdtemp(prefix=f"bench-{contender.name}-", dir=tmp_root)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.harness", contender.target,
+             json.dumps(contender.params), workdir],
+            cwd=REPO, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"contender {contender.name!r} failed (exit {proc.returncode}):\n{proc.stderr}"
+        )
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _meets(target: tuple[str, float] | None, value: float) -> bool | None:
+    if target is None:
+        return None
+    op, bound = target
+    return value >= bound if op == ">=" else value <= bound
+
+
+def run_scenario(
+    scenario: Scenario, *, rounds: int, tmp_root: str | None, log: TextIO = sys.stderr
+) -> dict[str, Any]:
+    """Run ``rounds`` interleaved rounds; return per-round samples and their summary."""
+    per: dict[str, list[dict[str, Any]]] = {c.name: [] for c in scenario.contenders}
+    for r in range(rounds):
+        print(f"  {scenario.name}: round {r + 1}/{rounds}", file=log, flush=True)
+        for contender in scenario.contenders:
+            sample = measure(contender, tmp_root)
+            sample["rate"] = sample["ops"] / sample["seconds"]
+            per[contender.name].append(sample)
+        ref = per[scenario.reference][-1]["rate"]
+        for samples in per.values():
+            rate = samples[-1]["rate"]
+            samples[-1]["ratio"] = rate / ref if scenario.ratio == "rate" else ref / rate
+    contenders = {}
+    for name, samples in per.items():
+        ratio = _stats([s["ratio"] for s in samples])
+        contenders[name] = {
+            "rate": _stats([s["rate"] for s in samples]),
+            "ratio": ratio,
+            "peak_rss_kib": max(s["maxrss_kib"] for s in samples),
+            "target_met": None if name == scenario.reference else _meets(scenario.target, ratio["median"]),
+            "rounds": samples,
+        }
+    return {
+        "description": scenario.description,
+        "unit": scenario.unit,
+        "reference": scenario.reference,
+        "ratio": scenario.ratio,
+        "target": list(scenario.target) if scenario.target else None,
+        "contenders": contenders,
+    }
+
+
+# -- reporting ------------------------------------------------------------------------
+
+
+def _fs_type(path: str) -> str | None:
+    # fsync cost (durability "full") depends on the filesystem, so record it.
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1:3] for line in f]
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best = max(
+        (m for m in mounts if real == m[0] or real.startswith(m[0].rstrip("/") + "/")),
+        key=lambda m: len(m[0]),
+        default=None,
+    )
+    return best[1] if best else None
+
+
+def machine_info(tmp_root: str | None) -> dict[str, Any]:
+    import apsw
+
+    tmp = tmp_root or tempfile.gettempdir()
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "apsw": apsw.apswversion(),
+        "sqlite": apsw.sqlite_lib_version(),
+        "tmpdir": tmp,
+        "tmpdir_fs": _fs_type(tmp),
+    }
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, sc in results.items():
+        for cname, c in sc["contenders"].items():
+            rate, ratio = c["rate"], c["ratio"]
+            is_ref = cname == sc["reference"]
+            target = "" if not sc["target"] or is_ref else f"{sc['target'][0]} {sc['target'][1]:g}"
+            met = {True: "ok", False: "MISS", None: ""}[c["target_met"]]
+            rows.append([
+                name,
+                cname + (" (ref)" if is_ref else ""),
+                f"{_num(rate['median'])} {sc['unit']}/s",
+                f"{_num(rate['min'])}–{_num(rate['max'])}",
+                "1" if is_ref else f"{ratio['median']:.3f} [{ratio['min']:.3f}–{ratio['max']:.3f}]",
+                f"{sc['ratio']} {target} {met}".strip() if not is_ref else "",
+                f"{c['peak_rss_kib'] / 1024:.1f}",
+            ])  # fmt: skip
+    return rows
+
+
+_HEADERS = ["scenario", "contender", "median", "min–max", "ratio [min–max]", "target", "peak MiB"]
+
+
+def print_table(results: dict[str, Any], file: TextIO) -> None:
+    rows = _rows(results)
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(r[i]) for r in [_HEADERS, *rows]) for i in range(len(_HEADERS))]
+        for r in [_HEADERS, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)), file=file)
+        return
+    table = Table(title="durable benchmarks (medians over rounds)")
+    for i, h in enumerate(_HEADERS):
+        table.add_column(h, justify="left" if i < 2 else "right")
+    for r in rows:
+        table.add_row(*r)
+    # Off a terminal rich would wrap at 80 columns; results logs read better unwrapped.
+    width = None if file.isatty() else 140
+    Console(file=file, width=width).print(table)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

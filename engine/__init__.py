@@ -1,0 +1,71 @@
+"""The engine: durable functions, steps, Context, recovery.
+
+Wrap a function with ``@durable`` and the side-effecting calls inside it with
+``@step``; every call is journaled, and a crashed run resumes where it was.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .context import Context, current_context, idempotency_key
+from .durable import DurableFunction, durable
+from .errors import (
+    EngineError,
+    FencedOff,
+    FunctionNotFound,
+    NonDeterminismError,
+    NotInRun,
+    ResultTimeout,
+    RunCancelled,
+    RunFailed,
+    StepFailed,
+    StepTimeout,
+    WrongFunction,
+)
+from .policies import RetryPolicy
+from .runtime import Engine, RecoveryReport, RunHandle, configure, default_engine
+from .state import State, TypedState
+from .steps import StepSpec, step
+
+try:
+    __version__ = version("durable")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+
+def recover(*, wait: bool = True, timeout: float | None = None) -> RecoveryReport:
+    """Resume every unfinished run of the default engine's journal whose lease expired."""
+    return default_engine().recover(wait=wait, timeout=timeout)
+
+
+__all__ = [
+    "Context",
+    "DurableFunction",
+    "Engine",
+    "EngineError",
+    "FencedOff",
+    "FunctionNotFound",
+    "NonDeterminismError",
+    "NotInRun",
+    "RecoveryReport",
+    "ResultTimeout",
+    "RetryPolicy",
+    "RunCancelled",
+    "RunFailed",
+    "RunHandle",
+    "State",
+    "StepFailed",
+    "StepSpec",
+    "StepTimeout",
+    "TypedState",
+    "WrongFunction",
+    "__version__",
+    "configure",
+    "current_context",
+    "default_engine",
+    "durable",
+    "idempotency_key",
+    "recover",
+    "step",
+]

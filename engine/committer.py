@@ -1,0 +1,71 @@
+"""Group commit: async runs in one process share transactions.
+
+While one batch is being written (in a worker thread, so the event loop keeps
+running), every step completion submitted meanwhile joins the next batch; each
+run is acknowledged only after the COMMIT that holds its entries returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import TYPE_CHECKING
+
+from journal import AppendRequest, JournalError
+
+if TYPE_CHECKING:
+    from journal import Journal
+
+
+class GroupCommitter:
+    """Batches :class:`AppendRequest` s from many runs on one event loop."""
+
+    def __init__(self, journal: Journal, loop: asyncio.AbstractEventLoop, max_batch: int = 2000) -> None:
+        self._journal = journal
+        self._loop = loop
+        self._max_batch = max_batch
+        self._queue: list[tuple[AppendRequest, asyncio.Future[int]]] = []
+        self._draining = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="durable-commit")
+        self.batches = 0
+        self.requests = 0
+
+    async def submit(self, request: AppendRequest) -> int:
+        """Queue ``request``; return its new last seq once committed (or raise its error)."""
+        future: asyncio.Future[int] = self._loop.create_future()
+        self._queue.append((request, future))
+        if not self._draining:
+            self._draining = True
+            self._loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                requests = [r for r, _ in batch]
+                try:
+                    results = await self._loop.run_in_executor(
+                        self._pool, self._journal.append_batch, requests
+                    )
+                except JournalError as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.requests += len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._draining = False
+
+    def close(self) -> None:
+        """Stop the commit thread."""
+        self._pool.shutdown(wait=True)

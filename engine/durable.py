@@ -1,0 +1,147 @@
+"""``@durable``: a function whose every call is a run that survives crashes."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from pydantic import BaseModel
+
+from journal import Codec
+
+from .context import Context
+from .execution import current_execution, current_step
+from .registry import qualified_name, register
+from .runtime import Engine, RunHandle, default_engine
+
+__all__ = ["DurableFunction", "durable"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _context_parameter(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | None]:
+    """Does ``fn`` take a Context first, and is it ``Context[SomeModel]``?"""
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        return False, None
+    first = params[0]
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the name
+        hints = {}
+    ann = hints.get(first.name, first.annotation)
+    origin = typing.get_origin(ann)
+    if ann is Context or origin is Context:
+        args = typing.get_args(ann)
+        model = args[0] if args and isinstance(args[0], type) and issubclass(args[0], BaseModel) else None
+        return True, model
+    return first.name == "ctx", None
+
+
+class DurableFunction(Generic[P, R]):
+    """A ``@durable`` function. Call it to run it to completion; ``start()`` for a handle."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        engine: Engine | None = None,
+        codec: Codec | None = None,
+        resources: dict[str, Callable[[], Any]] | None = None,
+        snapshot_every: int | None = None,
+    ) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or qualified_name(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.takes_ctx, self.state_model = _context_parameter(fn)
+        self._engine = engine
+        self._codec = codec
+        self.resources = dict(resources or {})
+        self.snapshot_every = snapshot_every
+        register(self.name, self)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this function runs on (the default engine unless one was given)."""
+        return self._engine or default_engine()
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of this function's runs (the journal's default unless one was given)."""
+        return self._codec or self.engine.journal.codec
+
+    def make_resources(self) -> dict[str, Any]:
+        """Call every resource factory: done on start and on each recovery."""
+        return {name: factory() for name, factory in self.resources.items()}
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        ex = current_execution()
+        if ex is not None and current_step() is None:
+            if self.is_async:
+                return ex.engine.child_async(ex, self, args, kwargs)  # type: ignore[return-value]
+            return ex.engine.child_sync(ex, self, args, kwargs)  # type: ignore[no-any-return]
+        if self.is_async:
+            return self.engine.acall(self, args, kwargs)  # type: ignore[return-value]
+        return self.engine.call(self, args, kwargs)  # type: ignore[no-any-return]
+
+    def run(self, *args: Any, run_id: str | None = None, **kwargs: Any) -> Any:
+        """Run to completion under ``run_id`` (an idempotency key) and return the result."""
+        if self.is_async:
+            return self.engine.acall(self, args, kwargs, run_id=run_id)
+        return self.engine.call(self, args, kwargs, run_id=run_id)
+
+    def start(self, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
+        """Start a run in the background and return its handle at once.
+
+        Starting an existing ``run_id`` returns that run: it is never executed twice.
+        """
+        return self.engine.start(self, args, kwargs, run_id=run_id)
+
+    def __repr__(self) -> str:
+        return f"<durable {self.name}>"
+
+
+@overload
+def durable(fn: Callable[P, R]) -> DurableFunction[P, R]: ...
+@overload
+def durable(
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    codec: Codec | None = None,
+    resources: dict[str, Callable[[], Any]] | None = None,
+    snapshot_every: int | None = None,
+) -> Callable[[Callable[P, R]], DurableFunction[P, R]]: ...
+
+
+def durable(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    codec: Codec | None = None,
+    resources: dict[str, Callable[[], Any]] | None = None,
+    snapshot_every: int | None = None,
+) -> Any:
+    """Make a function durable: each call is a journaled run that survives crashes.
+
+    A first parameter named ``ctx`` (or annotated ``Context``) receives the run's
+    :class:`Context`; callers do not pass it. ``name`` fixes the name recorded in
+    the journal (default ``module:qualname``), so renaming the function later does
+    not strand runs in flight. ``resources`` maps names to factories called on
+    start and on recovery (never serialized).
+    """
+
+    def decorate(func: Callable[..., Any]) -> DurableFunction[Any, Any]:
+        return DurableFunction(
+            func, name=name, engine=engine, codec=codec, resources=resources,
+            snapshot_every=snapshot_every,
+        )  # fmt: skip
+
+    return decorate(fn) if fn is not None else decorate

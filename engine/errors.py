@@ -1,0 +1,87 @@
+"""The engine's exception tree.
+
+::
+
+    EngineError
+    ├── NonDeterminismError   replay found the code doing something the journal did not record
+    ├── StepFailed            a step failed after its last attempt (recorded, so replay raises it too)
+    │   └── StepTimeout       ... because an attempt ran past its timeout
+    ├── RunFailed             awaiting a run that ended in failure
+    ├── RunCancelled          the run was cancelled (raised in its body at a step boundary)
+    ├── FencedOff             this worker lost the run's lease; it stopped without writing
+    ├── FunctionNotFound      a recorded function or workflow can no longer be imported
+    ├── WrongFunction         a run id that belongs to another function
+    ├── NotInRun              a run-only helper (ctx access, idempotency key) used outside a run
+    └── ResultTimeout         ``handle.result(timeout)`` expired before the run ended
+
+Journal errors (``journal.JournalError``) pass through unchanged: a value the
+codec cannot encode is still a ``journal.SerializationError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "EngineError",
+    "FencedOff",
+    "FunctionNotFound",
+    "NonDeterminismError",
+    "NotInRun",
+    "ResultTimeout",
+    "RunCancelled",
+    "RunFailed",
+    "StepFailed",
+    "StepTimeout",
+    "WrongFunction",
+]
+
+
+class EngineError(Exception):
+    """Base class of every error raised by the engine."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.context = context
+        for name, value in context.items():
+            setattr(self, name, value)
+
+
+class NonDeterminismError(EngineError):
+    """The code took a different path than the journal recorded; the run is parked as diverged."""
+
+
+class StepFailed(EngineError):
+    """A step raised on its last attempt. ``error_type`` and ``error`` describe the cause."""
+
+
+class StepTimeout(StepFailed):
+    """A step attempt ran longer than its timeout."""
+
+
+class RunFailed(EngineError):
+    """The run ended in failure; ``error`` holds what was recorded."""
+
+
+class RunCancelled(EngineError):
+    """The run was cancelled."""
+
+
+class FencedOff(EngineError):
+    """Another worker claimed the run (this one's lease expired); nothing more was written."""
+
+
+class FunctionNotFound(EngineError):
+    """The run's function or workflow cannot be imported by its recorded name."""
+
+
+class WrongFunction(EngineError):
+    """The run id exists but belongs to a different function."""
+
+
+class NotInRun(EngineError, RuntimeError):
+    """A helper that needs a running durable function was called outside one."""
+
+
+class ResultTimeout(EngineError, TimeoutError):
+    """The run did not finish within the timeout given to ``result()``."""

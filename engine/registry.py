@@ -1,0 +1,48 @@
+"""Finding durable functions and workflows by the name recorded in a run."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import FunctionNotFound
+
+_REGISTRY: dict[str, Any] = {}
+
+
+def qualified_name(obj: Any) -> str:
+    """``module:qualname``: how a run records what it executes."""
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def register(name: str, target: Any) -> None:
+    """Make ``target`` findable by ``name`` in this process (done by the decorators)."""
+    _REGISTRY[name] = target
+
+
+def resolve(name: str, *, run_id: str | None = None) -> Any:
+    """The durable function or workflow recorded as ``name``: registry first, then import."""
+    found = _REGISTRY.get(name)
+    if found is not None:
+        return found
+    module_name, _, qualname = name.partition(":")
+    where = f" (run {run_id!r})" if run_id else ""
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise FunctionNotFound(
+            f"cannot import {name!r}{where}: {exc}. Import the module that defines it "
+            "before recovering, or keep the old name importable",
+            name=name,
+            run_id=run_id,
+        ) from exc
+    found = _REGISTRY.get(name)
+    if found is None:
+        raise FunctionNotFound(
+            f"{name!r}{where} imports but is not a @durable function or Workflow",
+            name=name,
+            run_id=run_id,
+        )
+    return found

@@ -1,0 +1,505 @@
+"""The engine: opens the journal, claims runs, executes and recovers them."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from journal import (
+    Codec,
+    ConflictError,
+    Durability,
+    EntryKind,
+    Journal,
+    LeaseHeld,
+    Run,
+    SnapshotPolicy,
+)
+
+from .committer import GroupCommitter
+from .context import Context
+from .errors import (
+    EngineError,
+    FencedOff,
+    FunctionNotFound,
+    NonDeterminismError,
+    ResultTimeout,
+    RunCancelled,
+    RunFailed,
+    WrongFunction,
+)
+from .execution import _CURRENT_RUN, RunExecution, child_outcome
+from .registry import resolve
+from .replay import History
+
+if TYPE_CHECKING:
+    from .durable import DurableFunction
+
+__all__ = ["Engine", "RecoveryReport", "RunHandle", "configure", "default_engine"]
+
+K = EntryKind
+
+
+class RunHandle:
+    """A started run: its id, its status, its result once it ends, and ``cancel()``."""
+
+    def __init__(self, engine: Engine, run_id: str, future: concurrent.futures.Future[Any] | None = None) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self._future = future
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    @property
+    def status(self) -> str:
+        """The run's status as the journal has it now."""
+        return self.engine.journal.get_run(self.run_id).status
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block until the run ends (completed, failed or cancelled); return its row."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._future is not None:
+            try:
+                self._future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise ResultTimeout(
+                    f"run {self.run_id!r} did not finish within {timeout}s", run_id=self.run_id
+                ) from None
+            except BaseException:  # noqa: S110 - the outcome is read from the journal below
+                pass
+        delay = 0.01
+        while True:
+            run = self.engine.journal.get_run(self.run_id)
+            if run.finished:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(
+                    f"run {self.run_id!r} is still {run.status} after {timeout}s",
+                    run_id=self.run_id,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The run's return value; raises :class:`RunFailed` or :class:`RunCancelled`."""
+        return self.engine.outcome(self.wait(timeout))
+
+    def cancel(self) -> None:
+        """Cancel the run: it is marked cancelled now and its body stops at the next step."""
+        self.engine.cancel(self.run_id)
+
+
+@dataclass
+class RecoveryReport:
+    """What :meth:`Engine.recover` did: the runs it resumed and the ones it could not."""
+
+    handles: list[RunHandle] = field(default_factory=list)
+    errors: dict[str, EngineError] = field(default_factory=dict)
+
+    @property
+    def run_ids(self) -> list[str]:
+        """Ids of the runs resumed."""
+        return [h.run_id for h in self.handles]
+
+
+class Engine:
+    """Executes durable functions against one journal.
+
+    ``Engine()`` uses ``$DURABLE_DB`` or ``./durable.db``. A worker owns each run
+    it executes through a lease of ``lease_seconds``, renewed by a heartbeat;
+    a run whose lease expired is recovered by whichever engine claims it first.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | Journal | None = None,
+        *,
+        durability: Durability = "full",
+        codec: Codec | None = None,
+        hmac_key: bytes | str | None = None,
+        snapshots: SnapshotPolicy | None = None,
+        lease_seconds: float = 30.0,
+        owner: str | None = None,
+        max_threads: int = 32,
+    ) -> None:
+        self._journal_args = dict(
+            durability=durability, codec=codec, hmac_key=hmac_key, snapshots=snapshots
+        )
+        self._journal: Journal | None = db if isinstance(db, Journal) else None
+        self._db = None if isinstance(db, Journal) else db
+        self.lease_seconds = lease_seconds
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._lock = threading.RLock()
+        self._running: dict[str, concurrent.futures.Future[Any]] = {}
+        self._executions: dict[str, RunExecution] = {}
+        self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="durable-run")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def journal(self) -> Journal:
+        """The journal this engine writes (opened on first use)."""
+        if self._journal is None:
+            with self._lock:
+                if self._journal is None:
+                    self._journal = Journal(self._db, **self._journal_args)  # type: ignore[arg-type]
+        return self._journal
+
+    def close(self) -> None:
+        """Stop background threads and close the journal."""
+        self._closed.set()
+        for committer in list(self._committers.values()):
+            committer.close()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._pool.shutdown(wait=False)
+        if self._journal is not None:
+            self._journal.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def committer(self) -> GroupCommitter:
+        """The group committer of the running event loop."""
+        loop = asyncio.get_running_loop()
+        committer = self._committers.get(loop)
+        if committer is None:
+            committer = self._committers[loop] = GroupCommitter(self.journal, loop)
+        return committer
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, daemon=True, name="durable-loop").start()
+                self._loop = loop
+            return self._loop
+
+    def _ensure_heartbeat(self) -> None:
+        with self._lock:
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, daemon=True, name="durable-heartbeat")
+                self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._closed.wait(self.lease_seconds / 3):
+            for ex in list(self._executions.values()):
+                try:
+                    self.journal.renew_lease(ex.run_id, self.owner, ex.epoch, self.lease_seconds)
+                except ConflictError:
+                    ex.cancel_requested.set()  # fenced off: stop at the next step boundary
+                except Exception:  # noqa: BLE001,S112 - a missed beat is retried next period
+                    continue
+
+    # -- starting and attaching --------------------------------------------------------
+
+    def _claim(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               run_id: str | None, parent: str | None) -> tuple[Run, concurrent.futures.Future[Any] | None, bool]:  # fmt: skip
+        """Create or find the run; return it, the future to wait on, and whether we execute it."""
+        journal = self.journal
+        started = journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=fn.codec)
+        with self._lock:
+            run, created = journal.create_run(
+                run_id, name=fn.name, kind="function", input={"args": list(args), "kwargs": kwargs},
+                codec=fn.codec, status="running", entries=[started], owner=self.owner,
+                lease_seconds=self.lease_seconds, parent_run_id=parent,
+                snapshot_every=fn.snapshot_every,
+            )  # fmt: skip
+            if not created:
+                if run.name != fn.name:
+                    raise WrongFunction(
+                        f"run {run.run_id!r} belongs to {run.name!r}, not {fn.name!r}",
+                        run_id=run.run_id,
+                        expected=fn.name,
+                        found=run.name,
+                    )
+                if run.finished:
+                    return run, None, False
+                if run.run_id in self._running:
+                    return run, self._running[run.run_id], False
+                try:
+                    run = journal.claim_run(run.run_id, self.owner, lease_seconds=self.lease_seconds)
+                except LeaseHeld:
+                    return run, None, False
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._running[run.run_id] = future
+            return run, future, True
+
+    def _claim_existing(self, run: Run) -> tuple[Run, concurrent.futures.Future[Any]] | None:
+        with self._lock:
+            if run.run_id in self._running:
+                return None
+            try:
+                claimed = self.journal.claim_run(run.run_id, self.owner, lease_seconds=self.lease_seconds)
+            except (LeaseHeld, ConflictError):
+                return None
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._running[run.run_id] = future
+            return claimed, future
+
+    def call(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, run_id: str | None = None) -> Any:
+        """Run a sync durable function to its end in this thread and return its result."""
+        run, future, execute = self._claim(fn, args, kwargs, run_id, None)
+        if execute:
+            assert future is not None
+            return self._execute_sync(fn, run, future)
+        return RunHandle(self, run.run_id, future).result()
+
+    async def acall(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, run_id: str | None = None) -> Any:
+        """Run an async durable function to its end on the running loop."""
+        run, future, execute = self._claim(fn, args, kwargs, run_id, None)
+        if execute:
+            assert future is not None
+            return await self._execute_async(fn, run, future)
+        handle = RunHandle(self, run.run_id, future)
+        return await asyncio.get_running_loop().run_in_executor(None, handle.result)
+
+    def start(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, run_id: str | None = None) -> RunHandle:
+        """Start (or attach to) a run in the background; return its handle at once."""
+        run, future, execute = self._claim(fn, args, kwargs, run_id, None)
+        if execute:
+            assert future is not None
+            self._launch(fn, run, future)
+        return RunHandle(self, run.run_id, future)
+
+    def _launch(self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]) -> None:
+        if fn.is_async:
+            asyncio.run_coroutine_threadsafe(self._execute_async(fn, run, future), self._background_loop())
+        else:
+            self._pool.submit(self._execute_sync, fn, run, future)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run (raises ``journal.RunNotFound`` if there is none)."""
+        self.journal.get_run(run_id)
+        return RunHandle(self, run_id, self._running.get(run_id))
+
+    # -- executing ---------------------------------------------------------------------
+
+    def _prepare(self, fn: DurableFunction[Any, Any], run: Run, *, replay_only: bool = False) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
+        journal = self.journal
+        history = History.load(journal.read(run.run_id)) if run.last_seq else History()
+        data = journal.decode(run.input, run.codec, where=f"run {run.run_id!r} input") or {}
+        ex = RunExecution(
+            self, run, history, is_async=fn.is_async, resources=fn.make_resources(),
+            replay_only=replay_only,
+        )  # fmt: skip
+        ex.context = Context(ex, fn.state_model)
+        args = tuple(data.get("args", ()))
+        if fn.takes_ctx:
+            args = (ex.context, *args)
+        return ex, args, dict(data.get("kwargs", {}))
+
+    def _execute_sync(self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]) -> Any:
+        ex, args, kwargs = self._prepare(fn, run)
+        self._executions[run.run_id] = ex
+        self._ensure_heartbeat()
+        token = _CURRENT_RUN.set(ex)
+        try:
+            result = fn.fn(*args, **kwargs)
+            entries, output = ex.complete_entries(result)
+            ex.commit(entries, status="completed", output=output, release=True)
+        except BaseException as exc:
+            self._record_failure(ex, exc)
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            _CURRENT_RUN.reset(token)
+            self._finished(run.run_id)
+
+    async def _execute_async(self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]) -> Any:
+        ex, args, kwargs = self._prepare(fn, run)
+        self._executions[run.run_id] = ex
+        self._ensure_heartbeat()
+        token = _CURRENT_RUN.set(ex)
+        try:
+            result = await fn.fn(*args, **kwargs)
+            entries, output = ex.complete_entries(result)
+            await ex.commit_async(entries, status="completed", output=output, release=True)
+        except BaseException as exc:
+            self._record_failure(ex, exc)
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            _CURRENT_RUN.reset(token)
+            self._finished(run.run_id)
+
+    def _record_failure(self, ex: RunExecution, exc: BaseException) -> None:
+        if isinstance(exc, RunCancelled | FencedOff) or not isinstance(exc, Exception):
+            return  # cancelled: the canceller wrote it; fenced or dying: write nothing
+        diverged = isinstance(exc, NonDeterminismError)
+        message = f"{'diverged: ' if diverged else ''}{type(exc).__qualname__}: {exc}"
+        try:
+            ex.commit(ex.failure_entries(exc, diverged=diverged), status="failed",
+                      error=message, release=True)  # fmt: skip
+        except (EngineError, ConflictError):
+            pass
+
+    def _finished(self, run_id: str) -> None:
+        with self._lock:
+            self._executions.pop(run_id, None)
+            self._running.pop(run_id, None)
+
+    # -- child runs --------------------------------------------------------------------
+
+    def child_sync(self, parent: RunExecution, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call a durable function from inside a run: a linked child run, recovered once."""
+        child_id, index, recorded = parent.begin_child(fn.name)
+        if recorded is not None and recorded[0] == "recorded":
+            return child_outcome(child_id, recorded[1])
+        if recorded is None:
+            parent.commit(parent.child_started_entries(fn.name, index, child_id))
+        outcome = self._child_outcome_sync(fn, args, kwargs, child_id, parent.run_id)
+        return parent.child_finished(fn.name, index, child_id, outcome)
+
+    async def child_async(self, parent: RunExecution, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The async twin of :meth:`child_sync`."""
+        child_id, index, recorded = parent.begin_child(fn.name)
+        if recorded is not None and recorded[0] == "recorded":
+            return child_outcome(child_id, recorded[1])
+        if recorded is None:
+            await parent.commit_async(parent.child_started_entries(fn.name, index, child_id))
+        run, future, execute = self._claim(fn, args, kwargs, child_id, parent.run_id)
+        if execute:
+            assert future is not None
+            try:
+                await self._execute_async(fn, run, future)
+            except (RunCancelled, FencedOff):
+                raise
+            except Exception:  # noqa: BLE001,S110 - the outcome is read from the journal
+                pass
+        else:
+            handle = RunHandle(self, run.run_id, future)
+            await asyncio.get_running_loop().run_in_executor(None, handle.wait)
+        return parent.child_finished(fn.name, index, child_id, self._outcome_record(child_id))
+
+    def _child_outcome_sync(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], child_id: str, parent_id: str) -> dict[str, Any]:
+        run, future, execute = self._claim(fn, args, kwargs, child_id, parent_id)
+        if execute:
+            assert future is not None
+            try:
+                self._execute_sync(fn, run, future)
+            except (RunCancelled, FencedOff):
+                raise
+            except Exception:  # noqa: BLE001,S110 - the outcome is read from the journal
+                pass
+        else:
+            RunHandle(self, run.run_id, future).wait()
+        return self._outcome_record(child_id)
+
+    def _outcome_record(self, run_id: str) -> dict[str, Any]:
+        run = self.journal.get_run(run_id)
+        if run.status == "completed":
+            return {"ok": True, "result": self.journal.decode(run.output, run.codec, where=f"run {run_id!r} output")}
+        return {"ok": False, "status": run.status, "error": run.error}
+
+    def outcome(self, run: Run) -> Any:
+        """The result of a finished run, or the error it ended with."""
+        if run.status == "completed":
+            return self.journal.decode(run.output, run.codec, where=f"run {run.run_id!r} output")
+        if run.status == "cancelled":
+            raise RunCancelled(f"run {run.run_id!r} was cancelled", run_id=run.run_id)
+        raise RunFailed(f"run {run.run_id!r} failed: {run.error}", run_id=run.run_id, error=run.error)
+
+    # -- cancellation and recovery ------------------------------------------------------
+
+    def cancel(self, run_id: str) -> str:
+        """Mark a run cancelled (journaled); its body stops at its next step boundary.
+
+        Returns the run's final status (a finished run keeps the status it has)."""
+        journal = self.journal
+        run = journal.get_run(run_id)
+        if run.finished:
+            return run.status
+        journal.append(run_id, [journal.entry(K.RUN_CANCELLED, codec=journal.codec_named(run.codec))],
+                       expected_seq=None, status="cancelled", release=True)  # fmt: skip
+        ex = self._executions.get(run_id)
+        if ex is not None:
+            ex.cancel_requested.set()
+        return "cancelled"
+
+    def recover(self, *, wait: bool = True, limit: int = 1000, timeout: float | None = None) -> RecoveryReport:
+        """Claim every unfinished run whose lease expired and resume it.
+
+        Completed steps return their recorded results without running; each run
+        goes on live from its first unrecorded step. A run whose function cannot
+        be imported is left untouched and reported in ``errors``.
+        """
+        report = RecoveryReport()
+        journal = self.journal
+        for run in journal.claimable(limit=limit):
+            if run.kind != "function":
+                continue
+            if run.parent_run_id is not None:
+                parent = journal.find_run(run.parent_run_id)
+                if parent is not None and not parent.finished:
+                    continue  # the parent resumes it when it reaches the call
+            try:
+                fn = resolve(run.name, run_id=run.run_id)
+            except FunctionNotFound as exc:
+                report.errors[run.run_id] = exc
+                continue
+            claimed = self._claim_existing(run)
+            if claimed is None:
+                continue
+            claimed_run, future = claimed
+            self._launch(fn, claimed_run, future)
+            report.handles.append(RunHandle(self, run.run_id, future))
+        if wait:
+            for handle in report.handles:
+                handle.wait(timeout)
+        return report
+
+    def worker(self, *, poll_interval: float = 1.0, stop: threading.Event | None = None,
+               on_recover: Callable[[RecoveryReport], None] | None = None) -> None:  # fmt: skip
+        """Recover runs in a loop until ``stop`` is set: ``durable worker``."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            report = self.recover(wait=False)
+            if on_recover is not None and (report.handles or report.errors):
+                on_recover(report)
+            stop.wait(poll_interval)
+
+
+_DEFAULT: Engine | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_engine() -> Engine:
+    """The process-wide engine used by ``@durable`` functions that name none."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = Engine()
+        return _DEFAULT
+
+
+def configure(db: str | os.PathLike[str] | Journal | None = None, **options: Any) -> Engine:
+    """Replace the default engine (journal path, durability, codec, lease...)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is not None:
+            _DEFAULT.close()
+        _DEFAULT = Engine(db, **options)
+        return _DEFAULT

@@ -1,0 +1,96 @@
+"""The journal: durable's event-sourced storage layer.
+
+One SQLite file (through apsw) holds runs, their append-only entries and
+periodic snapshots of their folded state. It knows nothing of workflows.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._sqlite import JournalBusy
+from .codecs import (
+    Codec,
+    JsonPickleSerializer,
+    JsonSerializer,
+    PickleSerializer,
+    codec_for_name,
+    register_type,
+    registered_name,
+)
+from .compaction import CompactionReport
+from .errors import (
+    ConflictError,
+    CorruptionError,
+    DecodeError,
+    HorizonError,
+    JournalClosed,
+    JournalError,
+    LeaseHeld,
+    NotAJournalError,
+    RunNotFound,
+    SchemaVersionError,
+    SeqOutOfRange,
+    SerializationError,
+    SignatureError,
+)
+from .fold import FOLD_VERSION, FoldedState, fold
+from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
+from .policies import Durability, RetentionPolicy, SnapshotPolicy
+from .records import Entry, NewEntry, Run, SnapshotInfo
+from .render import to_jsonable
+from .store import DEFAULT_PATH, ENV_VAR, UNSET, AppendRequest, Journal, resolve_path
+from .verify import VerifyReport
+
+try:
+    __version__ = version("durable")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_PATH",
+    "ENTRY_KINDS",
+    "ENV_VAR",
+    "FOLD_VERSION",
+    "RUN_STATUSES",
+    "TERMINAL_STATUSES",
+    "UNSET",
+    "AppendRequest",
+    "Codec",
+    "CompactionReport",
+    "ConflictError",
+    "CorruptionError",
+    "DecodeError",
+    "Durability",
+    "Entry",
+    "EntryKind",
+    "FoldedState",
+    "HorizonError",
+    "JournalBusy",
+    "Journal",
+    "JournalClosed",
+    "JournalError",
+    "JsonPickleSerializer",
+    "JsonSerializer",
+    "LeaseHeld",
+    "NewEntry",
+    "NotAJournalError",
+    "PickleSerializer",
+    "RetentionPolicy",
+    "Run",
+    "RunNotFound",
+    "SchemaVersionError",
+    "SeqOutOfRange",
+    "SerializationError",
+    "SignatureError",
+    "SnapshotInfo",
+    "SnapshotPolicy",
+    "VerifyReport",
+    "__version__",
+    "codec_for_name",
+    "fold",
+    "register_type",
+    "registered_name",
+    "resolve_path",
+    "to_jsonable",
+]

@@ -1,0 +1,66 @@
+"""The journal's SQLite schema. ``PRAGMA user_version`` holds SCHEMA_VERSION and
+``PRAGMA application_id`` marks the file as a journal of this project."""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x44524231  # "DRB1": tells a journal from any other SQLite file
+SCHEMA_VERSION = 1
+
+DDL = (
+    """
+    CREATE TABLE runs (
+        run_id           TEXT PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        name             TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        codec            TEXT NOT NULL,
+        input            BLOB,
+        output           BLOB,
+        error            TEXT,
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        last_seq         INTEGER NOT NULL DEFAULT 0,
+        epoch            INTEGER NOT NULL DEFAULT 0,
+        owner            TEXT,
+        lease_expires_at REAL,
+        wake_at          REAL,
+        parent_run_id    TEXT REFERENCES runs(run_id),
+        forked_from      TEXT REFERENCES runs(run_id),
+        forked_at        INTEGER,
+        code_version     TEXT,
+        snapshot_every   INTEGER,
+        horizon          INTEGER NOT NULL DEFAULT 0,
+        meta             TEXT NOT NULL DEFAULT '{}'
+    )
+    """,
+    "CREATE INDEX runs_by_status ON runs(status, wake_at, lease_expires_at)",
+    "CREATE INDEX runs_by_name ON runs(name, created_at)",
+    "CREATE INDEX runs_by_created ON runs(created_at)",
+    "CREATE INDEX runs_by_parent ON runs(parent_run_id)",
+    """
+    CREATE TABLE entries (
+        run_id   TEXT NOT NULL REFERENCES runs(run_id),
+        seq      INTEGER NOT NULL,
+        kind     TEXT NOT NULL,
+        step     TEXT,
+        key      TEXT,
+        payload  BLOB,
+        codec    TEXT NOT NULL,
+        ts       REAL NOT NULL,
+        checksum INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE snapshots (
+        run_id      TEXT NOT NULL REFERENCES runs(run_id),
+        seq         INTEGER NOT NULL,
+        state       BLOB NOT NULL,
+        codec       TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        checksum    INTEGER NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID
+    """,
+)

@@ -1,0 +1,167 @@
+"""Opening a journal file through apsw, and translating apsw's errors.
+
+Driver errors are turned into the journal's exception tree here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+
+from ._schema import APPLICATION_ID, DDL, SCHEMA_VERSION
+from .errors import CorruptionError, JournalError, NotAJournalError, SchemaVersionError
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SYNCHRONOUS = {"full": "FULL", "process": "NORMAL"}
+
+
+class JournalBusy(JournalError):
+    """The journal stayed locked by another writer for longer than ``busy_timeout``."""
+
+
+def translate(exc: BaseException, where: str) -> JournalError:
+    """Map an apsw exception to the journal's tree, naming ``where`` it happened."""
+    if isinstance(exc, JournalError):
+        return exc
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return JournalBusy(
+            f"{where}: the journal stayed locked by another writer past busy_timeout; "
+            "retry, or raise busy_timeout",
+            where=where,
+        )
+    if isinstance(exc, apsw.NotADBError):
+        return NotAJournalError(f"{where}: not an SQLite database ({exc})", where=where)
+    if isinstance(exc, apsw.CorruptError):
+        return CorruptionError(f"{where}: the database file is corrupt ({exc})", where=where)
+    return JournalError(f"{where}: {type(exc).__name__}: {exc}", where=where)
+
+
+def _check_header(path: str) -> bool:
+    """Return True if the file holds data; raise if that data is not SQLite."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return False
+    if not head:
+        return False
+    if head != SQLITE_HEADER:
+        raise NotAJournalError(
+            f"{path!r} is not an SQLite database (bad header); refusing to open it as a journal",
+            path=path,
+        )
+    return True
+
+
+def _create_private(path: str) -> None:
+    # Owner-only from the first byte: journals hold inputs, outputs and state.
+    # SQLite gives the -wal and -shm files the database file's permissions.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _pragma(conn: apsw.Connection, name: str, value: object | None = None) -> Any:
+    # One statement at a time and read back: a multi-statement execute stops at
+    # the first statement that returns a row unless the cursor is read.
+    if value is not None:
+        conn.execute(f"PRAGMA {name}={value}").fetchall()
+    row = conn.execute(f"PRAGMA {name}").fetchone()
+    return None if row is None else row[0]
+
+
+def open_connection(
+    path: str, *, durability: str, busy_timeout_ms: int, readonly: bool
+) -> apsw.Connection:
+    """Open (creating if allowed) and verify a journal; return a configured connection."""
+    if durability not in _SYNCHRONOUS:
+        raise ValueError(f"durability must be 'full' or 'process', got {durability!r}")
+    exists = _check_header(path)
+    if readonly and not exists:
+        raise NotAJournalError(f"{path!r} does not exist (opened read-only)", path=path)
+    if not readonly and not exists:
+        _create_private(path)
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+    try:
+        conn = apsw.Connection(path, flags=flags)
+        conn.set_busy_timeout(busy_timeout_ms)
+        app_id = _pragma(conn, "application_id")
+        version = _pragma(conn, "user_version")
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    except apsw.Error as exc:
+        raise translate(exc, f"opening {path!r}") from exc
+    if app_id != APPLICATION_ID:
+        if app_id != 0 or tables != 0 or version != 0:
+            conn.close()
+            raise NotAJournalError(
+                f"{path!r} is an SQLite database but not a durable journal "
+                f"(application_id={app_id}, {tables} schema objects); refusing to touch it",
+                path=path,
+            )
+        if readonly:
+            conn.close()
+            raise NotAJournalError(f"{path!r} is an empty database, not a journal", path=path)
+    elif version > SCHEMA_VERSION:
+        conn.close()
+        raise SchemaVersionError(
+            f"{path!r} has journal schema version {version}; this code reads up to "
+            f"{SCHEMA_VERSION}: upgrade the package",
+            path=path,
+            found=version,
+            supported=SCHEMA_VERSION,
+        )
+    try:
+        if not readonly:
+            _pragma(conn, "journal_mode", "WAL")
+        _pragma(conn, "synchronous", _SYNCHRONOUS[durability])
+        _pragma(conn, "foreign_keys", "ON")
+        if app_id != APPLICATION_ID:
+            _create_schema(conn)
+    except apsw.Error as exc:
+        conn.close()
+        raise translate(exc, f"opening {path!r}") from exc
+    return conn
+
+
+def _create_schema(conn: apsw.Connection) -> None:
+    # auto_vacuum must be chosen before the first table exists; INCREMENTAL lets
+    # Journal.reclaim() hand freed pages back to the OS without a full VACUUM.
+    _pragma(conn, "auto_vacuum", "INCREMENTAL")
+    with transaction(conn, "creating the schema"):
+        for statement in DDL:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+@contextlib.contextmanager
+def transaction(conn: apsw.Connection, where: str) -> Iterator[apsw.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception and translates it."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except apsw.Error as exc:
+        raise translate(exc, where) from exc
+    try:
+        yield conn
+    except BaseException as exc:
+        with contextlib.suppress(apsw.Error):
+            conn.execute("ROLLBACK")
+        if isinstance(exc, apsw.Error):
+            raise translate(exc, where) from exc
+        raise
+    try:
+        conn.execute("COMMIT")
+    except apsw.Error as exc:
+        # A COMMIT that raised may still have committed: the caller re-reads.
+        with contextlib.suppress(apsw.Error):
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+        raise CommitUnknown(f"{where}: COMMIT failed ({exc}); outcome unknown", where=where) from exc
+
+
+class CommitUnknown(JournalError):
+    """COMMIT raised: the transaction may or may not have been applied; re-read to decide."""

@@ -1,0 +1,99 @@
+"""The journal's exception tree.
+
+Every error the journal raises derives from :class:`JournalError`; driver
+errors (apsw) are translated into this tree in one place, ``journal/_sqlite.py``.
+
+::
+
+    JournalError
+    ├── NotAJournalError        the file is not SQLite, or is SQLite but not a journal
+    ├── SchemaVersionError      the journal was written by a newer (or unknown) schema
+    ├── CorruptionError         a checksum, snapshot or page does not verify
+    ├── RunNotFound             no run with that id
+    ├── ConflictError           expected seq or epoch did not match: nothing was written
+    │   └── LeaseHeld           another owner holds an unexpired lease on the run
+    ├── HorizonError            a read before the retained (compacted) horizon
+    ├── SerializationError      a value the codec cannot encode (names key path and type)
+    ├── DecodeError             a stored payload that does not decode (names run and seq)
+    │   └── SignatureError      a signed pickle whose HMAC does not verify
+    ├── SeqOutOfRange           a seq past the run's last entry
+    └── JournalClosed           the journal was used after close()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConflictError",
+    "CorruptionError",
+    "DecodeError",
+    "HorizonError",
+    "JournalClosed",
+    "JournalError",
+    "LeaseHeld",
+    "NotAJournalError",
+    "RunNotFound",
+    "SchemaVersionError",
+    "SeqOutOfRange",
+    "SerializationError",
+    "SignatureError",
+]
+
+
+class JournalError(Exception):
+    """Base class of every error raised by the journal."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.context = context
+        for name, value in context.items():
+            setattr(self, name, value)
+
+
+class NotAJournalError(JournalError):
+    """The file is not an SQLite database, or it is one that this project did not write."""
+
+
+class SchemaVersionError(JournalError):
+    """The journal's schema version is newer than (or unknown to) this code."""
+
+
+class CorruptionError(JournalError):
+    """Stored data failed verification: an entry checksum, a snapshot, or the file itself."""
+
+
+class RunNotFound(JournalError, LookupError):
+    """No run with the given id exists in this journal."""
+
+
+class ConflictError(JournalError):
+    """An append or update named a seq or epoch that is no longer current; nothing was written."""
+
+
+class LeaseHeld(ConflictError):
+    """Another owner holds an unexpired lease on the run."""
+
+
+class HorizonError(JournalError):
+    """The requested seq lies before the retained horizon of a compacted run."""
+
+
+class SerializationError(JournalError, TypeError):
+    """The codec cannot encode a value; the message names the key path and the type."""
+
+
+class DecodeError(JournalError):
+    """A stored payload could not be decoded; the message names where it was read."""
+
+
+class SignatureError(DecodeError):
+    """A signed payload's HMAC did not verify; it was refused before unpickling."""
+
+
+class JournalClosed(JournalError):
+    """The journal was used after :meth:`Journal.close`."""
+
+
+class SeqOutOfRange(JournalError, IndexError):
+    """A seq beyond the run's last entry (or below 0) was asked for."""

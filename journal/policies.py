@@ -1,0 +1,55 @@
+"""Small value objects that configure the journal: durability, snapshots, retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Durability", "RetentionPolicy", "SnapshotPolicy"]
+
+Durability = Literal["full", "process"]
+"""``"full"``: an acknowledged commit survives power loss (``synchronous=FULL``).
+``"process"``: survives a crash of the process; a power cut may lose the last
+commits but never corrupts the file (``synchronous=NORMAL`` in WAL mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPolicy:
+    """Write the folded state every ``every`` entries, in the commit that crossed the boundary.
+
+    Rebuilding state at any seq then reads at most ``every`` entries after the
+    nearest snapshot. ``every=0`` disables snapshots.
+    """
+
+    every: int = 200
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"SnapshotPolicy.every must be >= 0, got {self.every}")
+
+    def crosses(self, before: int, after: int, every: int | None = None) -> bool:
+        """True if appending seqs ``before+1 .. after`` crosses a snapshot boundary."""
+        n = self.every if every is None else every
+        return n > 0 and before // n != after // n
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """What compaction keeps: the newest ``keep_snapshots`` snapshots and everything
+    newer than ``keep_seconds``. Entries older than the oldest kept snapshot are dropped.
+
+    ``include_active=False`` leaves unfinished runs alone: a ``@durable`` function
+    recovers by re-executing its body from its first entry, so its entries are
+    needed until it ends.
+    """
+
+    keep_snapshots: int = 1
+    keep_seconds: float | None = None
+    include_active: bool = False
+    batch_size: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.keep_snapshots < 1:
+            raise ValueError("RetentionPolicy.keep_snapshots must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("RetentionPolicy.batch_size must be >= 1")

@@ -1,0 +1,852 @@
+"""The journal: one SQLite file holding runs, their append-only entries and snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import apsw
+
+from . import _sqlite
+from .codecs import Codec, JsonSerializer, codec_for_name
+from .errors import (
+    ConflictError,
+    CorruptionError,
+    DecodeError,
+    HorizonError,
+    JournalClosed,
+    JournalError,
+    LeaseHeld,
+    RunNotFound,
+    SeqOutOfRange,
+)
+from .fold import FOLD_VERSION, FoldedState, fold
+from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
+from .policies import Durability, SnapshotPolicy
+from .records import Entry, NewEntry, Run, SnapshotInfo
+
+__all__ = ["DEFAULT_PATH", "ENV_VAR", "UNSET", "AppendRequest", "Journal", "resolve_path"]
+
+DEFAULT_PATH: Final = "durable.db"
+ENV_VAR: Final = "DURABLE_DB"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final[Any] = _Unset()
+"""Marks an optional field of an update as "leave as it is" (``None`` means NULL)."""
+
+_RUN_COLUMNS = (
+    "run_id, kind, name, status, codec, input, output, error, created_at, updated_at, "
+    "last_seq, epoch, owner, lease_expires_at, wake_at, parent_run_id, forked_from, "
+    "forked_at, code_version, snapshot_every, horizon, meta"
+)
+_ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts, checksum"
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> str:
+    """The journal path: the argument, else ``$DURABLE_DB``, else ``./durable.db``."""
+    if path is not None:
+        return os.fspath(path)
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def entry_checksum(
+    run_id: str,
+    seq: int,
+    kind: str,
+    step: str | None,
+    key: str | None,
+    payload: bytes | None,
+    codec: str,
+    ts: float,
+) -> int:
+    """CRC-32 over every field of an entry: a flipped byte anywhere is detected on read."""
+    head = f"{run_id}\x1f{seq}\x1f{kind}\x1f{step}\x1f{key}\x1f{codec}\x1f{ts!r}".encode()
+    return zlib.crc32(payload or b"", zlib.crc32(head))
+
+
+def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) -> int:
+    return zlib.crc32(state, zlib.crc32(f"{run_id}\x1f{seq}\x1f{fingerprint}".encode()))
+
+
+def _run_from_row(row: Sequence[Any]) -> Run:
+    return Run(*row[:21], meta=json.loads(row[21]))
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One run's part of a (possibly batched) append: the entries and the run update.
+
+    ``output`` must already be encoded (see :meth:`Journal.encode`); ``UNSET``
+    fields leave the run row as it is.
+    """
+
+    run_id: str
+    entries: Sequence[NewEntry]
+    expected_seq: int
+    epoch: int | None = None
+    status: str | None = None
+    output: Any = UNSET
+    error: Any = UNSET
+    wake_at: Any = UNSET
+    release: bool = False
+
+
+class Journal:
+    """An event-sourced journal in one SQLite file, opened through apsw.
+
+    ``Journal()`` opens ``$DURABLE_DB`` or ``./durable.db``, creating it (mode
+    0600) if missing. Writers take ``BEGIN IMMEDIATE``; every append names the seq
+    it expects and, for leased runs, the epoch it holds.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        durability: Durability = "full",
+        codec: Codec | None = None,
+        hmac_key: bytes | str | None = None,
+        snapshots: SnapshotPolicy | None = None,
+        busy_timeout_ms: int = 30_000,
+        readonly: bool = False,
+    ) -> None:
+        self.path = resolve_path(path)
+        self.durability = durability
+        self.readonly = readonly
+        self.codec: Codec = codec or JsonSerializer()
+        self.snapshot_policy = snapshots or SnapshotPolicy()
+        self._hmac_key = hmac_key
+        self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
+        self._snapshot_every: dict[str, int | None] = {}
+        self._lock = threading.RLock()
+        self.entries_read = 0
+        """Entries read from disk since open: lets tests prove recovery reads only a tail."""
+        self._conn: apsw.Connection | None = _sqlite.open_connection(
+            self.path,
+            durability=durability,
+            busy_timeout_ms=busy_timeout_ms,
+            readonly=readonly,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; further use raises :class:`JournalClosed`."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({self.path!r}, durability={self.durability!r})"
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._conn is None
+
+    def _c(self) -> apsw.Connection:
+        if self._conn is None:
+            raise JournalClosed(f"journal {self.path!r} is closed", path=self.path)
+        return self._conn
+
+    def _read(self, sql: str, params: Sequence[Any] = (), *, where: str) -> list[Any]:
+        try:
+            return self._c().execute(sql, params).fetchall()
+        except apsw.Error as exc:
+            raise _sqlite.translate(exc, where) from exc
+
+    # -- codecs ----------------------------------------------------------------------
+
+    def codec_named(self, name: str) -> Codec:
+        """The codec stored under ``name`` (with this journal's HMAC key, if any)."""
+        codec = self._codecs.get(name)
+        if codec is None:
+            codec = codec_for_name(name, hmac_key=self._hmac_key)
+            self._codecs[name] = codec
+        return codec
+
+    def encode(self, value: Any, *, codec: Codec | None = None, path: str = "value") -> bytes:
+        """Encode ``value``; raises :class:`SerializationError` naming ``path`` on failure."""
+        return (codec or self.codec).encode(value, path=path)
+
+    def decode(self, data: bytes | None, codec: str, *, where: str) -> Any:
+        """Decode a stored payload; ``None`` stays ``None``."""
+        if data is None:
+            return None
+        return self.codec_named(codec).decode(data, where=where)
+
+    def decode_entry(self, entry: Entry) -> Any:
+        """Decode an entry's payload; errors name the run and seq."""
+        return self.decode(
+            entry.payload, entry.codec, where=f"run {entry.run_id!r} seq {entry.seq}"
+        )
+
+    def entry(
+        self,
+        kind: str,
+        value: Any = UNSET,
+        *,
+        step: str | None = None,
+        key: str | None = None,
+        codec: Codec | None = None,
+        path: str | None = None,
+    ) -> NewEntry:
+        """Build a :class:`NewEntry`, encoding ``value`` now so a bad value fails before any write."""
+        use = codec or self.codec
+        payload = (
+            None
+            if value is UNSET
+            else use.encode(value, path=path or (f"state[{key!r}]" if key else kind))
+        )
+        return NewEntry(kind=kind, payload=payload, codec=use.name, step=step, key=key)
+
+    # -- runs ------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run_id: str | None = None,
+        *,
+        name: str,
+        kind: str = "function",
+        input: Any = None,
+        codec: Codec | None = None,
+        status: str = "pending",
+        entries: Sequence[NewEntry] = (),
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+        parent_run_id: str | None = None,
+        forked_from: str | None = None,
+        forked_at: int | None = None,
+        code_version: str | None = None,
+        snapshot_every: int | None = None,
+        wake_at: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[Run, bool]:
+        """Create a run, or return the existing one: ``(run, created)``.
+
+        ``run_id`` is an idempotency key: creating an id that exists writes
+        nothing and returns that run with ``created=False``. ``entries`` are
+        appended from seq 1 in the same transaction; with ``owner`` the run is
+        claimed at once (epoch 1).
+        """
+        if kind not in RUN_KINDS:
+            raise ValueError(f"kind must be one of {RUN_KINDS}, got {kind!r}")
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
+        use = codec or self.codec
+        input_data = use.encode(input, path="input")
+        rid = run_id if run_id is not None else uuid.uuid4().hex
+        if not isinstance(rid, str) or not rid:
+            raise ValueError(f"run_id must be a non-empty string, got {rid!r}")
+        now = time.time()
+        with self._lock:
+            conn = self._c()
+            with _sqlite.transaction(conn, f"creating run {rid!r}"):
+                row = conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (rid,)
+                ).fetchone()
+                if row is not None:
+                    return _run_from_row(row), False
+                for ref in (parent_run_id, forked_from):
+                    if ref is not None and not self._exists(conn, ref):
+                        raise RunNotFound(f"no run {ref!r} in {self.path!r}", run_id=ref)
+                epoch = 1 if owner else 0
+                lease = now + lease_seconds if owner and lease_seconds else None
+                conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+                    "(?,?,?,?,?,?,NULL,NULL,?,?,0,?,?,?,?,?,?,?,?,?,0,?)",
+                    (
+                        rid, kind, name, status, use.name, input_data, now, now, epoch,
+                        owner, lease, wake_at, parent_run_id, forked_from, forked_at,
+                        code_version, snapshot_every, json.dumps(meta or {}),
+                    ),
+                )  # fmt: skip
+                self._snapshot_every[rid] = snapshot_every
+                if entries:
+                    self._apply(conn, AppendRequest(rid, entries, 0, epoch or None), now)
+                row = conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (rid,)
+                ).fetchone()
+        return _run_from_row(row), True
+
+    @staticmethod
+    def _exists(conn: apsw.Connection, run_id: str) -> bool:
+        return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    def find_run(self, run_id: str) -> Run | None:
+        """The run with this id, or ``None``."""
+        with self._lock:
+            rows = self._read(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
+                (run_id,),
+                where=f"reading run {run_id!r}",
+            )
+        return _run_from_row(rows[0]) if rows else None
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id; raises :class:`RunNotFound`."""
+        run = self.find_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {self.path!r}", run_id=run_id)
+        return run
+
+    def list_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent_run_id: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Run]:
+        """Runs matching every given filter, ordered by creation time, paged."""
+        clauses, params = self._run_filter(status, name, created_after, created_before)
+        if parent_run_id is not None:
+            clauses.append("parent_run_id = ?")
+            params.append(parent_run_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "DESC" if newest_first else "ASC"
+        sql = (
+            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at {order}, run_id {order}"
+            f" LIMIT ? OFFSET ?"
+        )
+        params += [-1 if limit is None else limit, offset]
+        with self._lock:
+            rows = self._read(sql, params, where="listing runs")
+        return [_run_from_row(r) for r in rows]
+
+    @staticmethod
+    def _run_filter(
+        status: str | Sequence[str] | None,
+        name: str | None,
+        created_after: float | None,
+        created_before: float | None,
+    ) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            bad = [s for s in statuses if s not in RUN_STATUSES]
+            if bad:
+                raise ValueError(f"unknown status {bad[0]!r}; expected one of {RUN_STATUSES}")
+            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        if name is not None:
+            clauses.append("name = ?")
+            params.append(name)
+        if created_after is not None:
+            clauses.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            clauses.append("created_at < ?")
+            params.append(created_before)
+        return clauses, params
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        epoch: int | None = None,
+        status: str | None = None,
+        output: Any = UNSET,
+        error: Any = UNSET,
+        wake_at: Any = UNSET,
+        release: bool = False,
+    ) -> Run:
+        """Change a run's status/output/error/wake time (no entries); epoch-checked if given.
+
+        ``output`` is a Python value, encoded with the run's codec.
+        """
+        run = self.get_run(run_id)
+        if output is not UNSET:
+            output = self.codec_named(run.codec).encode(output, path="output")
+        self.append(
+            run_id,
+            (),
+            expected_seq=None,
+            epoch=epoch,
+            status=status,
+            output=output,
+            error=error,
+            wake_at=wake_at,
+            release=release,
+        )
+        return self.get_run(run_id)
+
+    def claim_run(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        lease_seconds: float = 30.0,
+        steal: bool = False,
+    ) -> Run:
+        """Take the lease on a run, raising its epoch (the fencing token).
+
+        Raises :class:`LeaseHeld` if another owner's lease has not expired (unless
+        ``steal``), and :class:`ConflictError` if the run has finished.
+        """
+        now = time.time()
+        with self._lock:
+            conn = self._c()
+            with _sqlite.transaction(conn, f"claiming run {run_id!r}"):
+                row = conn.execute(
+                    "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?",
+                    (run_id,),
+                ).fetchone()
+                if row is None:
+                    raise RunNotFound(f"no run {run_id!r} in journal {self.path!r}", run_id=run_id)
+                status, holder, expires = row
+                if status in TERMINAL_STATUSES:
+                    raise ConflictError(
+                        f"run {run_id!r} is {status}; a finished run cannot be claimed",
+                        run_id=run_id,
+                    )
+                if holder not in (None, owner) and (expires or 0) > now and not steal:
+                    raise LeaseHeld(
+                        f"run {run_id!r} is leased by {holder!r} for {expires - now:.1f}s more",
+                        run_id=run_id,
+                        owner=holder,
+                    )
+                conn.execute(
+                    "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
+                    "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
+                    "updated_at = ? WHERE run_id = ?",
+                    (owner, now + lease_seconds, now, run_id),
+                )
+        return self.get_run(run_id)
+
+    def claimable(self, *, now: float | None = None, limit: int = 100) -> list[Run]:
+        """Unfinished runs nobody holds: pending, running with an expired lease, or
+        waiting with a due wake time. Oldest first."""
+        t = time.time() if now is None else now
+        with self._lock:
+            rows = self._read(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE "
+                "((status IN ('pending', 'running') AND (owner IS NULL OR lease_expires_at < ?))"
+                " OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?"
+                "     AND (owner IS NULL OR lease_expires_at < ?)))"
+                " ORDER BY created_at LIMIT ?",
+                (t, t, t, limit),
+                where="finding claimable runs",
+            )
+        return [_run_from_row(r) for r in rows]
+
+    def renew_lease(self, run_id: str, owner: str, epoch: int, lease_seconds: float) -> float:
+        """Extend a held lease; raises :class:`ConflictError` if the epoch moved on."""
+        expires = time.time() + lease_seconds
+        with self._lock:
+            conn = self._c()
+            with _sqlite.transaction(conn, f"renewing the lease on {run_id!r}"):
+                conn.execute(
+                    "UPDATE runs SET lease_expires_at = ? "
+                    "WHERE run_id = ? AND owner = ? AND epoch = ?",
+                    (expires, run_id, owner, epoch),
+                )
+                if conn.changes() == 0:
+                    raise ConflictError(
+                        f"run {run_id!r}: lease lost (epoch {epoch} is no longer current)",
+                        run_id=run_id,
+                        epoch=epoch,
+                    )
+        return expires
+
+    # -- entries ---------------------------------------------------------------------
+
+    def append(
+        self,
+        run_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        expected_seq: int | None,
+        epoch: int | None = None,
+        status: str | None = None,
+        output: Any = UNSET,
+        error: Any = UNSET,
+        wake_at: Any = UNSET,
+        release: bool = False,
+    ) -> int:
+        """Append ``entries`` after ``expected_seq`` in one transaction; return the new last seq.
+
+        ``expected_seq`` is the seq the caller believes is last (``None`` skips
+        the check, for run updates without entries). ``epoch``, if given, must
+        be the run's current epoch. On any mismatch :class:`ConflictError` is
+        raised and nothing is written. The run's status, output (already
+        encoded), error and wake time change in the same commit.
+        """
+        req = AppendRequest(
+            run_id, entries, -1 if expected_seq is None else expected_seq, epoch,
+            status, output, error, wake_at, release,
+        )  # fmt: skip
+        with self._lock:
+            conn = self._c()
+            now = time.time()
+            try:
+                with _sqlite.transaction(conn, f"appending to run {run_id!r}"):
+                    return self._apply(conn, req, now)
+            except _sqlite.CommitUnknown:
+                return self._resolve_unknown(req)
+
+    def append_batch(self, requests: Sequence[AppendRequest]) -> list[int | JournalError]:
+        """Group commit: apply many runs' appends in one transaction.
+
+        Each request succeeds or fails alone (a savepoint each); the result list
+        holds the new last seq, or the error, per request. Nothing is acknowledged
+        before the single COMMIT returns.
+        """
+        results: list[int | JournalError] = []
+        with self._lock:
+            conn = self._c()
+            now = time.time()
+            try:
+                with _sqlite.transaction(conn, f"appending a batch of {len(requests)}"):
+                    for req in requests:
+                        conn.execute("SAVEPOINT one")
+                        try:
+                            results.append(self._apply(conn, req, now))
+                            conn.execute("RELEASE one")
+                        except JournalError as exc:
+                            conn.execute("ROLLBACK TO one")
+                            conn.execute("RELEASE one")
+                            results.append(exc)
+            except _sqlite.CommitUnknown:
+                return [
+                    r if isinstance(r, JournalError) else self._resolve_unknown(req)
+                    for r, req in zip(results, requests, strict=True)
+                ]
+        return results
+
+    def _resolve_unknown(self, req: AppendRequest) -> int:
+        # COMMIT raised: the transaction may have landed. (run_id, seq) never
+        # applies twice, so re-reading last_seq decides the outcome exactly.
+        run = self.get_run(req.run_id)
+        target = req.expected_seq + len(req.entries)
+        if req.entries and run.last_seq >= target:
+            last = self.read_one(req.run_id, target)
+            if last.kind == req.entries[-1].kind and last.payload == req.entries[-1].payload:
+                return target
+        raise ConflictError(
+            f"run {req.run_id!r}: the commit failed and was not applied "
+            f"(last seq is {run.last_seq}); retry",
+            run_id=req.run_id,
+        )
+
+    def _apply(self, conn: apsw.Connection, req: AppendRequest, now: float) -> int:
+        """The hot path: guard the run row, insert the entries, update the run, snapshot."""
+        run_id, entries = req.run_id, req.entries
+        n = len(entries)
+        sets = ["updated_at = ?", "last_seq = last_seq + ?"]
+        params: list[Any] = [now, n]
+        if req.status is not None:
+            if req.status not in RUN_STATUSES:
+                raise ValueError(f"unknown status {req.status!r}")
+            sets.append("status = ?")
+            params.append(req.status)
+        for column, value in (("output", req.output), ("error", req.error), ("wake_at", req.wake_at)):
+            if value is not UNSET:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        if req.release:
+            sets.append("owner = NULL, lease_expires_at = NULL")
+        guard = "run_id = ?"
+        params.append(run_id)
+        if req.expected_seq >= 0:
+            guard += " AND last_seq = ?"
+            params.append(req.expected_seq)
+        if req.epoch is not None:
+            guard += " AND epoch = ?"
+            params.append(req.epoch)
+        conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {guard}", params)
+        if conn.changes() == 0:
+            self._explain_conflict(conn, req)
+        if not n:
+            return req.expected_seq
+        base = req.expected_seq
+        if base < 0:
+            base = conn.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] - n
+        rows = []
+        seq = base
+        for e in entries:
+            seq += 1
+            rows.append(
+                (run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now,
+                 entry_checksum(run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now))
+            )  # fmt: skip
+        conn.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        every = self._run_snapshot_every(conn, run_id)
+        if self.snapshot_policy.crosses(base, seq, every):
+            self._write_snapshot(conn, run_id, seq, now)
+        return seq
+
+    def _explain_conflict(self, conn: apsw.Connection, req: AppendRequest) -> None:
+        row = conn.execute(
+            "SELECT last_seq, epoch FROM runs WHERE run_id = ?", (req.run_id,)
+        ).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {req.run_id!r} in journal {self.path!r}", run_id=req.run_id)
+        last_seq, epoch = row
+        if req.epoch is not None and epoch != req.epoch:
+            raise ConflictError(
+                f"run {req.run_id!r}: fenced off: this writer holds epoch {req.epoch} but the "
+                f"run is now at epoch {epoch} (another worker claimed it); nothing was written",
+                run_id=req.run_id,
+                epoch=req.epoch,
+                current_epoch=epoch,
+            )
+        raise ConflictError(
+            f"run {req.run_id!r}: expected last seq {req.expected_seq} but it is {last_seq}; "
+            "another writer appended first and nothing was written",
+            run_id=req.run_id,
+            expected_seq=req.expected_seq,
+            actual_seq=last_seq,
+        )
+
+    def _run_snapshot_every(self, conn: apsw.Connection, run_id: str) -> int | None:
+        if run_id not in self._snapshot_every:
+            row = conn.execute(
+                "SELECT snapshot_every FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            self._snapshot_every[run_id] = row[0] if row else None
+        return self._snapshot_every[run_id]
+
+    def read(self, run_id: str, start: int = 1, end: int | None = None) -> Iterator[Entry]:
+        """Entries ``start..end`` (inclusive) in seq order, each checksum-verified.
+
+        Streams in pages, so a long run is never held in memory at once. Raises
+        :class:`HorizonError` if ``start`` lies before the retained horizon.
+        """
+        run = self.get_run(run_id)
+        if start <= run.horizon:
+            raise HorizonError(
+                f"run {run_id!r}: seq {start} was compacted away; the retained horizon is "
+                f"seq {run.horizon} (entries from {run.horizon + 1} are kept)",
+                run_id=run_id,
+                seq=start,
+                horizon=run.horizon,
+            )
+        last = run.last_seq if end is None else min(end, run.last_seq)
+        page = 1000
+        lo = start
+        while lo <= last:
+            hi = min(lo + page - 1, last)
+            with self._lock:
+                rows = self._read(
+                    f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE run_id = ? AND seq BETWEEN ? AND ?"
+                    " ORDER BY seq",
+                    (run_id, lo, hi),
+                    where=f"reading run {run_id!r} seqs {lo}..{hi}",
+                )
+            expect = lo
+            for row in rows:
+                if row[1] != expect:
+                    raise CorruptionError(
+                        f"run {run_id!r}: entry seq {expect} is missing (found {row[1]})",
+                        run_id=run_id,
+                        seq=expect,
+                    )
+                yield self._verified(row)
+                expect += 1
+            if expect != hi + 1:
+                raise CorruptionError(
+                    f"run {run_id!r}: entries {expect}..{hi} are missing",
+                    run_id=run_id,
+                    seq=expect,
+                )
+            self.entries_read += len(rows)
+            lo = hi + 1
+
+    def _verified(self, row: Sequence[Any]) -> Entry:
+        run_id, seq, kind, step, key, payload, codec, ts, checksum = row
+        if entry_checksum(run_id, seq, kind, step, key, payload, codec, ts) != checksum:
+            raise CorruptionError(
+                f"run {run_id!r} seq {seq}: checksum mismatch (the entry was altered on disk)",
+                run_id=run_id,
+                seq=seq,
+            )
+        return Entry(run_id, seq, kind, step, key, payload, codec, ts)
+
+    def read_one(self, run_id: str, seq: int) -> Entry:
+        """The entry at ``seq`` (verified)."""
+        for entry in self.read(run_id, seq, seq):
+            return entry
+        raise SeqOutOfRange(f"run {run_id!r} has no seq {seq}", run_id=run_id, seq=seq)
+
+    def last_entry(self, run_id: str) -> Entry | None:
+        """The run's newest entry, or ``None`` if it has none (or all were compacted)."""
+        run = self.get_run(run_id)
+        if run.last_seq == 0 or run.last_seq <= run.horizon:
+            return None
+        return self.read_one(run_id, run.last_seq)
+
+    # -- state and snapshots ---------------------------------------------------------
+
+    def fingerprint(self, codec: str) -> str:
+        """Identifies how a snapshot was made; one made another way is skipped, not trusted."""
+        return f"fold-v{FOLD_VERSION}/{codec}"
+
+    def state_at(self, run_id: str, seq: int | None = None) -> FoldedState:
+        """The run's folded state after ``seq`` (default: its last entry).
+
+        Reads the newest valid snapshot at or before ``seq`` and folds only the
+        entries after it, so the cost is bounded by the snapshot interval.
+        """
+        with self._lock:
+            run = self.get_run(run_id)
+            target = run.last_seq if seq is None else seq
+            if target < 0 or target > run.last_seq:
+                raise SeqOutOfRange(
+                    f"run {run_id!r} has seqs 0..{run.last_seq}; seq {target} is out of range",
+                    run_id=run_id,
+                    seq=target,
+                )
+            if target < run.horizon:
+                raise HorizonError(
+                    f"run {run_id!r}: the state at seq {target} is before the retained horizon "
+                    f"(seq {run.horizon}); it was compacted away",
+                    run_id=run_id,
+                    seq=target,
+                    horizon=run.horizon,
+                )
+            base = self._snapshot_state(run, target)
+            if base is None:
+                if run.horizon > 0:
+                    raise HorizonError(
+                        f"run {run_id!r}: no usable snapshot at or after the horizon "
+                        f"(seq {run.horizon}) to rebuild seq {target}",
+                        run_id=run_id,
+                        seq=target,
+                        horizon=run.horizon,
+                    )
+                base = FoldedState()
+            if base.seq < target:
+                fold(base, self.read(run_id, base.seq + 1, target), self.decode_entry)
+            return base
+
+    def _snapshot_state(self, run: Run, seq: int) -> FoldedState | None:
+        rows = self._read(
+            "SELECT seq, state, codec, fingerprint, checksum FROM snapshots "
+            "WHERE run_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC",
+            (run.run_id, seq, run.horizon),
+            where=f"reading snapshots of {run.run_id!r}",
+        )
+        for snap_seq, state, codec, fingerprint, checksum in rows:
+            if fingerprint != self.fingerprint(codec):
+                continue
+            if _snapshot_checksum(run.run_id, snap_seq, state, fingerprint) != checksum:
+                raise CorruptionError(
+                    f"run {run.run_id!r}: snapshot at seq {snap_seq} fails its checksum",
+                    run_id=run.run_id,
+                    seq=snap_seq,
+                )
+            payload = self.decode(
+                state, codec, where=f"run {run.run_id!r} snapshot at seq {snap_seq}"
+            )
+            if not isinstance(payload, dict) or set(payload) != {"values", "pending"}:
+                raise DecodeError(
+                    f"run {run.run_id!r}: snapshot at seq {snap_seq} has an unexpected shape",
+                    run_id=run.run_id,
+                    seq=snap_seq,
+                )
+            return FoldedState.from_payload(snap_seq, payload)
+        return None
+
+    def write_snapshot(self, run_id: str, seq: int | None = None) -> SnapshotInfo:
+        """Write (or rewrite) the snapshot of the state at ``seq`` (default: last)."""
+        with self._lock:
+            conn = self._c()
+            with _sqlite.transaction(conn, f"snapshotting run {run_id!r}"):
+                run = self.get_run(run_id)
+                target = run.last_seq if seq is None else seq
+                return self._write_snapshot(conn, run_id, target, time.time())
+
+    def _write_snapshot(self, conn: apsw.Connection, run_id: str, seq: int, now: float) -> SnapshotInfo:
+        state = self.state_at(run_id, seq)
+        codec_name = conn.execute("SELECT codec FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+        codec = self.codec_named(codec_name)
+        data = codec.encode(state.to_payload(), path=f"snapshot of {run_id!r} at seq {seq}")
+        fingerprint = self.fingerprint(codec.name)
+        conn.execute(
+            "INSERT OR REPLACE INTO snapshots (run_id, seq, state, codec, fingerprint, checksum,"
+            " created_at) VALUES (?,?,?,?,?,?,?)",
+            (run_id, seq, data, codec.name, fingerprint,
+             _snapshot_checksum(run_id, seq, data, fingerprint), now),
+        )  # fmt: skip
+        return SnapshotInfo(run_id, seq, codec.name, fingerprint, len(data), now)
+
+    def snapshots(self, run_id: str) -> list[SnapshotInfo]:
+        """The run's snapshots, oldest first."""
+        with self._lock:
+            rows = self._read(
+                "SELECT run_id, seq, codec, fingerprint, length(state), created_at "
+                "FROM snapshots WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+                where=f"listing snapshots of {run_id!r}",
+            )
+        return [SnapshotInfo(*r) for r in rows]
+
+    # -- maintenance and read side -----------------------------------------------------
+
+    def compact(self, run_id: str | None = None, policy: Any = None, *, now: float | None = None) -> Any:
+        """Drop entries older than the retained snapshots; see :mod:`journal.compaction`."""
+        from .compaction import compact
+
+        return compact(self, run_id, policy, now=now)
+
+    def reclaim(self, max_pages: int | None = None) -> int:
+        """Return free pages to the OS (incremental VACUUM); returns pages freed."""
+        with self._lock:
+            conn = self._c()
+            before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            arg = "" if max_pages is None else f"({int(max_pages)})"
+            conn.execute(f"PRAGMA incremental_vacuum{arg}").fetchall()
+            after = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(before - after)
+
+    def verify(self, run_id: str | None = None, *, progress: Any = None) -> Any:
+        """Check checksums, seq density, snapshots against folds and the file's integrity."""
+        from .verify import verify
+
+        return verify(self, run_id, progress=progress)
+
+    def raw_connection(self) -> apsw.Connection:
+        """The underlying apsw connection, for tools within this package."""
+        return self._c()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock serialising use of the connection across threads."""
+        return self._lock
+
+    def export_run(self, run_id: str, *, format: str = "json") -> str:
+        """A run exported as JSON (row, decoded entries, snapshots) or CSV (entries)."""
+        from .export import export_run
+
+        return export_run(self, run_id, format=format)
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        """An ad-hoc read-only SQL query over the journal file (through sqlite-utils)."""
+        from .export import query
+
+        return query(self.path, sql, params)
