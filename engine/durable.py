@@ -34,6 +34,11 @@ def _context_parameter(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | 
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the name
         hints = {}
     ann = hints.get(first.name, first.annotation)
+    if isinstance(ann, str) and ann.replace(" ", "").startswith(("Context[", "engine.Context[")):
+        raise TypeError(
+            f"{qualified_name(fn)}: cannot resolve the annotation {ann!r}: define the state "
+            "model at module level so the engine can find it"
+        )
     origin = typing.get_origin(ann)
     if ann is Context or origin is Context:
         args = typing.get_args(ann)

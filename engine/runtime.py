@@ -198,7 +198,7 @@ class Engine:
                 self._heartbeat.start()
 
     def _beat(self) -> None:
-        while not self._closed.wait(self.lease_seconds / 3):
+        while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
             for ex in list(self._executions.values()):
                 try:
                     self.journal.renew_lease(ex.run_id, self.owner, ex.epoch, self.lease_seconds)

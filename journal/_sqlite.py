@@ -132,6 +132,9 @@ def _create_schema(conn: apsw.Connection) -> None:
     # Journal.reclaim() hand freed pages back to the OS without a full VACUUM.
     _pragma(conn, "auto_vacuum", "INCREMENTAL")
     with transaction(conn, "creating the schema"):
+        # Another process may have created it between our check and our lock.
+        if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+            return
         for statement in DDL:
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")

@@ -270,7 +270,7 @@ class Journal:
                     if ref is not None and not self._exists(conn, ref):
                         raise RunNotFound(f"no run {ref!r} in {self.path!r}", run_id=ref)
                 epoch = 1 if owner else 0
-                lease = now + lease_seconds if owner and lease_seconds else None
+                lease = now + lease_seconds if owner and lease_seconds is not None else None
                 conn.execute(
                     f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
                     "(?,?,?,?,?,?,NULL,NULL,?,?,0,?,?,?,?,?,?,?,?,?,0,?)",

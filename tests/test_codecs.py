@@ -8,7 +8,6 @@ import enum
 import json
 import math
 import pickle
-import timeit
 import uuid
 import zlib
 import zoneinfo
@@ -622,18 +621,3 @@ class TestCodecForName:
         """'pickle-hmac' without a key says which key to supply."""
         with pytest.raises(SignatureError, match="hmac_key"):
             codec_for_name("pickle-hmac")
-
-
-class TestSpeed:
-    """The hot path (a small plain step result) stays in the microseconds."""
-
-    def test_small_dict(self) -> None:
-        """Encoding and decoding {"i": 1, "ok": True} is cheap."""
-        codec = JsonSerializer()
-        value = {"i": 1, "ok": True}
-        data = codec.encode(value)
-        number = 20_000
-        enc = min(timeit.repeat(lambda: codec.encode(value), number=number, repeat=5)) / number
-        dec = min(timeit.repeat(lambda: codec.decode(data), number=number, repeat=5)) / number
-        # Generous bounds: the point is catching an accidental slow path, not benchmarking.
-        assert enc < 50e-6 and dec < 50e-6
