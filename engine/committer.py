@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 class GroupCommitter:
     """Batches :class:`AppendRequest` s from many runs on one event loop."""
 
-    def __init__(self, journal: Journal, loop: asyncio.AbstractEventLoop, max_batch: int = 2000) -> None:
+    def __init__(
+        self, journal: Journal, loop: asyncio.AbstractEventLoop, max_batch: int = 2000
+    ) -> None:
         self._journal = journal
         self._loop = loop
         self._max_batch = max_batch

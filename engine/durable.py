@@ -31,7 +31,7 @@ def _context_parameter(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | 
     first = params[0]
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the name
+    except Exception:
         hints = {}
     ann = hints.get(first.name, first.annotation)
     if isinstance(ann, str) and ann.replace(" ", "").startswith(("Context[", "engine.Context[")):
@@ -42,7 +42,11 @@ def _context_parameter(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | 
     origin = typing.get_origin(ann)
     if ann is Context or origin is Context:
         args = typing.get_args(ann)
-        model = args[0] if args and isinstance(args[0], type) and issubclass(args[0], BaseModel) else None
+        model = (
+            args[0]
+            if args and isinstance(args[0], type) and issubclass(args[0], BaseModel)
+            else None
+        )
         return True, model
     return first.name == "ctx", None
 
@@ -145,8 +149,12 @@ def durable(
 
     def decorate(func: Callable[..., Any]) -> DurableFunction[Any, Any]:
         return DurableFunction(
-            func, name=name, engine=engine, codec=codec, resources=resources,
+            func,
+            name=name,
+            engine=engine,
+            codec=codec,
+            resources=resources,
             snapshot_every=snapshot_every,
-        )  # fmt: skip
+        )
 
     return decorate(fn) if fn is not None else decorate

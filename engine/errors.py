@@ -3,8 +3,8 @@
 ::
 
     EngineError
-    ├── NonDeterminismError   replay found the code doing something the journal did not record
-    ├── StepFailed            a step failed after its last attempt (recorded, so replay raises it too)
+    ├── NonDeterminismError   replay met code doing what the journal did not record
+    ├── StepFailed            a step's last attempt failed (recorded: replay raises it too)
     │   └── StepTimeout       ... because an attempt ran past its timeout
     ├── RunFailed             awaiting a run that ended in failure
     ├── RunCancelled          the run was cancelled (raised in its body at a step boundary)

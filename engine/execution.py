@@ -125,7 +125,9 @@ class RunExecution:
         elif not self.history.check_body_mutation(kind, key):
             self.body_buffer.append(self._entry(kind, *value, key=key))
 
-    def _entry(self, kind: str, *value: Any, step: str | None = None, key: str | None = None) -> NewEntry:
+    def _entry(
+        self, kind: str, *value: Any, step: str | None = None, key: str | None = None
+    ) -> NewEntry:
         path = f"state[{key!r}]" if kind == K.STATE_SET else f"{kind} {step or key}"
         return self.journal.entry(kind, *value, step=step, key=key, codec=self.codec, path=path)
 
@@ -156,10 +158,16 @@ class RunExecution:
         req = self._request(entries, **update)
         try:
             self.journal.append(
-                req.run_id, req.entries, expected_seq=req.expected_seq, epoch=req.epoch,
-                status=req.status, output=req.output, error=req.error, wake_at=req.wake_at,
+                req.run_id,
+                req.entries,
+                expected_seq=req.expected_seq,
+                epoch=req.epoch,
+                status=req.status,
+                output=req.output,
+                error=req.error,
+                wake_at=req.wake_at,
                 release=req.release,
-            )  # fmt: skip
+            )
         except ConflictError as exc:
             raise self._conflict(exc) from exc
 
@@ -198,25 +206,45 @@ class RunExecution:
             raise _recorded_failure(rec.name, payload)
         return payload["result"]
 
-    def _completed(self, scope: StepScope, h: str, attempt: int, result: Any, started: float) -> list[NewEntry]:
+    def _completed(
+        self, scope: StepScope, h: str, attempt: int, result: Any, started: float
+    ) -> list[NewEntry]:
         done = self.journal.entry(
             K.STEP_COMPLETED,
-            {"result": result, "attempt": attempt, "started": started,
-             "duration": time.time() - started},
-            step=scope.key, key=h, codec=self.codec, path=f"step {scope.key}",
-        )  # fmt: skip
+            {
+                "result": result,
+                "attempt": attempt,
+                "started": started,
+                "duration": time.time() - started,
+            },
+            step=scope.key,
+            key=h,
+            codec=self.codec,
+            path=f"step {scope.key}",
+        )
         return [*self._drain_body(), *scope.buffer, done]
 
-    def _failed(self, key: str, h: str, attempt: int, exc: BaseException, final: bool) -> list[NewEntry]:
+    def _failed(
+        self, key: str, h: str, attempt: int, exc: BaseException, final: bool
+    ) -> list[NewEntry]:
         entry = self.journal.entry(
             K.STEP_FAILED,
-            {"attempt": attempt, "type": type(exc).__qualname__, "error": str(exc),
-             "timeout": isinstance(exc, StepTimeout | TimeoutError), "final": final},
-            step=key, key=f"{'final' if final else 'retry'}:{h}", codec=self.codec,
-        )  # fmt: skip
+            {
+                "attempt": attempt,
+                "type": type(exc).__qualname__,
+                "error": str(exc),
+                "timeout": isinstance(exc, StepTimeout | TimeoutError),
+                "final": final,
+            },
+            step=key,
+            key=f"{'final' if final else 'retry'}:{h}",
+            codec=self.codec,
+        )
         return [*self._drain_body(), entry] if final else [entry]
 
-    def call_step(self, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_step(
+        self, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Run (or replay) one synchronous step call; the per-step hot path."""
         index = self._begin_call()
         h = args_hash(args, kwargs)
@@ -245,7 +273,14 @@ class RunExecution:
             self.commit(self._completed(scope, h, attempt, result, started))
             return result
 
-    async def call_step_async(self, spec: StepSpec, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any], index: int) -> Any:
+    async def call_step_async(
+        self,
+        spec: StepSpec,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        index: int,
+    ) -> Any:
         """The async twin of :meth:`call_step`; ``index`` was taken when the call was made."""
         h = args_hash(args, kwargs)
         rec = self.history.take(index, K.STEP_COMPLETED, spec.name, h)
@@ -289,7 +324,9 @@ class RunExecution:
             return self.journal.decode_entry(rec.entry)
         value = make()
         self.body_buffer.append(
-            self.journal.entry(K.VALUE_RECORDED, value, step=call_key(name, index), codec=self.codec)
+            self.journal.entry(
+                K.VALUE_RECORDED, value, step=call_key(name, index), codec=self.codec
+            )
         )
         return value
 
@@ -378,7 +415,11 @@ class RunExecution:
             return child_id, index, None
         assert rec.entry.key is not None
         outcome = None if rec.completion is None else self.journal.decode_entry(rec.completion)
-        return rec.entry.key, index, ("recorded", outcome) if outcome is not None else ("started", None)
+        return (
+            rec.entry.key,
+            index,
+            ("recorded", outcome) if outcome is not None else ("started", None),
+        )
 
     def child_started_entries(self, name: str, index: int, child_id: str) -> list[NewEntry]:
         """What to commit before a new child run starts."""
@@ -390,8 +431,13 @@ class RunExecution:
     def child_finished(self, name: str, index: int, child_id: str, outcome: dict[str, Any]) -> Any:
         """Buffer the child's outcome (committed with the next entry) and return or raise it."""
         self.body_buffer.append(
-            self.journal.entry(K.CHILD_COMPLETED, outcome, step=call_key(name, index),
-                               key=child_id, codec=self.codec)  # fmt: skip
+            self.journal.entry(
+                K.CHILD_COMPLETED,
+                outcome,
+                step=call_key(name, index),
+                key=child_id,
+                codec=self.codec,
+            )
         )
         return child_outcome(child_id, outcome)
 
@@ -448,7 +494,9 @@ def _live_failure(name: str, key: str, exc: BaseException, attempt: int) -> Step
     )
 
 
-def _run_sync(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _run_sync(
+    spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if spec.timeout is None:
         return fn(*args, **kwargs)
     # A thread cannot be killed: a timed-out attempt is abandoned, its result and
@@ -471,7 +519,9 @@ def _run_sync(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwa
         ) from None
 
 
-async def _run_async(spec: StepSpec, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _run_async(
+    spec: StepSpec, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if spec.timeout is None:
         return await fn(*args, **kwargs)
     try:

@@ -20,10 +20,16 @@ from .errors import NonDeterminismError
 
 K = EntryKind
 
-CALL_KINDS = frozenset({
-    K.STEP_COMPLETED, K.STEP_FAILED, K.VALUE_RECORDED, K.TIMER_STARTED,
-    K.CHILD_STARTED, K.PATCH_MARKED,
-})  # fmt: skip
+CALL_KINDS = frozenset(
+    {
+        K.STEP_COMPLETED,
+        K.STEP_FAILED,
+        K.VALUE_RECORDED,
+        K.TIMER_STARTED,
+        K.CHILD_STARTED,
+        K.PATCH_MARKED,
+    }
+)
 
 
 def call_key(name: str, index: int) -> str:
@@ -90,9 +96,7 @@ class History:
             elif kind in CALL_KINDS:
                 assert e.step is not None
                 name, index = split_key(e.step)
-                h.calls[index] = RecordedCall(
-                    index, kind, name, e, step_mutations.pop(e.step, [])
-                )
+                h.calls[index] = RecordedCall(index, kind, name, e, step_mutations.pop(e.step, []))
             elif kind in (K.TIMER_FIRED, K.CHILD_COMPLETED):
                 assert e.step is not None
                 _, index = split_key(e.step)
@@ -101,7 +105,9 @@ class History:
                 h.terminal = e
         return h
 
-    def take(self, index: int, kind: str, name: str, args_hash: str | None = None) -> RecordedCall | None:
+    def take(
+        self, index: int, kind: str, name: str, args_hash: str | None = None
+    ) -> RecordedCall | None:
         """The recorded call at ``index`` if it matches; None if the journal has none.
 
         Raises :class:`NonDeterminismError` when the journal holds a different call there.

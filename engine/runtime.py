@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import socket
 import threading
@@ -51,7 +52,9 @@ K = EntryKind
 class RunHandle:
     """A started run: its id, its status, its result once it ends, and ``cancel()``."""
 
-    def __init__(self, engine: Engine, run_id: str, future: concurrent.futures.Future[Any] | None = None) -> None:
+    def __init__(
+        self, engine: Engine, run_id: str, future: concurrent.futures.Future[Any] | None = None
+    ) -> None:
         self.engine = engine
         self.run_id = run_id
         self._future = future
@@ -74,7 +77,7 @@ class RunHandle:
                 raise ResultTimeout(
                     f"run {self.run_id!r} did not finish within {timeout}s", run_id=self.run_id
                 ) from None
-            except BaseException:  # noqa: S110 - the outcome is read from the journal below
+            except BaseException:
                 pass
         delay = 0.01
         while True:
@@ -131,9 +134,12 @@ class Engine:
         owner: str | None = None,
         max_threads: int = 32,
     ) -> None:
-        self._journal_args = dict(
-            durability=durability, codec=codec, hmac_key=hmac_key, snapshots=snapshots
-        )
+        self._journal_args: dict[str, Any] = {
+            "durability": durability,
+            "codec": codec,
+            "hmac_key": hmac_key,
+            "snapshots": snapshots,
+        }
         self._journal: Journal | None = db if isinstance(db, Journal) else None
         self._db = None if isinstance(db, Journal) else db
         self.lease_seconds = lease_seconds
@@ -142,7 +148,9 @@ class Engine:
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
         self._executions: dict[str, RunExecution] = {}
         self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="durable-run")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_threads, thread_name_prefix="durable-run"
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat: threading.Thread | None = None
         self._closed = threading.Event()
@@ -155,7 +163,7 @@ class Engine:
         if self._journal is None:
             with self._lock:
                 if self._journal is None:
-                    self._journal = Journal(self._db, **self._journal_args)  # type: ignore[arg-type]
+                    self._journal = Journal(self._db, **self._journal_args)
         return self._journal
 
     def close(self) -> None:
@@ -194,7 +202,9 @@ class Engine:
     def _ensure_heartbeat(self) -> None:
         with self._lock:
             if self._heartbeat is None:
-                self._heartbeat = threading.Thread(target=self._beat, daemon=True, name="durable-heartbeat")
+                self._heartbeat = threading.Thread(
+                    target=self._beat, daemon=True, name="durable-heartbeat"
+                )
                 self._heartbeat.start()
 
     def _beat(self) -> None:
@@ -204,23 +214,36 @@ class Engine:
                     self.journal.renew_lease(ex.run_id, self.owner, ex.epoch, self.lease_seconds)
                 except ConflictError:
                     ex.cancel_requested.set()  # fenced off: stop at the next step boundary
-                except Exception:  # noqa: BLE001,S112 - a missed beat is retried next period
+                except Exception:
                     continue
 
     # -- starting and attaching --------------------------------------------------------
 
-    def _claim(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-               run_id: str | None, parent: str | None) -> tuple[Run, concurrent.futures.Future[Any] | None, bool]:  # fmt: skip
+    def _claim(
+        self,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_id: str | None,
+        parent: str | None,
+    ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool]:
         """Create or find the run; return it, the future to wait on, and whether we execute it."""
         journal = self.journal
         started = journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=fn.codec)
         with self._lock:
             run, created = journal.create_run(
-                run_id, name=fn.name, kind="function", input={"args": list(args), "kwargs": kwargs},
-                codec=fn.codec, status="running", entries=[started], owner=self.owner,
-                lease_seconds=self.lease_seconds, parent_run_id=parent,
+                run_id,
+                name=fn.name,
+                kind="function",
+                input={"args": list(args), "kwargs": kwargs},
+                codec=fn.codec,
+                status="running",
+                entries=[started],
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                parent_run_id=parent,
                 snapshot_every=fn.snapshot_every,
-            )  # fmt: skip
+            )
             if not created:
                 if run.name != fn.name:
                     raise WrongFunction(
@@ -234,7 +257,9 @@ class Engine:
                 if run.run_id in self._running:
                     return run, self._running[run.run_id], False
                 try:
-                    run = journal.claim_run(run.run_id, self.owner, lease_seconds=self.lease_seconds)
+                    run = journal.claim_run(
+                        run.run_id, self.owner, lease_seconds=self.lease_seconds
+                    )
                 except LeaseHeld:
                     return run, None, False
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -246,14 +271,23 @@ class Engine:
             if run.run_id in self._running:
                 return None
             try:
-                claimed = self.journal.claim_run(run.run_id, self.owner, lease_seconds=self.lease_seconds)
+                claimed = self.journal.claim_run(
+                    run.run_id, self.owner, lease_seconds=self.lease_seconds
+                )
             except (LeaseHeld, ConflictError):
                 return None
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             self._running[run.run_id] = future
             return claimed, future
 
-    def call(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, run_id: str | None = None) -> Any:
+    def call(
+        self,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+    ) -> Any:
         """Run a sync durable function to its end in this thread and return its result."""
         run, future, execute = self._claim(fn, args, kwargs, run_id, None)
         if execute:
@@ -261,7 +295,14 @@ class Engine:
             return self._execute_sync(fn, run, future)
         return RunHandle(self, run.run_id, future).result()
 
-    async def acall(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, run_id: str | None = None) -> Any:
+    async def acall(
+        self,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+    ) -> Any:
         """Run an async durable function to its end on the running loop."""
         run, future, execute = self._claim(fn, args, kwargs, run_id, None)
         if execute:
@@ -270,7 +311,14 @@ class Engine:
         handle = RunHandle(self, run.run_id, future)
         return await asyncio.get_running_loop().run_in_executor(None, handle.result)
 
-    def start(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, run_id: str | None = None) -> RunHandle:
+    def start(
+        self,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+    ) -> RunHandle:
         """Start (or attach to) a run in the background; return its handle at once."""
         run, future, execute = self._claim(fn, args, kwargs, run_id, None)
         if execute:
@@ -278,9 +326,13 @@ class Engine:
             self._launch(fn, run, future)
         return RunHandle(self, run.run_id, future)
 
-    def _launch(self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]) -> None:
+    def _launch(
+        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+    ) -> None:
         if fn.is_async:
-            asyncio.run_coroutine_threadsafe(self._execute_async(fn, run, future), self._background_loop())
+            asyncio.run_coroutine_threadsafe(
+                self._execute_async(fn, run, future), self._background_loop()
+            )
         else:
             self._pool.submit(self._execute_sync, fn, run, future)
 
@@ -291,21 +343,29 @@ class Engine:
 
     # -- executing ---------------------------------------------------------------------
 
-    def _prepare(self, fn: DurableFunction[Any, Any], run: Run, *, replay_only: bool = False) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
+    def _prepare(
+        self, fn: DurableFunction[Any, Any], run: Run, *, replay_only: bool = False
+    ) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
         journal = self.journal
         history = History.load(journal.read(run.run_id)) if run.last_seq else History()
         data = journal.decode(run.input, run.codec, where=f"run {run.run_id!r} input") or {}
         ex = RunExecution(
-            self, run, history, is_async=fn.is_async, resources=fn.make_resources(),
+            self,
+            run,
+            history,
+            is_async=fn.is_async,
+            resources=fn.make_resources(),
             replay_only=replay_only,
-        )  # fmt: skip
+        )
         ex.context = Context(ex, fn.state_model)
         args = tuple(data.get("args", ()))
         if fn.takes_ctx:
             args = (ex.context, *args)
         return ex, args, dict(data.get("kwargs", {}))
 
-    def _execute_sync(self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]) -> Any:
+    def _execute_sync(
+        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+    ) -> Any:
         ex, args, kwargs = self._prepare(fn, run)
         self._executions[run.run_id] = ex
         self._ensure_heartbeat()
@@ -325,7 +385,9 @@ class Engine:
             _CURRENT_RUN.reset(token)
             self._finished(run.run_id)
 
-    async def _execute_async(self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]) -> Any:
+    async def _execute_async(
+        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+    ) -> Any:
         ex, args, kwargs = self._prepare(fn, run)
         self._executions[run.run_id] = ex
         self._ensure_heartbeat()
@@ -350,11 +412,13 @@ class Engine:
             return  # cancelled: the canceller wrote it; fenced or dying: write nothing
         diverged = isinstance(exc, NonDeterminismError)
         message = f"{'diverged: ' if diverged else ''}{type(exc).__qualname__}: {exc}"
-        try:
-            ex.commit(ex.failure_entries(exc, diverged=diverged), status="failed",
-                      error=message, release=True)  # fmt: skip
-        except (EngineError, ConflictError):
-            pass
+        with contextlib.suppress(EngineError, ConflictError):
+            ex.commit(
+                ex.failure_entries(exc, diverged=diverged),
+                status="failed",
+                error=message,
+                release=True,
+            )
 
     def _finished(self, run_id: str) -> None:
         with self._lock:
@@ -363,7 +427,13 @@ class Engine:
 
     # -- child runs --------------------------------------------------------------------
 
-    def child_sync(self, parent: RunExecution, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def child_sync(
+        self,
+        parent: RunExecution,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         """Call a durable function from inside a run: a linked child run, recovered once."""
         child_id, index, recorded = parent.begin_child(fn.name)
         if recorded is not None and recorded[0] == "recorded":
@@ -373,7 +443,13 @@ class Engine:
         outcome = self._child_outcome_sync(fn, args, kwargs, child_id, parent.run_id)
         return parent.child_finished(fn.name, index, child_id, outcome)
 
-    async def child_async(self, parent: RunExecution, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def child_async(
+        self,
+        parent: RunExecution,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         """The async twin of :meth:`child_sync`."""
         child_id, index, recorded = parent.begin_child(fn.name)
         if recorded is not None and recorded[0] == "recorded":
@@ -387,14 +463,21 @@ class Engine:
                 await self._execute_async(fn, run, future)
             except (RunCancelled, FencedOff):
                 raise
-            except Exception:  # noqa: BLE001,S110 - the outcome is read from the journal
+            except Exception:
                 pass
         else:
             handle = RunHandle(self, run.run_id, future)
             await asyncio.get_running_loop().run_in_executor(None, handle.wait)
         return parent.child_finished(fn.name, index, child_id, self._outcome_record(child_id))
 
-    def _child_outcome_sync(self, fn: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], child_id: str, parent_id: str) -> dict[str, Any]:
+    def _child_outcome_sync(
+        self,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        child_id: str,
+        parent_id: str,
+    ) -> dict[str, Any]:
         run, future, execute = self._claim(fn, args, kwargs, child_id, parent_id)
         if execute:
             assert future is not None
@@ -402,7 +485,7 @@ class Engine:
                 self._execute_sync(fn, run, future)
             except (RunCancelled, FencedOff):
                 raise
-            except Exception:  # noqa: BLE001,S110 - the outcome is read from the journal
+            except Exception:
                 pass
         else:
             RunHandle(self, run.run_id, future).wait()
@@ -411,7 +494,12 @@ class Engine:
     def _outcome_record(self, run_id: str) -> dict[str, Any]:
         run = self.journal.get_run(run_id)
         if run.status == "completed":
-            return {"ok": True, "result": self.journal.decode(run.output, run.codec, where=f"run {run_id!r} output")}
+            return {
+                "ok": True,
+                "result": self.journal.decode(
+                    run.output, run.codec, where=f"run {run_id!r} output"
+                ),
+            }
         return {"ok": False, "status": run.status, "error": run.error}
 
     def outcome(self, run: Run) -> Any:
@@ -420,7 +508,9 @@ class Engine:
             return self.journal.decode(run.output, run.codec, where=f"run {run.run_id!r} output")
         if run.status == "cancelled":
             raise RunCancelled(f"run {run.run_id!r} was cancelled", run_id=run.run_id)
-        raise RunFailed(f"run {run.run_id!r} failed: {run.error}", run_id=run.run_id, error=run.error)
+        raise RunFailed(
+            f"run {run.run_id!r} failed: {run.error}", run_id=run.run_id, error=run.error
+        )
 
     # -- cancellation and recovery ------------------------------------------------------
 
@@ -432,14 +522,21 @@ class Engine:
         run = journal.get_run(run_id)
         if run.finished:
             return run.status
-        journal.append(run_id, [journal.entry(K.RUN_CANCELLED, codec=journal.codec_named(run.codec))],
-                       expected_seq=None, status="cancelled", release=True)  # fmt: skip
+        journal.append(
+            run_id,
+            [journal.entry(K.RUN_CANCELLED, codec=journal.codec_named(run.codec))],
+            expected_seq=None,
+            status="cancelled",
+            release=True,
+        )
         ex = self._executions.get(run_id)
         if ex is not None:
             ex.cancel_requested.set()
         return "cancelled"
 
-    def recover(self, *, wait: bool = True, limit: int = 1000, timeout: float | None = None) -> RecoveryReport:
+    def recover(
+        self, *, wait: bool = True, limit: int = 1000, timeout: float | None = None
+    ) -> RecoveryReport:
         """Claim every unfinished run whose lease expired and resume it.
 
         Completed steps return their recorded results without running; each run
@@ -471,8 +568,13 @@ class Engine:
                 handle.wait(timeout)
         return report
 
-    def worker(self, *, poll_interval: float = 1.0, stop: threading.Event | None = None,
-               on_recover: Callable[[RecoveryReport], None] | None = None) -> None:  # fmt: skip
+    def worker(
+        self,
+        *,
+        poll_interval: float = 1.0,
+        stop: threading.Event | None = None,
+        on_recover: Callable[[RecoveryReport], None] | None = None,
+    ) -> None:
         """Recover runs in a loop until ``stop`` is set: ``durable worker``."""
         stop = stop or threading.Event()
         while not stop.is_set():

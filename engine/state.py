@@ -83,7 +83,8 @@ class TypedState:
     def model(self) -> BaseModel:
         """The state as an instance of its model."""
         data = {name: getattr(self, name) for name in self._model.model_fields}
-        return self._model.model_validate(data)
+        model: BaseModel = self._model.model_validate(data)
+        return model
 
     def __repr__(self) -> str:
         return f"TypedState({self.model()!r})"

@@ -65,6 +65,13 @@ def _create_private(path: str) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
+def one(conn: apsw.Connection, sql: str, params: Any = ()) -> Any:
+    """The first column of the one row ``sql`` returns (aggregates, pragmas, lookups)."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None, sql
+    return row[0]
+
+
 def _pragma(conn: apsw.Connection, name: str, value: object | None = None) -> Any:
     # One statement at a time and read back: a multi-statement execute stops at
     # the first statement that returns a row unless the cursor is read.
@@ -91,7 +98,7 @@ def open_connection(
         conn.set_busy_timeout(busy_timeout_ms)
         app_id = _pragma(conn, "application_id")
         version = _pragma(conn, "user_version")
-        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        tables = one(conn, "SELECT count(*) FROM sqlite_schema")
     except apsw.Error as exc:
         raise translate(exc, f"opening {path!r}") from exc
     if app_id != APPLICATION_ID:
@@ -133,7 +140,7 @@ def _create_schema(conn: apsw.Connection) -> None:
     _pragma(conn, "auto_vacuum", "INCREMENTAL")
     with transaction(conn, "creating the schema"):
         # Another process may have created it between our check and our lock.
-        if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        if one(conn, "PRAGMA application_id") == APPLICATION_ID:
             return
         for statement in DDL:
             conn.execute(statement)
@@ -163,7 +170,9 @@ def transaction(conn: apsw.Connection, where: str) -> Iterator[apsw.Connection]:
         with contextlib.suppress(apsw.Error):
             if not conn.getautocommit():
                 conn.execute("ROLLBACK")
-        raise CommitUnknown(f"{where}: COMMIT failed ({exc}); outcome unknown", where=where) from exc
+        raise CommitUnknown(
+            f"{where}: COMMIT failed ({exc}); outcome unknown", where=where
+        ) from exc
 
 
 class CommitUnknown(JournalError):

@@ -44,10 +44,7 @@ def compact(
     policy = policy or RetentionPolicy()
     t = time.time() if now is None else now
     report = CompactionReport()
-    if run_id is not None:
-        runs = [journal.get_run(run_id)]
-    else:
-        runs = journal.list_runs(limit=None)
+    runs = [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
     for run in runs:
         if not run.finished and not policy.include_active:
             continue
@@ -72,8 +69,11 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
             ).fetchone()
         if not exists:
             journal.write_snapshot(run.run_id, run.last_seq)
-    valid = [s.seq for s in journal.snapshots(run.run_id)
-             if s.fingerprint == journal.fingerprint(s.codec) and s.seq >= run.horizon]  # fmt: skip
+    valid = [
+        s.seq
+        for s in journal.snapshots(run.run_id)
+        if s.fingerprint == journal.fingerprint(s.codec) and s.seq >= run.horizon
+    ]
     if not valid:
         return run.horizon
     horizon = valid[-policy.keep_snapshots] if len(valid) >= policy.keep_snapshots else valid[0]
@@ -83,7 +83,7 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
                 "SELECT min(seq) FROM entries WHERE run_id = ? AND ts >= ?",
                 (run.run_id, now - policy.keep_seconds),
             ).fetchone()
-        first_recent = row[0]
+        first_recent = row[0] if row else None
         if first_recent is not None:
             older = [s for s in valid if s < first_recent]
             horizon = min(horizon, older[-1]) if older else run.horizon
@@ -110,17 +110,16 @@ def _delete_below(journal: Journal, run_id: str, batch: int) -> int:
     total = 0
     conn = journal.raw_connection()
     while True:
-        with journal.lock:
-            with _sqlite.transaction(conn, f"compacting {run_id!r}"):
-                lo, horizon = conn.execute(
-                    "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
-                    " FROM runs WHERE run_id = ?",
-                    (run_id, run_id),
-                ).fetchone()
-                if lo is None or lo > horizon:
-                    return total
-                conn.execute(
-                    "DELETE FROM entries WHERE run_id = ? AND seq >= ? AND seq <= ?",
-                    (run_id, lo, min(lo + batch - 1, horizon)),
-                )
-                total += conn.changes()
+        with journal.lock, _sqlite.transaction(conn, f"compacting {run_id!r}"):
+            lo, horizon = conn.execute(  # type: ignore[misc]
+                "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
+                " FROM runs WHERE run_id = ?",
+                (run_id, run_id),
+            ).fetchone()
+            if lo is None or lo > horizon:
+                return total
+            conn.execute(
+                "DELETE FROM entries WHERE run_id = ? AND seq >= ? AND seq <= ?",
+                (run_id, lo, min(lo + batch - 1, horizon)),
+            )
+            total += conn.changes()

@@ -17,6 +17,7 @@ import pytest
 from .errors import (
     ConflictError,
     HorizonError,
+    JournalError,
     LeaseHeld,
     RunNotFound,
     SeqOutOfRange,
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .kinds import EntryKind
 from .policies import RetentionPolicy, SnapshotPolicy
-from .store import Journal
+from .store import AppendRequest, Journal
 
 __all__ = ["JournalContract"]
 
@@ -52,7 +53,7 @@ class JournalContract:
 
     def test_create_run_is_idempotent_by_run_id(self, j: Journal) -> None:
         """Creating an existing run id returns that run and writes nothing new."""
-        run, created = j.create_run("r1", name="mod:fn", input={"x": 1})
+        _, created = j.create_run("r1", name="mod:fn", input={"x": 1})
         again, created_again = j.create_run("r1", name="other:fn", input={"x": 2})
         assert created and not created_again
         assert again.run_id == "r1" and again.name == "mod:fn"
@@ -165,7 +166,7 @@ class JournalContract:
 
     def test_append_updates_run_in_same_commit(self, j: Journal) -> None:
         """Status and output change in the commit that appends the final entry."""
-        run, _ = j.create_run("r", name="f")
+        j.create_run("r", name="f")
         out = j.encode({"done": True})
         j.append("r", [j.entry(K.RUN_COMPLETED)], expected_seq=0, status="completed", output=out)
         run = j.get_run("r")
@@ -185,15 +186,15 @@ class JournalContract:
 
     def test_batch_append_isolates_conflicts(self, j: Journal) -> None:
         """A group commit applies the good requests and reports the conflicting one."""
-        from .store import AppendRequest
-
         j.create_run("a", name="f")
         j.create_run("b", name="f")
-        results = j.append_batch([
-            AppendRequest("a", [_set(j, "x", 1)], 0),
-            AppendRequest("b", [_set(j, "x", 1)], 5),
-            AppendRequest("a", [_set(j, "y", 2)], 1),
-        ])  # fmt: skip
+        results = j.append_batch(
+            [
+                AppendRequest("a", [_set(j, "x", 1)], 0),
+                AppendRequest("b", [_set(j, "x", 1)], 5),
+                AppendRequest("a", [_set(j, "y", 2)], 1),
+            ]
+        )
         assert results[0] == 1 and results[2] == 2
         assert isinstance(results[1], ConflictError)
         assert j.get_run("b").last_seq == 0 and j.get_run("a").last_seq == 2
@@ -213,13 +214,17 @@ class JournalContract:
     def test_state_at_folds_sets_deletes_and_events(self, j: Journal) -> None:
         """state_at(seq) is the fold of entries up to seq."""
         j.create_run("r", name="f")
-        j.append("r", [
-            _set(j, "a", 1),
-            j.entry(K.EVENT_EMITTED, {"ev": 1}, key="e1"),
-            _set(j, "b", [1, 2]),
-            j.entry(K.STATE_DELETED, key="a"),
-            j.entry(K.EVENT_CONSUMED, key="e1"),
-        ], expected_seq=0)  # fmt: skip
+        j.append(
+            "r",
+            [
+                _set(j, "a", 1),
+                j.entry(K.EVENT_EMITTED, {"ev": 1}, key="e1"),
+                _set(j, "b", [1, 2]),
+                j.entry(K.STATE_DELETED, key="a"),
+                j.entry(K.EVENT_CONSUMED, key="e1"),
+            ],
+            expected_seq=0,
+        )
         assert j.state_at("r", 0).values == {}
         s2 = j.state_at("r", 2)
         assert s2.values == {"a": 1} and s2.pending == {"e1": {"ev": 1}}
@@ -328,7 +333,7 @@ class JournalContract:
         """Ad-hoc queries see the data and cannot write."""
         j.create_run("r", name="f")
         assert j.query("SELECT run_id FROM runs") == [{"run_id": "r"}]
-        with pytest.raises(Exception, match="readonly|read-only|query failed"):
+        with pytest.raises(JournalError, match=r"readonly|read-only|query failed"):
             j.query("DELETE FROM runs")
         assert j.find_run("r") is not None
 

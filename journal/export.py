@@ -53,25 +53,44 @@ def export_run(journal: Journal, run_id: str, *, format: str = "json") -> str:
         except DecodeError as exc:
             value = {"undecodable": str(exc)}
         entries.append(
-            {"seq": entry.seq, "kind": entry.kind, "step": entry.step, "key": entry.key,
-             "codec": entry.codec, "ts": entry.ts, "payload": value}
-        )  # fmt: skip
+            {
+                "seq": entry.seq,
+                "kind": entry.kind,
+                "step": entry.step,
+                "key": entry.key,
+                "codec": entry.codec,
+                "ts": entry.ts,
+                "payload": value,
+            }
+        )
     if format == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["seq", "kind", "step", "key", "codec", "ts", "payload"])
+        writer = csv.DictWriter(
+            out, fieldnames=["seq", "kind", "step", "key", "codec", "ts", "payload"]
+        )
         writer.writeheader()
         for row in entries:
             writer.writerow({**row, "payload": json.dumps(row["payload"], sort_keys=True)})
         return out.getvalue()
     db = open_readonly(journal.path)
     try:
-        run_row = next(iter(db.query(
-            "SELECT run_id, kind, name, status, codec, error, created_at, updated_at, last_seq,"
-            " epoch, owner, parent_run_id, forked_from, forked_at, horizon FROM runs"
-            " WHERE run_id = ?", [run_id])))  # fmt: skip
-        snapshots = list(db.query(
-            "SELECT seq, codec, fingerprint, length(state) AS size, created_at FROM snapshots"
-            " WHERE run_id = ? ORDER BY seq", [run_id]))  # fmt: skip
+        run_row = next(
+            iter(
+                db.query(
+                    "SELECT run_id, kind, name, status, codec, error, created_at, updated_at,"
+                    " last_seq, epoch, owner, parent_run_id, forked_from, forked_at, horizon"
+                    " FROM runs WHERE run_id = ?",
+                    [run_id],
+                )
+            )
+        )
+        snapshots = list(
+            db.query(
+                "SELECT seq, codec, fingerprint, length(state) AS size, created_at FROM snapshots"
+                " WHERE run_id = ? ORDER BY seq",
+                [run_id],
+            )
+        )
     finally:
         db.conn.close()
     decode = journal.decode

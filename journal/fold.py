@@ -62,7 +62,7 @@ def fold(
             values[entry.key or ""] = decode(entry)
         elif kind == _DELETED:
             values.pop(entry.key or "", None)
-        elif kind == _EMITTED or kind == _RECEIVED:  # noqa: PLR1714 - hot path, avoid a set build
+        elif kind in (_EMITTED, _RECEIVED):
             pending[entry.key or str(entry.seq)] = decode(entry)
         elif kind == _CONSUMED:
             pending.pop(entry.key or "", None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ENTRY_KINDS", "EntryKind", "RUN_KINDS", "RUN_STATUSES", "TERMINAL_STATUSES"]
+__all__ = ["ENTRY_KINDS", "RUN_KINDS", "RUN_STATUSES", "TERMINAL_STATUSES", "EntryKind"]
 
 
 class EntryKind:

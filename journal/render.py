@@ -7,19 +7,20 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import math
 import uuid
 from typing import Any
 
 __all__ = ["to_jsonable"]
 
 
-def to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     """A JSON-ready view of a decoded value: models and dataclasses become dicts,
     datetimes ISO strings, bytes base64, sets sorted lists; anything else its repr."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,6 +16,7 @@ import apsw
 
 from . import _sqlite
 from .codecs import Codec, JsonSerializer, codec_for_name
+from .compaction import compact
 from .errors import (
     ConflictError,
     CorruptionError,
@@ -27,10 +28,12 @@ from .errors import (
     RunNotFound,
     SeqOutOfRange,
 )
+from .export import export_run, query
 from .fold import FOLD_VERSION, FoldedState, fold
 from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
+from .verify import VerifyReport, verify
 
 __all__ = ["DEFAULT_PATH", "ENV_VAR", "UNSET", "AppendRequest", "Journal", "resolve_path"]
 
@@ -51,6 +54,7 @@ _RUN_COLUMNS = (
     "last_seq, epoch, owner, lease_expires_at, wake_at, parent_run_id, forked_from, "
     "forked_at, code_version, snapshot_every, horizon, meta"
 )
+_RUN_FIELDS = tuple(c.strip() for c in _RUN_COLUMNS.split(","))
 _ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts, checksum"
 
 
@@ -61,7 +65,7 @@ def resolve_path(path: str | os.PathLike[str] | None) -> str:
     return os.environ.get(ENV_VAR) or DEFAULT_PATH
 
 
-def entry_checksum(
+def entry_checksum(  # noqa: PLR0917 - one positional per stored column, in column order
     run_id: str,
     seq: int,
     kind: str,
@@ -80,8 +84,11 @@ def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) ->
     return zlib.crc32(state, zlib.crc32(f"{run_id}\x1f{seq}\x1f{fingerprint}".encode()))
 
 
-def _run_from_row(row: Sequence[Any]) -> Run:
-    return Run(*row[:21], meta=json.loads(row[21]))
+def _run_from_row(row: Sequence[Any] | None) -> Run:
+    assert row is not None
+    fields = dict(zip(_RUN_FIELDS, row, strict=True))
+    fields["meta"] = json.loads(fields["meta"])
+    return Run(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +217,7 @@ class Journal:
         codec: Codec | None = None,
         path: str | None = None,
     ) -> NewEntry:
-        """Build a :class:`NewEntry`, encoding ``value`` now so a bad value fails before any write."""
+        """Build a :class:`NewEntry`, encoding ``value`` now: a bad value fails before any write."""
         use = codec or self.codec
         payload = (
             None
@@ -275,11 +282,26 @@ class Journal:
                     f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
                     "(?,?,?,?,?,?,NULL,NULL,?,?,0,?,?,?,?,?,?,?,?,?,0,?)",
                     (
-                        rid, kind, name, status, use.name, input_data, now, now, epoch,
-                        owner, lease, wake_at, parent_run_id, forked_from, forked_at,
-                        code_version, snapshot_every, json.dumps(meta or {}),
+                        rid,
+                        kind,
+                        name,
+                        status,
+                        use.name,
+                        input_data,
+                        now,
+                        now,
+                        epoch,
+                        owner,
+                        lease,
+                        wake_at,
+                        parent_run_id,
+                        forked_from,
+                        forked_at,
+                        code_version,
+                        snapshot_every,
+                        json.dumps(meta or {}),
                     ),
-                )  # fmt: skip
+                )
                 self._snapshot_every[rid] = snapshot_every
                 if entries:
                     self._apply(conn, AppendRequest(rid, entries, 0, epoch or None), now)
@@ -497,9 +519,16 @@ class Journal:
         encoded), error and wake time change in the same commit.
         """
         req = AppendRequest(
-            run_id, entries, -1 if expected_seq is None else expected_seq, epoch,
-            status, output, error, wake_at, release,
-        )  # fmt: skip
+            run_id,
+            entries,
+            -1 if expected_seq is None else expected_seq,
+            epoch,
+            status,
+            output,
+            error,
+            wake_at,
+            release,
+        )
         with self._lock:
             conn = self._c()
             now = time.time()
@@ -564,7 +593,11 @@ class Journal:
                 raise ValueError(f"unknown status {req.status!r}")
             sets.append("status = ?")
             params.append(req.status)
-        for column, value in (("output", req.output), ("error", req.error), ("wake_at", req.wake_at)):
+        for column, value in (
+            ("output", req.output),
+            ("error", req.error),
+            ("wake_at", req.wake_at),
+        ):
             if value is not UNSET:
                 sets.append(f"{column} = ?")
                 params.append(value)
@@ -585,15 +618,24 @@ class Journal:
             return req.expected_seq
         base = req.expected_seq
         if base < 0:
-            base = conn.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] - n
+            base = _sqlite.one(conn, "SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)) - n
         rows = []
         seq = base
         for e in entries:
             seq += 1
             rows.append(
-                (run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now,
-                 entry_checksum(run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now))
-            )  # fmt: skip
+                (
+                    run_id,
+                    seq,
+                    e.kind,
+                    e.step,
+                    e.key,
+                    e.payload,
+                    e.codec,
+                    now,
+                    entry_checksum(run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now),
+                )
+            )
         conn.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows)
         every = self._run_snapshot_every(conn, run_id)
         if self.snapshot_policy.crosses(base, seq, every):
@@ -781,18 +823,27 @@ class Journal:
                 target = run.last_seq if seq is None else seq
                 return self._write_snapshot(conn, run_id, target, time.time())
 
-    def _write_snapshot(self, conn: apsw.Connection, run_id: str, seq: int, now: float) -> SnapshotInfo:
+    def _write_snapshot(
+        self, conn: apsw.Connection, run_id: str, seq: int, now: float
+    ) -> SnapshotInfo:
         state = self.state_at(run_id, seq)
-        codec_name = conn.execute("SELECT codec FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+        codec_name = _sqlite.one(conn, "SELECT codec FROM runs WHERE run_id = ?", (run_id,))
         codec = self.codec_named(codec_name)
         data = codec.encode(state.to_payload(), path=f"snapshot of {run_id!r} at seq {seq}")
         fingerprint = self.fingerprint(codec.name)
         conn.execute(
             "INSERT OR REPLACE INTO snapshots (run_id, seq, state, codec, fingerprint, checksum,"
             " created_at) VALUES (?,?,?,?,?,?,?)",
-            (run_id, seq, data, codec.name, fingerprint,
-             _snapshot_checksum(run_id, seq, data, fingerprint), now),
-        )  # fmt: skip
+            (
+                run_id,
+                seq,
+                data,
+                codec.name,
+                fingerprint,
+                _snapshot_checksum(run_id, seq, data, fingerprint),
+                now,
+            ),
+        )
         return SnapshotInfo(run_id, seq, codec.name, fingerprint, len(data), now)
 
     def snapshots(self, run_id: str) -> list[SnapshotInfo]:
@@ -808,26 +859,26 @@ class Journal:
 
     # -- maintenance and read side -----------------------------------------------------
 
-    def compact(self, run_id: str | None = None, policy: Any = None, *, now: float | None = None) -> Any:
+    def compact(
+        self, run_id: str | None = None, policy: Any = None, *, now: float | None = None
+    ) -> Any:
         """Drop entries older than the retained snapshots; see :mod:`journal.compaction`."""
-        from .compaction import compact
-
         return compact(self, run_id, policy, now=now)
 
     def reclaim(self, max_pages: int | None = None) -> int:
         """Return free pages to the OS (incremental VACUUM); returns pages freed."""
         with self._lock:
             conn = self._c()
-            before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            before = _sqlite.one(conn, "PRAGMA freelist_count")
             arg = "" if max_pages is None else f"({int(max_pages)})"
             conn.execute(f"PRAGMA incremental_vacuum{arg}").fetchall()
-            after = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            after = _sqlite.one(conn, "PRAGMA freelist_count")
         return int(before - after)
 
-    def verify(self, run_id: str | None = None, *, progress: Any = None) -> Any:
+    def verify(
+        self, run_id: str | None = None, *, progress: Callable[[int, int], None] | None = None
+    ) -> VerifyReport:
         """Check checksums, seq density, snapshots against folds and the file's integrity."""
-        from .verify import verify
-
         return verify(self, run_id, progress=progress)
 
     def raw_connection(self) -> apsw.Connection:
@@ -841,12 +892,8 @@ class Journal:
 
     def export_run(self, run_id: str, *, format: str = "json") -> str:
         """A run exported as JSON (row, decoded entries, snapshots) or CSV (entries)."""
-        from .export import export_run
-
         return export_run(self, run_id, format=format)
 
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         """An ad-hoc read-only SQL query over the journal file (through sqlite-utils)."""
-        from .export import query
-
         return query(self.path, sql, params)

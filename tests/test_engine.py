@@ -20,7 +20,6 @@ from engine import (
     Engine,
     FencedOff,
     FunctionNotFound,
-    NonDeterminismError,
     RunCancelled,
     RunFailed,
     StepFailed,
@@ -452,6 +451,7 @@ class TestContext:
 
     def test_typed_state_validates_and_journals(self, db_path: Path) -> None:
         """Context[Model] validates assignments by field type and journals them."""
+
         @durable(name="test_engine:typed")
         def shop(ctx: Context[Cart]) -> float:
             ctx.state.items = [*ctx.state.items, "apple"]

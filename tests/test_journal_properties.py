@@ -17,7 +17,9 @@ KEYS = st.sampled_from(["a", "b", "c", "d"])
 EVENT_IDS = st.sampled_from(["e1", "e2", "e3"])
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 MUTATION = st.one_of(
