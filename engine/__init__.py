@@ -24,9 +24,21 @@ from .errors import (
     WrongFunction,
 )
 from .policies import RetryPolicy
+from .replay import ReplayReport, replay, replay_all
 from .runtime import Engine, RecoveryReport, RunHandle, configure, default_engine
 from .state import State, TypedState
 from .steps import StepSpec, step
+from .timetravel import (
+    Checkpoint,
+    Diff,
+    StateView,
+    StepNotFound,
+    diff,
+    fork,
+    history,
+    iter_history,
+    state_at,
+)
 
 try:
     __version__ = version("durable")
@@ -40,7 +52,9 @@ def recover(*, wait: bool = True, timeout: float | None = None) -> RecoveryRepor
 
 
 __all__ = [
+    "Checkpoint",
     "Context",
+    "Diff",
     "DurableFunction",
     "Engine",
     "EngineError",
@@ -49,13 +63,16 @@ __all__ = [
     "NonDeterminismError",
     "NotInRun",
     "RecoveryReport",
+    "ReplayReport",
     "ResultTimeout",
     "RetryPolicy",
     "RunCancelled",
     "RunFailed",
     "RunHandle",
     "State",
+    "StateView",
     "StepFailed",
+    "StepNotFound",
     "StepSpec",
     "StepTimeout",
     "TypedState",
@@ -64,8 +81,15 @@ __all__ = [
     "configure",
     "current_context",
     "default_engine",
+    "diff",
     "durable",
+    "fork",
+    "history",
     "idempotency_key",
+    "iter_history",
     "recover",
+    "replay",
+    "replay_all",
+    "state_at",
     "step",
 ]

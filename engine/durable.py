@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import inspect
 import typing
@@ -10,7 +11,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel
 
-from journal import Codec
+from journal import Codec, Run
 
 from .context import Context
 from .execution import current_execution, current_step
@@ -111,6 +112,10 @@ class DurableFunction(Generic[P, R]):
         Starting an existing ``run_id`` returns that run: it is never executed twice.
         """
         return self.engine.start(self, args, kwargs, run_id=run_id)
+
+    def launch(self, engine: Engine, run: Run, future: concurrent.futures.Future[Any]) -> None:
+        """Execute a claimed run of this function in the background (recovery, forks)."""
+        engine._launch(self, run, future)
 
     def __repr__(self) -> str:
         return f"<durable {self.name}>"

@@ -24,7 +24,7 @@ from journal import AppendRequest, ConflictError, EntryKind, Journal, NewEntry, 
 
 from .errors import FencedOff, NotInRun, RunCancelled, RunFailed, StepFailed, StepTimeout
 from .hashing import args_hash
-from .replay import History, RecordedCall, call_key
+from .recorded import History, RecordedCall, call_key
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -89,7 +89,7 @@ class RunExecution:
         self.run = run
         self.run_id = run.run_id
         self.epoch = run.epoch
-        self.seq = history.last_seq
+        self.seq = run.last_seq
         self.codec = self.journal.codec_named(run.codec)
         self.history = history
         self.is_async = is_async
@@ -101,6 +101,14 @@ class RunExecution:
         self.cancel_requested = threading.Event()
         self.step_calls = 0
         self.context: Any = None  # set by the runtime: Context imports this module
+        self.steps_replayed = 0
+        self.replay_until: int | None = None
+        if history.fork_edits and history.fork_barrier == 0:
+            self._apply_fork_edits()
+
+    def _apply_fork_edits(self) -> None:
+        edits, self.history.fork_edits = self.history.fork_edits, []
+        self._apply_recorded(edits)
 
     # -- state mutations -------------------------------------------------------------
 
@@ -199,9 +207,18 @@ class RunExecution:
         self.next_index += 1
         return self.next_index
 
+    def _go_live(self, index: int) -> None:
+        if self.replay_only:
+            raise ReplayStop(f"reached the end of the recorded journal at call {index}", index)
+
     def _replayed(self, rec: RecordedCall) -> Any:
         self._apply_recorded(rec.mutations)
+        if self.history.fork_edits and rec.index == self.history.fork_barrier:
+            self._apply_fork_edits()
         payload = self.journal.decode_entry(rec.entry)
+        self.steps_replayed += 1
+        if self.replay_until is not None and self.steps_replayed >= self.replay_until:
+            raise ReplayStop(f"stopped after {self.steps_replayed} replayed calls", rec.index)
         if rec.kind == K.STEP_FAILED:
             raise _recorded_failure(rec.name, payload)
         return payload["result"]
@@ -251,6 +268,7 @@ class RunExecution:
         rec = self.history.take(index, K.STEP_COMPLETED, spec.name, h)
         if rec is not None:
             return self._replayed(rec)
+        self._go_live(index)
         key = call_key(spec.name, index)
         attempt = self.history.failed_attempts.get(key, 0)
         while True:
@@ -286,6 +304,7 @@ class RunExecution:
         rec = self.history.take(index, K.STEP_COMPLETED, spec.name, h)
         if rec is not None:
             return self._replayed(rec)
+        self._go_live(index)
         key = call_key(spec.name, index)
         attempt = self.history.failed_attempts.get(key, 0)
         while True:
@@ -322,6 +341,7 @@ class RunExecution:
         rec = self.history.take(index, K.VALUE_RECORDED, name)
         if rec is not None:
             return self.journal.decode_entry(rec.entry)
+        self._go_live(index)
         value = make()
         self.body_buffer.append(
             self.journal.entry(
@@ -349,6 +369,7 @@ class RunExecution:
         if rec is not None:
             deadline = float(self.journal.decode_entry(rec.entry)["deadline"])
             return key, deadline, rec.completion is not None, None
+        self._go_live(index)
         deadline = time.time() + seconds
         started = self.journal.entry(
             K.TIMER_STARTED, {"deadline": deadline, "seconds": seconds}, step=key, codec=self.codec
@@ -410,6 +431,8 @@ class RunExecution:
         index = self._begin_call()
         rec = self.history.take(index, K.CHILD_STARTED, name)
         key = call_key(name, index)
+        if rec is None or (rec.completion is None and self.replay_only):
+            self._go_live(index)
         if rec is None:
             child_id = f"{self.run_id}/{key}"
             return child_id, index, None
@@ -458,6 +481,18 @@ class RunExecution:
             "diverged": diverged,
         }
         return [*self._drain_body(), self.journal.entry(K.RUN_FAILED, info, codec=self.codec)]
+
+
+class ReplayStop(BaseException):
+    """Ends a read-only replay: it reached ``until`` or the end of the recorded journal.
+
+    A BaseException so that a body's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, reason: str, index: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.index = index
 
 
 def child_outcome(child_id: str, outcome: dict[str, Any]) -> Any:

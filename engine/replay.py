@@ -1,172 +1,112 @@
-"""What a run's journal recorded, indexed for replay.
+"""Replay debugging: re-execute today's code against a recorded run, writing nothing.
 
-Every journaled call a run body makes (a step, a deterministic value, a timer,
-a child run, a patch marker) takes the next *call index* in program order and
-is keyed ``"<name>#<index>"``; because indexes are handed out when a call is
-made (not when it finishes), ``asyncio.gather`` over steps numbers them the same
-way on every execution. Replay looks a call up by its index and compares kind,
-name and argument hash with what the code does now.
+Steps return their recorded results, sleeps and waits return at once, and the
+first place where the code does something other than what the journal holds is
+reported. Because the real code runs, a breakpoint in it stops there.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from journal import Entry, EntryKind
+from journal import RunNotFound, to_jsonable
 
-from .errors import NonDeterminismError
+from .errors import EngineError, FunctionNotFound, NonDeterminismError
+from .execution import _CURRENT_RUN, ReplayStop
+from .registry import resolve
+from .runtime import Engine, default_engine
 
-K = EntryKind
-
-CALL_KINDS = frozenset(
-    {
-        K.STEP_COMPLETED,
-        K.STEP_FAILED,
-        K.VALUE_RECORDED,
-        K.TIMER_STARTED,
-        K.CHILD_STARTED,
-        K.PATCH_MARKED,
-    }
-)
-
-
-def call_key(name: str, index: int) -> str:
-    """The key of the ``index``-th call, named ``name``."""
-    return f"{name}#{index}"
-
-
-def split_key(key: str) -> tuple[str, int]:
-    """Inverse of :func:`call_key`."""
-    name, _, index = key.rpartition("#")
-    return name, int(index)
+__all__ = ["ReplayReport", "replay", "replay_all"]
 
 
 @dataclass
-class RecordedCall:
-    """One call as the journal holds it, with what belongs to it."""
+class ReplayReport:
+    """The outcome of replaying one run: ok, or the first divergence."""
 
-    index: int
-    kind: str
+    run_id: str
     name: str
-    entry: Entry
-    mutations: list[Entry] = field(default_factory=list)
-    completion: Entry | None = None
-
-    @property
-    def args_hash(self) -> str | None:
-        """The recorded argument hash of a step (kept in the entry's key column)."""
-        key = self.entry.key
-        if key is None or self.kind not in (K.STEP_COMPLETED, K.STEP_FAILED):
-            return None
-        return key.rpartition(":")[2]
+    ok: bool
+    calls_replayed: int = 0
+    stopped: str = "end of run"
+    divergence: dict[str, Any] | None = None
+    error: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """How the call reads in a divergence message."""
-        return f"{self.kind} {call_key(self.name, self.index)!r} at seq {self.entry.seq}"
+        """One line for people."""
+        if self.ok:
+            return f"{self.run_id}: ok ({self.calls_replayed} calls replayed, {self.stopped})"
+        return f"{self.run_id}: {self.error}"
 
 
-@dataclass
-class History:
-    """The recorded calls of a run, its body's mutations, and failed attempts per step."""
+def replay(run_id: str, *, until: int | None = None, engine: Engine | None = None) -> ReplayReport:
+    """Re-execute ``run_id``'s recorded journal with today's code, writing nothing.
 
-    calls: dict[int, RecordedCall] = field(default_factory=dict)
-    body_mutations: deque[Entry] = field(default_factory=deque)
-    failed_attempts: dict[str, int] = field(default_factory=dict)
-    terminal: Entry | None = None
-    last_seq: int = 0
-
-    @classmethod
-    def load(cls, entries: Iterable[Entry]) -> History:
-        """Index a run's entries (in seq order)."""
-        h = cls()
-        step_mutations: dict[str, list[Entry]] = {}
-        for e in entries:
-            h.last_seq = e.seq
-            kind = e.kind
-            if kind in (K.STATE_SET, K.STATE_DELETED):
-                if e.step is None:
-                    h.body_mutations.append(e)
-                else:
-                    step_mutations.setdefault(e.step, []).append(e)
-            elif kind == K.STEP_FAILED and not (e.key or "").startswith("final:"):
-                assert e.step is not None
-                h.failed_attempts[e.step] = h.failed_attempts.get(e.step, 0) + 1
-            elif kind in CALL_KINDS:
-                assert e.step is not None
-                name, index = split_key(e.step)
-                h.calls[index] = RecordedCall(index, kind, name, e, step_mutations.pop(e.step, []))
-            elif kind in (K.TIMER_FIRED, K.CHILD_COMPLETED):
-                assert e.step is not None
-                _, index = split_key(e.step)
-                h.calls[index].completion = e
-            elif kind in (K.RUN_COMPLETED, K.RUN_FAILED, K.RUN_CANCELLED):
-                h.terminal = e
-        return h
-
-    def take(
-        self, index: int, kind: str, name: str, args_hash: str | None = None
-    ) -> RecordedCall | None:
-        """The recorded call at ``index`` if it matches; None if the journal has none.
-
-        Raises :class:`NonDeterminismError` when the journal holds a different call there.
-        """
-        rec = self.calls.pop(index, None)
-        if rec is None:
-            return None
-        kinds = {kind, K.STEP_FAILED} if kind == K.STEP_COMPLETED else {kind}
-        if rec.kind not in kinds or rec.name != name:
-            raise NonDeterminismError(
-                f"non-deterministic replay at seq {rec.entry.seq}: the journal recorded "
-                f"{rec.describe()} but the code now calls {kind} {call_key(name, index)!r}",
-                seq=rec.entry.seq,
-                recorded=rec.describe(),
-                got=f"{kind} {call_key(name, index)}",
+    ``until=N`` stops after N recorded calls, leaving the Context as it was there
+    (in ``report.state``, or under a debugger at a breakpoint in the code).
+    """
+    eng = engine or default_engine()
+    run = eng.journal.get_run(run_id)
+    target = resolve(run.name, run_id=run_id)
+    if hasattr(target, "replay_run"):
+        report: ReplayReport = target.replay_run(eng, run, until=until)
+        return report
+    ex, args, kwargs = eng._prepare(target, run, replay_only=True)
+    ex.replay_until = until
+    report = ReplayReport(run_id=run_id, name=run.name, ok=True)
+    token = _CURRENT_RUN.set(ex)
+    try:
+        if target.is_async:
+            asyncio.run(target.fn(*args, **kwargs))
+        else:
+            target.fn(*args, **kwargs)
+        ex.history.check_exhausted()
+    except ReplayStop as stop:
+        report.stopped = stop.reason
+    except NonDeterminismError as exc:
+        report.ok = False
+        report.error = str(exc)
+        report.divergence = {k: exc.context.get(k) for k in ("seq", "recorded", "got")}
+    except Exception as exc:
+        recorded = run.error or ""
+        if run.status == "failed" and type(exc).__qualname__ in recorded:
+            report.stopped = f"the run failed as recorded ({type(exc).__qualname__})"
+        else:
+            report.ok = False
+            report.error = (
+                f"the code raised {type(exc).__qualname__}: {exc} (recorded: {run.status})"
             )
-        if args_hash is not None and rec.args_hash not in (None, args_hash):
-            raise NonDeterminismError(
-                f"non-deterministic replay at seq {rec.entry.seq}: step "
-                f"{call_key(name, index)!r} was recorded with arguments hashing to "
-                f"{rec.args_hash} but is now called with arguments hashing to {args_hash}",
-                seq=rec.entry.seq,
-                recorded=rec.describe(),
-                got=f"{kind} {call_key(name, index)} args {args_hash}",
-            )
-        return rec
+    finally:
+        _CURRENT_RUN.reset(token)
+    report.calls_replayed = ex.steps_replayed
+    report.state = {k: to_jsonable(v) for k, v in ex.values.items()}
+    return report
 
-    def peek(self, index: int) -> RecordedCall | None:
-        """The recorded call at ``index`` without consuming it."""
-        return self.calls.get(index)
 
-    @property
-    def replaying(self) -> bool:
-        """True while recorded calls or body mutations remain to be matched."""
-        return bool(self.calls) or bool(self.body_mutations)
+def replay_all(
+    *,
+    name: str | None = None,
+    status: str | list[str] | None = None,
+    engine: Engine | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ReplayReport]:
+    """Replay every stored run (or those matching ``name``/``status``) against today's
+    code: run it in CI before a deploy to prove a change safe for runs in flight."""
+    eng = engine or default_engine()
+    runs = eng.journal.list_runs(name=name, status=status, limit=None)
+    reports = []
+    for i, run in enumerate(runs):
+        reports.append(_safe_replay(run.run_id, run.name, eng))
+        if progress is not None:
+            progress(i + 1, len(runs))
+    return reports
 
-    def check_body_mutation(self, kind: str, key: str) -> bool:
-        """Match a body mutation during replay; False once the journal is exhausted (live)."""
-        if not self.body_mutations:
-            return False
-        rec = self.body_mutations.popleft()
-        if rec.kind != kind or rec.key != key:
-            raise NonDeterminismError(
-                f"non-deterministic replay at seq {rec.seq}: the journal recorded {rec.kind} "
-                f"{rec.key!r} but the code now does {kind} {key!r}",
-                seq=rec.seq,
-                recorded=f"{rec.kind} {rec.key}",
-                got=f"{kind} {key}",
-            )
-        return True
 
-    def check_exhausted(self) -> None:
-        """At the end of the body: every recorded call must have been made again."""
-        if self.calls:
-            rec = self.calls[min(self.calls)]
-            raise NonDeterminismError(
-                f"non-deterministic replay at seq {rec.entry.seq}: the journal recorded "
-                f"{rec.describe()} but the code returned without making that call",
-                seq=rec.entry.seq,
-                recorded=rec.describe(),
-                got="return",
-            )
+def _safe_replay(run_id: str, name: str, engine: Engine) -> ReplayReport:
+    try:
+        return replay(run_id, engine=engine)
+    except (FunctionNotFound, RunNotFound, EngineError) as exc:
+        return ReplayReport(run_id=run_id, name=name, ok=False, error=str(exc))

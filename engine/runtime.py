@@ -38,8 +38,8 @@ from .errors import (
     WrongFunction,
 )
 from .execution import _CURRENT_RUN, RunExecution, child_outcome
+from .recorded import FORK_STEP, load_history
 from .registry import resolve
-from .replay import History
 
 if TYPE_CHECKING:
     from .durable import DurableFunction
@@ -336,6 +336,48 @@ class Engine:
         else:
             self._pool.submit(self._execute_sync, fn, run, future)
 
+    def start_fork(
+        self, source: Run, seq: int, at_step: int, edits: dict[str, Any], new_run_id: str | None
+    ) -> RunHandle:
+        """Create a fork of ``source`` at ``seq`` with ``edits`` and execute it (see ``fork``)."""
+        journal = self.journal
+        target = resolve(source.name, run_id=source.run_id)
+        codec = journal.codec_named(source.codec)
+        where = f"run {source.run_id!r} input"
+        entries = [
+            journal.entry(
+                K.RUN_FORKED,
+                {"from": source.run_id, "at_seq": seq, "at_step": at_step, "edits": sorted(edits)},
+                codec=codec,
+            ),
+            *(
+                journal.entry(K.STATE_SET, v, key=k, step=FORK_STEP, codec=codec)
+                for k, v in edits.items()
+            ),
+        ]
+        with self._lock:
+            run, created = journal.create_run(
+                new_run_id,
+                name=source.name,
+                kind=source.kind,
+                input=journal.decode(source.input, source.codec, where=where),
+                codec=codec,
+                status="running",
+                entries=entries,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                forked_from=source.run_id,
+                forked_at=seq,
+            )
+            if not created:
+                raise WrongFunction(
+                    f"cannot fork into {run.run_id!r}: a run with that id exists", run_id=run.run_id
+                )
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._running[run.run_id] = future
+        target.launch(self, run, future)
+        return RunHandle(self, run.run_id, future)
+
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run (raises ``journal.RunNotFound`` if there is none)."""
         self.journal.get_run(run_id)
@@ -347,7 +389,7 @@ class Engine:
         self, fn: DurableFunction[Any, Any], run: Run, *, replay_only: bool = False
     ) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
         journal = self.journal
-        history = History.load(journal.read(run.run_id)) if run.last_seq else History()
+        history = load_history(journal, run)
         data = journal.decode(run.input, run.codec, where=f"run {run.run_id!r} input") or {}
         ex = RunExecution(
             self,
@@ -546,8 +588,6 @@ class Engine:
         report = RecoveryReport()
         journal = self.journal
         for run in journal.claimable(limit=limit):
-            if run.kind != "function":
-                continue
             if run.parent_run_id is not None:
                 parent = journal.find_run(run.parent_run_id)
                 if parent is not None and not parent.finished:
@@ -561,7 +601,7 @@ class Engine:
             if claimed is None:
                 continue
             claimed_run, future = claimed
-            self._launch(fn, claimed_run, future)
+            fn.launch(self, claimed_run, future)
             report.handles.append(RunHandle(self, run.run_id, future))
         if wait:
             for handle in report.handles:

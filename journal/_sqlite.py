@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apsw
@@ -42,18 +43,41 @@ def translate(exc: BaseException, where: str) -> JournalError:
 
 
 def _check_header(path: str) -> bool:
-    """Return True if the file holds data; raise if that data is not SQLite."""
+    """Return True if the file holds data; refuse, without opening it through SQLite
+    (which would create -wal/-shm files beside it), what the header already shows is
+    not a journal of ours."""
     try:
         with open(path, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
+            head = f.read(100)
     except FileNotFoundError:
         return False
     if not head:
         return False
-    if head != SQLITE_HEADER:
+    if not head.startswith(SQLITE_HEADER) or len(head) < 100:
         raise NotAJournalError(
             f"{path!r} is not an SQLite database (bad header); refusing to open it as a journal",
             path=path,
+        )
+    pages = int.from_bytes(head[28:32], "big")
+    version = int.from_bytes(head[60:64], "big")
+    app_id = int.from_bytes(head[68:72], "big")
+    if app_id not in (0, APPLICATION_ID) or (
+        # A journal's schema is created in WAL mode, so until its first checkpoint the
+        # main file's header still says 0 and a -wal file exists beside it.
+        app_id == 0 and pages > 1 and not os.path.exists(path + "-wal")
+    ):
+        raise NotAJournalError(
+            f"{path!r} is an SQLite database but not a durable journal "
+            f"(application_id={app_id}); refusing to touch it",
+            path=path,
+        )
+    if app_id == APPLICATION_ID and version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path!r} has journal schema version {version}; this code reads up to "
+            f"{SCHEMA_VERSION}: upgrade the package",
+            path=path,
+            found=version,
+            supported=SCHEMA_VERSION,
         )
     return True
 
@@ -93,13 +117,20 @@ def open_connection(
     if not readonly and not exists:
         _create_private(path)
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+    conn = None
     try:
         conn = apsw.Connection(path, flags=flags)
         conn.set_busy_timeout(busy_timeout_ms)
-        app_id = _pragma(conn, "application_id")
-        version = _pragma(conn, "user_version")
-        tables = one(conn, "SELECT count(*) FROM sqlite_schema")
+        # One statement, so one read transaction: a creator committing between two
+        # separate reads would make a half-seen new journal look foreign.
+        app_id, version, tables = conn.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id),"
+            " (SELECT user_version FROM pragma_user_version),"
+            " (SELECT count(*) FROM sqlite_schema)"
+        ).fetchone() or (0, 0, 0)
     except apsw.Error as exc:
+        if conn is not None:
+            conn.close()
         raise translate(exc, f"opening {path!r}") from exc
     if app_id != APPLICATION_ID:
         if app_id != 0 or tables != 0 or version != 0:
@@ -122,8 +153,12 @@ def open_connection(
             supported=SCHEMA_VERSION,
         )
     try:
+        if app_id != APPLICATION_ID:
+            # Must precede WAL and the first table, or SQLite ignores it; INCREMENTAL
+            # lets Journal.reclaim() return freed pages without a full VACUUM.
+            _pragma(conn, "auto_vacuum", "INCREMENTAL")
         if not readonly:
-            _pragma(conn, "journal_mode", "WAL")
+            _retry_busy(lambda: _pragma(conn, "journal_mode", "WAL"), busy_timeout_ms)
         _pragma(conn, "synchronous", _SYNCHRONOUS[durability])
         _pragma(conn, "foreign_keys", "ON")
         if app_id != APPLICATION_ID:
@@ -134,10 +169,22 @@ def open_connection(
     return conn
 
 
+def _retry_busy(action: Callable[[], Any], timeout_ms: int) -> Any:
+    # Switching to WAL upgrades a read lock, and SQLite does not call the busy
+    # handler for that upgrade: another opener holding the file fails it at once.
+    deadline = time.monotonic() + timeout_ms / 1000
+    delay = 0.001
+    while True:
+        try:
+            return action()
+        except apsw.BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
 def _create_schema(conn: apsw.Connection) -> None:
-    # auto_vacuum must be chosen before the first table exists; INCREMENTAL lets
-    # Journal.reclaim() hand freed pages back to the OS without a full VACUUM.
-    _pragma(conn, "auto_vacuum", "INCREMENTAL")
     with transaction(conn, "creating the schema"):
         # Another process may have created it between our check and our lock.
         if one(conn, "PRAGMA application_id") == APPLICATION_ID:

@@ -77,6 +77,17 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
     if not valid:
         return run.horizon
     horizon = valid[-policy.keep_snapshots] if len(valid) >= policy.keep_snapshots else valid[0]
+    with journal.lock:
+        active_forks, fork_point = conn.execute(
+            "SELECT count(*) FILTER (WHERE status NOT IN ('completed', 'failed', 'cancelled')),"
+            " min(forked_at) FROM runs WHERE forked_from = ?",
+            (run.run_id,),
+        ).fetchone() or (0, None)
+    if active_forks:
+        return run.horizon  # an unfinished fork re-reads this run's entries up to its fork point
+    if fork_point is not None:
+        below = [s for s in valid if s <= fork_point]
+        horizon = min(horizon, below[-1]) if below else run.horizon
     if policy.keep_seconds is not None:
         with journal.lock:
             row = conn.execute(

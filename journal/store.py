@@ -276,6 +276,8 @@ class Journal:
                 for ref in (parent_run_id, forked_from):
                     if ref is not None and not self._exists(conn, ref):
                         raise RunNotFound(f"no run {ref!r} in {self.path!r}", run_id=ref)
+                if forked_from is not None:
+                    self._check_fork_point(conn, forked_from, forked_at or 0)
                 epoch = 1 if owner else 0
                 lease = now + lease_seconds if owner and lease_seconds is not None else None
                 conn.execute(
@@ -309,6 +311,26 @@ class Journal:
                     f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (rid,)
                 ).fetchone()
         return _run_from_row(row), True
+
+    @staticmethod
+    def _check_fork_point(conn: apsw.Connection, source: str, at: int) -> None:
+        last_seq, horizon = conn.execute(
+            "SELECT last_seq, horizon FROM runs WHERE run_id = ?", (source,)
+        ).fetchone() or (0, 0)
+        if at > last_seq or at < 0:
+            raise SeqOutOfRange(
+                f"cannot fork run {source!r} at seq {at}: it has seqs 0..{last_seq}",
+                run_id=source,
+                seq=at,
+            )
+        if at < horizon:
+            raise HorizonError(
+                f"cannot fork run {source!r} at seq {at}: it is before the retained horizon "
+                f"(seq {horizon})",
+                run_id=source,
+                seq=at,
+                horizon=horizon,
+            )
 
     @staticmethod
     def _exists(conn: apsw.Connection, run_id: str) -> bool:
@@ -781,38 +803,55 @@ class Journal:
                         seq=target,
                         horizon=run.horizon,
                     )
-                base = FoldedState()
+                base = self._base_state(run)
             if base.seq < target:
                 fold(base, self.read(run_id, base.seq + 1, target), self.decode_entry)
             return base
 
+    def _base_state(self, run: Run) -> FoldedState:
+        # A fork starts from its source's state at the fork point: the source's
+        # entries are shared, never copied, and never changed by the fork.
+        if run.forked_from is None:
+            return FoldedState()
+        base = self.state_at(run.forked_from, run.forked_at)
+        base.seq = 0
+        return base
+
     def _snapshot_state(self, run: Run, seq: int) -> FoldedState | None:
-        rows = self._read(
-            "SELECT seq, state, codec, fingerprint, checksum FROM snapshots "
-            "WHERE run_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC",
-            (run.run_id, seq, run.horizon),
-            where=f"reading snapshots of {run.run_id!r}",
-        )
-        for snap_seq, state, codec, fingerprint, checksum in rows:
-            if fingerprint != self.fingerprint(codec):
-                continue
-            if _snapshot_checksum(run.run_id, snap_seq, state, fingerprint) != checksum:
-                raise CorruptionError(
-                    f"run {run.run_id!r}: snapshot at seq {snap_seq} fails its checksum",
-                    run_id=run.run_id,
-                    seq=snap_seq,
-                )
-            payload = self.decode(
-                state, codec, where=f"run {run.run_id!r} snapshot at seq {snap_seq}"
+        # Newest first, and only as far as the first usable one: a long run has
+        # many snapshots, and reading them all would make state_at grow with it.
+        try:
+            cursor = self._c().execute(
+                "SELECT seq, state, codec, fingerprint, checksum FROM snapshots "
+                "WHERE run_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC",
+                (run.run_id, seq, run.horizon),
             )
-            if not isinstance(payload, dict) or set(payload) != {"values", "pending"}:
-                raise DecodeError(
-                    f"run {run.run_id!r}: snapshot at seq {snap_seq} has an unexpected shape",
-                    run_id=run.run_id,
-                    seq=snap_seq,
-                )
-            return FoldedState.from_payload(snap_seq, payload)
+            for snap_seq, state, codec, fingerprint, checksum in cursor:
+                if fingerprint == self.fingerprint(codec):
+                    return self._load_snapshot(
+                        run.run_id, snap_seq, state, codec, fingerprint, checksum
+                    )
+        except apsw.Error as exc:
+            raise _sqlite.translate(exc, f"reading snapshots of {run.run_id!r}") from exc
         return None
+
+    def _load_snapshot(  # noqa: PLR0917 - the snapshot row's columns, in order
+        self, run_id: str, snap_seq: int, state: bytes, codec: str, fingerprint: str, checksum: int
+    ) -> FoldedState:
+        if _snapshot_checksum(run_id, snap_seq, state, fingerprint) != checksum:
+            raise CorruptionError(
+                f"run {run_id!r}: snapshot at seq {snap_seq} fails its checksum",
+                run_id=run_id,
+                seq=snap_seq,
+            )
+        payload = self.decode(state, codec, where=f"run {run_id!r} snapshot at seq {snap_seq}")
+        if not isinstance(payload, dict) or set(payload) != {"values", "pending"}:
+            raise DecodeError(
+                f"run {run_id!r}: snapshot at seq {snap_seq} has an unexpected shape",
+                run_id=run_id,
+                seq=snap_seq,
+            )
+        return FoldedState.from_payload(snap_seq, payload)
 
     def write_snapshot(self, run_id: str, seq: int | None = None) -> SnapshotInfo:
         """Write (or rewrite) the snapshot of the state at ``seq`` (default: last)."""

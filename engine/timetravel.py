@@ -1,0 +1,319 @@
+"""Time travel over recorded runs: history, the state at any step, diffs and forks.
+
+A run's *checkpoints* are the entries that end a unit of work (a step's
+completion or failed attempt, a timer, a child run, an event, the run's end);
+checkpoint N is numbered from 1 in the order of the journal, and for a fork the
+numbering runs on from its source's checkpoints up to the fork point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from journal import EntryKind, HorizonError, Journal, Run, SeqOutOfRange, to_jsonable
+
+from .errors import EngineError
+from .recorded import FORK_STEP, lineage, split_key
+from .runtime import Engine, RunHandle, default_engine
+
+__all__ = [
+    "CHECKPOINT_KINDS",
+    "Checkpoint",
+    "Diff",
+    "StateView",
+    "diff",
+    "fork",
+    "history",
+    "iter_history",
+    "state_at",
+]
+
+K = EntryKind
+
+CHECKPOINT_KINDS = frozenset({
+    K.STEP_COMPLETED, K.STEP_FAILED, K.TIMER_STARTED, K.TIMER_FIRED, K.CHILD_STARTED,
+    K.CHILD_COMPLETED, K.EVENT_RECEIVED, K.RUN_FORKED, K.RUN_COMPLETED, K.RUN_FAILED,
+    K.RUN_CANCELLED,
+})  # fmt: skip
+
+
+class StepNotFound(EngineError, LookupError):
+    """No checkpoint with that number (or none at that time) in the run."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One unit of work in a run's history and what it changed."""
+
+    number: int
+    run_id: str
+    seq: int
+    first_seq: int
+    kind: str
+    step: str | None
+    name: str | None
+    attempt: int | None
+    started_at: float | None
+    ended_at: float
+    set_keys: tuple[str, ...] = ()
+    deleted_keys: tuple[str, ...] = ()
+    emitted: tuple[str, ...] = ()
+    consumed: tuple[str, ...] = ()
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the step's start to its end, when the start was recorded."""
+        return None if self.started_at is None else self.ended_at - self.started_at
+
+    def summary(self) -> str:
+        """One line: what happened and what changed."""
+        parts = [self.kind]
+        if self.step:
+            parts.append(self.step)
+        if self.attempt and self.attempt > 1:
+            parts.append(f"attempt {self.attempt}")
+        if self.set_keys:
+            parts.append("set " + ", ".join(self.set_keys))
+        if self.deleted_keys:
+            parts.append("deleted " + ", ".join(self.deleted_keys))
+        return " ".join(parts)
+
+
+def _journal(engine: Engine | None) -> Journal:
+    return (engine or default_engine()).journal
+
+
+def iter_history(run_id: str, *, engine: Engine | None = None) -> Iterator[Checkpoint]:
+    """Stream a run's checkpoints in order, reading the journal page by page."""
+    journal = _journal(engine)
+    run = journal.get_run(run_id)
+    number = 0
+    for segment_id, upto in lineage(journal, run):
+        segment = journal.get_run(segment_id)
+        first = segment.horizon + 1
+        pending: dict[str, list[str]] = {"set": [], "deleted": [], "emitted": [], "consumed": []}
+        for entry in journal.read(segment_id, first, upto):
+            kind = entry.kind
+            if kind == K.STATE_SET:
+                pending["set"].append(entry.key or "")
+            elif kind == K.STATE_DELETED:
+                pending["deleted"].append(entry.key or "")
+            elif kind == K.EVENT_EMITTED:
+                pending["emitted"].append(entry.key or "")
+            elif kind == K.EVENT_CONSUMED:
+                pending["consumed"].append(entry.key or "")
+            if kind not in CHECKPOINT_KINDS:
+                continue
+            number += 1
+            payload = _payload(journal, entry)
+            detail = payload if isinstance(payload, dict) else {}
+            name = split_key(entry.step)[0] if entry.step and "#" in entry.step else entry.step
+            yield Checkpoint(
+                number=number,
+                run_id=segment_id,
+                seq=entry.seq,
+                first_seq=first,
+                kind=kind,
+                step=entry.step if entry.step != FORK_STEP else None,
+                name=name,
+                attempt=detail.get("attempt"),
+                started_at=detail.get("started"),
+                ended_at=entry.ts,
+                set_keys=tuple(dict.fromkeys(pending["set"])),
+                deleted_keys=tuple(dict.fromkeys(pending["deleted"])),
+                emitted=tuple(pending["emitted"]),
+                consumed=tuple(pending["consumed"]),
+                detail={k: v for k, v in detail.items() if k not in ("result", "started")},
+            )
+            pending = {"set": [], "deleted": [], "emitted": [], "consumed": []}
+            first = entry.seq + 1
+
+
+def _payload(journal: Journal, entry: Any) -> Any:
+    if entry.kind in (K.STEP_FAILED, K.RUN_FAILED, K.STEP_COMPLETED, K.RUN_FORKED, K.TIMER_STARTED):
+        return journal.decode_entry(entry)
+    return None
+
+
+def history(run_id: str, *, engine: Engine | None = None) -> list[Checkpoint]:
+    """A run's checkpoints, in order (see :func:`iter_history` to stream a long run)."""
+    return list(iter_history(run_id, engine=engine))
+
+
+@dataclass(frozen=True)
+class StateView:
+    """A run's state as it was at one point: read-only."""
+
+    run_id: str
+    seq: int
+    step: int | None
+    values: Mapping[str, Any]
+    pending_events: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The values as plain JSON-ready data."""
+        return {k: to_jsonable(v) for k, v in self.values.items()}
+
+
+def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
+    """(run id, seq) of checkpoint ``step``, without reading more than needed."""
+    if step < 0:
+        raise StepNotFound(f"run {run.run_id!r}: step numbers start at 1 (0 is the start)")
+    if step == 0:
+        chain = lineage(journal, run)
+        return chain[0][0], 0
+    kinds = ",".join(f"'{k}'" for k in sorted(CHECKPOINT_KINDS))
+    remaining = step
+    for segment_id, upto in lineage(journal, run):
+        rows = journal.query(
+            f"SELECT seq FROM entries WHERE run_id = ? AND seq <= ? AND kind IN ({kinds})"
+            " ORDER BY seq LIMIT 1 OFFSET ?",
+            [segment_id, upto, remaining - 1],
+        )
+        if rows:
+            return segment_id, int(rows[0]["seq"])
+        count = journal.query(
+            f"SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
+            f" AND kind IN ({kinds})",
+            [segment_id, upto],
+        )[0]["n"]
+        remaining -= int(count)
+    horizon = max((journal.get_run(r).horizon for r, _ in lineage(journal, run)), default=0)
+    if horizon:
+        raise HorizonError(
+            f"run {run.run_id!r} was compacted up to seq {horizon}; step {step} is not among "
+            "its retained checkpoints",
+            run_id=run.run_id,
+            horizon=horizon,
+        )
+    raise StepNotFound(
+        f"run {run.run_id!r} has {step - remaining} checkpoints; there is no step {step}",
+        run_id=run.run_id,
+        step=step,
+    )
+
+
+def state_at(
+    run_id: str,
+    *,
+    step: int | None = None,
+    seq: int | None = None,
+    time: float | None = None,
+    engine: Engine | None = None,
+) -> StateView:
+    """The run's state after checkpoint ``step``, after its own ``seq``, or at ``time``
+    (a Unix timestamp); the latest state if none is given. Costs at most one snapshot
+    interval of entries, whatever the run's length."""
+    if sum(x is not None for x in (step, seq, time)) > 1:
+        raise ValueError("give at most one of step=, seq=, time=")
+    journal = _journal(engine)
+    run = journal.get_run(run_id)
+    target_run, target_seq = run.run_id, seq
+    if step is not None:
+        target_run, target_seq = _locate(journal, run, step)
+    elif time is not None:
+        rows = journal.query(
+            "SELECT max(seq) AS seq FROM entries WHERE run_id = ? AND ts <= ?", [run_id, time]
+        )
+        found = rows[0]["seq"]
+        if found is None:
+            if run.forked_from is None:
+                raise StepNotFound(f"run {run_id!r} has no entry at or before time {time}")
+            found = 0
+        target_seq = int(found)
+    folded = journal.state_at(target_run, target_seq)
+    return StateView(
+        run_id=target_run,
+        seq=folded.seq,
+        step=step,
+        values=MappingProxyType(dict(folded.values)),
+        pending_events=MappingProxyType(dict(folded.pending)),
+    )
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What changed between two states, by path (``cart.items[2]``)."""
+
+    added: dict[str, Any]
+    removed: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]]
+
+    @property
+    def empty(self) -> bool:
+        """True when the two states are equal."""
+        return not (self.added or self.removed or self.changed)
+
+
+def _walk(path: str, old: Any, new: Any, out: Diff) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in old.keys() - new.keys():
+            out.removed[f"{path}.{key}" if path else str(key)] = old[key]
+        for key in new.keys() - old.keys():
+            out.added[f"{path}.{key}" if path else str(key)] = new[key]
+        for key in old.keys() & new.keys():
+            _walk(f"{path}.{key}" if path else str(key), old[key], new[key], out)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            _walk(f"{path}[{i}]", a, b, out)
+    elif isinstance(old, list) and isinstance(new, list) and new[: len(old)] == old:
+        for i in range(len(old), len(new)):
+            out.added[f"{path}[{i}]"] = new[i]
+    elif old != new:
+        out.changed[path] = (old, new)
+
+
+def diff(
+    run_id: str,
+    a: int,
+    b: int,
+    *,
+    other_run_id: str | None = None,
+    engine: Engine | None = None,
+) -> Diff:
+    """Keys added, removed and changed from checkpoint ``a`` of ``run_id`` to checkpoint
+    ``b`` (of ``other_run_id`` if given: diff two runs); nested values by path."""
+    before = state_at(run_id, step=a, engine=engine)
+    after = state_at(other_run_id or run_id, step=b, engine=engine)
+    out = Diff({}, {}, {})
+    old = {k: to_jsonable(v) for k, v in before.values.items()}
+    new = {k: to_jsonable(v) for k, v in after.values.items()}
+    _walk("", old, new, out)
+    return Diff(
+        dict(sorted(out.added.items())),
+        dict(sorted(out.removed.items())),
+        dict(sorted(out.changed.items())),
+    )
+
+
+def fork(
+    run_id: str,
+    *,
+    at: int,
+    state: Mapping[str, Any] | None = None,
+    new_run_id: str | None = None,
+    engine: Engine | None = None,
+) -> RunHandle:
+    """Start a new run that shares ``run_id``'s history up to checkpoint ``at``, with
+    ``state`` edits applied there as journaled mutations, and that goes on live with
+    today's code. Nothing the fork writes reaches the source, and nothing the source
+    writes after the fork point reaches the fork."""
+    eng = engine or default_engine()
+    journal = eng.journal
+    source = journal.get_run(run_id)
+    segment_id, seq = _locate(journal, source, at)
+    segment = journal.get_run(segment_id)
+    if segment.horizon:
+        raise HorizonError(
+            f"run {segment_id!r} was compacted up to seq {segment.horizon}: a fork replays "
+            "its entries from the start, so it cannot be forked",
+            run_id=segment_id,
+            horizon=segment.horizon,
+        )
+    if seq > segment.last_seq:
+        raise SeqOutOfRange(f"run {segment_id!r} has no seq {seq}", run_id=segment_id, seq=seq)
+    return eng.start_fork(segment, seq, at, dict(state or {}), new_run_id)
