@@ -23,6 +23,7 @@ from .errors import (
     StepTimeout,
     WrongFunction,
 )
+from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from .policies import RetryPolicy
 from .replay import ReplayReport, replay, replay_all
 from .runtime import Engine, RecoveryReport, RunHandle, configure, default_engine
@@ -39,6 +40,16 @@ from .timetravel import (
     iter_history,
     state_at,
 )
+from .workflow import (
+    RunFinished,
+    Workflow,
+    WorkflowCheckpoint,
+    WorkflowHandler,
+    WorkflowValidationError,
+    send_event,
+)
+from .workflow_context import Store, WorkflowContext
+from .workflow_run import NoStepForEvent, WaitTimeout, WorkflowTimeout
 
 try:
     __version__ = version("durable")
@@ -58,8 +69,12 @@ __all__ = [
     "DurableFunction",
     "Engine",
     "EngineError",
+    "Event",
     "FencedOff",
     "FunctionNotFound",
+    "HumanResponseEvent",
+    "InputRequiredEvent",
+    "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
     "RecoveryReport",
@@ -68,14 +83,25 @@ __all__ = [
     "RetryPolicy",
     "RunCancelled",
     "RunFailed",
+    "RunFinished",
     "RunHandle",
+    "StartEvent",
     "State",
     "StateView",
     "StepFailed",
     "StepNotFound",
     "StepSpec",
     "StepTimeout",
+    "StopEvent",
+    "Store",
     "TypedState",
+    "WaitTimeout",
+    "Workflow",
+    "WorkflowCheckpoint",
+    "WorkflowContext",
+    "WorkflowHandler",
+    "WorkflowTimeout",
+    "WorkflowValidationError",
     "WrongFunction",
     "__version__",
     "configure",
@@ -90,6 +116,7 @@ __all__ = [
     "recover",
     "replay",
     "replay_all",
+    "send_event",
     "state_at",
     "step",
 ]

@@ -146,7 +146,7 @@ class Engine:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._lock = threading.RLock()
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
-        self._executions: dict[str, RunExecution] = {}
+        self._executions: dict[str, Any] = {}  # RunExecution or WorkflowRun
         self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_threads, thread_name_prefix="durable-run"

@@ -102,7 +102,7 @@ def iter_history(run_id: str, *, engine: Engine | None = None) -> Iterator[Check
                 pending["set"].append(entry.key or "")
             elif kind == K.STATE_DELETED:
                 pending["deleted"].append(entry.key or "")
-            elif kind == K.EVENT_EMITTED:
+            elif kind == K.EVENT_EMITTED and entry.step is not None:
                 pending["emitted"].append(entry.key or "")
             elif kind == K.EVENT_CONSUMED:
                 pending["consumed"].append(entry.key or "")

@@ -25,7 +25,7 @@ class JournalBusy(JournalError):
     """The journal stayed locked by another writer for longer than ``busy_timeout``."""
 
 
-def translate(exc: BaseException, where: str) -> JournalError:
+def translate(exc: BaseException, where: str, path: str | None = None) -> JournalError:
     """Map an apsw exception to the journal's tree, naming ``where`` it happened."""
     if isinstance(exc, JournalError):
         return exc
@@ -36,7 +36,7 @@ def translate(exc: BaseException, where: str) -> JournalError:
             where=where,
         )
     if isinstance(exc, apsw.NotADBError):
-        return NotAJournalError(f"{where}: not an SQLite database ({exc})", where=where)
+        return NotAJournalError(f"{where}: not an SQLite database ({exc})", where=where, path=path)
     if isinstance(exc, apsw.CorruptError):
         return CorruptionError(f"{where}: the database file is corrupt ({exc})", where=where)
     return JournalError(f"{where}: {type(exc).__name__}: {exc}", where=where)
@@ -116,6 +116,8 @@ def open_connection(
         raise NotAJournalError(f"{path!r} does not exist (opened read-only)", path=path)
     if not readonly and not exists:
         _create_private(path)
+        # An empty file someone else created becomes a journal: owner-only, like ours.
+        os.chmod(path, 0o600)
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
     conn = None
     try:
@@ -131,7 +133,7 @@ def open_connection(
     except apsw.Error as exc:
         if conn is not None:
             conn.close()
-        raise translate(exc, f"opening {path!r}") from exc
+        raise translate(exc, f"opening {path!r}", path) from exc
     if app_id != APPLICATION_ID:
         if app_id != 0 or tables != 0 or version != 0:
             conn.close()
@@ -165,7 +167,7 @@ def open_connection(
             _create_schema(conn)
     except apsw.Error as exc:
         conn.close()
-        raise translate(exc, f"opening {path!r}") from exc
+        raise translate(exc, f"opening {path!r}", path) from exc
     return conn
 
 

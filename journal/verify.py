@@ -49,7 +49,11 @@ def verify(
         rows = [("ok",)]
     if [r[0] for r in rows] != ["ok"]:
         report.problems += [f"integrity_check: {r[0]}" for r in rows]
-    runs = [journal.get_run(run_id)] if run_id else journal.list_runs(limit=None)
+    try:
+        runs = [journal.get_run(run_id)] if run_id else journal.list_runs(limit=None)
+    except JournalError as exc:
+        report.problems.append(f"cannot list the runs: {exc}")
+        return report
     for i, run in enumerate(runs):
         report.runs += 1
         try:

@@ -23,8 +23,13 @@ WORKER = Path(__file__).resolve().parent / "_procs" / "journal_worker.py"
 TIMEOUT = 60
 
 
-def spawn(cwd: Path, mode: str, *args: str) -> subprocess.Popen[str]:
-    """Start a worker child with the source tree importable and pipes on all three streams."""
+def spawn(cwd: Path, mode: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start a worker child with the source tree importable and pipes on all three streams.
+
+    The pipes are unbuffered on our side: a line read with ``readline`` is exactly
+    one line, so nothing the child wrote sits in a parent-side buffer where a later
+    ``communicate()`` (which reads the raw fd) would never see it.
+    """
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, str(WORKER), mode, *args],
@@ -33,38 +38,49 @@ def spawn(cwd: Path, mode: str, *args: str) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,
     )
 
 
-def expect_line(proc: subprocess.Popen[str], want: str) -> None:
+def expect_line(proc: subprocess.Popen[bytes], want: str) -> None:
     """Read one stdout line and insist it is ``want`` (showing the child's stderr if not)."""
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
+    line = reply(proc)
     if line != want:
         proc.kill()
         _, err = proc.communicate(timeout=TIMEOUT)
-        pytest.fail(f"child said {line!r} instead of {want!r}; stderr:\n{err}")
+        pytest.fail(f"child said {line!r} instead of {want!r}; stderr:\n{err.decode()}")
 
 
-def start_all(procs: list[subprocess.Popen[str]]) -> None:
+def send(proc: subprocess.Popen[bytes], line: str) -> None:
+    """Write one command line to a child's stdin."""
+    assert proc.stdin is not None
+    proc.stdin.write(f"{line}\n".encode())
+    proc.stdin.flush()
+
+
+def reply(proc: subprocess.Popen[bytes]) -> str:
+    """The child's next stdout line (a child that died answers with an empty string)."""
+    assert proc.stdout is not None
+    return proc.stdout.readline().decode().strip()
+
+
+def start_all(procs: list[subprocess.Popen[bytes]]) -> None:
     """Wait until every child is ready, then release them together."""
     for proc in procs:
         expect_line(proc, "ready")
     for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
+        send(proc, "go")
 
 
-def finish(proc: subprocess.Popen[str]) -> list[str]:
+def finish(proc: subprocess.Popen[bytes]) -> list[str]:
     """Wait for a child; return its stdout lines, failing on a nonzero exit or an error line."""
     try:
-        out, err = proc.communicate(timeout=TIMEOUT)
+        raw_out, raw_err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"child timed out; stdout tail {out[-500:]!r}; stderr:\n{err}")
+        raw_out, raw_err = proc.communicate()
+        pytest.fail(f"child timed out; stdout tail {raw_out[-500:]!r}; stderr:\n{raw_err!r}")
+    out, err = raw_out.decode(), raw_err.decode()
     lines = out.splitlines()
     errors = [line for line in lines if line.startswith("error ")]
     assert proc.returncode == 0 and not errors, (
@@ -96,9 +112,26 @@ class TestTwoWritersOneRun:
     """Two processes race optimistic appends on one run; each seq has exactly one winner."""
 
     TOTAL = 300
+    ROUNDS = 60
 
-    def test_every_seq_won_by_exactly_one_process(self, tmp_path: Path) -> None:
-        """Conflicts are retried by re-reading last_seq; the won seqs partition 1..N."""
+    def check_journal(self, db: Path, winner: dict[int, str], total: int) -> None:
+        """Entries 1..total, each holding the payload its winner wrote; the file is sound."""
+        with Journal(db) as j:
+            assert j.get_run("shared").last_seq == total
+            assert count(j, "entries", "shared") == total
+            rows = decoded(j, "shared")
+            assert [seq for seq, _, _ in rows] == list(range(1, total + 1))
+            for seq, key, value in rows:
+                assert key == "k"
+                assert value == {"who": winner[seq], "seq": seq}, f"seq {seq}"
+            assert j.state_at("shared").values == {"k": {"who": winner[total], "seq": total}}
+            assert integrity(j) == ["ok"]
+            report = j.verify()
+            assert report.ok, report.problems
+            assert report.entries == total
+
+    def test_free_race_partitions_the_seqs(self, tmp_path: Path) -> None:
+        """Unsynchronised: conflicts are retried by re-reading last_seq; won seqs partition 1..N."""
         db = tmp_path / "race.db"
         with Journal(db) as j:
             j.create_run("shared", name="race")
@@ -108,36 +141,51 @@ class TestTwoWritersOneRun:
         }
         start_all(list(procs.values()))
         won: dict[str, list[int]] = {}
-        conflicts: dict[str, int] = {}
         for name, proc in procs.items():
             lines = finish(proc)
             assert lines[-1].startswith("done conflicts="), lines[-3:]
-            conflicts[name] = int(lines[-1].split("=")[1])
             won[name] = [int(line.split()[1]) for line in lines if line.startswith("won ")]
 
-        both = won["a"] + won["b"]
+        # SQLite's write lock is not fair, so one process may win every race; the
+        # lock-step test below forces real conflicts. Here: no seq lost or doubled.
         assert won["a"] == sorted(set(won["a"])), "a process won a seq twice or out of order"
-        assert won["b"] == sorted(set(won["b"])), "b process won a seq twice or out of order"
+        assert won["b"] == sorted(set(won["b"])), "a process won a seq twice or out of order"
         assert not set(won["a"]) & set(won["b"]), "a seq was won by both processes"
-        assert sorted(both) == list(range(1, self.TOTAL + 1))
-        # Both really raced: each won some seqs, and each lost at least one race or
-        # the other never did (a process that wins every race is never conflicted).
-        assert won["a"] and won["b"], {k: len(v) for k, v in won.items()}
-
+        assert sorted(won["a"] + won["b"]) == list(range(1, self.TOTAL + 1))
         winner = {seq: name for name, seqs in won.items() for seq in seqs}
+        self.check_journal(db, winner, self.TOTAL)
+
+    def test_lockstep_same_expected_seq_one_winner(self, tmp_path: Path) -> None:
+        """Both read last_seq, then both append after it: one wins, the other gets ConflictError."""
+        db = tmp_path / "lockstep.db"
         with Journal(db) as j:
-            assert j.get_run("shared").last_seq == self.TOTAL
-            assert count(j, "entries", "shared") == self.TOTAL
-            rows = decoded(j, "shared")
-            assert [seq for seq, _, _ in rows] == list(range(1, self.TOTAL + 1))
-            for seq, key, value in rows:
-                assert key == "k"
-                assert value == {"who": winner[seq], "seq": seq}, f"seq {seq}"
-            assert j.state_at("shared").values == {"k": {"who": winner[self.TOTAL], "seq": self.TOTAL}}
-            assert integrity(j) == ["ok"]
-            report = j.verify()
-            assert report.ok, report.problems
-            assert report.entries == self.TOTAL
+            j.create_run("shared", name="race")
+        procs = {
+            name: spawn(tmp_path, "lockstep", str(db), "full", "shared", name)
+            for name in ("a", "b")
+        }
+        for proc in procs.values():
+            expect_line(proc, "ready")
+        winner: dict[int, str] = {}
+        for last in range(self.ROUNDS):
+            for proc in procs.values():
+                send(proc, "read")
+            assert {n: reply(p) for n, p in procs.items()} == {
+                "a": f"read {last}",
+                "b": f"read {last}",
+            }
+            for proc in procs.values():
+                send(proc, "append")  # both now append with expected_seq=last
+            results = {n: reply(p) for n, p in procs.items()}
+            won = [n for n, line in results.items() if line == f"won {last + 1}"]
+            # The loser's ConflictError reports the seq the winner just wrote.
+            lost = [n for n, line in results.items() if line == f"lost {last + 1}"]
+            assert len(won) == 1 and len(lost) == 1, (last, results)
+            winner[last + 1] = won[0]
+        for proc in procs.values():
+            send(proc, "stop")
+            assert finish(proc) == ["done"]
+        self.check_journal(db, winner, self.ROUNDS)
 
 
 class TestManyWritersOwnRuns:
@@ -181,7 +229,15 @@ class TestConcurrentFirstOpen:
 
     WRITERS = 4
 
-    def test_all_processes_open_and_write(self, tmp_path: Path) -> None:
+    ROUNDS = 3
+
+    # Regression test for two first-open races (each failed a few percent of opens):
+    # application_id and the sqlite_schema count read in separate read transactions
+    # (a creator committing in between made the new journal look foreign), and
+    # PRAGMA journal_mode=WAL failing with an instant JournalBusy (SQLite never calls
+    # the busy handler for its read-to-write lock upgrade).
+    @pytest.mark.parametrize("round_", range(ROUNDS))
+    def test_all_processes_open_and_write(self, tmp_path: Path, round_: int) -> None:
         """Each creator races to make the schema; every one of them must still succeed."""
         db = tmp_path / "fresh.db"
         run_ids = [f"fresh-{i}" for i in range(self.WRITERS)]
@@ -208,7 +264,7 @@ class TestSigkill:
     @pytest.mark.parametrize("mode", ["fixed", "random"])
     @pytest.mark.parametrize("durability", ["full", "process"])
     def test_acknowledged_entries_survive(self, tmp_path: Path, durability: str, mode: str) -> None:
-        """Every acked seq is present with its payload; seqs are dense; verify and integrity pass."""
+        """Every acked seq is present with its payload; seqs are dense; the file verifies."""
         acks_before_kill, seed = _kill_point(mode)
         where = f"durability={durability} kill after {acks_before_kill} acks (seed {seed})"
         db = tmp_path / "killed.db"
@@ -217,20 +273,22 @@ class TestSigkill:
         acked: list[int] = []
         while len(acked) < acks_before_kill:
             line = proc.stdout.readline()
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 proc.kill()
-                pytest.fail(f"child ended early ({where}): {proc.communicate()[1]}")
+                pytest.fail(f"child ended early ({where}): {proc.communicate()[1]!r}")
             acked.append(int(line))
         os.kill(proc.pid, signal.SIGKILL)
         rest, _ = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == -signal.SIGKILL, where
         # Lines already in the pipe were printed after append returned: acknowledged too.
-        acked += [int(line) for line in rest.splitlines(keepends=True) if line.endswith("\n")]
+        acked += [int(line) for line in rest.splitlines(keepends=True) if line.endswith(b"\n")]
         assert acked == sorted(set(acked)), where
 
         with Journal(db, durability=durability) as j:  # type: ignore[arg-type]
             run = j.get_run("victim")
-            assert run.last_seq >= acked[-1], where
+            # Nothing acked is lost; at most the one batch (<= 3 entries) in flight at the
+            # kill committed without its ack being printed.
+            assert acked[-1] <= run.last_seq <= acked[-1] + 3, (where, run.last_seq)
             rows = decoded(j, "victim")
             assert [seq for seq, _, _ in rows] == list(range(1, run.last_seq + 1)), where
             assert count(j, "entries", "victim") == run.last_seq, where
@@ -238,9 +296,7 @@ class TestSigkill:
                 assert key == f"k{seq % 5}", (where, seq)
                 assert value["seq"] == seq, (where, seq)
                 assert value["pad"] in ("x" * 40, "x" * 80, "x" * 120), (where, seq)
-            latest = {}
-            for seq, key, value in rows:
-                latest[key] = value
+            latest = {key: value for _, key, value in rows}  # the last write of each key wins
             assert j.state_at("victim").values == latest, where
             assert integrity(j) == ["ok"], where
             report = j.verify()

@@ -40,6 +40,35 @@ def contend(path: str, durability: str, run_id: str, name: str, total: str) -> N
     print(f"done conflicts={conflicts}", flush=True)
 
 
+def lockstep(path: str, durability: str, run_id: str, name: str) -> None:
+    """Obey the parent line by line: ``read`` last_seq, then ``append`` after it, until ``stop``.
+
+    The parent lets both children read before either appends, so both name the
+    same expected seq and exactly one of them must lose with ConflictError.
+    """
+    last = -1
+    with journal.Journal(path, durability=durability) as j:  # type: ignore[arg-type]
+        print("ready", flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "stop":
+                break
+            if command == "read":
+                last = j.get_run(run_id).last_seq
+                print(f"read {last}", flush=True)
+            elif command == "append":
+                entry = j.entry("state.set", {"who": name, "seq": last + 1}, key="k")
+                try:
+                    seq = j.append(run_id, [entry], expected_seq=last)
+                except journal.ConflictError as exc:
+                    print(f"lost {exc.actual_seq}", flush=True)  # type: ignore[attr-defined]
+                else:
+                    print(f"won {seq}", flush=True)
+            else:
+                raise SystemExit(f"unknown command {command!r}")
+    print("done", flush=True)
+
+
 def own_run(path: str, durability: str, run_id: str, count: str) -> None:
     """Create ``run_id`` and append ``count`` entries to it, one commit each."""
     n = int(count)
@@ -63,7 +92,9 @@ def ack_forever(path: str, durability: str, run_id: str) -> None:
         while last < 1_000_000:  # a bound, so a lost parent cannot leave it running forever
             i += 1
             batch = [
-                j.entry("state.set", {"seq": last + k, "pad": "x" * (k * 40)}, key=f"k{(last + k) % 5}")
+                j.entry(
+                    "state.set", {"seq": last + k, "pad": "x" * (k * 40)}, key=f"k{(last + k) % 5}"
+                )
                 for k in range(1, i % 3 + 2)
             ]
             last = j.append(run_id, batch, expected_seq=last)
@@ -78,7 +109,13 @@ def open_fresh(path: str, run_id: str) -> None:
     print("done", flush=True)
 
 
-MODES = {"contend": contend, "own": own_run, "ack": ack_forever, "fresh": open_fresh}
+MODES = {
+    "contend": contend,
+    "lockstep": lockstep,
+    "own": own_run,
+    "ack": ack_forever,
+    "fresh": open_fresh,
+}
 
 
 def main(argv: list[str]) -> int:

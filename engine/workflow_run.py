@@ -1,0 +1,576 @@
+"""Executing one workflow run: dispatch pending deliveries, commit each step whole.
+
+The run's state is the journal's fold: the store's values and the *pending*
+deliveries (``event.emitted`` entries, one per accepting step, keyed by a
+delivery id; ``event.received`` entries for events sent from outside). A step's
+commit holds its ``event.consumed``, its store changes, its streamed events, the
+deliveries of the events it returned or sent, and its ``step.completed``: so a
+crashed run is rebuilt from the latest snapshot plus the tail, and only the
+deliveries still pending (the steps that were in flight) are dispatched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from journal import AppendRequest, ConflictError, EntryKind, FoldedState, NewEntry, Run
+
+from .errors import EngineError, FencedOff, RunCancelled, StepFailed, StepTimeout
+from .events import Event, StopEvent
+from .workflow_context import INTERNAL, StepScope, WorkflowContext
+
+if TYPE_CHECKING:
+    from .runtime import Engine
+    from .workflow import StepInfo, Workflow
+
+__all__ = ["NoStepForEvent", "WaitTimeout", "WorkflowRun", "WorkflowTimeout"]
+
+K = EntryKind
+POLL_SECONDS = 0.2
+
+
+class NoStepForEvent(EngineError):
+    """A step produced an event that no step of the workflow accepts."""
+
+
+class WaitTimeout(EngineError, TimeoutError):
+    """``ctx.wait_for_event`` reached its timeout."""
+
+
+class WorkflowTimeout(EngineError, TimeoutError):
+    """The run did not reach a StopEvent within the workflow's timeout."""
+
+
+@dataclass
+class _Waiter:
+    scope: StepScope
+    event_type: type[Event]
+    requirements: dict[str, Any]
+    future: asyncio.Future[str]
+
+    def matches(self, event: Any) -> bool:
+        return isinstance(event, self.event_type) and all(
+            getattr(event, k, None) == v for k, v in self.requirements.items()
+        )
+
+
+def new_delivery_key() -> str:
+    """A fresh delivery id (unique within a run)."""
+    return f"e{uuid.uuid4().hex[:16]}"
+
+
+class WorkflowRun:
+    """The in-process state of one workflow run being executed."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: Workflow,
+        run: Run,
+        state: FoldedState,
+        *,
+        resources: dict[str, Any],
+    ) -> None:
+        self.engine = engine
+        self.workflow = workflow
+        self.journal = engine.journal
+        self.run = run
+        self.run_id = run.run_id
+        self.epoch = run.epoch
+        self.seq = run.last_seq
+        self.scanned = run.last_seq
+        self.codec = self.journal.codec_named(run.codec)
+        self.values: dict[str, Any] = state.values
+        self.pending: dict[str, dict[str, Any]] = state.pending
+        self.resources = resources
+        self.status = run.status
+        self.cancel_requested = threading.Event()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.waiters: list[_Waiter] = []
+        self.claimed: set[str] = set()
+        self.stream_queues: list[asyncio.Queue[Any]] = []
+        self.streamed_history: list[Event] = []
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._absorb_lock: asyncio.Lock | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.done: asyncio.Future[Any] | None = None
+        self.finished = False
+
+    def listen(self, queue: asyncio.Queue[Any]) -> None:
+        """Register a stream listener (on the run's loop): it gets what was streamed so
+        far, then each new event, then the end marker, even if the run already ended."""
+        for event in self.streamed_history:
+            queue.put_nowait(event)
+        if self.finished:
+            queue.put_nowait(_END)
+        else:
+            self.stream_queues.append(queue)
+
+    # -- the run loop ----------------------------------------------------------------
+
+    async def main(self) -> Any:
+        """Dispatch every pending delivery and wait for the run's end."""
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        self._absorb_lock = asyncio.Lock()
+        watcher = self.loop.create_task(self._watch())
+        try:
+            await self._route_external()
+            self._dispatch()
+            if not self.tasks and not self.done.done() and not self.waiting_for_input():
+                raise EngineError(
+                    f"workflow run {self.run_id!r} has nothing to do: no pending event and no "
+                    "step in flight (was its StopEvent lost?)",
+                    run_id=self.run_id,
+                )
+            timeout = self.workflow.timeout
+            remaining = None if timeout is None else self.run.created_at + timeout - time.time()
+            try:
+                return await asyncio.wait_for(asyncio.shield(self.done), remaining)
+            except (asyncio.TimeoutError, TimeoutError):
+                if self.done.done():
+                    return self.done.result()
+                error = WorkflowTimeout(
+                    f"workflow run {self.run_id!r} did not finish within {timeout}s",
+                    run_id=self.run_id,
+                )
+                await self._fail(None, error)
+                raise error from None
+        finally:
+            watcher.cancel()
+            for task in list(self.tasks.values()):
+                task.cancel()
+            self.finished = True
+            for queue in self.stream_queues:
+                queue.put_nowait(_END)
+
+    def waiting_for_input(self) -> bool:
+        """True when the run is parked on ``wait_for_event`` with no work in flight."""
+        return any(k.startswith(f"{INTERNAL}wait/") for k in self.values)
+
+    def _dispatch(self) -> None:
+        for key, item in list(self.pending.items()):
+            step = item.get("to")
+            if step is None or key in self.tasks:
+                continue
+            info = self.workflow.steps().get(step)
+            if info is None:
+                self._finish_with(
+                    EngineError(
+                        f"run {self.run_id!r}: a pending event is addressed to step {step!r}, "
+                        "which this workflow no longer has",
+                        run_id=self.run_id,
+                    )
+                )
+                return
+            assert self.loop is not None
+            self.tasks[key] = self.loop.create_task(self._run_step(info, key, item["event"]))
+
+    def _finish_with(self, outcome: BaseException | None, result: Any = None) -> None:
+        if self.done is None or self.done.done():
+            return
+        if outcome is None:
+            self.done.set_result(result)
+        else:
+            self.done.set_exception(outcome)
+
+    # -- one step ----------------------------------------------------------------------
+
+    def _semaphore(self, info: StepInfo) -> asyncio.Semaphore:
+        sem = self._semaphores.get(info.name)
+        if sem is None:
+            sem = self._semaphores[info.name] = asyncio.Semaphore(info.spec.num_workers)
+        return sem
+
+    async def _run_step(self, info: StepInfo, delivery: str, event: Event) -> None:
+        try:
+            async with self._semaphore(info):
+                await self._attempts(info, delivery, event)
+        except (RunCancelled, FencedOff) as exc:
+            self._finish_with(exc)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            await self._fail(info.name, exc)
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit: the process is going away. Record nothing,
+            # exactly as if it had been killed; a worker resumes the run later.
+            self._finish_with(exc)
+        finally:
+            self.tasks.pop(delivery, None)
+
+    async def _attempts(self, info: StepInfo, delivery: str, event: Event) -> None:
+        attempts_key = f"{INTERNAL}attempts/{delivery}"
+        attempt = int(self.values.get(attempts_key, 0))
+        while True:
+            attempt += 1
+            scope = StepScope(self, info.name, delivery, event)
+            ctx = WorkflowContext(scope, self.workflow.state_model())
+            started = time.time()
+            try:
+                result = await self._call(info, ctx, event)
+            except (RunCancelled, FencedOff, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                self._release_claims(scope)
+                final = not info.spec.retry.retries(exc, attempt)
+                if final:
+                    raise _step_failure(info.name, exc, attempt) from exc
+                await self.commit([
+                    self.journal.entry(
+                        K.STEP_FAILED,
+                        {"attempt": attempt, "type": type(exc).__qualname__, "error": str(exc),
+                         "final": False},
+                        step=info.name, key=delivery, codec=self.codec,
+                    ),
+                    self.journal.entry(K.STATE_SET, attempt, key=attempts_key, step=info.name,
+                                       codec=self.codec),
+                ])  # fmt: skip
+                self.values[attempts_key] = attempt
+                await asyncio.sleep(info.spec.retry.delay(attempt))
+                continue
+            # What the step returned is a programming error, not a transient one, if it
+            # cannot be journaled: no retry, the run fails with that error.
+            entries, stop = self._completion(scope, result, attempt, started)
+            if attempts_key in self.values:
+                scope.deletes.add(attempts_key)
+                entries.insert(0, self.journal.entry(K.STATE_DELETED, key=attempts_key,
+                                                     step=info.name, codec=self.codec))  # fmt: skip
+            update: dict[str, Any] = {}
+            if stop is not None:
+                update = {
+                    "status": "completed",
+                    "output": self.codec.encode(stop.result, path="result"),
+                    "release": True,
+                }
+                entries.append(self.journal.entry(K.RUN_COMPLETED, codec=self.codec))
+            elif self.status == "waiting" and not self.waiters:
+                update = {"status": "running", "wake_at": None}
+            await self.commit(entries, **update)
+            self._apply(scope, entries)
+            if update.get("status"):
+                self.status = update["status"]
+            if stop is not None:
+                self._finish_with(None, stop.result)
+            else:
+                self._dispatch()
+            return
+
+    async def _call(self, info: StepInfo, ctx: WorkflowContext, event: Event) -> Any:
+        def invoke() -> Any:
+            return info.fn(self.workflow, ctx, event)
+
+        if info.is_async:
+            coro = invoke()
+            if info.spec.timeout is None:
+                return await coro
+            try:
+                return await asyncio.wait_for(coro, info.spec.timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                raise StepTimeout(
+                    f"step {info.name!r} timed out after {info.spec.timeout}s", step=info.name
+                ) from None
+        if info.spec.timeout is None:
+            return invoke()
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(invoke), info.spec.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise StepTimeout(
+                f"step {info.name!r} timed out after {info.spec.timeout}s", step=info.name
+            ) from None
+
+    def _completion(
+        self, scope: StepScope, result: Any, attempt: int, started: float
+    ) -> tuple[list[NewEntry], StopEvent | None]:
+        if result is not None and not isinstance(result, Event):
+            raise TypeError(
+                f"step {scope.step!r} returned {type(result).__name__}; a step returns an "
+                "Event or None"
+            )
+        j, codec = self.journal, self.codec
+        entries = scope.entries()
+        entries += [
+            j.entry(K.EVENT_STREAMED, ev, step=scope.step, codec=codec) for ev in scope.streamed
+        ]
+        consumed = [scope.delivery, *scope.consumed]
+        entries += [
+            j.entry(K.EVENT_CONSUMED, key=k, step=scope.step, codec=codec) for k in consumed
+        ]
+        outputs = [*scope.sent, *([(result, None)] if result is not None else [])]
+        stop: StopEvent | None = None
+        emitted = []
+        for event, target in outputs:
+            if isinstance(event, StopEvent):
+                stop = event
+                continue
+            targets = [target] if target else self.workflow.accepting(type(event))
+            if not targets:
+                raise NoStepForEvent(
+                    f"step {scope.step!r} emitted {type(event).__name__}, which no step of "
+                    f"{type(self.workflow).__name__} accepts",
+                    step=scope.step,
+                    event=type(event).__name__,
+                )
+            for to in targets:
+                emitted.append(type(event).__name__)
+                entries.append(
+                    j.entry(K.EVENT_EMITTED, {"to": to, "event": event}, key=new_delivery_key(),
+                            step=scope.step, codec=codec, path=f"event {type(event).__name__}")
+                )  # fmt: skip
+        entries.append(
+            j.entry(
+                K.STEP_COMPLETED,
+                {"attempt": attempt, "started": started, "duration": time.time() - started,
+                 "consumed": type(scope.event).__name__, "emitted": emitted,
+                 "stopped": stop is not None},
+                step=scope.step, key=scope.delivery, codec=codec,
+            )
+        )  # fmt: skip
+        return entries, stop
+
+    def _apply(self, scope: StepScope, entries: list[NewEntry]) -> None:
+        for key, value in scope.writes.items():
+            self.values[key] = value
+        for key in scope.deletes:
+            self.values.pop(key, None)
+        for key in (scope.delivery, *scope.consumed):
+            self.pending.pop(key, None)
+            self.claimed.discard(key)
+        for entry in entries:
+            if entry.kind == K.EVENT_EMITTED and entry.key is not None:
+                self.pending[entry.key] = self.journal.decode(
+                    entry.payload, entry.codec, where=f"run {self.run_id!r} new event"
+                )
+
+    def _release_claims(self, scope: StepScope) -> None:
+        for key in scope.consumed:
+            self.claimed.discard(key)
+
+    async def _fail(self, step: str | None, exc: BaseException) -> None:
+        if self.done is None or self.done.done():
+            return
+        info = {"type": type(exc).__qualname__, "error": str(exc), "step": step}
+        message = f"{type(exc).__qualname__}: {exc}"
+        with contextlib.suppress(EngineError, ConflictError):
+            await self.commit(
+                [self.journal.entry(K.RUN_FAILED, info, codec=self.codec)],
+                status="failed", error=message, release=True,
+            )  # fmt: skip
+        self._finish_with(exc)
+
+    # -- commits and what others append ---------------------------------------------------
+
+    async def commit(self, entries: list[NewEntry], **update: Any) -> None:
+        """Append through the group committer; absorb external events and retry on conflict."""
+        while True:
+            if self.cancel_requested.is_set():
+                await self._absorb()
+            expected = self.seq
+            self.seq += len(entries)
+            try:
+                await self.engine.committer().submit(
+                    AppendRequest(self.run_id, entries, expected, self.epoch, **update)
+                )
+                return
+            except ConflictError:
+                await self._absorb()
+
+    async def _absorb(self) -> None:
+        """Read what others appended (sent events, a cancel, a takeover) and take it in."""
+        assert self._absorb_lock is not None
+        async with self._absorb_lock:
+            run = self.journal.get_run(self.run_id)
+            if run.status == "cancelled":
+                raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+            if run.epoch != self.epoch:
+                raise FencedOff(
+                    f"run {self.run_id!r} was claimed by {run.owner!r}; this worker stopped "
+                    "without writing",
+                    run_id=self.run_id,
+                )
+            if run.last_seq > self.scanned:
+                for entry in self.journal.read(self.run_id, self.scanned + 1, run.last_seq):
+                    if entry.kind == K.EVENT_RECEIVED and entry.key not in self.pending:
+                        self.pending[entry.key or ""] = self.journal.decode_entry(entry)
+                self.scanned = run.last_seq
+            self.seq = run.last_seq
+        await self._route_external()
+
+    async def _route_external(self) -> None:
+        """Hand events sent from outside to a waiting step, or to the steps that accept them."""
+        for key, item in list(self.pending.items()):
+            if item.get("to") is not None or key in self.claimed:
+                continue
+            event = item["event"]
+            waiter = next((w for w in self.waiters if w.matches(event)), None)
+            if waiter is not None:
+                self.claimed.add(key)
+                self.waiters.remove(waiter)
+                if not waiter.future.done():
+                    waiter.future.set_result(key)
+                continue
+            targets = self.workflow.accepting(type(event))
+            if not targets:
+                continue  # kept for a wait_for_event that has not started yet
+            self.claimed.add(key)
+            entries = [self.journal.entry(K.EVENT_CONSUMED, key=key, codec=self.codec)]
+            deliveries = {new_delivery_key(): to for to in targets}
+            entries += [
+                self.journal.entry(K.EVENT_EMITTED, {"to": to, "event": event}, key=d,
+                                   codec=self.codec)
+                for d, to in deliveries.items()
+            ]  # fmt: skip
+            await self.commit(entries)
+            self.pending.pop(key, None)
+            for d, to in deliveries.items():
+                self.pending[d] = {"to": to, "event": event}
+        self._dispatch()
+
+    async def _watch(self) -> None:
+        # Another process's send_event or cancel shows as a newer last seq.
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                run = self.journal.get_run(self.run_id)
+                if self.cancel_requested.is_set() or run.status == "cancelled":
+                    raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+                if run.last_seq > self.seq or run.epoch != self.epoch:
+                    await self._absorb()
+            except (RunCancelled, FencedOff) as exc:
+                self._finish_with(exc)
+                return
+            except Exception:
+                continue
+
+    def poke(self) -> None:
+        """Called (thread-safely) after an in-process send_event: absorb it now."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._absorb_quietly()))  # type: ignore[union-attr]
+
+    async def _absorb_quietly(self) -> None:
+        try:
+            await self._absorb()
+        except (RunCancelled, FencedOff) as exc:
+            self._finish_with(exc)
+
+    # -- what steps call through their context -------------------------------------------
+
+    def stream(self, event: Event) -> None:
+        """Deliver a streamed event to every in-process listener now."""
+        self.streamed_history.append(event)
+        for queue in self.stream_queues:
+            queue.put_nowait(event)
+
+    def collect(
+        self, scope: StepScope, event: Event, expected: list[type[Event]]
+    ) -> list[Event] | None:
+        """``ctx.collect_events``: buffer in the store, release when one of each type is in."""
+        info = self.workflow.steps()[scope.step]
+        if info.spec.num_workers != 1:
+            raise EngineError(
+                f"step {scope.step!r} calls collect_events, so it must run with num_workers=1 "
+                "(its buffer is shared)",
+                step=scope.step,
+            )
+        key = f"{INTERNAL}collect/{scope.step}"
+        buffer = [*scope.get(key, []), event]
+        picked: list[Event] = []
+        rest = list(buffer)
+        for kind in expected:
+            found = next((e for e in rest if type(e) is kind), None)
+            if found is None:
+                scope.set(key, buffer)
+                return None
+            picked.append(found)
+            rest.remove(found)
+        if rest:
+            scope.set(key, rest)
+        else:
+            scope.delete(key)
+        return picked
+
+    async def wait_for(
+        self,
+        scope: StepScope,
+        event_type: type[Event],
+        requirements: dict[str, Any],
+        timeout: float | None,
+        waiter_event: Event | None,
+    ) -> Event:
+        """``ctx.wait_for_event``: see :class:`WorkflowContext`."""
+        scope.waits += 1
+        record_key = f"{INTERNAL}wait/{scope.delivery}/{scope.waits}"
+        assert self.loop is not None
+        future: asyncio.Future[str] = self.loop.create_future()
+        waiter = _Waiter(scope, event_type, requirements, future)
+        for key, item in self.pending.items():
+            if item.get("to") is None and key not in self.claimed and waiter.matches(item["event"]):
+                self.claimed.add(key)
+                future.set_result(key)
+                break
+        record = self.values.get(record_key)
+        if record is None:
+            deadline = None if timeout is None else time.time() + timeout
+            record = {"deadline": deadline, "type": event_type.__name__}
+            entries = [self.journal.entry(K.STATE_SET, record, key=record_key, step=scope.step,
+                                          codec=self.codec)]  # fmt: skip
+            if waiter_event is not None:
+                self.stream(waiter_event)
+                entries.append(self.journal.entry(K.EVENT_STREAMED, waiter_event,
+                                                  step=scope.step, codec=self.codec))  # fmt: skip
+            waiting = not future.done()
+            await self.commit(
+                entries, **({"status": "waiting", "wake_at": deadline} if waiting else {})
+            )
+            self.values[record_key] = record
+            if waiting:
+                self.status = "waiting"
+        elif waiter_event is not None and not future.done():
+            self.stream(waiter_event)  # re-announce in this process; the journal has it
+        if not future.done():
+            self.waiters.append(waiter)
+        deadline = record["deadline"]
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - time.time())
+            key = await asyncio.wait_for(asyncio.shield(future), remaining)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise WaitTimeout(
+                f"step {scope.step!r} waited for {event_type.__name__} past its timeout",
+                step=scope.step,
+            ) from None
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+        scope.consumed.append(key)
+        scope.delete(record_key)
+        event: Event = self.pending[key]["event"]
+        return event
+
+
+class _EndOfStream:
+    pass
+
+
+_END = _EndOfStream()
+
+
+def _step_failure(name: str, exc: BaseException, attempt: int) -> StepFailed:
+    cls = StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    return cls(
+        f"step {name!r} failed after {attempt} attempt(s): {type(exc).__qualname__}: {exc}",
+        step=name,
+        error_type=type(exc).__qualname__,
+        error=str(exc),
+        attempts=attempt,
+    )
+
+
+def is_stream_end(item: Any) -> bool:
+    """True for the marker that closes a stream."""
+    return item is _END
