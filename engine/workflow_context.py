@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 __all__ = ["StepScope", "Store", "WorkflowContext"]
 
 K = EntryKind
-_MISSING: Any = object()
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+_MISSING: Any = _Missing()
 INTERNAL = "@"
 """Prefix of the engine's own keys in a workflow's store (collect buffers, waiters)."""
 
