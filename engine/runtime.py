@@ -84,6 +84,10 @@ class RunHandle:
             run = self.engine.journal.get_run(self.run_id)
             if run.finished:
                 return run
+            future = self.engine.resume_if_abandoned(run)
+            if future is not None:
+                self._future = future
+                return self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(
                     f"run {self.run_id!r} is still {run.status} after {timeout}s",
@@ -377,6 +381,28 @@ class Engine:
             self._running[run.run_id] = future
         target.launch(self, run, future)
         return RunHandle(self, run.run_id, future)
+
+    def resume_if_abandoned(self, run: Run) -> concurrent.futures.Future[Any] | None:
+        """If nobody holds ``run`` (no owner, or an expired lease), claim and resume it here;
+        return the future of its execution in this process, if any."""
+        if run.finished:
+            return None
+        if run.run_id in self._running:
+            return self._running[run.run_id]
+        if run.owner is not None and (run.lease_expires_at or 0) > time.time():
+            return None
+        if run.parent_run_id is not None:
+            return None  # its parent resumes it when it reaches the call
+        try:
+            target = resolve(run.name, run_id=run.run_id)
+        except FunctionNotFound:
+            return None
+        claimed = self._claim_existing(run)
+        if claimed is None:
+            return None
+        claimed_run, future = claimed
+        target.launch(self, claimed_run, future)
+        return future
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run (raises ``journal.RunNotFound`` if there is none)."""

@@ -155,6 +155,8 @@ class WorkflowRun:
         return any(k.startswith(f"{INTERNAL}wait/") for k in self.values)
 
     def _dispatch(self) -> None:
+        if self.done is not None and self.done.done():
+            return  # the run's outcome is decided (stopped, failed, dying): start nothing
         for key, item in list(self.pending.items()):
             step = item.get("to")
             if step is None or key in self.tasks:

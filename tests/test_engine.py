@@ -193,6 +193,16 @@ class TestRecovery:
         assert all(CALLS[f"double:{i}"] == 1 for i in range(5))
         assert CALLS["double:100"] == 1
 
+    def test_starting_an_abandoned_run_id_resumes_it(self, db_path: Path) -> None:
+        """Starting the id of a run whose owner died resumes it instead of waiting forever."""
+        CRASH_AT["after:2"] = True
+        with pytest.raises(Crash):
+            sum_squares.run(5, run_id="abandoned")
+        with Engine(db_path) as other:
+            handle = other.start(sum_squares, (5,), {}, run_id="abandoned")
+            assert handle.result(timeout=30) == 30
+        assert all(CALLS[f"square:{i}"] == 1 for i in range(5))
+
     def test_unimportable_function_is_reported_and_left_untouched(self, db_path: Path) -> None:
         """Recovery names the missing function and writes nothing to that run."""
         with Journal(db_path) as j:

@@ -367,7 +367,7 @@ class TestRecovery:
         assert output(db_path, "fo") == [i * i for i in range(6)]
         assert CALLS["split"] == 1
         for i in range(6):
-            assert CALLS[f"work:{i}"] <= 2
+            assert CALLS[f"work:{i}"] <= 2, (CALLS, ran_before)
         with Journal(db_path) as j:
             completions = Counter(
                 e.step for e in j.read("fo") if e.kind == EntryKind.STEP_COMPLETED
