@@ -74,6 +74,34 @@ class Context(Generic[StateT]):
         code, False when replaying a run recorded before it."""
         return self._ex.patched(change_id)
 
+    # The workflow-step API, declared here so that steps annotated ``ctx: Context``
+    # type-check; a @durable body has ``ctx.state`` instead.
+    store: Any
+    """In a workflow step: the run's store (``await ctx.store.get/set``)."""
+
+    def send_event(self, event: Any, step: str | None = None) -> None:
+        """In a workflow step: emit ``event`` when the step commits."""
+        raise NotInRun("send_event() is for workflow steps; a @durable body calls its steps")
+
+    def collect_events(self, event: Any, expected: list[Any]) -> list[Any] | None:
+        """In a workflow step: buffer events until one of each ``expected`` type is in."""
+        raise NotInRun("collect_events() is for workflow steps")
+
+    def write_event_to_stream(self, event: Any) -> None:
+        """In a workflow step: stream ``event`` to ``handler.stream_events()``."""
+        raise NotInRun("write_event_to_stream() is for workflow steps")
+
+    async def wait_for_event(
+        self,
+        event_type: Any,
+        *,
+        requirements: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        waiter_event: Any = None,
+    ) -> Any:
+        """In a workflow step: wait for an event sent with ``send_event``."""
+        raise NotInRun("wait_for_event() is for workflow steps")
+
     def __repr__(self) -> str:
         return f"Context(run_id={self.run_id!r})"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import os
@@ -111,6 +112,8 @@ class RecoveryReport:
 
     handles: list[RunHandle] = field(default_factory=list)
     errors: dict[str, EngineError] = field(default_factory=dict)
+    leased: dict[str, float] = field(default_factory=dict)
+    """Unfinished runs another worker holds: seconds until their lease expires."""
 
     @property
     def run_ids(self) -> list[str]:
@@ -171,8 +174,18 @@ class Engine:
         return self._journal
 
     def close(self) -> None:
-        """Stop background threads and close the journal."""
+        """Give up the leases of runs still executing here (so another worker can resume
+        them at once, not after the lease expires), stop background threads, close the
+        journal."""
+        if self._closed.is_set():
+            return
         self._closed.set()
+        if self._journal is not None and not self._journal.closed:
+            for ex in list(self._executions.values()):
+                with contextlib.suppress(Exception):
+                    self._journal.append(
+                        ex.run_id, [], expected_seq=None, epoch=ex.epoch, release=True
+                    )
         for committer in list(self._committers.values()):
             committer.close()
         if self._loop is not None:
@@ -613,6 +626,10 @@ class Engine:
         """
         report = RecoveryReport()
         journal = self.journal
+        now = time.time()
+        for run in journal.list_runs(status=["pending", "running", "waiting"], limit=limit):
+            if run.owner not in (None, self.owner) and (run.lease_expires_at or 0) > now:
+                report.leased[run.run_id] = run.lease_expires_at - now  # type: ignore[operator]
         for run in journal.claimable(limit=limit):
             if run.parent_run_id is not None:
                 parent = journal.find_run(run.parent_run_id)
@@ -661,6 +678,14 @@ def default_engine() -> Engine:
         if _DEFAULT is None:
             _DEFAULT = Engine()
         return _DEFAULT
+
+
+@atexit.register
+def _close_default() -> None:
+    # A process that ends normally hands its runs back at once; a killed one cannot,
+    # and its runs wait for their leases to expire.
+    if _DEFAULT is not None:
+        _DEFAULT.close()
 
 
 def configure(db: str | os.PathLike[str] | Journal | None = None, **options: Any) -> Engine:

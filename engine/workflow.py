@@ -148,6 +148,9 @@ def _validate(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> None:
 class Workflow:
     """Subclass with ``@step`` methods; ``run(**kwargs)`` starts a durable run.
 
+    ``class Flow(Workflow, name="jobs:flow")`` fixes the name recorded in the journal
+    (default ``module:qualname``).
+
     ``timeout`` (seconds, measured from the run's start, across restarts) fails a
     run that has not stopped in time. ``resources`` maps names to factories
     called on start and on recovery; the objects reach steps as ``ctx.resources``
@@ -159,7 +162,7 @@ class Workflow:
     _state_model: ClassVar[type[BaseModel] | None] = None
     _name: ClassVar[str] = ""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         steps: dict[str, StepInfo] = {}
         model = None
@@ -174,7 +177,9 @@ class Workflow:
         _validate(cls, steps)
         cls._steps = steps
         cls._state_model = model
-        cls._name = qualified_name(cls)
+        # A stable name (class Flow(Workflow, name="jobs:flow")) survives moving or
+        # renaming the class, and a script's workflows are not all "__main__:...".
+        cls._name = name or qualified_name(cls)
         register(cls._name, cls)
 
     def __init__(

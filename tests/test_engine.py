@@ -355,6 +355,37 @@ class TestCancelAndFence:
         assert run.last_seq == seq_before and run.owner == "worker-b"
 
 
+class TestLeases:
+    """Leases are handed back on a clean shutdown and reported when held elsewhere."""
+
+    def test_close_hands_running_runs_back(self, db_path: Path) -> None:
+        """An engine closing while a run executes releases its lease at once."""
+        GATE["one"] = threading.Event()
+        GATE["two"] = threading.Event()
+        eng = Engine(db_path, lease_seconds=600)
+        eng.start(waits_twice, (), {}, run_id="handback")
+        while CALLS["blocking:one"] == 0:
+            threading.Event().wait(0.005)
+        with Journal(db_path) as j:
+            assert j.get_run("handback").owner == eng.owner
+            assert j.claimable() == []
+        eng.close()
+        with Journal(db_path) as j:
+            assert j.get_run("handback").owner is None
+            assert [r.run_id for r in j.claimable()] == ["handback"]
+        GATE["one"].set()
+        GATE["two"].set()
+
+    def test_recover_reports_runs_leased_elsewhere(self, db_path: Path) -> None:
+        """A run another worker holds is listed with the time left on its lease."""
+        with Journal(db_path) as j:
+            j.create_run("held", name="test_engine:sum_squares", status="running")
+            j.claim_run("held", "someone-else", lease_seconds=120)
+        with Engine(db_path) as other:
+            report = other.recover()
+        assert report.run_ids == [] and 100 < report.leased["held"] <= 120
+
+
 @durable(name="test_engine:versioned")
 def versioned_v1() -> int:
     a = square(1)
