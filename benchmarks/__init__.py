@@ -1,6 +1,6 @@
 """Benchmarks for durable: ``python -m benchmarks [--quick] [--json] [--only NAME]``.
 
-Each scenario family lives in its own module (``journal_bench`` for now) and
+Each scenario family lives in its own module (``journal_bench``, ``engine_bench``) and
 exposes ``scenarios(quick) -> list[Scenario]``; :mod:`benchmarks.harness` runs
 the contenders of a scenario interleaved, each measurement in its own process.
 """

@@ -13,7 +13,7 @@ from typing import Any
 from .harness import Scenario, machine_info, print_table, run_scenario
 
 # One module per scenario family; each exposes scenarios(quick) -> list[Scenario].
-MODULES = ("benchmarks.journal_bench",)
+MODULES = ("benchmarks.journal_bench", "benchmarks.engine_bench")
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -24,16 +24,24 @@ def all_scenarios(quick: bool) -> list[Scenario]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="CI smoke run: small counts, 2 rounds")
-    p.add_argument("--json", action="store_true", help="print results as JSON on stdout (table to stderr)")
-    p.add_argument("--rounds", type=int, help="interleaved rounds per scenario (default 5; --quick 2)")
-    p.add_argument("--only", action="append", metavar="NAME",
-                   help="run scenarios with this name, family (e.g. 'append') or glob; repeatable")
-    p.add_argument("--out", type=Path,
-                   help=f"directory for <date>.json (default {DEFAULT_OUT}; --quick writes only if given)")
-    p.add_argument("--tmpdir", help="where each measurement's fresh directory is made (default: system temp)")
-    p.add_argument("--list", action="store_true", help="list scenario names and exit")
-    args = p.parse_args(argv)  # fmt: skip
+    add = p.add_argument
+    add("--quick", action="store_true", help="CI smoke run: small counts, 2 rounds")
+    add("--json", action="store_true", help="print JSON results on stdout (the table to stderr)")
+    add("--rounds", type=int, help="interleaved rounds per scenario (default 5; --quick 2)")
+    add(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run scenarios with this name, family (e.g. 'append') or glob; repeatable",
+    )
+    add(
+        "--out",
+        type=Path,
+        help=f"directory for <date>.json (default {DEFAULT_OUT}; --quick writes only if given)",
+    )
+    add("--tmpdir", help="where each measurement's fresh directory is made (default: system temp)")
+    add("--list", action="store_true", help="list scenario names and exit")
+    args = p.parse_args(argv)
 
     scenarios = all_scenarios(args.quick)
     if args.list:
@@ -59,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "seconds": round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 2),
         "machine": machine_info(args.tmpdir),
-        "settings": {"quick": args.quick, "rounds": rounds, "only": args.only, "tmpdir": args.tmpdir},
+        "settings": {
+            "quick": args.quick,
+            "rounds": rounds,
+            "only": args.only,
+            "tmpdir": args.tmpdir,
+        },
         "scenarios": results,
     }
 

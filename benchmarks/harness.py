@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,11 +43,27 @@ class Sample:
 
 @dataclass(frozen=True)
 class Contender:
-    """``target`` is ``"module:function"``, called in the child as ``function(workdir, **params)``."""
+    """``target`` is ``"module:function"``, called in the child as ``fn(workdir, **params)``."""
 
     name: str
     target: str
     params: dict[str, Any] = field(default_factory=dict)
+    checked: bool = True  # is the scenario's target checked against this one's ratio?
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A figure computed per round from every contender's sample of that round.
+
+    ``fn`` gets ``{contender name: sample}`` (each sample as the child returned it,
+    plus ``rate`` and ``ratio``) and returns one number; it is summarised over the
+    rounds like the ratios, and ``target`` is checked against the median.
+    """
+
+    name: str
+    fn: Callable[[dict[str, dict[str, Any]]], float]
+    unit: str = ""
+    target: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,8 @@ class Scenario:
 
     ``ratio="rate"`` reports contender ops/s ÷ reference ops/s (higher is better);
     ``ratio="cost"`` reports contender s/op ÷ reference s/op (lower is better).
-    ``target`` is checked against each non-reference contender's median ratio.
+    ``target`` is checked against the median ratio of each non-reference contender
+    marked ``checked``.
     """
 
     name: str  # "family.variant"; --only matches the name, the family, or a glob
@@ -65,6 +83,7 @@ class Scenario:
     reference: str
     ratio: str = "rate"
     target: tuple[str, float] | None = None  # (">=", 0.7) or ("<=", 2.0)
+    derived: tuple[Derived, ...] = ()  # figures across contenders (overheads, RSS ratios...)
 
     def matches(self, pattern: str) -> bool:
         return (
@@ -136,6 +155,7 @@ def run_scenario(
 ) -> dict[str, Any]:
     """Run ``rounds`` interleaved rounds; return per-round samples and their summary."""
     per: dict[str, list[dict[str, Any]]] = {c.name: [] for c in scenario.contenders}
+    derived: dict[str, list[float]] = {d.name: [] for d in scenario.derived}
     for r in range(rounds):
         print(f"  {scenario.name}: round {r + 1}/{rounds}", file=log, flush=True)
         for contender in scenario.contenders:
@@ -146,14 +166,19 @@ def run_scenario(
         for samples in per.values():
             rate = samples[-1]["rate"]
             samples[-1]["ratio"] = rate / ref if scenario.ratio == "rate" else ref / rate
+        this_round = {name: samples[-1] for name, samples in per.items()}
+        for d in scenario.derived:
+            derived[d.name].append(d.fn(this_round))
     contenders = {}
+    checked = {c.name for c in scenario.contenders if c.checked and c.name != scenario.reference}
     for name, samples in per.items():
         ratio = _stats([s["ratio"] for s in samples])
+        met = _meets(scenario.target, ratio["median"]) if name in checked else None
         contenders[name] = {
             "rate": _stats([s["rate"] for s in samples]),
             "ratio": ratio,
             "peak_rss_kib": max(s["maxrss_kib"] for s in samples),
-            "target_met": None if name == scenario.reference else _meets(scenario.target, ratio["median"]),
+            "target_met": met,
             "rounds": samples,
         }
     return {
@@ -163,6 +188,16 @@ def run_scenario(
         "ratio": scenario.ratio,
         "target": list(scenario.target) if scenario.target else None,
         "contenders": contenders,
+        "derived": {
+            d.name: {
+                **_stats(derived[d.name]),
+                "unit": d.unit,
+                "target": list(d.target) if d.target else None,
+                "target_met": _meets(d.target, statistics.median(derived[d.name])),
+                "rounds": derived[d.name],
+            }
+            for d in scenario.derived
+        },
     }
 
 
@@ -210,37 +245,64 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, sc in results.items():
         for cname, c in sc["contenders"].items():
-            rate, ratio = c["rate"], c["ratio"]
+            rate, r = c["rate"], c["ratio"]
             is_ref = cname == sc["reference"]
-            target = "" if not sc["target"] or is_ref else f"{sc['target'][0]} {sc['target'][1]:g}"
+            checked = c["target_met"] is not None
+            target = f"{sc['target'][0]} {sc['target'][1]:g}" if checked else ""
             met = {True: "ok", False: "MISS", None: ""}[c["target_met"]]
             rows.append([
                 name,
                 cname + (" (ref)" if is_ref else ""),
                 f"{_num(rate['median'])} {sc['unit']}/s",
-                f"{_num(rate['min'])}–{_num(rate['max'])}",
-                "1" if is_ref else f"{ratio['median']:.3f} [{ratio['min']:.3f}–{ratio['max']:.3f}]",
+                f"{_num(rate['min'])}..{_num(rate['max'])}",
+                "1" if is_ref else f"{r['median']:.3f} [{r['min']:.3f}..{r['max']:.3f}]",
                 f"{sc['ratio']} {target} {met}".strip() if not is_ref else "",
                 f"{c['peak_rss_kib'] / 1024:.1f}",
             ])  # fmt: skip
     return rows
 
 
-_HEADERS = ["scenario", "contender", "median", "min–max", "ratio [min–max]", "target", "peak MiB"]
+_HEADERS = ["scenario", "contender", "median", "min..max", "ratio [min..max]", "target", "peak MiB"]
+
+
+def _derived_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, sc in results.items():
+        for dname, d in sc.get("derived", {}).items():
+            target = f"{d['target'][0]} {d['target'][1]:g}" if d["target"] else ""
+            met = {True: "ok", False: "MISS", None: ""}[d["target_met"]]
+            rows.append([
+                name,
+                dname,
+                f"{_num(d['median'])} {d['unit']}".strip(),
+                f"{_num(d['min'])}..{_num(d['max'])}",
+                f"{target} {met}".strip(),
+            ])  # fmt: skip
+    return rows
+
+
+_DERIVED_HEADERS = ["scenario", "figure", "median", "min..max", "target"]
 
 
 def print_table(results: dict[str, Any], file: TextIO) -> None:
-    rows = _rows(results)
+    _print(_rows(results), _HEADERS, "durable benchmarks (medians over rounds)", file)
+    derived = _derived_rows(results)
+    if derived:
+        _print(derived, _DERIVED_HEADERS, "derived figures (per round, medians over rounds)", file)
+
+
+def _print(rows: list[list[str]], headers: list[str], title: str, file: TextIO) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(r[i]) for r in [_HEADERS, *rows]) for i in range(len(_HEADERS))]
-        for r in [_HEADERS, *rows]:
-            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)), file=file)
+        print(title, file=file)
+        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+        for r in [headers, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)), file=file)
         return
-    table = Table(title="durable benchmarks (medians over rounds)")
-    for i, h in enumerate(_HEADERS):
+    table = Table(title=title)
+    for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i < 2 else "right")
     for r in rows:
         table.add_row(*r)

@@ -110,7 +110,8 @@ def state_at_calls(workdir: Path, *, entries: int, calls: int, keys: int, seed: 
     seq = 0
     while seq < entries:
         n = min(batch, entries - seq)
-        new = [j.entry("state.set", {"i": s}, key=f"k{s % keys}") for s in range(seq + 1, seq + n + 1)]
+        seqs = range(seq + 1, seq + n + 1)
+        new = [j.entry("state.set", {"i": s}, key=f"k{s % keys}") for s in seqs]
         seq = j.append(RUN, new, expected_seq=seq)
     rng = random.Random(seed)
     targets = [rng.randint(1, entries) for _ in range(calls)]
@@ -130,28 +131,31 @@ def scenarios(quick: bool) -> list[Scenario]:
     commits = {"full": 200, "process": 2000} if quick else {"full": 2000, "process": 20_000}
     append = [
         Scenario(
-            name=f"append.{durability}",
-            description=f"one entry per commit, durability={durability!r}: journal vs raw apsw",
+            name=f"append.{d}",
+            description=f"one entry per commit, durability={d!r}: journal vs raw apsw",
             unit="commits",
             contenders=tuple(
-                Contender(name, f"{__name__}:append_{name}", {"durability": durability, "commits": commits[durability]})
+                Contender(
+                    name, f"{__name__}:append_{name}", {"durability": d, "commits": commits[d]}
+                )
                 for name in ("floor", "journal")
             ),
             reference="floor",
             ratio="rate",
             target=(">=", 0.70),
         )
-        for durability in ("full", "process")
+        for d in ("full", "process")
     ]
     long_run = 10_000 if quick else 100_000
     params = {"calls": 200 if quick else 1000, "keys": 50, "seed": 1234}
+    short, long = {"entries": 1_000, **params}, {"entries": long_run, **params}
     state_at = Scenario(
         name="state_at",
         description=f"state_at at random seqs: {long_run:,}-entry run vs 1,000-entry run",
         unit="calls",
         contenders=(
-            Contender("1k", f"{__name__}:state_at_calls", {"entries": 1_000, **params}),
-            Contender(f"{long_run // 1000}k", f"{__name__}:state_at_calls", {"entries": long_run, **params}),
+            Contender("1k", f"{__name__}:state_at_calls", short),
+            Contender(f"{long_run // 1000}k", f"{__name__}:state_at_calls", long),
         ),
         reference="1k",
         ratio="cost",

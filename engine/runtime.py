@@ -88,7 +88,9 @@ class RunHandle:
             future = self.engine.resume_if_abandoned(run)
             if future is not None:
                 self._future = future
-                return self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                return self.wait(
+                    None if deadline is None else max(0.0, deadline - time.monotonic())
+                )
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(
                     f"run {self.run_id!r} is still {run.status} after {timeout}s",

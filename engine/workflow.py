@@ -302,8 +302,12 @@ class Workflow:
 
     @classmethod
     def launch(cls, engine: Engine, run: Run, future: concurrent.futures.Future[Any]) -> None:
-        """Resume a claimed run of this workflow in the background (recovery, forks)."""
+        """Resume a claimed run of this workflow in the background (recovery, forks).
+
+        The instance is made with ``cls()`` but keeps the timeout the run was started
+        with (journaled in its ``run.started`` entry): it is measured across restarts."""
         instance = cls()
+        instance.timeout = _started_timeout(engine, run, instance.timeout)
         asyncio.run_coroutine_threadsafe(
             instance._execute(engine, run, future, None), engine._background_loop()
         )
@@ -443,6 +447,22 @@ class Workflow:
             ):
                 return f"{event_name} was delivered to step {to!r}, which no longer accepts it"
         return None
+
+
+def _started_timeout(engine: Engine, run: Run, default: float | None) -> float | None:
+    """The ``timeout`` in the run's ``run.started`` entry; ``default`` if that entry was
+    compacted away or the run is a fork (whose first entry is ``run.forked``)."""
+    if run.horizon > 0 or run.last_seq < 1:
+        return default
+    journal = engine.journal
+    first = journal.read_one(run.run_id, 1)
+    if first.kind != K.RUN_STARTED:
+        return default
+    payload = journal.decode_entry(first)
+    if not isinstance(payload, dict) or "timeout" not in payload:
+        return default
+    timeout = payload["timeout"]
+    return None if timeout is None else float(timeout)
 
 
 def _observe(task: asyncio.Task[Any]) -> None:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["StepScope", "Store", "WorkflowContext"]
 
 K = EntryKind
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "MISSING"

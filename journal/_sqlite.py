@@ -106,7 +106,12 @@ def _pragma(conn: apsw.Connection, name: str, value: object | None = None) -> An
 
 
 def open_connection(
-    path: str, *, durability: str, busy_timeout_ms: int, readonly: bool
+    path: str,
+    *,
+    durability: str,
+    busy_timeout_ms: int,
+    readonly: bool,
+    vfs: str | None = None,
 ) -> apsw.Connection:
     """Open (creating if allowed) and verify a journal; return a configured connection."""
     if durability not in _SYNCHRONOUS:
@@ -121,7 +126,7 @@ def open_connection(
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
     conn = None
     try:
-        conn = apsw.Connection(path, flags=flags)
+        conn = apsw.Connection(path, flags=flags, vfs=vfs)
         conn.set_busy_timeout(busy_timeout_ms)
         # One statement, so one read transaction: a creator committing between two
         # separate reads would make a half-seen new journal look foreign.

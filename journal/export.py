@@ -93,6 +93,10 @@ def export_run(journal: Journal, run_id: str, *, format: str = "json") -> str:
         )
     finally:
         db.conn.close()
+    # The stored columns lag on runs in progress (see the journal format); the
+    # journal's own reading of the run derives the live values.
+    run_row["last_seq"] = run.last_seq
+    run_row["updated_at"] = run.updated_at
     decode = journal.decode
     run_row["input"] = to_jsonable(decode(run.input, run.codec, where=f"run {run_id!r} input"))
     run_row["output"] = to_jsonable(decode(run.output, run.codec, where=f"run {run_id!r} output"))
