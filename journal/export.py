@@ -1,7 +1,8 @@
-"""The read side over sqlite-utils: exports of a run and ad-hoc read-only queries.
+"""The read side: exports of a run and ad-hoc read-only queries.
 
-The write path stays on apsw; these open their own read-only connection so a
-query can never change the journal.
+These open their own read-only apsw connection, so a query can never change the
+journal. (The CLI's full-text search builds its index with sqlite-utils, in
+memory or a temporary file, never in the journal.)
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
-from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+import apsw
 
 from .errors import DecodeError, JournalError
 from .render import to_jsonable
@@ -24,18 +24,43 @@ if TYPE_CHECKING:
 __all__ = ["export_run", "open_readonly", "query"]
 
 
-def open_readonly(path: str) -> sqlite_utils.Database:
-    """A sqlite-utils ``Database`` over the journal file that cannot write."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    return sqlite_utils.Database(sqlite3.connect(uri, uri=True, check_same_thread=False))
+class ReadOnlyView:
+    """Read-only SQL over a journal file, through apsw.
+
+    Never Python's ``sqlite3`` on the journal itself: that is a second copy of
+    SQLite in the process, which does not see apsw's locks and can truncate the
+    shared-memory file under a writer (SQLite's "How To Corrupt", 2.2.1).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+        self.conn.set_busy_timeout(30_000)
+
+    def query(self, sql: str, params: Any = ()) -> Iterator[dict[str, Any]]:
+        """Rows of ``sql`` as dicts."""
+        cursor = self.conn.execute(sql, params)
+        try:
+            names = [d[0] for d in cursor.get_description()]
+        except apsw.ExecutionCompleteError:
+            return
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
+
+
+def open_readonly(path: str) -> ReadOnlyView:
+    """A read-only view of the journal file: it cannot write."""
+    return ReadOnlyView(path)
 
 
 def query(path: str, sql: str, params: Any = ()) -> list[dict[str, Any]]:
     """Run a read-only SQL query against the journal file; rows as dicts."""
-    db = open_readonly(path)
+    try:
+        db = open_readonly(path)
+    except apsw.Error as exc:
+        raise JournalError(f"query failed: cannot open {path!r}: {exc}", sql=sql) from exc
     try:
         return list(db.query(sql, params))
-    except sqlite3.Error as exc:
+    except apsw.Error as exc:
         raise JournalError(f"query failed: {exc}", sql=sql) from exc
     finally:
         db.conn.close()

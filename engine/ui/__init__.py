@@ -1,0 +1,50 @@
+"""``durable ui``: a local web UI over a journal file (runs, timelines, time travel).
+
+Server-rendered pages (Starlette + Jinja2, autoescaped) and a small JSON API, served
+by uvicorn on loopback. It needs the ``ui`` extra: ``pip install 'durable[ui]'``.
+See ``docs/ui.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["create_app", "serve"]
+
+_MISSING = "the web UI needs the 'ui' extra: pip install 'durable[ui]'"
+
+
+def create_app(
+    db: str | os.PathLike[str],
+    *,
+    readonly: bool | None = False,
+    imports: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The UI as an ASGI app over the journal at ``db`` (see :func:`engine.ui.app.create_app`)."""
+    try:
+        from .app import create_app as make  # noqa: PLC0415 - the extra is optional
+    except ImportError as exc:
+        raise ImportError(f"{_MISSING} ({exc})") from exc
+    return make(db, readonly=readonly, imports=imports, allowed_hosts=allowed_hosts)
+
+
+def serve(
+    db: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8321,
+    readonly: bool | None = None,
+    imports: Sequence[str] = (),
+) -> None:
+    """Serve the UI until interrupted (see :func:`engine.ui.app.serve`)."""
+    try:
+        from .app import serve as run  # noqa: PLC0415 - the extra is optional
+    except ImportError as exc:
+        raise ImportError(f"{_MISSING} ({exc})") from exc
+    run(db, host=host, port=port, readonly=readonly, imports=imports)

@@ -1,0 +1,731 @@
+"""The UI's web app: server-rendered pages and a JSON API over one journal file.
+
+Reads go through the same time-travel functions as the CLI (``history``,
+``state_at``, ``diff``); actions call the same engine functions (``fork``,
+``send_event``, ``Engine.cancel``). Forks execute in this process, on the app's
+engine, so their code must be importable here (``imports=``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
+
+import apsw
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from journal import (
+    ConflictError,
+    DecodeError,
+    EntryKind,
+    HorizonError,
+    Journal,
+    JournalBusy,
+    JournalError,
+    Run,
+    RunNotFound,
+    SeqOutOfRange,
+    to_jsonable,
+)
+from journal.kinds import RUN_STATUSES
+
+from ..errors import EngineError, FunctionNotFound, WrongFunction
+from ..recorded import lineage
+from ..runtime import Engine
+from ..timetravel import Checkpoint, StepNotFound, diff, fork, iter_history, state_at
+from ..workflow import RunFinished, send_event
+from . import views
+from .views import BadRequest
+
+__all__ = ["LOOPBACK_HOSTS", "ReadOnly", "create_app", "serve"]
+
+K = EntryKind
+T = TypeVar("T")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+"""Host headers accepted by default: a page on another site that rebinds its own
+DNS name to 127.0.0.1 still sends that name, and is turned away."""
+
+MAX_ROWS = 300
+"""Checkpoints drawn on one timeline page; longer runs page through theirs."""
+
+MAX_ENTRIES = 200
+"""Journal entries listed for one selected checkpoint."""
+
+MAX_BODY = 1 << 20
+"""Largest action body accepted, in bytes (a fork's edited state is the big one)."""
+
+STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+"""Only the package's own script and stylesheet run: even an escaping bug could not
+load or inline a script."""
+
+
+class ReadOnly(EngineError):
+    """The UI was opened read-only: actions are refused (403)."""
+
+
+class UnsupportedMedia(EngineError):
+    """An action's body must be JSON (415): a cross-site HTML form cannot send that."""
+
+
+class UI:
+    """What every request needs: the journal's engine, the mode and the templates."""
+
+    def __init__(self, path: str, engine: Engine, readonly: bool, templates: Jinja2Templates):
+        self.path = path
+        self.engine = engine
+        self.readonly = readonly
+        self.templates = templates
+
+    @property
+    def journal(self) -> Journal:
+        return self.engine.journal
+
+
+# -- opening -----------------------------------------------------------------------------
+
+
+class UIJournal(Journal):
+    """A journal whose ad-hoc queries run on a read-only apsw connection.
+
+    ``Journal.query`` opens the file through the standard library's sqlite3, a second
+    copy of SQLite beside apsw's own in this process. Two copies do not see each
+    other's POSIX locks (sqlite.org/howtocorrupt.html, section 2.2.1): opening through
+    one truncates the -shm file the other has mapped, and a write in flight dies of
+    SIGBUS. The UI writes (forks, events, cancels) while it serves reads that go
+    through ``query`` (``state_at(step=...)`` and ``diff`` do), so its queries stay on
+    apsw's SQLite, which coordinates its own connections.
+    """
+
+    def __init__(self, path: str, *, readonly: bool) -> None:
+        super().__init__(path, readonly=readonly)
+        self._reader = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+        self._reader.set_busy_timeout(30_000)
+        self._reader_lock = threading.Lock()
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only SQL query, as dicts (the connection cannot write)."""
+        with self._reader_lock:
+            try:
+                cursor = self._reader.execute(sql, params)
+                try:
+                    names = [d[0] for d in cursor.get_description()]
+                except apsw.ExecutionCompleteError:
+                    return []  # no row, and so no description
+                return [dict(zip(names, row, strict=True)) for row in cursor]
+            except apsw.Error as exc:
+                raise JournalError(f"query failed: {type(exc).__name__}: {exc}", sql=sql) from exc
+
+    def close(self) -> None:
+        with self._reader_lock:
+            self._reader.close()
+        super().close()
+
+
+def writable(path: str) -> bool:
+    """Can this process write the journal (the file, and its folder for -wal/-shm)?"""
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.access(path, os.W_OK) and os.access(folder, os.W_OK)
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Import the user's modules so their durable functions and workflows register
+    (forks and events need them); the working directory is importable, as for the CLI."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"cannot import {name!r}: {exc}") from exc
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise ImportError(
+                f"importing {name!r} raised {type(exc).__name__}: {exc} "
+                f"({frame.filename}:{frame.lineno})"
+            ) from exc
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,  # every payload is untrusted text: never markup
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        ts=views.fmt_time,
+        dur=views.fmt_duration,
+        preview=views.preview,
+        jsontext=views.as_json_text,
+    )
+    env.globals.update(run_url=run_url, api_url=api_url)
+    return Jinja2Templates(env=env)
+
+
+def run_url(run_id: str, suffix: str = "", **params: Any) -> str:
+    """The page of a run; ids may hold ``/``, ``#`` and ``:`` (child runs), so quote all."""
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return f"/runs/{quote(run_id, safe='')}{suffix}" + (f"?{query}" if query else "")
+
+
+def api_url(run_id: str, suffix: str = "") -> str:
+    """The API address of a run (see :func:`run_url`)."""
+    return f"/api/runs/{quote(run_id, safe='')}{suffix}"
+
+
+def create_app(
+    db: str | os.PathLike[str],
+    *,
+    readonly: bool | None = False,
+    imports: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The UI over the journal at ``db``, which must exist (the UI never creates one).
+
+    ``readonly=None`` picks read-only when the file is not writable. ``imports`` names
+    modules to import first (the code of runs to fork or send events to).
+    ``allowed_hosts`` are the Host names served (default: loopback names only).
+    """
+    path = os.fspath(db)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no journal at {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not a journal")
+    if readonly is None:
+        readonly = not writable(path)
+    import_modules(imports)
+    ui = UI(path, Engine(UIJournal(path, readonly=readonly)), readonly, _templates())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        ui.engine.close()
+
+    routes = [
+        Route("/", runs_page),
+        Route("/runs/{run_id:path}/live", live_fragment),
+        Route("/runs/{run_id:path}", run_page),
+        Route("/api/runs", api_runs),
+        Route("/api/runs/{run_id:path}/history", api_history),
+        Route("/api/runs/{run_id:path}/state", api_state),
+        Route("/api/runs/{run_id:path}/diff", api_diff),
+        Route("/api/runs/{run_id:path}/fork", api_fork, methods=["POST"]),
+        Route("/api/runs/{run_id:path}/events", api_events, methods=["POST"]),
+        Route("/api/runs/{run_id:path}/cancel", api_cancel, methods=["POST"]),
+        Route("/api/runs/{run_id:path}", api_run),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    errors = (JournalError, EngineError, ValueError, LookupError, ImportError)
+    handlers: dict[Any, Any] = dict.fromkeys(errors, error_response)
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOOPBACK_HOSTS)),
+            Middleware(SecurityHeaders),
+        ],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.state.ui = ui
+    return app
+
+
+def serve(
+    db: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8321,
+    readonly: bool | None = None,
+    imports: Sequence[str] = (),
+) -> None:
+    """Serve the UI with uvicorn until interrupted. Binds to loopback unless ``host``
+    says otherwise; a wildcard host (``0.0.0.0``, ``::``) accepts any Host header."""
+    import uvicorn  # noqa: PLC0415 - only serving needs the server
+
+    allowed = list(LOOPBACK_HOSTS)
+    if host in ("0.0.0.0", "::", ""):
+        allowed = ["*"]
+    elif host not in allowed:
+        allowed.append(host)
+    app = create_app(db, readonly=readonly, imports=imports, allowed_hosts=allowed)
+    ui: UI = app.state.ui
+    shown = f"[{host}]" if ":" in host else host
+    mode = "read-only" if ui.readonly else "read-write"
+    print(f"durable ui: http://{shown}:{port}/ ({mode}, journal {ui.path})", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+# -- security and errors -------------------------------------------------------------------
+
+
+class SecurityHeaders:
+    """Adds a strict Content-Security-Policy and friends to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"cache-control", b"no-store"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
+    (RunNotFound, 404),
+    (ReadOnly, 403),
+    (UnsupportedMedia, 415),
+    ((BadRequest, StepNotFound, SeqOutOfRange), 400),
+    ((FunctionNotFound, WrongFunction, RunFinished, HorizonError, ConflictError, ImportError), 409),
+    (DecodeError, 422),  # a payload whose type cannot be imported here: pass imports=
+    (JournalBusy, 503),
+    (ValueError, 400),  # bad event fields (pydantic's ValidationError) and other bad input
+)
+"""The HTTP status of each error, first match wins (see docs/ui.md); anything else is 500."""
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status an error is answered with."""
+    return next((status for kinds, status in STATUS if isinstance(exc, kinds)), 500)
+
+
+def error_response(request: Request, exc: Exception) -> Response:
+    """JSON ``{"error": ...}`` for the API, a small page for a person."""
+    status = status_for(exc)
+    message = str(exc) or type(exc).__name__
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message, "type": type(exc).__name__}, status_code=status)
+    ui: UI = request.app.state.ui
+    return ui.templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "ui": ui}, status_code=status
+    )
+
+
+async def _action_body(request: Request) -> Any:
+    """The JSON body of an action, after the checks every write goes through."""
+    ui: UI = request.app.state.ui
+    if ui.readonly:
+        raise ReadOnly(f"the UI is read-only over {ui.path}: actions are disabled")
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise ReadOnly(f"cross-origin request from {origin!r} refused")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMedia("actions take a JSON body (Content-Type: application/json)")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _ui(request: Request) -> UI:
+    ui: UI = request.app.state.ui
+    return ui
+
+
+def _run_id(request: Request) -> str:
+    run_id: str = request.path_params["run_id"]
+    return run_id
+
+
+def _list_runs(ui: UI, request: Request) -> tuple[list[Run], dict[str, Any]]:
+    q = request.query_params
+    filters: dict[str, Any] = {
+        "status": views.status_param(q.getlist("status"), RUN_STATUSES),
+        "name": q.get("name") or None,
+        "since": views.time_param(q.get("since"), "since"),
+        "until": views.time_param(q.get("until"), "until"),
+        "limit": views.int_param(q.get("limit"), "limit", minimum=1, maximum=1000) or 100,
+        "offset": views.int_param(q.get("offset"), "offset", minimum=0) or 0,
+    }
+    runs = ui.journal.list_runs(
+        status=filters["status"],
+        name=filters["name"],
+        created_after=filters["since"],
+        created_before=filters["until"],
+        limit=filters["limit"],
+        offset=filters["offset"],
+        newest_first=True,
+    )
+    return runs, filters
+
+
+def api_runs(request: Request) -> Response:
+    """``GET /api/runs?status=&name=&since=&until=&limit=&offset=``: newest first."""
+    runs, filters = _list_runs(_ui(request), request)
+    return JSONResponse({"runs": [views.run_doc(r) for r in runs], "filters": filters})
+
+
+def _decoded(journal: Journal, data: bytes | None, codec: str, where: str) -> Any:
+    try:
+        return to_jsonable(journal.decode(data, codec, where=where))
+    except DecodeError as exc:
+        return {"undecodable": str(exc)}
+
+
+def _related(journal: Journal, run: Run) -> dict[str, list[str]]:
+    """Child runs and forks of ``run``, by id."""
+    children = [r.run_id for r in journal.list_runs(parent_run_id=run.run_id, limit=None)]
+    rows = journal.query(
+        "SELECT run_id FROM runs WHERE forked_from = ? ORDER BY created_at", [run.run_id]
+    )
+    return {"children": children, "forks": [str(r["run_id"]) for r in rows]}
+
+
+def api_run(request: Request) -> Response:
+    """``GET /api/runs/{id}``: the run, its input and output, children and forks."""
+    journal = _ui(request).journal
+    run = journal.get_run(_run_id(request))
+    doc = views.run_doc(run)
+    where = f"run {run.run_id!r}"
+    doc["input"] = _decoded(journal, run.input, run.codec, f"{where} input")
+    doc["output"] = _decoded(journal, run.output, run.codec, f"{where} output")
+    doc.update(_related(journal, run))
+    return JSONResponse(doc)
+
+
+def api_history(request: Request) -> Response:
+    """``GET /api/runs/{id}/history?offset=&limit=``: checkpoints in order."""
+    ui = _ui(request)
+    run_id = _run_id(request)
+    offset = views.int_param(request.query_params.get("offset"), "offset", minimum=0) or 0
+    limit = views.int_param(request.query_params.get("limit"), "limit", minimum=1)
+    cps = iter_history(run_id, engine=ui.engine)
+    window = itertools.islice(cps, offset, None if limit is None else offset + limit)
+    return JSONResponse(
+        {"run_id": run_id, "checkpoints": [views.checkpoint_doc(c) for c in window]}
+    )
+
+
+def api_state(request: Request) -> Response:
+    """``GET /api/runs/{id}/state?step=N``: the state after checkpoint N (latest if none)."""
+    ui = _ui(request)
+    run_id = _run_id(request)
+    step = views.int_param(request.query_params.get("step"), "step", minimum=0)
+    view = state_at(run_id, step=step, engine=ui.engine)
+    return JSONResponse(
+        {
+            "run_id": run_id,
+            "step": step,
+            "seq": view.seq,
+            "values": view.to_dict(),
+            "pending_events": to_jsonable(dict(view.pending_events)),
+        }
+    )
+
+
+def api_diff(request: Request) -> Response:
+    """``GET /api/runs/{id}/diff?a=N&b=M[&other=RUN]``: what changed from step a to b."""
+    ui = _ui(request)
+    run_id = _run_id(request)
+    q = request.query_params
+    a = views.int_param(q.get("a"), "a", minimum=0)
+    b = views.int_param(q.get("b"), "b", minimum=0)
+    if a is None or b is None:
+        raise BadRequest("give both step numbers: ?a=N&b=M")
+    other = q.get("other") or None
+    if other is not None:
+        ui.journal.get_run(other)
+    d = diff(run_id, a, b, other_run_id=other, engine=ui.engine)
+    return JSONResponse(
+        {
+            "run_id": run_id,
+            "a": a,
+            "b": b,
+            "other_run_id": other,
+            "added": d.added,
+            "removed": d.removed,
+            "changed": {k: {"old": old, "new": new} for k, (old, new) in d.changed.items()},
+        }
+    )
+
+
+# -- actions -------------------------------------------------------------------------------
+
+
+async def api_fork(request: Request) -> Response:
+    """``POST /api/runs/{id}/fork`` ``{"at": N, "state": {...}, "run_id": optional}``."""
+    body = await _action_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object: {"at": N, "state": {...}}')
+    unknown = sorted(set(body) - {"at", "state", "run_id"})
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; expected at, state, run_id")
+    at = body.get("at")
+    if not isinstance(at, int) or isinstance(at, bool) or at < 0:
+        raise BadRequest(f'"at" must be a checkpoint number (an integer >= 0), got {at!r}')
+    edits = body.get("state", {})
+    if edits is None:
+        edits = {}
+    if not isinstance(edits, dict):
+        raise BadRequest(
+            f'"state" must be a JSON object of key → new value, got {type(edits).__name__}'
+        )
+    new_id = body.get("run_id")
+    if new_id is not None and (not isinstance(new_id, str) or not new_id.strip()):
+        raise BadRequest('"run_id" must be a non-empty string')
+    ui = _ui(request)
+    run_id = _run_id(request)
+
+    def start() -> str:
+        handle = fork(run_id, at=at, state=edits, new_run_id=new_id, engine=ui.engine)
+        return handle.run_id
+
+    new_run = await run_in_threadpool(start)
+    return JSONResponse(
+        {"run_id": new_run, "forked_from": run_id, "at": at, "edits": sorted(edits)},
+        status_code=201,
+    )
+
+
+async def api_events(request: Request) -> Response:
+    """``POST /api/runs/{id}/events`` ``{"type": "EventClass", ...fields}``."""
+    body = await _action_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        raise BadRequest('the event must be a JSON object with a "type" naming its Event class')
+    ui = _ui(request)
+    run_id = _run_id(request)
+    key = await run_in_threadpool(send_event, run_id, body, engine=ui.engine)
+    return JSONResponse({"run_id": run_id, "key": key, "type": body["type"]}, status_code=202)
+
+
+async def api_cancel(request: Request) -> Response:
+    """``POST /api/runs/{id}/cancel``: cancel; a finished run is left as it is."""
+    await _action_body(request)
+    ui = _ui(request)
+    run_id = _run_id(request)
+
+    def cancel() -> tuple[str, str]:
+        before = ui.journal.get_run(run_id).status
+        return before, ui.engine.cancel(run_id)
+
+    before, status = await run_in_threadpool(cancel)
+    cancelled = before not in ("completed", "failed", "cancelled")
+    return JSONResponse({"run_id": run_id, "status": status, "cancelled": cancelled})
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+
+def runs_page(request: Request) -> Response:
+    """The run list; a script refreshes its rows from ``/api/runs`` every second."""
+    ui = _ui(request)
+    runs, filters = _list_runs(ui, request)
+    names = [str(r["name"]) for r in ui.journal.query("SELECT DISTINCT name FROM runs ORDER BY 1")]
+    q = request.query_params
+    form = {k: q.get(k, "") for k in ("name", "since", "until", "limit")}
+    form["status"] = ",".join(filters["status"] or [])
+    return ui.templates.TemplateResponse(
+        request,
+        "runs.html",
+        {"ui": ui, "runs": runs, "names": names, "statuses": RUN_STATUSES, "form": form},
+    )
+
+
+def _describe_event(journal: Journal) -> Callable[[Checkpoint], str]:
+    """The type of the event an ``event.received`` checkpoint delivered."""
+
+    def describe(cp: Checkpoint) -> str:
+        try:
+            payload = journal.decode_entry(journal.read_one(cp.run_id, cp.seq))
+        except JournalError:
+            return ""
+        event = payload.get("event") if isinstance(payload, dict) else None
+        return type(event).__name__ if event is not None else ""
+
+    return describe
+
+
+def _page_context(ui: UI, request: Request, run: Run) -> dict[str, Any]:
+    """Header and timeline: what the live fragment re-renders as the run moves on."""
+    q = request.query_params
+    step = views.int_param(q.get("step"), "step", minimum=0)
+    offset = views.int_param(q.get("offset"), "offset", minimum=0)
+    cps = list(iter_history(run.run_id, engine=ui.engine))
+    if step is None:
+        step = cps[-1].number if cps else 0
+    if offset is None:  # the page of checkpoints that holds the selected one
+        offset = max(0, min(step - 1 - MAX_ROWS // 2, len(cps) - MAX_ROWS))
+    window = cps[offset : offset + MAX_ROWS]
+    timeline = views.build_timeline(
+        run, window, now=time.time(), describe_event=_describe_event(ui.journal)
+    )
+    return {
+        "ui": ui,
+        "run": run,
+        "related": _related(ui.journal, run),
+        "checkpoints": cps,
+        "timeline": timeline,
+        "step": step,
+        "offset": offset,
+        "window": (offset, offset + len(window)),
+        "max_rows": MAX_ROWS,
+        "fork_note": next((c for c in cps if c.kind == K.RUN_FORKED), None),
+        "input": _decoded(ui.journal, run.input, run.codec, f"run {run.run_id!r} input"),
+        "output": _decoded(ui.journal, run.output, run.codec, f"run {run.run_id!r} output"),
+    }
+
+
+def live_fragment(request: Request) -> Response:
+    """The header and timeline alone, swapped in by the page's script as the run moves."""
+    ui = _ui(request)
+    run = ui.journal.get_run(_run_id(request))
+    return ui.templates.TemplateResponse(request, "_live.html", _page_context(ui, request, run))
+
+
+def _entries(journal: Journal, cp: Checkpoint) -> list[dict[str, Any]]:
+    """The journal entries that make up checkpoint ``cp``, payloads decoded."""
+    out = []
+    for entry in itertools.islice(journal.read(cp.run_id, cp.first_seq, cp.seq), MAX_ENTRIES):
+        value: Any
+        try:
+            raw = journal.decode_entry(entry)
+        except DecodeError as exc:
+            value = {"undecodable": str(exc)}
+        else:
+            is_event = entry.kind in (K.EVENT_EMITTED, K.EVENT_RECEIVED) and isinstance(raw, dict)
+            value = views.events_of(raw) if is_event else to_jsonable(raw)
+        out.append(
+            {
+                "seq": entry.seq,
+                "kind": entry.kind,
+                "step": entry.step,
+                "key": entry.key,
+                "value": value,
+                "ts": entry.ts,
+            }
+        )
+    return out
+
+
+def _consumed(journal: Journal, run: Run, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The events a step consumed, found by delivery key where they were emitted or
+    received (in the run or, for a fork, in its sources)."""
+    if not keys:
+        return []
+    segments = [r for r, _ in lineage(journal, run)]
+    rows = journal.query(
+        f"SELECT run_id, seq, key FROM entries WHERE key IN ({','.join('?' * len(keys))})"
+        f" AND run_id IN ({','.join('?' * len(segments))}) AND kind IN (?, ?)",
+        [*keys, *segments, K.EVENT_EMITTED, K.EVENT_RECEIVED],
+    )
+    found: dict[str, Any] = {}
+    for row in rows:
+        try:
+            payload = journal.decode_entry(journal.read_one(str(row["run_id"]), int(row["seq"])))
+            found[str(row["key"])] = views.events_of(payload)
+        except (DecodeError, AttributeError) as exc:
+            found[str(row["key"])] = {"undecodable": str(exc)}
+    return [{"key": k, "event": found.get(k)} for k in keys]
+
+
+def _guarded(call: Callable[[], T]) -> tuple[T | None, str | None]:
+    """Run a read for the page; a journal or engine error becomes a message on the page."""
+    try:
+        return call(), None
+    except (JournalError, EngineError) as exc:
+        return None, str(exc)
+
+
+def run_page(request: Request) -> Response:
+    """A run: header, Gantt timeline, and the selected checkpoint's details, state,
+    diff and actions."""
+    ui = _ui(request)
+    journal = ui.journal
+    run = journal.get_run(_run_id(request))
+    ctx = _page_context(ui, request, run)
+    cps: list[Checkpoint] = ctx["checkpoints"]
+    step: int = ctx["step"]
+    if step > len(cps):
+        raise StepNotFound(
+            f"run {run.run_id!r} has {len(cps)} checkpoints; there is no step {step}"
+        )
+    q = request.query_params
+    a = views.int_param(q.get("a"), "a", minimum=0)
+    b = views.int_param(q.get("b"), "b", minimum=0)
+    a = max(step - 1, 0) if a is None else a
+    b = step if b is None else b
+    selected = cps[step - 1] if step >= 1 else None
+    state, state_error = _guarded(lambda: state_at(run.run_id, step=step, engine=ui.engine))
+    changes, diff_error = _guarded(lambda: diff(run.run_id, a, b, engine=ui.engine))
+    entries, entries_error = (
+        ([], None) if selected is None else _guarded(lambda: _entries(journal, selected))
+    )
+    consumed, _ = (
+        ([], None)
+        if selected is None
+        else _guarded(lambda: _consumed(journal, run, selected.consumed))
+    )
+    values = state.to_dict() if state is not None else {}
+    waiting: list[str] = []
+    if run.kind == "workflow" and not run.finished:
+        latest, _ = _guarded(lambda: state_at(run.run_id, engine=ui.engine).to_dict())
+        waiting = views.waiting_for(latest or {})
+    ctx.update(
+        selected=selected,
+        values=values,
+        state_error=state_error,
+        diff=changes,
+        diff_error=diff_error,
+        a=a,
+        b=b,
+        entries=entries or [],
+        entries_error=entries_error,
+        consumed=consumed or [],
+        fork_text=json.dumps(values, indent=2, ensure_ascii=False),
+        event_text=json.dumps({"type": waiting[0] if waiting else "HumanResponseEvent"}),
+        can_act=not ui.readonly,
+        detail=to_jsonable(dict(selected.detail)) if selected is not None else {},
+    )
+    return ui.templates.TemplateResponse(request, "run.html", ctx)
