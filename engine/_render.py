@@ -1,0 +1,548 @@
+"""Rendering for the ``durable`` CLI and the demo: rich tables for people, plain
+dicts for ``--json``.
+
+Human output is coloured only when it goes to a terminal (rich decides, and honours
+``NO_COLOR``); everything stays readable without colour. User data (run ids, keys,
+values) always goes through :class:`rich.text.Text`, never through markup, so a
+value such as ``"[bold]"`` prints as itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO, Any
+
+from rich import box
+from rich.console import Console, JustifyMethod, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from journal import DecodeError, Journal, Run, to_jsonable
+
+from .replay import ReplayReport
+from .timetravel import Checkpoint, Diff, StateView
+
+__all__ = [
+    "STATUS_STYLES",
+    "Timeline",
+    "checkpoint_json",
+    "compact_json",
+    "diff_json",
+    "diff_table",
+    "duration",
+    "make_console",
+    "plural",
+    "progress",
+    "replay_json",
+    "replay_line",
+    "run_detail",
+    "run_json",
+    "runs_table",
+    "state_json",
+    "status_text",
+    "timestamp",
+]
+
+STATUS_STYLES = {
+    "pending": "dim",
+    "running": "cyan",
+    "waiting": "blue",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+}
+
+KIND_STYLES = {
+    "step.completed": "green",
+    "step.failed": "red",
+    "run.completed": "bold green",
+    "run.failed": "bold red",
+    "run.cancelled": "yellow",
+    "run.forked": "magenta",
+    "timer.started": "cyan",
+    "timer.fired": "cyan",
+    "child.started": "blue",
+    "child.completed": "blue",
+    "event.received": "magenta",
+}
+
+
+# -- consoles and progress ------------------------------------------------------------
+
+
+def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
+    """A console on stdout (or stderr): colour only on a terminal, and a fixed width of
+    120 columns when piped (unless ``$COLUMNS`` says otherwise) so tables do not fold."""
+    stream = file or (sys.stderr if stderr else sys.stdout)
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    width = None if tty or "COLUMNS" in os.environ else 120
+    return Console(file=stream, width=width, highlight=False, emoji=False)
+
+
+@contextmanager
+def progress(description: str, *, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, shown only when stderr is a terminal. Yields a
+    ``callback(done, total)`` (the shape of ``verify``'s and ``replay_all``'s)."""
+    if not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(description, total=total)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+# -- small formatters -----------------------------------------------------------------
+
+
+def timestamp(ts: float | None, *, ms: bool = False) -> str:
+    """A Unix time as local ``YYYY-MM-DD HH:MM:SS`` (with milliseconds if ``ms``)."""
+    if ts is None:
+        return ""
+    when = dt.datetime.fromtimestamp(ts)
+    text = when.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{when.microsecond // 1000:03d}" if ms else text
+
+
+def clock(ts: float) -> str:
+    """A Unix time as local ``HH:MM:SS.mmm``."""
+    when = dt.datetime.fromtimestamp(ts)
+    return f"{when:%H:%M:%S}.{when.microsecond // 1000:03d}"
+
+
+def duration(seconds: float | None) -> str:  # noqa: PLR0911 - one return per unit
+    """``0.4 ms``, ``152 ms``, ``1.25 s``, ``3m 04s``, ``2h 05m``."""
+    if seconds is None:
+        return ""
+    s = max(seconds, 0.0)
+    if s < 0.001:
+        return f"{s * 1000:.2f} ms"
+    if s < 0.01:
+        return f"{s * 1000:.1f} ms"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 60:
+        return f"{s:.2f} s"
+    if s < 3600:
+        return f"{int(s // 60)}m {int(s % 60):02d}s"
+    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def compact_json(value: Any, limit: int | None = None) -> str:
+    """A value as one line of JSON, cut to ``limit`` characters."""
+    text = json.dumps(to_jsonable(value), ensure_ascii=False, sort_keys=False, default=str)
+    if limit is not None and len(text) > limit:
+        return text[: limit - 1] + "…"
+    return text
+
+
+def status_text(status: str) -> Text:
+    """A run status, coloured."""
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def _decoded(journal: Journal, data: bytes | None, run: Run, what: str) -> Any:
+    try:
+        return to_jsonable(journal.decode(data, run.codec, where=f"run {run.run_id!r} {what}"))
+    except DecodeError as exc:  # e.g. a pickle whose class this process cannot import
+        return {"undecodable": str(exc)}
+
+
+# -- JSON documents ---------------------------------------------------------------------
+
+
+def run_json(
+    run: Run, journal: Journal | None = None, *, checkpoints: int | None = None
+) -> dict[str, Any]:
+    """A run row as JSON; with ``journal`` its input and output decoded too."""
+    doc: dict[str, Any] = {
+        "run_id": run.run_id,
+        "name": run.name,
+        "kind": run.kind,
+        "status": run.status,
+        "codec": run.codec,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "last_seq": run.last_seq,
+        "horizon": run.horizon,
+        "epoch": run.epoch,
+        "owner": run.owner,
+        "lease_expires_at": run.lease_expires_at,
+        "wake_at": run.wake_at,
+        "parent_run_id": run.parent_run_id,
+        "forked_from": run.forked_from,
+        "forked_at": run.forked_at,
+        "error": run.error,
+    }
+    if journal is not None:
+        doc["input"] = _decoded(journal, run.input, run, "input")
+        doc["output"] = _decoded(journal, run.output, run, "output")
+    if checkpoints is not None:
+        doc["checkpoints"] = checkpoints
+    return doc
+
+
+def checkpoint_json(cp: Checkpoint) -> dict[str, Any]:
+    """One checkpoint of a history as JSON."""
+    return {
+        "number": cp.number,
+        "run_id": cp.run_id,
+        "seq": cp.seq,
+        "first_seq": cp.first_seq,
+        "kind": cp.kind,
+        "step": cp.step,
+        "name": cp.name,
+        "attempt": cp.attempt,
+        "started_at": cp.started_at,
+        "ended_at": cp.ended_at,
+        "duration": cp.duration,
+        "set_keys": list(cp.set_keys),
+        "deleted_keys": list(cp.deleted_keys),
+        "emitted": list(cp.emitted),
+        "consumed": list(cp.consumed),
+        "detail": to_jsonable(dict(cp.detail)),
+    }
+
+
+def state_json(view: StateView) -> dict[str, Any]:
+    """A state view as JSON."""
+    return {
+        "run_id": view.run_id,
+        "seq": view.seq,
+        "step": view.step,
+        "values": view.to_dict(),
+        "pending_events": {k: to_jsonable(v) for k, v in view.pending_events.items()},
+    }
+
+
+def diff_json(d: Diff) -> dict[str, Any]:
+    """A diff as JSON: ``changed`` maps each path to ``{"old": ..., "new": ...}``."""
+    return {
+        "added": to_jsonable(d.added),
+        "removed": to_jsonable(d.removed),
+        "changed": {
+            p: {"old": to_jsonable(a), "new": to_jsonable(b)} for p, (a, b) in d.changed.items()
+        },
+        "empty": d.empty,
+    }
+
+
+def replay_json(report: ReplayReport) -> dict[str, Any]:
+    """A replay report as JSON."""
+    return {
+        "run_id": report.run_id,
+        "name": report.name,
+        "ok": report.ok,
+        "calls_replayed": report.calls_replayed,
+        "stopped": report.stopped,
+        "divergence": to_jsonable(report.divergence),
+        "error": report.error,
+        "state": to_jsonable(report.state),
+    }
+
+
+# -- tables -----------------------------------------------------------------------------
+
+
+def runs_table(runs: list[Run]) -> Table:
+    """The ``durable runs`` table."""
+    this_year = dt.date.today().year
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("run id", overflow="fold", min_width=8)
+    table.add_column("name", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("took", no_wrap=True, justify="right")
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold")
+    for run in runs:
+        note = ""
+        if run.forked_from:
+            note = f"fork of {run.forked_from} @seq {run.forked_at}"
+        elif run.parent_run_id:
+            note = f"child of {run.parent_run_id}"
+        if run.error:
+            first = run.error.splitlines()[0] if run.error.strip() else run.error
+            note = f"{note}; {first}" if note else first
+        created = timestamp(run.created_at)
+        if dt.date.fromtimestamp(run.created_at).year == this_year:
+            created = created[5:]  # MM-DD HH:MM:SS
+        table.add_row(
+            Text(run.run_id),
+            Text(run.name),
+            status_text(run.status),
+            created,
+            duration(run.updated_at - run.created_at) if run.finished else "",
+            str(run.last_seq),
+            Text(note, style="dim" if not run.error else "red"),
+        )
+    return table
+
+
+def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> list[RenderableType]:
+    """The ``durable show`` view: a field grid, then the decoded input and output/error."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+
+    def row(label: str, value: str | Text) -> None:
+        grid.add_row(label, value if isinstance(value, Text) else Text(value))
+
+    row("run", run.run_id)
+    row("name", run.name)
+    row("kind", run.kind)
+    row("status", status_text(run.status))
+    row("created", timestamp(run.created_at, ms=True))
+    row("updated", timestamp(run.updated_at, ms=True))
+    row("took", duration(run.updated_at - run.created_at) if run.finished else "(still going)")
+    lease = "none"
+    if run.owner:
+        left = (run.lease_expires_at or 0) - now
+        state = f"expires in {duration(left)}" if left > 0 else f"expired {duration(-left)} ago"
+        lease = f"held by {run.owner} ({state})"
+    row("epoch", str(run.epoch))
+    row("lease", lease)
+    if run.wake_at is not None:
+        row("wakes", timestamp(run.wake_at, ms=True))
+    if run.parent_run_id:
+        row("parent", run.parent_run_id)
+    if run.forked_from:
+        row("forked from", f"{run.forked_from} at seq {run.forked_at}")
+    row("last seq", str(run.last_seq))
+    row("horizon", f"{run.horizon}" + (" (entries up to it were compacted)" if run.horizon else ""))
+    row("checkpoints", str(checkpoints))
+    row("codec", run.codec)
+    out: list[RenderableType] = [grid]
+    out.append(Text("\ninput", style="bold"))
+    out.append(Text(pretty_json(_decoded(journal, run.input, run, "input"))))
+    if run.status == "completed":
+        out.append(Text("\noutput", style="bold"))
+        out.append(Text(pretty_json(_decoded(journal, run.output, run, "output"))))
+    if run.error:
+        out.append(Text("\nerror", style="bold red"))
+        out.append(Text(run.error, style="red"))
+    return out
+
+
+def pretty_json(value: Any) -> str:
+    """A JSON-ready value, indented."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def diff_table(d: Diff, *, before: str = "old", after: str = "new") -> Table:
+    """``+ path value`` / ``- path value`` / ``~ path old → new``, one row per path."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("path", no_wrap=True)
+    table.add_column(f"{before} → {after}", overflow="fold")
+    rows: list[tuple[str, str, Text]] = []
+    for path, value in d.added.items():
+        rows.append((path, "+", Text(compact_json(value), style="green")))
+    for path, value in d.removed.items():
+        rows.append((path, "-", Text(compact_json(value), style="red")))
+    for path, (old, new) in d.changed.items():
+        rows.append(
+            (
+                path,
+                "~",
+                Text.assemble((compact_json(old), "red"), " → ", (compact_json(new), "green")),
+            )
+        )
+    for path, mark, text in sorted(rows, key=lambda r: r[0]):
+        style = {"+": "green", "-": "red", "~": "yellow"}[mark]
+        table.add_row(Text(mark, style=style), Text(path), text)
+    return table
+
+
+def replay_line(report: ReplayReport) -> Text:
+    """One line per replayed run: ``ok`` or ``DIVERGED`` and why."""
+    if report.ok:
+        return Text.assemble(
+            ("ok       ", "green"),
+            report.run_id,
+            f"  {report.name}  ({report.calls_replayed} calls replayed, {report.stopped})",
+        )
+    out = Text.assemble(("DIVERGED ", "bold red"), report.run_id, f"  {report.name}")
+    out.append(f"\n         {report.error}", style="red")
+    return out
+
+
+# -- the history timeline -----------------------------------------------------------------
+
+
+def _details(cp: Checkpoint) -> Text:
+    parts: list[str] = []
+    d = cp.detail
+    if cp.kind == "run.forked":
+        edits = ", ".join(str(e) for e in d.get("edits", []))
+        parts.append(f"forked from {d.get('from')} at step {d.get('at_step')}")
+        if edits:
+            parts.append(f"edited {edits}")
+    if cp.kind in ("step.failed", "run.failed") and d.get("error") is not None:
+        final = (
+            "" if cp.kind == "run.failed" else (" (final)" if d.get("final") else " (will retry)")
+        )
+        parts.append(f"{d.get('type', 'error')}: {d.get('error')}{final}")
+    if cp.set_keys:
+        parts.append("set " + ", ".join(cp.set_keys))
+    if cp.deleted_keys:
+        parts.append("deleted " + ", ".join(cp.deleted_keys))
+    if cp.emitted:
+        parts.append(f"emitted {len(cp.emitted)}")
+    if cp.consumed:
+        parts.append(f"consumed {len(cp.consumed)}")
+    style = "red" if cp.kind.endswith("failed") else ""
+    return Text("; ".join(parts), style=style)
+
+
+class Timeline:
+    """``durable history``: a run's checkpoints as a table, printed in chunks so a run
+    of any length streams. Every chunk uses the first chunk's column widths, so the
+    chunks line up as one table. The bar places each step within its run's lifetime."""
+
+    HEADERS = ("#", "seq", "kind", "step", "try", "started", "duration", "timeline", "details")
+
+    def __init__(self, console: Console, run: Run, spans: Mapping[str, Run], *, chunk: int = 200):
+        self.console = console
+        self.run = run
+        self.spans = dict(spans)
+        self.chunk = chunk
+        self.rows: list[Checkpoint] = []
+        self.widths: dict[str, int] | None = None
+        self.count = 0
+        self.steps = 0
+        self.step_time = 0.0
+        self.failures = 0
+        # The bar takes what a narrow terminal can spare after the other columns.
+        # Narrow terminals drop the bar, then the start time, to leave room for details.
+        spare = console.width - 110
+        self.bar = min(20, spare) if spare >= 8 else 0
+        self.headers = [
+            h
+            for h in self.HEADERS
+            if (h != "timeline" or self.bar) and (h != "started" or console.width >= 100)
+        ]
+        utf8 = (console.encoding or "").lower().replace("-", "").startswith("utf")
+        self.fill, self.tick = ("█", "▏") if utf8 else ("#", "|")
+
+    def add(self, cp: Checkpoint) -> None:
+        """Buffer one checkpoint; print a chunk when enough are buffered."""
+        self.rows.append(cp)
+        self.count += 1
+        if cp.kind == "step.completed":
+            self.steps += 1
+        if cp.kind.endswith("failed"):
+            self.failures += 1
+        if cp.duration is not None and cp.run_id == self.run.run_id:
+            self.step_time += cp.duration
+        if len(self.rows) >= self.chunk:
+            self.flush()
+
+    def close(self) -> None:
+        """Print what is buffered and a one-line summary."""
+        self.flush()
+        if self.count == 0:
+            self.console.print(Text("(no checkpoints: the run has not completed a step yet)"))
+            return
+        span = self.run.updated_at - self.run.created_at
+        self.console.print(
+            Text(
+                f"{plural(self.count, 'checkpoint')}, {plural(self.steps, 'step')} completed, "
+                f"{plural(self.failures, 'failure')};"
+                f" {duration(self.step_time)} in steps over {duration(span)}; run is "
+            )
+            + status_text(self.run.status)
+        )
+
+    def _bar(self, cp: Checkpoint) -> str:
+        seg = self.spans.get(cp.run_id, self.run)
+        t0, t1 = seg.created_at, max(seg.updated_at, cp.ended_at)
+        span = t1 - t0
+        if span <= 0:
+            return ""
+        start = cp.started_at if cp.started_at is not None else cp.ended_at
+        a = min(max((start - t0) / span, 0.0), 1.0)
+        b = min(max((cp.ended_at - t0) / span, 0.0), 1.0)
+        lo = min(int(a * self.bar), self.bar - 1)
+        hi = min(round(b * self.bar), self.bar)
+        if cp.started_at is None or hi <= lo:
+            return " " * lo + self.tick
+        return " " * lo + self.fill * (hi - lo)
+
+    def _cells(self, cp: Checkpoint) -> dict[str, Text]:
+        kind = Text(cp.kind, style=KIND_STYLES.get(cp.kind, ""))
+        number = Text(str(cp.number))
+        if cp.run_id != self.run.run_id:
+            number.append("*", style="dim")  # inherited from the run this one forked from
+        seg = self.spans.get(cp.run_id, self.run)
+        same_day = dt.date.fromtimestamp(seg.created_at) == dt.date.fromtimestamp(cp.ended_at)
+        start = cp.started_at if cp.started_at is not None else cp.ended_at
+        when = clock(start) if same_day else timestamp(start, ms=True)
+        return {
+            "#": number,
+            "seq": Text(str(cp.seq)),
+            "kind": kind,
+            "step": Text(cp.step or ""),
+            "try": Text("" if cp.attempt is None else str(cp.attempt)),
+            "started": Text(when),
+            "duration": Text(duration(cp.duration)),
+            "timeline": Text(self._bar(cp) if self.bar else "", style=KIND_STYLES.get(cp.kind, "")),
+            "details": _details(cp),
+        }
+
+    def flush(self) -> None:
+        """Print the buffered checkpoints as one chunk of the table."""
+        if not self.rows:
+            return
+        cells = [self._cells(cp) for cp in self.rows]
+        first = self.widths is None
+        if self.widths is None:
+            digits = len(
+                str(max(self.run.last_seq, 1) + sum(r.last_seq for r in self.spans.values()))
+            )
+            self.widths = {
+                "#": digits + (1 if len(self.spans) > 1 else 0),
+                "seq": max(digits, 3),
+                "kind": max(15, *(c["kind"].cell_len for c in cells)),
+                "step": max(4, *(c["step"].cell_len for c in cells)),
+                "try": 3,
+                "started": max(12, *(c["started"].cell_len for c in cells)),
+                "duration": 9,
+                "timeline": self.bar,
+            }
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_header=first, show_edge=False)
+        for name in self.headers:
+            width = self.widths.get(name)
+            justify: JustifyMethod = "right" if name in ("#", "seq", "try", "duration") else "left"
+            if width is None:
+                table.add_column(name, overflow="fold")
+            else:
+                table.add_column(
+                    name, width=width, no_wrap=True, overflow="ellipsis", justify=justify
+                )
+        for row in cells:
+            table.add_row(*(row[name] for name in self.headers))
+        self.console.print(table)
+        self.rows = []

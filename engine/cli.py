@@ -1,0 +1,1188 @@
+"""The ``durable`` command line: a thin layer over the journal and engine APIs.
+
+Every command opens the journal named by ``--db`` (default ``$DURABLE_DB``, else
+``./durable.db``), calls one public function and renders what it returns: rich tables
+for people (coloured only on a terminal), or one JSON document on stdout with
+``--json``. Read commands open the journal read-only and never create it.
+
+Errors are one line on stderr and an exit code: 0 ok, 1 a check failed (a replay
+diverged, ``verify`` found problems, ``recover`` could not resume a run), 2 bad usage
+or bad input (unknown run, step out of range, a file that is not a journal, JSON that
+does not parse). Set ``DURABLE_TRACEBACK=1`` to see the traceback behind an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+import sqlite_utils
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from journal import (
+    RUN_STATUSES,
+    DecodeError,
+    Entry,
+    Journal,
+    JournalError,
+    RetentionPolicy,
+    Run,
+    resolve_path,
+    to_jsonable,
+)
+from journal.export import open_readonly
+
+from . import _render as render
+from .errors import EngineError
+from .replay import replay, replay_all
+from .runtime import Engine, RecoveryReport, configure
+from .timetravel import CHECKPOINT_KINDS, diff, fork, iter_history, state_at
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DB_KEY = "durable.db"
+PATH_KEY = "durable.path"
+IMPORT_ENV = "DURABLE_IMPORT"
+TRACEBACK_ENV = "DURABLE_TRACEBACK"
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class Failure(click.ClickException):
+    """Bad input: a one-line ``error: ...`` on stderr and exit status 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()) or "unknown error")
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class CheckFailed(Failure):
+    """A check failed (divergence, verify problems, recovery errors): exit status 1."""
+
+    exit_code = 1
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    JournalError,
+    EngineError,
+    ValueError,  # includes json.JSONDecodeError and UnicodeDecodeError
+    sqlite3.Error,
+    OSError,
+)
+
+
+class DurableGroup(click.Group):
+    """Maps the library's errors to one line on stderr and exit status 2, centrally;
+    lists commands in the order they are defined (reading, debugging, operating)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise
+        except USER_ERRORS as exc:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            raise Failure(_describe(exc, ctx.meta.get(PATH_KEY))) from exc
+
+
+def _describe(exc: BaseException, path: str | None) -> str:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None:
+        message = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    elif isinstance(exc, sqlite3.Error) and path:
+        message = f"{path!r}: {exc}"
+    elif path and path not in message:
+        message = f"{message} (journal {path!r})"
+    return message
+
+
+# -- shared options -----------------------------------------------------------------------
+
+
+def _remember_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[DB_KEY] = value
+
+
+def db_option(fn: F) -> F:
+    """``--db PATH``, accepted before and after the command name."""
+    return click.option(
+        "--db",
+        metavar="PATH",
+        expose_value=False,
+        callback=_remember_db,
+        help="The journal file. Default: $DURABLE_DB, else ./durable.db.",
+    )(fn)
+
+
+def output_options(fn: F) -> F:
+    """``--json``: machine output, one JSON document on stdout."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document instead of tables."
+    )(fn)
+
+
+def code_options(fn: F) -> F:
+    """``--import MODULE``: commands that execute user code import it first."""
+    return click.option(
+        "--import",
+        "imports",
+        metavar="MODULE",
+        multiple=True,
+        help="Import MODULE before starting (repeatable; also $DURABLE_IMPORT, "
+        "comma-separated), so functions registered under a custom name= are found. "
+        "The current directory is on the import path.",
+    )(fn)
+
+
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[float, Any]
+else:  # click < 8.2 has no generic ParamType
+    _ParamType = click.ParamType
+
+
+class Timestamp(_ParamType):
+    """An ISO 8601 time (naive = local time) or a Unix timestamp; converted to Unix seconds."""
+
+    name = "ISO-TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            self.fail(f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00)", param, ctx)
+        return when.timestamp()
+
+
+TIMESTAMP = Timestamp()
+
+
+# -- opening the journal and the engine -------------------------------------------------
+
+
+def _path(ctx: click.Context) -> str:
+    """The journal path; a missing file is an error (no command creates a journal)."""
+    path = resolve_path(ctx.meta.get(DB_KEY))
+    ctx.meta[PATH_KEY] = path
+    if not os.path.exists(path):
+        raise Failure(f"no journal at {path}")
+    if os.path.isdir(path):
+        raise Failure(f"{path} is a directory, not a journal")
+    return path
+
+
+@contextlib.contextmanager
+def _reader(ctx: click.Context) -> Iterator[Journal]:
+    """The journal, opened read-only."""
+    journal = Journal(_path(ctx), readonly=True)
+    try:
+        yield journal
+    finally:
+        journal.close()
+
+
+@contextlib.contextmanager
+def _writer(ctx: click.Context) -> Iterator[Journal]:
+    """The journal, opened for writing."""
+    journal = Journal(_path(ctx))
+    try:
+        yield journal
+    finally:
+        journal.close()
+
+
+@contextlib.contextmanager
+def _read_engine(ctx: click.Context) -> Iterator[Engine]:
+    """An engine over the journal opened read-only (time travel reads through one)."""
+    with _reader(ctx) as journal:
+        eng = Engine(journal)
+        try:
+            yield eng
+        finally:
+            eng.close()
+
+
+def _import_user_code(imports: tuple[str, ...]) -> None:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    names = [*imports, *os.environ.get(IMPORT_ENV, "").split(",")]
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise Failure(f"cannot import {name!r}: {exc}") from exc
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise Failure(
+                f"importing {name!r} raised {type(exc).__name__}: {exc} "
+                f"({frame.filename}:{frame.lineno})"
+            ) from exc
+
+
+@contextlib.contextmanager
+def _code_engine(
+    ctx: click.Context, imports: tuple[str, ...], *, readonly: bool = False
+) -> Iterator[Engine]:
+    """Import the user's modules, then make the journal the default engine's
+    (``engine.configure``), so code that runs finds it as its own."""
+    path = _path(ctx)
+    _import_user_code(imports)
+    eng = configure(Journal(path, readonly=True) if readonly else path)
+    try:
+        eng.journal  # opens now: a bad file fails before anything runs  # noqa: B018
+        yield eng
+    finally:
+        eng.close()
+
+
+def _emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Failure(
+            f"{what}: {text!r} is not JSON ({exc.msg} at column {exc.colno}); "
+            "a string needs quotes, e.g. '\"text\"'"
+        ) from exc
+
+
+def _lineage(journal: Journal, run: Run) -> dict[str, Run]:
+    """The run and every run it was forked from, by id."""
+    out = {run.run_id: run}
+    while run.forked_from is not None:
+        run = journal.get_run(run.forked_from)
+        out[run.run_id] = run
+    return out
+
+
+def _count_checkpoints(journal: Journal, run: Run) -> int:
+    """Checkpoints of a run, numbered as ``history`` numbers them (a fork counts its
+    sources' up to the fork point), from the retained entries, by SQL."""
+    kinds = sorted(CHECKPOINT_KINDS)
+    marks = ",".join("?" * len(kinds))
+    total, upto = 0, run.last_seq
+    while True:
+        rows = journal.query(
+            "SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
+            f" AND kind IN ({marks})",
+            [run.run_id, upto, *kinds],
+        )
+        total += int(rows[0]["n"])
+        if run.forked_from is None:
+            return total
+        upto = run.forked_at or 0
+        run = journal.get_run(run.forked_from)
+
+
+# -- the group ----------------------------------------------------------------------------
+
+
+@click.group(cls=DurableGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@db_option
+@click.version_option(package_name="durable", prog_name="durable", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Inspect, debug and operate durable runs stored in a journal file.
+
+    \b
+    Exit status: 0 ok; 1 a check failed (replay diverged, verify found
+    problems, recover could not resume a run); 2 bad usage or bad input.
+    """
+
+
+# -- read commands ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    help="Only runs with this status (repeatable).",
+)
+@click.option("--name", help="Only runs of this function or workflow name.")
+@click.option("--since", type=TIMESTAMP, help="Only runs created at or after this time.")
+@click.option("--until", type=TIMESTAMP, help="Only runs created before this time.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="At most N runs (0: no limit).",
+)
+@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip N runs.")
+@output_options
+@db_option
+@click.pass_context
+def runs(
+    ctx: click.Context,
+    *,
+    statuses: tuple[str, ...],
+    name: str | None,
+    since: float | None,
+    until: float | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List runs, oldest first."""
+    with _reader(ctx) as journal:
+        found = journal.list_runs(
+            status=list(statuses) or None,
+            name=name,
+            created_after=since,
+            created_before=until,
+            limit=limit or None,
+            offset=offset,
+        )
+    if as_json:
+        _emit_json([render.run_json(r) for r in found])
+        return
+    console = render.make_console()
+    if not found:
+        console.print("no runs")
+        return
+    console.print(render.runs_table(found))
+    more = " (more with --offset/--limit)" if limit and len(found) == limit else ""
+    console.print(Text(f"{render.plural(len(found), 'run')}{more}", style="dim"))
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@output_options
+@db_option
+@click.pass_context
+def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """One run: status, times, lease, lineage, output or error."""
+    with _reader(ctx) as journal:
+        run = journal.get_run(run_id)
+        count = _count_checkpoints(journal, run)
+        if as_json:
+            _emit_json(render.run_json(run, journal, checkpoints=count))
+            return
+        console = render.make_console()
+        for part in render.run_detail(run, journal, checkpoints=count, now=time.time()):
+            console.print(part)
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@output_options
+@db_option
+@click.pass_context
+def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """A run's timeline of checkpoints.
+
+    One row per checkpoint (a step's end, a timer, an event, the run's end) with its
+    seq, step key, attempt, start, duration and the state keys it set or deleted.
+    Streams, so a run of any length prints at once. The numbers in the first column
+    are the N that `state --at N`, `diff` and `fork --at` take.
+    """
+    with _read_engine(ctx) as eng:
+        run = eng.journal.get_run(run_id)
+        checkpoints = iter_history(run_id, engine=eng)
+        if as_json:  # one JSON array, written item by item
+            head = next(checkpoints, None)  # a run that cannot be read fails before any output
+            out = sys.stdout
+            out.write("[")
+            for i, cp in enumerate(itertools.chain([head] if head else [], checkpoints)):
+                out.write(",\n  " if i else "\n  ")
+                out.write(json.dumps(render.checkpoint_json(cp), ensure_ascii=False, default=str))
+            out.write("\n]\n" if head else "]\n")
+            out.flush()
+            return
+        console = render.make_console()
+        lineage = _lineage(eng.journal, run)
+        title = Text.assemble(("run ", "bold"), run.run_id, f"  {run.name}  ")
+        title.append_text(render.status_text(run.status))
+        if run.forked_from:
+            title.append(
+                f"\n(checkpoints marked * are inherited from {run.forked_from}, forked at seq "
+                f"{run.forked_at})"
+            )
+        console.print(title)
+        timeline = render.Timeline(console, run, lineage)
+        for cp in checkpoints:
+            timeline.add(cp)
+        timeline.close()
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--at", "step", type=int, metavar="N", help="After checkpoint N (see `history`; 0: the start)."
+)
+@click.option("--seq", type=int, metavar="SEQ", help="After the run's entry SEQ.")
+@click.option("--time", "when", type=TIMESTAMP, help="As it was at this time.")
+@output_options
+@db_option
+@click.pass_context
+def state(
+    ctx: click.Context,
+    *,
+    run_id: str,
+    step: int | None,
+    seq: int | None,
+    when: float | None,
+    as_json: bool,
+) -> None:
+    """A run's state values, now or at a checkpoint, seq or time."""
+    if sum(x is not None for x in (step, seq, when)) > 1:
+        raise click.UsageError("give at most one of --at, --seq and --time")
+    with _read_engine(ctx) as eng:
+        view = state_at(run_id, step=step, seq=seq, time=when, engine=eng)
+    if as_json:
+        _emit_json(render.state_json(view))
+        return
+    console = render.make_console()
+    where = "latest" if step is None and seq is None and when is None else ""
+    if step is not None:
+        where = f"after step {step}"
+    elif when is not None:
+        where = f"at {render.timestamp(when, ms=True)}"
+    console.print(
+        Text.assemble(
+            ("state of ", "bold"), view.run_id, f" {where} (seq {view.seq})".replace("  ", " ")
+        )
+    )
+    console.print_json(data=view.to_dict())
+    if view.pending_events:
+        console.print(
+            Text(
+                render.plural(len(view.pending_events), "pending delivery", "pending deliveries"),
+                style="dim",
+            )
+        )
+
+
+@cli.command(name="diff")
+@click.argument("run_id", metavar="RUN")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--other", metavar="RUN2", help="Compare with checkpoint B of RUN2 instead.")
+@output_options
+@db_option
+@click.pass_context
+def diff_cmd(
+    ctx: click.Context, *, run_id: str, a: int, b: int, other: str | None, as_json: bool
+) -> None:
+    """What changed in the state between two checkpoints.
+
+    Keys and nested paths (cart.items[2]) added, removed and changed from checkpoint
+    A to checkpoint B of RUN (or of RUN2 with --other), old → new.
+    """
+    with _read_engine(ctx) as eng:
+        d = diff(run_id, a, b, other_run_id=other, engine=eng)
+    if as_json:
+        _emit_json({"run_id": run_id, "a": a, "b": b, "other": other, **render.diff_json(d)})
+        return
+    console = render.make_console()
+    before = f"{run_id} step {a}"
+    after = f"{other or run_id} step {b}"
+    console.print(Text.assemble(("diff ", "bold"), before, " → ", after))
+    if d.empty:
+        console.print("no differences")
+        return
+    console.print(render.diff_table(d, before=f"step {a}", after=f"step {b}"))
+    console.print(
+        Text(
+            f"{len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed", style="dim"
+        )
+    )
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+@db_option
+@click.pass_context
+def export(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> None:
+    """Export a run as JSON or CSV.
+
+    JSON holds the run's row, its entries with decoded payloads and its snapshots;
+    CSV holds one row per entry.
+    """
+    with _reader(ctx) as journal:
+        run = journal.get_run(run_id)
+        with render.progress(f"exporting {run_id} ({run.last_seq} entries)"):
+            text = journal.export_run(run_id, format=fmt)
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    with open(output, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    render.make_console(stderr=True).print(Text(f"wrote {output} ({len(text)} characters)"))
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--run", "run_id", metavar="RUN", help="Only this run's entries.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="At most N matches.",
+)
+@output_options
+@db_option
+@click.pass_context
+def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_json: bool) -> None:
+    """Full-text search over the journal's payloads.
+
+    Which step set this value? Every entry's payload, and every run's input (as
+    seq 0, kind run.input), is decoded into a temporary FTS5 index (the journal
+    file is only read); the matching entries print best first. All the words of
+    TEXT must match, as whole words.
+    """
+    with _reader(ctx) as journal:
+        hits = _search(journal, text, run_id, limit)
+    if as_json:
+        _emit_json([{**h, "snippet": _highlight(h["snippet"], colour=False).plain} for h in hits])
+        return
+    console = render.make_console()
+    if not hits:
+        console.print(Text(f"no entry matches {text!r}"))
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("run id", "seq", "kind", "step", "key"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "seq" else "left")
+    table.add_column("snippet", overflow="fold")
+    for hit in hits:
+        table.add_row(
+            Text(hit["run_id"]),
+            str(hit["seq"]),
+            Text(hit["kind"]),
+            Text(hit["step"] or ""),
+            Text(hit["key"] or ""),
+            _highlight(hit["snippet"], colour=console.is_terminal and not console.no_color),
+        )
+    console.print(table)
+    console.print(Text(render.plural(len(hits), "match", "matches"), style="dim"))
+
+
+_OPEN, _CLOSE = "\x02", "\x03"
+
+
+def _highlight(snippet: str, *, colour: bool) -> Text:
+    out = Text()
+    for i, part in enumerate(snippet.replace(_CLOSE, _OPEN).split(_OPEN)):
+        if i % 2:
+            out.append(part, style="bold yellow") if colour else out.append(f"[{part}]")
+        else:
+            out.append(part)
+    return out
+
+
+INDEX_IN_MEMORY = 64 << 20
+"""Journals up to this size are indexed in memory; larger ones in a temporary file."""
+
+
+def _search(journal: Journal, text: str, run_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """Decode payloads into a temporary FTS5 index (sqlite-utils) and query it."""
+    if not text.strip():
+        raise Failure("search: TEXT is empty")
+    runs = [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
+    source = open_readonly(journal.path)
+    with tempfile.TemporaryDirectory(prefix="durable-search-") as tmp:
+        if os.path.getsize(journal.path) > INDEX_IN_MEMORY:
+            index = sqlite_utils.Database(os.path.join(tmp, "index.db"))
+        else:
+            index = sqlite_utils.Database(memory=True)
+        try:
+            table = index.table("payloads")
+            total = sum(r.last_seq - r.horizon for r in runs)
+            with render.progress("indexing payloads", total=total) as tick:
+                table.insert_all(_documents(journal, source, runs, tick, total), batch_size=1000)
+            if not table.exists():
+                return []
+            table.enable_fts(["key", "text"], tokenize="unicode61")
+            sql = (
+                "SELECT p.run_id, p.seq, p.kind, p.step, p.key,"
+                f" snippet(payloads_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 12) AS snippet"
+                " FROM payloads_fts JOIN payloads p ON p.rowid = payloads_fts.rowid"
+                " WHERE payloads_fts MATCH ? ORDER BY rank LIMIT ?"
+            )
+            return list(index.query(sql, [index.quote_fts(text), limit]))
+        finally:
+            source.conn.close()
+            index.conn.close()
+
+
+def _documents(
+    journal: Journal,
+    source: Any,
+    runs: list[Run],
+    tick: Callable[[int, int], None],
+    total: int,
+) -> Iterator[dict[str, Any]]:
+    """One row per run input and per retained entry with a payload, decoded to JSON text."""
+    done = 0
+    for run in runs:
+        yield {
+            "run_id": run.run_id,
+            "seq": 0,
+            "kind": "run.input",
+            "step": None,
+            "key": None,
+            "text": _text(journal.decode, run.input, run.codec, where=f"run {run.run_id!r} input"),
+        }
+        rows = source.query(
+            "SELECT run_id, seq, kind, step, key, payload, codec, ts FROM entries"
+            " WHERE run_id = ? AND seq > ? AND payload IS NOT NULL ORDER BY seq",
+            [run.run_id, run.horizon],
+        )
+        for row in rows:
+            entry = Entry(**row)
+            yield {
+                "run_id": entry.run_id,
+                "seq": entry.seq,
+                "kind": entry.kind,
+                "step": entry.step,
+                "key": entry.key,
+                "text": _text(journal.decode_entry, entry),
+            }
+            done += 1
+            if done % 500 == 0:
+                tick(done, total)
+
+
+def _text(decode: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    try:
+        return json.dumps(to_jsonable(decode(*args, **kwargs)), ensure_ascii=False)
+    except DecodeError as exc:
+        return f"(undecodable: {exc})"
+
+
+# -- commands that execute code -----------------------------------------------------------
+
+
+def _parse_edit(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{item!r}: expected KEY=JSON", param_hint="--set")
+    return key, _parse_json(value, f"--set {key}")
+
+
+@cli.command(name="fork")
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--at",
+    "at",
+    type=int,
+    required=True,
+    metavar="N",
+    help="Fork after checkpoint N (see `history`).",
+)
+@click.option(
+    "--set",
+    "edits",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="Set a state value at the fork point (repeatable), e.g. --set 'qty=3'.",
+)
+@click.option("--run-id", "new_run_id", metavar="ID", help="The new run's id (default: random).")
+@click.option("--wait", is_flag=True, help="Wait for the fork to finish and print its outcome.")
+@code_options
+@output_options
+@db_option
+@click.pass_context
+def fork_cmd(
+    ctx: click.Context,
+    *,
+    run_id: str,
+    at: int,
+    edits: tuple[str, ...],
+    new_run_id: str | None,
+    wait: bool,
+    imports: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Start a new run from a checkpoint of RUN, with edited state.
+
+    The fork shares RUN's history up to checkpoint N, applies the --set edits there
+    and goes on live with today's code (RUN's function must be importable).
+
+    The fork executes in this process: without --wait its id is printed at once and
+    the process exits when the fork has finished (interrupted, it is left for
+    `recover`). With --wait the exit status is 1 if the fork failed.
+    """
+    changes = dict(_parse_edit(e) for e in edits)
+    with _code_engine(ctx, imports) as eng:
+        handle = fork(run_id, at=at, state=changes, new_run_id=new_run_id, engine=eng)
+        doc: dict[str, Any] = {"run_id": handle.run_id, "forked_from": run_id, "at": at}
+        if not wait:
+            if as_json:
+                _emit_json(doc)
+            else:
+                click.echo(handle.run_id)
+            # The fork runs on this process's threads: wait for it before closing.
+            handle.wait()
+            return
+        final = handle.wait()
+        doc.update(status=final.status, error=final.error)
+        doc["output"] = to_jsonable(
+            eng.journal.decode(final.output, final.codec, where=f"run {final.run_id!r} output")
+        )
+    if as_json:
+        _emit_json(doc)
+    else:
+        console = render.make_console()
+        console.print(
+            Text.assemble(
+                ("forked ", "bold"), run_id, f" at step {at} → ", (handle.run_id, "bold"), ": "
+            )
+            + render.status_text(final.status)
+        )
+        if final.status == "completed":
+            console.print(Text(render.pretty_json(doc["output"])))
+        elif final.error:
+            console.print(Text(final.error, style="red"))
+    if final.status != "completed":
+        raise CheckFailed(f"fork {handle.run_id!r} {final.status}")
+
+
+@cli.command(name="replay")
+@click.argument("run_id", metavar="RUN", required=False)
+@click.option(
+    "--until", type=click.IntRange(min=1), metavar="N", help="Stop after N replayed calls."
+)
+@click.option(
+    "--all", "all_runs", is_flag=True, help="Replay every run (or those matching --name/--status)."
+)
+@click.option("--name", help="With --all: only runs of this name.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    help="With --all (repeatable).",
+)
+@code_options
+@output_options
+@db_option
+@click.pass_context
+def replay_cmd(
+    ctx: click.Context,
+    *,
+    run_id: str | None,
+    until: int | None,
+    all_runs: bool,
+    name: str | None,
+    statuses: tuple[str, ...],
+    imports: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Re-execute recorded runs with today's code; exit 1 on divergence.
+
+    Steps return their recorded results and nothing is written. Exit status 1 if a
+    run's code now does something other than its journal holds: run `replay --all`
+    in CI before a deploy.
+    """
+    if all_runs == (run_id is not None):
+        raise click.UsageError("give a RUN or --all")
+    if not all_runs and (name or statuses):
+        raise click.UsageError("--name and --status go with --all")
+    if all_runs and until is not None:
+        raise click.UsageError("--until goes with a single RUN")
+    with _code_engine(ctx, imports, readonly=True) as eng:
+        if run_id is not None:
+            reports = [replay(run_id, until=until, engine=eng)]
+        else:
+            with render.progress("replaying") as tick:
+                reports = replay_all(
+                    name=name, status=list(statuses) or None, engine=eng, progress=tick
+                )
+    failed = [r for r in reports if not r.ok]
+    if as_json:
+        docs = [render.replay_json(r) for r in reports]
+        _emit_json(docs[0] if run_id is not None else docs)
+    else:
+        console = render.make_console()
+        for report in reports:
+            console.print(render.replay_line(report))
+            if report.divergence:
+                for key, value in report.divergence.items():
+                    console.print(Text(f"         {key}: {value}"))
+        if run_id is None:
+            console.print(
+                Text(
+                    f"{render.plural(len(reports), 'run')} replayed, {len(failed)} diverged",
+                    style="dim",
+                )
+            )
+    if failed:
+        what = failed[0].run_id if len(failed) == 1 else f"{len(failed)} runs"
+        raise CheckFailed(f"replay diverged: {what}")
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.argument("event_json", metavar="EVENT-JSON")
+@code_options
+@output_options
+@db_option
+@click.pass_context
+def send(
+    ctx: click.Context, run_id: str, event_json: str, imports: tuple[str, ...], as_json: bool
+) -> None:
+    """Deliver an event to a waiting workflow run.
+
+    For humans in the loop. EVENT-JSON is an object whose "type" names the event
+    class, e.g. `durable send RUN '{"type": "HumanResponseEvent", "response": "yes"}'`.
+    The event is journaled at once; whichever process runs the workflow gets it.
+    """
+    event = _parse_json(event_json, "EVENT-JSON")
+    if not isinstance(event, dict):
+        raise Failure(f'EVENT-JSON: {event_json!r} is not a JSON object with a "type"')
+    try:
+        from engine import send_event  # noqa: PLC0415 - workflows may be absent in a build
+    except ImportError as exc:
+        raise Failure(f"this build of durable cannot send events ({exc})") from exc
+    with _code_engine(ctx, imports) as eng:
+        event_id = send_event(run_id, event, engine=eng)
+    if as_json:
+        _emit_json({"run_id": run_id, "event_id": to_jsonable(event_id)})
+    else:
+        click.echo(f"sent {event.get('type', 'event')} to {run_id} (journaled as {event_id})")
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@output_options
+@db_option
+@click.pass_context
+def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Cancel a run.
+
+    The cancellation is journaled at once; the run's code stops at its next step
+    boundary. A finished run is left as it is.
+    """
+    path = _path(ctx)
+    with Engine(path) as eng:
+        before = eng.journal.get_run(run_id).status
+        status = eng.cancel(run_id)
+    cancelled = before not in ("completed", "failed", "cancelled")
+    if as_json:
+        _emit_json({"run_id": run_id, "status": status, "cancelled": cancelled})
+    elif cancelled:
+        click.echo(f"{run_id}: cancelled")
+    else:
+        click.echo(f"{run_id}: already {status}, left as it is")
+
+
+def _report_lines(
+    console: Console, report: RecoveryReport, journal: Journal, *, final: bool
+) -> None:
+    for handle in report.handles:
+        status = journal.get_run(handle.run_id).status if final else "resumed"
+        console.print(
+            Text.assemble(("recovered ", "bold"), handle.run_id, ": ") + render.status_text(status)
+        )
+    for rid, exc in report.errors.items():
+        console.print(Text.assemble(("not recovered ", "bold red"), rid, f": {exc}"))
+
+
+@cli.command()
+@click.option(
+    "--timeout", type=float, metavar="SECONDS", help="How long to wait for each resumed run."
+)
+@code_options
+@output_options
+@db_option
+@click.pass_context
+def recover(
+    ctx: click.Context, timeout: float | None, imports: tuple[str, ...], as_json: bool
+) -> None:
+    """Resume every run whose owner died, once.
+
+    Claims each unfinished run whose lease expired, resumes it from its first
+    unrecorded step and waits for it. Exit status 1 if a run could not be resumed
+    (its function cannot be imported: see --import).
+    """
+    with _code_engine(ctx, imports) as eng:
+        report = eng.recover(wait=True, timeout=timeout)
+        statuses = {h.run_id: eng.journal.get_run(h.run_id).status for h in report.handles}
+        if as_json:
+            _emit_json(
+                {
+                    "resumed": [{"run_id": r, "status": s} for r, s in statuses.items()],
+                    "errors": {rid: str(exc) for rid, exc in report.errors.items()},
+                }
+            )
+        else:
+            console = render.make_console()
+            if not report.handles and not report.errors:
+                console.print("nothing to recover")
+            _report_lines(console, report, eng.journal, final=True)
+    if report.errors:
+        raise CheckFailed(f"{render.plural(len(report.errors), 'run')} could not be recovered")
+
+
+@cli.command()
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time between recovery passes.",
+)
+@click.option(
+    "--max-seconds", type=click.FloatRange(min=0), metavar="SECONDS", help="Stop after this long."
+)
+@code_options
+@db_option
+@click.pass_context
+def worker(
+    ctx: click.Context, poll: float, max_seconds: float | None, imports: tuple[str, ...]
+) -> None:
+    """Recover runs in a loop until Ctrl-C.
+
+    Each pass resumes the runs whose lease expired. On stop (Ctrl-C or
+    --max-seconds) it waits for the runs it is executing; a second Ctrl-C abandons
+    them to the next worker (their leases expire).
+    """
+    stop = threading.Event()
+    if max_seconds is not None:
+        timer = threading.Timer(max_seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+    with _code_engine(ctx, imports) as eng:
+        console = render.make_console()
+        handles: list[Any] = []
+
+        reported: set[str] = set()
+
+        def on_recover(report: RecoveryReport) -> None:
+            handles.extend(report.handles)
+            fresh = {rid: exc for rid, exc in report.errors.items() if rid not in reported}
+            reported.update(fresh)  # a run that cannot be imported is reported once
+            _report_lines(console, RecoveryReport(report.handles, fresh), eng.journal, final=False)
+
+        console.print(
+            Text(f"worker {eng.owner} on {eng.journal.path}: polling every {poll}s, Ctrl-C to stop")
+        )
+        try:
+            eng.worker(poll_interval=poll, stop=stop, on_recover=on_recover)
+        except KeyboardInterrupt:
+            stop.set()
+        running = [h for h in handles if not eng.journal.get_run(h.run_id).finished]
+        if running:
+            console.print(Text(f"stopping: waiting for {len(running)} runs in flight"))
+        try:
+            for h in running:
+                h.wait()
+        except KeyboardInterrupt:
+            console.print(Text("abandoned the runs in flight; a worker will recover them"))
+            sys.stdout.flush()
+            os._exit(128 + signal.SIGINT)
+        for h in handles:
+            console.print(
+                Text.assemble(h.run_id, ": ")
+                + render.status_text(eng.journal.get_run(h.run_id).status)
+            )
+        console.print("worker stopped")
+
+
+# -- maintenance ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN", required=False)
+@click.option(
+    "--keep-snapshots",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="Keep the newest K snapshots of each run (and the entries after the oldest).",
+)
+@click.option(
+    "--keep-seconds",
+    type=click.FloatRange(min=0),
+    metavar="S",
+    help="Keep every entry newer than S seconds.",
+)
+@click.option(
+    "--include-active",
+    is_flag=True,
+    help="Compact unfinished runs too. A @durable function's run recovers by replaying its "
+    "entries from the first, so one compacted while unfinished can no longer be recovered.",
+)
+@click.option("--reclaim", is_flag=True, help="Then return the freed pages to the OS.")
+@output_options
+@db_option
+@click.pass_context
+def compact(
+    ctx: click.Context,
+    *,
+    run_id: str | None,
+    keep_snapshots: int,
+    keep_seconds: float | None,
+    include_active: bool,
+    reclaim: bool,
+    as_json: bool,
+) -> None:
+    """Drop entries that snapshots already cover.
+
+    Compacts RUN, or every finished run (with --include-active, unfinished ones
+    too). History, state and diffs before a run's new horizon are no longer
+    available.
+    """
+    policy = RetentionPolicy(
+        keep_snapshots=keep_snapshots, keep_seconds=keep_seconds, include_active=include_active
+    )
+    totals = {"runs_compacted": 0, "entries_deleted": 0, "snapshots_deleted": 0}
+    horizons: dict[str, int] = {}
+    with _writer(ctx) as journal:
+        targets = (
+            [run_id] if run_id is not None else [r.run_id for r in journal.list_runs(limit=None)]
+        )
+        with render.progress("compacting", total=len(targets)) as tick:
+            for i, rid in enumerate(targets, 1):
+                report = journal.compact(rid, policy)
+                totals["runs_compacted"] += report.runs_compacted
+                totals["entries_deleted"] += report.entries_deleted
+                totals["snapshots_deleted"] += report.snapshots_deleted
+                horizons.update(report.horizons)
+                tick(i, len(targets))
+        pages = journal.reclaim() if reclaim else None
+    if as_json:
+        _emit_json({**totals, "horizons": horizons, "pages_reclaimed": pages})
+        return
+    console = render.make_console()
+    console.print(
+        f"compacted {totals['runs_compacted']} runs: {totals['entries_deleted']} entries and "
+        f"{totals['snapshots_deleted']} snapshots deleted"
+    )
+    for rid, horizon in horizons.items():
+        console.print(Text(f"  {rid}: horizon now seq {horizon}"))
+    if pages is not None:
+        console.print(f"reclaimed {pages} pages")
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN", required=False)
+@output_options
+@db_option
+@click.pass_context
+def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
+    """Check checksums, seqs and snapshots; exit 1 on problems.
+
+    Checks the file's integrity, every entry's checksum and seq density, and every
+    snapshot against the fold of its entries (of RUN, or of every run).
+    """
+    with _reader(ctx) as journal, render.progress("verifying") as tick:
+        report = journal.verify(run_id, progress=tick)
+    if as_json:
+        _emit_json(
+            {
+                "ok": report.ok,
+                "runs": report.runs,
+                "entries": report.entries,
+                "snapshots": report.snapshots,
+                "problems": report.problems,
+            }
+        )
+    else:
+        console = render.make_console()
+        for problem in report.problems:
+            console.print(Text.assemble(("problem: ", "bold red"), problem))
+        summary = (
+            f"{report.runs} runs, {report.entries} entries, {report.snapshots} snapshots checked"
+        )
+        console.print(
+            Text.assemble(
+                ("ok: " if report.ok else "FAILED: ", "green" if report.ok else "bold red"), summary
+            )
+        )
+    if not report.ok:
+        raise CheckFailed(
+            f"{render.plural(len(report.problems), 'problem')} in journal {journal.path!r}"
+        )
+
+
+@cli.command(name="ui")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback).")
+@click.option("--port", default=8321, type=click.IntRange(1, 65535), show_default=True)
+@click.option("--readonly", is_flag=True, help="Offer no action; refuse writes.")
+@code_options
+@db_option
+@click.pass_context
+def ui_cmd(
+    ctx: click.Context, host: str, port: int, readonly: bool, imports: tuple[str, ...]
+) -> None:
+    """Serve a local web view of the journal's runs (needs the ui extra).
+
+    Runs, timelines, the state at any step, diffs; fork, send and cancel unless
+    read-only (the default when the journal is not writable). Binds to loopback
+    unless --host says otherwise.
+    """
+    path = _path(ctx)
+    try:
+        from engine.ui import serve  # noqa: PLC0415 - optional extra, imported on use
+    except ImportError as exc:
+        raise Failure(f"durable ui needs the ui extra: pip install 'durable[ui]' ({exc})") from exc
+    extra = [m for m in os.environ.get(IMPORT_ENV, "").split(",") if m.strip()]
+    try:
+        serve(path, host=host, port=port, readonly=True if readonly else None,
+              imports=[*imports, *extra])  # fmt: skip
+    except ImportError as exc:
+        raise Failure(str(exc)) from exc
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``durable`` console script."""
+    cli.main(args=argv, prog_name="durable")
+
+
+if __name__ == "__main__":
+    main()
