@@ -98,9 +98,10 @@ def iter_history(run_id: str, *, engine: Engine | None = None) -> Iterator[Check
         pending: dict[str, list[str]] = {"set": [], "deleted": [], "emitted": [], "consumed": []}
         for entry in journal.read(segment_id, first, upto):
             kind = entry.kind
-            if kind == K.STATE_SET:
+            internal = (entry.key or "").startswith("@")  # a workflow's own bookkeeping
+            if kind == K.STATE_SET and not internal:
                 pending["set"].append(entry.key or "")
-            elif kind == K.STATE_DELETED:
+            elif kind == K.STATE_DELETED and not internal:
                 pending["deleted"].append(entry.key or "")
             elif kind == K.EVENT_EMITTED and entry.step is not None:
                 pending["emitted"].append(entry.key or "")
