@@ -13,9 +13,18 @@ from typing import Any
 from .harness import Scenario, machine_info, print_table, run_scenario
 
 # One module per scenario family; each exposes scenarios(quick) -> list[Scenario].
-MODULES = ("benchmarks.journal_bench", "benchmarks.engine_bench")
+MODULES = ("benchmarks.journal_bench", "benchmarks.engine_bench", "benchmarks.peers_bench")
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def versions() -> dict[str, Any]:
+    """Versions of every contender: ours, and each peer's (from its venv)."""
+    from engine import __version__
+
+    from .peers import status
+
+    return {"durable": __version__, "peers": status()}
 
 
 def all_scenarios(quick: bool) -> list[Scenario]:
@@ -39,9 +48,25 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help=f"directory for <date>.json (default {DEFAULT_OUT}; --quick writes only if given)",
     )
+    add(
+        "--merge",
+        action="store_true",
+        help="keep the other scenarios of an existing <date>.json, replacing only those run",
+    )
     add("--tmpdir", help="where each measurement's fresh directory is made (default: system temp)")
     add("--list", action="store_true", help="list scenario names and exit")
+    add(
+        "--install-peers",
+        action="store_true",
+        help="create the peers' venvs under benchmarks/.peers/ (pinned, from PyPI) and exit",
+    )
     args = p.parse_args(argv)
+
+    if args.install_peers:
+        from .peers import install
+
+        errors = install()
+        return 1 if any(errors.values()) else 0
 
     scenarios = all_scenarios(args.quick)
     if args.list:
@@ -58,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rounds must be >= 1")
 
     log = sys.stderr
+    for s in scenarios:
+        for name, why in s.skipped:
+            print(f"{s.name}: skipping {name}: {why}", file=log)
     started = dt.datetime.now(dt.timezone.utc)
     results: dict[str, Any] = {}
     for s in scenarios:
@@ -67,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "seconds": round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 2),
         "machine": machine_info(args.tmpdir),
+        "versions": versions(),
         "settings": {
             "quick": args.quick,
             "rounds": rounds,
@@ -83,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or DEFAULT_OUT
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{started.astimezone().date().isoformat()}.json"
+        if args.merge and path.exists():
+            old = json.loads(path.read_text())
+            report["scenarios"] = {**old.get("scenarios", {}), **results}
+            report["merged_into"] = {k: old.get(k) for k in ("started_at", "settings")}
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"results written to {path}", file=log)
     return 0

@@ -13,6 +13,7 @@ caches, open files) leaks from one contender into the next.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import json
@@ -49,6 +50,9 @@ class Contender:
     target: str
     params: dict[str, Any] = field(default_factory=dict)
     checked: bool = True  # is the scenario's target checked against this one's ratio?
+    # optional: a failure is recorded (its error shown in the table) and the
+    # contender dropped from later rounds, instead of stopping the whole run.
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,9 @@ class Scenario:
     ratio: str = "rate"
     target: tuple[str, float] | None = None  # (">=", 0.7) or ("<=", 2.0)
     derived: tuple[Derived, ...] = ()  # figures across contenders (overheads, RSS ratios...)
+    # Contenders left out before the run, with the reason (shown in the table).
+    skipped: tuple[tuple[str, str], ...] = ()
+    max_rounds: int | None = None  # at most this many rounds (slow contenders in a smoke run)
 
     def matches(self, pattern: str) -> bool:
         return (
@@ -110,7 +117,8 @@ def _child(argv: list[str]) -> None:
         "seconds": sample.seconds,
         "ops": sample.ops,
         "extra": sample.extra,
-        "maxrss_kib": _maxrss_kib(),
+        # A contender that does its work in a subprocess reports that one's peak.
+        "maxrss_kib": sample.extra.get("maxrss_kib", _maxrss_kib()),
     }
     # Last line of stdout is the result; anything the contender printed comes before it.
     print(json.dumps(result), flush=True)
@@ -121,7 +129,8 @@ def _child(argv: list[str]) -> None:
 
 def measure(contender: Contender, tmp_root: str | None) -> dict[str, Any]:
     """Run one contender once, in a child process and a fresh temporary directory."""
-    workdir = tempfile.mkdtemp(prefix=f"bench-{contender.name}-", dir=tmp_root)
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in contender.name)
+    workdir = tempfile.mkdtemp(prefix=f"bench-{safe}-", dir=tmp_root)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     try:
@@ -156,10 +165,22 @@ def run_scenario(
     """Run ``rounds`` interleaved rounds; return per-round samples and their summary."""
     per: dict[str, list[dict[str, Any]]] = {c.name: [] for c in scenario.contenders}
     derived: dict[str, list[float]] = {d.name: [] for d in scenario.derived}
+    failed: dict[str, str] = {}
+    rounds = min(rounds, scenario.max_rounds or rounds)
     for r in range(rounds):
         print(f"  {scenario.name}: round {r + 1}/{rounds}", file=log, flush=True)
         for contender in scenario.contenders:
-            sample = measure(contender, tmp_root)
+            if contender.name in failed:
+                continue
+            try:
+                sample = measure(contender, tmp_root)
+            except Exception as exc:
+                if not contender.optional or contender.name == scenario.reference:
+                    raise
+                failed[contender.name] = str(exc).strip()
+                print(f"  {contender.name} FAILED (dropped): {exc}", file=log, flush=True)
+                del per[contender.name]
+                continue
             sample["rate"] = sample["ops"] / sample["seconds"]
             per[contender.name].append(sample)
         ref = per[scenario.reference][-1]["rate"]
@@ -168,7 +189,8 @@ def run_scenario(
             samples[-1]["ratio"] = rate / ref if scenario.ratio == "rate" else ref / rate
         this_round = {name: samples[-1] for name, samples in per.items()}
         for d in scenario.derived:
-            derived[d.name].append(d.fn(this_round))
+            with contextlib.suppress(KeyError):  # a figure of a contender that failed
+                derived[d.name].append(d.fn(this_round))
     contenders = {}
     checked = {c.name for c in scenario.contenders if c.checked and c.name != scenario.reference}
     for name, samples in per.items():
@@ -181,6 +203,8 @@ def run_scenario(
             "target_met": met,
             "rounds": samples,
         }
+    out_of_run = {name: {"error": err} for name, err in failed.items()}
+    out_of_run.update({name: {"skipped": why} for name, why in scenario.skipped})
     return {
         "description": scenario.description,
         "unit": scenario.unit,
@@ -197,7 +221,10 @@ def run_scenario(
                 "rounds": derived[d.name],
             }
             for d in scenario.derived
+            if derived[d.name]
         },
+        # Contenders that failed (error) or were not run (skipped): not in "contenders".
+        **({"not_measured": out_of_run} if out_of_run else {}),
     }
 
 
@@ -247,18 +274,25 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
         for cname, c in sc["contenders"].items():
             rate, r = c["rate"], c["ratio"]
             is_ref = cname == sc["reference"]
+            # A contender may say what durability it ran at (e.g. "WAL, synchronous=FULL").
+            note = c["rounds"][0]["extra"].get("durability_note") if c["rounds"] else None
             checked = c["target_met"] is not None
             target = f"{sc['target'][0]} {sc['target'][1]:g}" if checked else ""
             met = {True: "ok", False: "MISS", None: ""}[c["target_met"]]
             rows.append([
                 name,
-                cname + (" (ref)" if is_ref else ""),
+                cname + (" (ref)" if is_ref else "") + (f" [{note}]" if note else ""),
                 f"{_num(rate['median'])} {sc['unit']}/s",
                 f"{_num(rate['min'])}..{_num(rate['max'])}",
                 "1" if is_ref else f"{r['median']:.3f} [{r['min']:.3f}..{r['max']:.3f}]",
                 f"{sc['ratio']} {target} {met}".strip() if not is_ref else "",
                 f"{c['peak_rss_kib'] / 1024:.1f}",
             ])  # fmt: skip
+        for cname, why in sc.get("not_measured", {}).items():
+            text = why.get("error") or why.get("skipped") or ""
+            label = "FAILED" if "error" in why else "skipped"
+            rows.append([name, cname, label, text.splitlines()[-1][:60] if text else "",
+                         "", "", ""])  # fmt: skip
     return rows
 
 
@@ -294,6 +328,7 @@ def print_table(results: dict[str, Any], file: TextIO) -> None:
 def _print(rows: list[list[str]], headers: list[str], title: str, file: TextIO) -> None:
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:
         print(title, file=file)
@@ -305,7 +340,7 @@ def _print(rows: list[list[str]], headers: list[str], title: str, file: TextIO) 
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i < 2 else "right")
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(escape(cell) for cell in r))  # names like "x[full]" are not markup
     # Off a terminal rich would wrap at 80 columns; results logs read better unwrapped.
     width = None if file.isatty() else 140
     Console(file=file, width=width).print(table)

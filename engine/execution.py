@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from journal import AppendRequest, ConflictError, EntryKind, Journal, NewEntry, Run
+from journal import AppendRequest, ConflictError, EntryKind, Journal, NewEntry, Run, appended_items
 
 from .errors import FencedOff, NotInRun, RunCancelled, RunFailed, StepFailed, StepTimeout
 from .hashing import args_hash
@@ -113,8 +113,14 @@ class RunExecution:
     # -- state mutations -------------------------------------------------------------
 
     def set_value(self, key: str, value: Any) -> None:
-        """Journal ``state[key] = value`` (encoding now, so a bad value fails here)."""
-        self._mutate(K.STATE_SET, key, value)
+        """Journal ``state[key] = value`` (encoding now, so a bad value fails here).
+
+        A list extended at its end is journaled as the items appended only."""
+        added = appended_items(self.values.get(key), value)
+        if added is None:
+            self._mutate(K.STATE_SET, key, value)
+        else:
+            self._mutate(K.STATE_APPENDED, key, added)
         self.values[key] = value
 
     def delete_value(self, key: str) -> None:
@@ -136,13 +142,15 @@ class RunExecution:
     def _entry(
         self, kind: str, *value: Any, step: str | None = None, key: str | None = None
     ) -> NewEntry:
-        path = f"state[{key!r}]" if kind == K.STATE_SET else f"{kind} {step or key}"
+        path = f"state[{key!r}]" if kind != K.STATE_DELETED else f"{kind} {step or key}"
         return self.journal.entry(kind, *value, step=step, key=key, codec=self.codec, path=path)
 
     def _apply_recorded(self, entries: list[Any]) -> None:
         for e in entries:
             if e.kind == K.STATE_SET:
                 self.values[e.key] = self.journal.decode_entry(e)
+            elif e.kind == K.STATE_APPENDED:
+                self.values[e.key] = [*self.values.get(e.key, []), *self.journal.decode_entry(e)]
             else:
                 self.values.pop(e.key, None)
 

@@ -125,7 +125,7 @@ class History:
         for e in entries:
             h.last_seq = e.seq
             kind = e.kind
-            if kind in (K.STATE_SET, K.STATE_DELETED):
+            if kind in (K.STATE_SET, K.STATE_DELETED, K.STATE_APPENDED):
                 if e.step == FORK_STEP:
                     h.fork_edits.append(e)
                     h.fork_barrier = max(h.calls, default=0)

@@ -99,7 +99,7 @@ def iter_history(run_id: str, *, engine: Engine | None = None) -> Iterator[Check
         for entry in journal.read(segment_id, first, upto):
             kind = entry.kind
             internal = (entry.key or "").startswith("@")  # a workflow's own bookkeeping
-            if kind == K.STATE_SET and not internal:
+            if kind in (K.STATE_SET, K.STATE_APPENDED) and not internal:
                 pending["set"].append(entry.key or "")
             elif kind == K.STATE_DELETED and not internal:
                 pending["deleted"].append(entry.key or "")

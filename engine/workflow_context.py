@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from journal import EntryKind, NewEntry
+from journal import EntryKind, NewEntry, appended_items
 
 from .context import Context
 from .events import Event
@@ -79,10 +79,13 @@ class StepScope:
     def entries(self) -> list[NewEntry]:
         """The state changes as entries, for the step's commit."""
         j, codec = self.run.journal, self.run.codec
-        out = [
-            j.entry(K.STATE_SET, v, key=k, step=self.step, codec=codec, path=f"store[{k!r}]")
-            for k, v in self.writes.items()
-        ]
+        out = []
+        for k, v in self.writes.items():
+            added = appended_items(self.run.values.get(k), v)
+            kind, payload = (K.STATE_SET, v) if added is None else (K.STATE_APPENDED, added)
+            out.append(
+                j.entry(kind, payload, key=k, step=self.step, codec=codec, path=f"store[{k!r}]")
+            )
         out += [
             j.entry(K.STATE_DELETED, key=k, step=self.step, codec=codec)
             for k in sorted(self.deletes)

@@ -34,7 +34,7 @@ from .errors import (
     SerializationError,
     SignatureError,
 )
-from .fold import FOLD_VERSION, FoldedState, fold
+from .fold import FOLD_VERSION, FoldedState, appended_items, fold
 from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
@@ -87,6 +87,7 @@ __all__ = [
     "SnapshotPolicy",
     "VerifyReport",
     "__version__",
+    "appended_items",
     "codec_for_name",
     "fold",
     "register_type",

@@ -5,6 +5,8 @@ recovery. It is deliberately small and knows nothing of workflows:
 
 - ``state.set``     key ← decoded payload
 - ``state.deleted`` key removed
+- ``state.appended`` the decoded payload (a list) appended to the list under key:
+  a list that grows by a few items per step costs bytes linear in its growth
 - ``event.emitted`` / ``event.received``  the event (payload) becomes pending under
   its id (the entry's ``key``)
 - ``event.consumed`` the pending event with that id is removed
@@ -22,12 +24,13 @@ from typing import Any
 from .kinds import EntryKind
 from .records import Entry
 
-__all__ = ["FOLD_VERSION", "FoldedState", "fold"]
+__all__ = ["FOLD_VERSION", "FoldedState", "appended_items", "fold"]
 
-FOLD_VERSION = 1
+FOLD_VERSION = 2
 
 _SET = EntryKind.STATE_SET
 _DELETED = EntryKind.STATE_DELETED
+_APPENDED = EntryKind.STATE_APPENDED
 _EMITTED = EntryKind.EVENT_EMITTED
 _RECEIVED = EntryKind.EVENT_RECEIVED
 _CONSUMED = EntryKind.EVENT_CONSUMED
@@ -62,9 +65,22 @@ def fold(
             values[entry.key or ""] = decode(entry)
         elif kind == _DELETED:
             values.pop(entry.key or "", None)
+        elif kind == _APPENDED:
+            values[entry.key or ""] = [*values.get(entry.key or "", []), *decode(entry)]
         elif kind in (_EMITTED, _RECEIVED):
             pending[entry.key or str(entry.seq)] = decode(entry)
         elif kind == _CONSUMED:
             pending.pop(entry.key or "", None)
         state.seq = entry.seq
     return state
+
+
+def appended_items(old: Any, new: Any) -> list[Any] | None:
+    """The items ``new`` adds at the end of ``old`` when both are lists and ``new``
+    extends ``old``; else None (the change is journaled as a whole ``state.set``)."""
+    if type(old) is not list or type(new) is not list or new is old:
+        return None
+    n = len(old)
+    if len(new) <= n or new[:n] != old:
+        return None
+    return new[n:]

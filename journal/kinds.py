@@ -20,6 +20,7 @@ class EntryKind:
     STEP_FAILED: Final = "step.failed"
     STATE_SET: Final = "state.set"
     STATE_DELETED: Final = "state.deleted"
+    STATE_APPENDED: Final = "state.appended"
     EVENT_EMITTED: Final = "event.emitted"
     EVENT_CONSUMED: Final = "event.consumed"
     EVENT_RECEIVED: Final = "event.received"

@@ -232,6 +232,33 @@ def uses_flaky(key: str, failures: int) -> str:
     return flaky_retrying(key, failures)
 
 
+@durable(name="test_engine:grows")
+def grows(ctx: Context, n: int) -> int:
+    for i in range(n):
+        item = square(i)
+        maybe_crash(f"grow:{i}")
+        ctx.state["items"] = [*ctx.state.get("items", []), f"{item:0>200}"]
+    return len(ctx.state["items"])
+
+
+class TestGrowingState:
+    """A list extended at its end is journaled as the appended items only."""
+
+    def test_bytes_stay_linear_and_recovery_rebuilds_the_list(self, db_path: Path) -> None:
+        """200 appends of 200 bytes write ~40 KB of state, not ~4 MB; a crash recovers it."""
+        CRASH_AT["grow:150"] = True
+        with pytest.raises(Crash):
+            grows.run(200, run_id="g")
+        recover_with_new_engine(db_path)
+        with Journal(db_path) as j:
+            state = [e for e in j.read("g") if e.key == "items"]
+            assert {e.kind for e in state} == {EntryKind.STATE_SET, EntryKind.STATE_APPENDED}
+            written = sum(len(e.payload or b"") for e in state)
+            final = j.state_at("g").values["items"]
+        assert final == [f"{i * i:0>200}" for i in range(200)]
+        assert written < 2 * 200 * 205  # each item once (plus framing), never the whole list
+
+
 class TestSteps:
     """Retries, timeouts and idempotency keys."""
 

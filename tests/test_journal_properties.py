@@ -28,6 +28,13 @@ MUTATION = st.one_of(
     st.tuples(st.just(K.EVENT_EMITTED), EVENT_IDS, VALUES),
     st.tuples(st.just(K.EVENT_CONSUMED), EVENT_IDS, st.none()),
     st.tuples(st.just(K.STEP_COMPLETED), st.just(None), VALUES),
+    # Lists that only ever grow by appends (the engine emits state.appended only
+    # when the old value is a list the new one extends).
+    st.tuples(
+        st.just(K.STATE_APPENDED),
+        st.sampled_from(["la", "lb"]),
+        st.lists(VALUES, min_size=1, max_size=3),
+    ),
 )
 OPERATION = st.one_of(
     st.tuples(st.just("append"), st.lists(MUTATION, min_size=1, max_size=6)),
@@ -45,6 +52,8 @@ def naive_fold(entries: list[tuple[str, Any, Any]]) -> tuple[dict[str, Any], dic
             values[key] = value
         elif kind == K.STATE_DELETED:
             values.pop(key, None)
+        elif kind == K.STATE_APPENDED:
+            values[key] = values.get(key, []) + value
         elif kind == K.EVENT_EMITTED:
             pending[key] = value
         elif kind == K.EVENT_CONSUMED:
