@@ -67,8 +67,11 @@ class StepScope:
         return self.run.values[key]
 
     def set(self, key: str, value: Any) -> None:
-        # Encode now so a value the codec cannot encode fails at this line.
-        self.run.journal.encode(value, codec=self.run.codec, path=f"store[{key!r}]")
+        # Encode now so a value the codec cannot encode fails at this line; only what
+        # will be journaled (the appended items, for a list extended at its end).
+        added = appended_items(self.writes.get(key, self.run.values.get(key)), value)
+        journaled = value if added is None else added
+        self.run.journal.encode(journaled, codec=self.run.codec, path=f"store[{key!r}]")
         self.writes[key] = value
         self.deletes.discard(key)
 
