@@ -13,7 +13,12 @@ from typing import Any
 from .harness import Scenario, machine_info, print_table, run_scenario
 
 # One module per scenario family; each exposes scenarios(quick) -> list[Scenario].
-MODULES = ("benchmarks.journal_bench", "benchmarks.engine_bench", "benchmarks.workflow_bench", "benchmarks.peers_bench")
+MODULES = (
+    "benchmarks.journal_bench",
+    "benchmarks.engine_bench",
+    "benchmarks.workflow_bench",
+    "benchmarks.peers_bench",
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -65,7 +65,12 @@ def render_api() -> str:
         "",
     ]
     for package in PACKAGES:
-        lines += [f"## `{package}`", "", _first_paragraph(sys.modules.get(package) or __import__(package)), ""]
+        lines += [
+            f"## `{package}`",
+            "",
+            _first_paragraph(sys.modules.get(package) or __import__(package)),
+            "",
+        ]
         constants = []
         for name, obj in public_names(package):
             if isinstance(obj, type) and issubclass(obj, BaseException):
@@ -85,7 +90,9 @@ def render_api() -> str:
         if constants:
             lines += ["### Constants and aliases", ""]
             module = __import__(package)
-            lines += [f"- `{package}.{name}` = `{_value(getattr(module, name))}`" for name in constants]
+            lines += [
+                f"- `{package}.{name}` = `{_value(getattr(module, name))}`" for name in constants
+            ]
             lines.append("")
     lines += ["See also [errors](errors.md).", ""]
     return "\n".join(lines)

@@ -210,8 +210,11 @@ def _path(ctx: click.Context) -> str:
 
 @contextlib.contextmanager
 def _reader(ctx: click.Context) -> Iterator[Journal]:
-    """The journal, opened read-only."""
-    journal = Journal(_path(ctx), readonly=True)
+    """The journal, opened read-only. Modules in $DURABLE_IMPORT are imported first:
+    decoding never imports code, so typed values need their classes imported."""
+    path = _path(ctx)
+    _import_user_code(())
+    journal = Journal(path, readonly=True)
     try:
         yield journal
     finally:

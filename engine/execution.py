@@ -186,6 +186,9 @@ class RunExecution:
             )
         except ConflictError as exc:
             raise self._conflict(exc) from exc
+        except Exception:
+            self.seq = req.expected_seq  # nothing was appended: the reservation is void
+            raise
 
     async def commit_async(self, entries: list[NewEntry], **update: Any) -> None:
         """Append through the engine's group committer: many runs share one commit."""
@@ -196,6 +199,9 @@ class RunExecution:
             await self.engine.committer().submit(req)
         except ConflictError as exc:
             raise self._conflict(exc) from exc
+        except Exception:
+            self.seq = req.expected_seq  # nothing was appended: the reservation is void
+            raise
 
     def _conflict(self, exc: ConflictError) -> Exception:
         run = self.journal.find_run(self.run_id)

@@ -75,9 +75,13 @@ class RunHandle:
             try:
                 self._future.result(timeout)
             except concurrent.futures.TimeoutError:
-                raise ResultTimeout(
-                    f"run {self.run_id!r} did not finish within {timeout}s", run_id=self.run_id
-                ) from None
+                # Also TimeoutError itself (3.11+): a run that failed with a timeout of
+                # its own is done, and its outcome is read from the journal below.
+                if not self._future.done():
+                    raise ResultTimeout(
+                        f"run {self.run_id!r} did not finish within {timeout}s",
+                        run_id=self.run_id,
+                    ) from None
             except BaseException:
                 pass
         delay = 0.01
@@ -156,6 +160,9 @@ class Engine:
         self._lock = threading.RLock()
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
         self._executions: dict[str, Any] = {}  # RunExecution or WorkflowRun
+        # Every run this engine holds a lease on, executing or queued for a thread,
+        # with the epoch it claimed: the heartbeat renews them all.
+        self._leases: dict[str, int] = {}
         self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_threads, thread_name_prefix="durable-run"
@@ -183,11 +190,9 @@ class Engine:
             return
         self._closed.set()
         if self._journal is not None and not self._journal.closed:
-            for ex in list(self._executions.values()):
+            for run_id, epoch in list(self._leases.items()):
                 with contextlib.suppress(Exception):
-                    self._journal.append(
-                        ex.run_id, [], expected_seq=None, epoch=ex.epoch, release=True
-                    )
+                    self._journal.append(run_id, [], expected_seq=None, epoch=epoch, release=True)
         for committer in list(self._committers.values()):
             committer.close()
         if self._loop is not None:
@@ -228,11 +233,13 @@ class Engine:
 
     def _beat(self) -> None:
         while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
-            for ex in list(self._executions.values()):
+            for run_id, epoch in list(self._leases.items()):
                 try:
-                    self.journal.renew_lease(ex.run_id, self.owner, ex.epoch, self.lease_seconds)
+                    self.journal.renew_lease(run_id, self.owner, epoch, self.lease_seconds)
                 except ConflictError:
-                    ex.cancel_requested.set()  # fenced off: stop at the next step boundary
+                    ex = self._executions.get(run_id)
+                    if ex is not None:
+                        ex.cancel_requested.set()  # fenced off: stop at the next step
                 except Exception:
                     continue
 
@@ -248,14 +255,17 @@ class Engine:
     ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool]:
         """Create or find the run; return it, the future to wait on, and whether we execute it."""
         journal = self.journal
-        started = journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=fn.codec)
+        # The function's own codec, else this engine's (fn.codec would open the default
+        # engine's journal, ./durable.db, when the function runs on another engine).
+        codec = fn._codec or journal.codec
+        started = journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=codec)
         with self._lock:
             run, created = journal.create_run(
                 run_id,
                 name=fn.name,
                 kind="function",
                 input={"args": list(args), "kwargs": kwargs},
-                codec=fn.codec,
+                codec=codec,
                 status="running",
                 entries=[started],
                 owner=self.owner,
@@ -283,6 +293,8 @@ class Engine:
                     return run, None, False
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             self._running[run.run_id] = future
+            self._leases[run.run_id] = run.epoch
+            self._ensure_heartbeat()
             return run, future, True
 
     def _claim_existing(self, run: Run) -> tuple[Run, concurrent.futures.Future[Any]] | None:
@@ -297,6 +309,8 @@ class Engine:
                 return None
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             self._running[run.run_id] = future
+            self._leases[run.run_id] = claimed.epoch
+            self._ensure_heartbeat()
             return claimed, future
 
     def call(
@@ -394,10 +408,14 @@ class Engine:
                 )
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             self._running[run.run_id] = future
+            self._leases[run.run_id] = run.epoch
+            self._ensure_heartbeat()
         target.launch(self, run, future)
         return RunHandle(self, run.run_id, future)
 
-    def resume_if_abandoned(self, run: Run) -> concurrent.futures.Future[Any] | None:
+    def resume_if_abandoned(  # noqa: PLR0911 - one early return per reason not to
+        self, run: Run
+    ) -> concurrent.futures.Future[Any] | None:
         """If nobody holds ``run`` (no owner, or an expired lease), claim and resume it here;
         return the future of its execution in this process, if any."""
         if run.finished:
@@ -449,7 +467,11 @@ class Engine:
     def _execute_sync(
         self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
     ) -> Any:
-        ex, args, kwargs = self._prepare(fn, run)
+        try:
+            ex, args, kwargs = self._prepare(fn, run)
+        except BaseException as exc:
+            self._setup_failed(run, exc, future)
+            raise
         self._executions[run.run_id] = ex
         self._ensure_heartbeat()
         token = _CURRENT_RUN.set(ex)
@@ -471,7 +493,11 @@ class Engine:
     async def _execute_async(
         self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
     ) -> Any:
-        ex, args, kwargs = self._prepare(fn, run)
+        try:
+            ex, args, kwargs = self._prepare(fn, run)
+        except BaseException as exc:
+            self._setup_failed(run, exc, future)
+            raise
         self._executions[run.run_id] = ex
         self._ensure_heartbeat()
         token = _CURRENT_RUN.set(ex)
@@ -490,6 +516,23 @@ class Engine:
             _CURRENT_RUN.reset(token)
             self._finished(run.run_id)
 
+    def _setup_failed(
+        self, run: Run, exc: BaseException, future: concurrent.futures.Future[Any]
+    ) -> None:
+        # Loading the history or the input, or a resource factory, raised before the
+        # body could start: the run fails (an Exception) and waiters are told.
+        if isinstance(exc, Exception) and not isinstance(exc, EngineError | ConflictError):
+            journal = self.journal
+            codec = journal.codec_named(run.codec)
+            info = {"type": type(exc).__qualname__, "error": str(exc), "during": "start"}
+            with contextlib.suppress(Exception):
+                journal.append(run.run_id, [journal.entry(K.RUN_FAILED, info, codec=codec)],
+                               expected_seq=None, epoch=run.epoch, status="failed",
+                               error=f"{type(exc).__qualname__}: {exc}", release=True)  # fmt: skip
+        if not future.done():
+            future.set_exception(exc)
+        self._finished(run.run_id)
+
     def _record_failure(self, ex: RunExecution, exc: BaseException) -> None:
         if isinstance(exc, RunCancelled | FencedOff) or not isinstance(exc, Exception):
             return  # cancelled: the canceller wrote it; fenced or dying: write nothing
@@ -507,6 +550,7 @@ class Engine:
         with self._lock:
             self._executions.pop(run_id, None)
             self._running.pop(run_id, None)
+            self._leases.pop(run_id, None)
 
     # -- child runs --------------------------------------------------------------------
 

@@ -167,9 +167,20 @@ def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
     if step == 0:
         chain = lineage(journal, run)
         return chain[0][0], 0
+    chain = lineage(journal, run)
     kinds = ",".join(f"'{k}'" for k in sorted(CHECKPOINT_KINDS))
     remaining = step
-    for segment_id, upto in lineage(journal, run):
+    for segment_id, upto in chain:
+        horizon = journal.get_run(segment_id).horizon
+        if horizon:
+            # Checkpoints below the horizon are gone, so steps from here on can no longer
+            # be counted: refuse rather than answer with another step.
+            raise HorizonError(
+                f"run {segment_id!r} was compacted up to seq {horizon}: its steps can no "
+                "longer be numbered; ask by seq= instead",
+                run_id=segment_id,
+                horizon=horizon,
+            )
         rows = journal.query(
             f"SELECT seq FROM entries WHERE run_id = ? AND seq <= ? AND kind IN ({kinds})"
             " ORDER BY seq LIMIT 1 OFFSET ?",
@@ -183,14 +194,6 @@ def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
             [segment_id, upto],
         )[0]["n"]
         remaining -= int(count)
-    horizon = max((journal.get_run(r).horizon for r, _ in lineage(journal, run)), default=0)
-    if horizon:
-        raise HorizonError(
-            f"run {run.run_id!r} was compacted up to seq {horizon}; step {step} is not among "
-            "its retained checkpoints",
-            run_id=run.run_id,
-            horizon=horizon,
-        )
     raise StepNotFound(
         f"run {run.run_id!r} has {step - remaining} checkpoints; there is no step {step}",
         run_id=run.run_id,

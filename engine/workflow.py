@@ -274,6 +274,8 @@ class Workflow:
             if created:
                 future = concurrent.futures.Future()
                 eng._running[run.run_id] = future
+                eng._leases[run.run_id] = run.epoch
+                eng._ensure_heartbeat()
         handler = WorkflowHandler(self, eng, run.run_id, future)
         if execute:
             assert future is not None

@@ -69,10 +69,10 @@ import decimal
 import enum
 import hashlib
 import hmac
-import importlib
 import json
 import math
 import pickle
+import sys
 import threading
 import types
 import uuid
@@ -215,14 +215,16 @@ def _import_class(name: str, kind: str) -> type[Any]:
     module_name, sep, qualname = name.partition(":")
     if not sep or not module_name or not qualname or "<locals>" in qualname:
         raise _Undecodable(f"{kind} type {name!r} is not registered; {hint}", name)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
+    # Decoding is data only: it never imports a module (importing runs its top-level
+    # code). The module must already be imported: the engine imports the code of a run
+    # before reading it, and tools take --import.
+    obj: Any = sys.modules.get(module_name)
+    if obj is None:
         raise _Undecodable(
-            f"{kind} type {name!r} cannot be resolved: importing module {module_name!r} "
-            f"failed ({type(exc).__name__}: {exc}); {hint}",
+            f"{kind} type {name!r} cannot be resolved: module {module_name!r} is not "
+            f"imported (decoding never imports code); import it first, or {hint}",
             name,
-        ) from exc
+        )
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)

@@ -28,6 +28,7 @@ from .errors import (
     LeaseHeld,
     RunNotFound,
     SeqOutOfRange,
+    SerializationError,
 )
 from .export import export_run, query
 from .fold import FOLD_VERSION, FoldedState, fold
@@ -87,6 +88,14 @@ def resolve_path(path: str | os.PathLike[str] | None) -> str:
     if path is not None:
         return os.fspath(path)
     return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def entry_checksum(  # noqa: PLR0917 - one positional per stored column, in column order
@@ -248,6 +257,14 @@ class Journal:
     ) -> NewEntry:
         """Build a :class:`NewEntry`, encoding ``value`` now: a bad value fails before any write."""
         use = codec or self.codec
+        for label, text in (("key", key), ("step", step)):
+            if text is not None and not _storable(text):
+                raise SerializationError(
+                    f"cannot store {kind} entry: its {label} {text!r} is not valid Unicode "
+                    "(a lone surrogate); use text that encodes as UTF-8",
+                    path=f"{label} {text!r}",
+                    type_name="str",
+                )
         payload = (
             None
             if value is UNSET
@@ -657,8 +674,9 @@ class Journal:
             if last.kind == req.entries[-1].kind and last.payload == req.entries[-1].payload:
                 return target
         raise ConflictError(
-            f"run {req.run_id!r}: the commit failed and was not applied "
-            f"(last seq is {run.last_seq}); retry",
+            f"run {req.run_id!r}: COMMIT failed and its entries are not visible now (last "
+            f"seq is {run.last_seq}); the outcome stays unknown until the journal is re-read "
+            "(after a failed sync they can still appear once the file is reopened)",
             run_id=req.run_id,
         )
 

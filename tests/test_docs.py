@@ -35,7 +35,11 @@ class TestReference:
         text = (ROOT / "docs/reference/api.md").read_text() + (
             ROOT / "docs/reference/errors.md"
         ).read_text()
-        absent = [n for n, _ in gen.public_names(package) if f"`{n}" not in text and f"{package}.{n}" not in text]
+        absent = [
+            n
+            for n, _ in gen.public_names(package)
+            if f"`{n}" not in text and f"{package}.{n}" not in text
+        ]
         assert absent == []
 
     def test_reference_is_up_to_date(self) -> None:

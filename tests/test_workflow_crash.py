@@ -1,0 +1,636 @@
+"""Workflows under real crashes: a child process is SIGKILLed, new processes resume the run.
+
+The workflows live in ``tests/_procs/workflow_workload.py``; children are started by
+``tests/_procs/workflow_child.py``. ``FanJob`` splits into 8 ``Part`` events (sent with
+``ctx.send_event``), a ``work`` step with ``num_workers=3`` handles each, and ``join``
+collects every ``Done`` with ``collect_events``. Every step body appends
+``"<run_id> <step> <part> <pid>"`` to an fsynced log, so the test counts how often each
+(step, part) really ran, across processes. Kill points are exact: the child kills itself
+at a point an env var names; or the parent kills it once the journal (opened read-only)
+shows the k-th ``work`` completion committed; or after a given ``logged`` line on the
+child's stdout. No sleep synchronises anything: the recovering child polls
+``claimable()`` for the lease expiry, and the parent polls the journal or reads lines.
+
+After every kill, against the journal as the dead process left it: each (step, part)
+whose ``step.completed`` was committed ran exactly once in all; each one in flight (its
+side effect logged, no completion) ran exactly once more, so at most twice; the result
+and the final store equal an uninterrupted run's; no delivery is left pending; the
+prefix the dead process committed is unchanged; ``verify()`` passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import apsw
+import pytest
+
+from journal import Entry, EntryKind, Journal, Run
+
+REPO = Path(__file__).resolve().parents[1]
+PROCS = REPO / "tests" / "_procs"
+CHILD = PROCS / "workflow_child.py"
+if str(PROCS) not in sys.path:
+    sys.path.append(str(PROCS))
+# Decoding never imports code: the workload's event classes must be imported to be read.
+import workflow_workload  # noqa: E402, F401
+
+K = EntryKind
+N = 8
+LEASE = 0.2
+TIMEOUT = 60
+RANDOM_TRIALS = 30
+LOOP_N = 3000
+SNAPSHOT_EVERY = 200
+
+Label = tuple[str, int]
+"""``(step, part)``: ``("split", -1)``, ``("work", i)``, ``("join", i)`` (the Done of part i)."""
+
+LABELS: list[Label] = [("split", -1)] + [(s, i) for s in ("work", "join") for i in range(N)]
+
+
+def value(i: int) -> int:
+    """What part ``i`` contributes: restated here (not imported) as an independent oracle."""
+    return (i * 7919 + 13) % 1009
+
+
+EXPECTED = {"n": N, "parts": list(range(N)), "total": sum(value(i) for i in range(N))}
+EXPECTED_STORE = {"n": N, "joined": N, **{f"part{i}": value(i) for i in range(N)}}
+
+
+# -- children -------------------------------------------------------------------------
+
+Popen = subprocess.Popen[str]
+
+
+def spawn(mode: str, *args: object, log: Path, env: dict[str, str] | None = None) -> Popen:
+    """Start the child runner with the workload importable and ``env`` (``WF_*``) set."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WF_")}
+    environ.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), str(PROCS)]),
+        PYTHONUNBUFFERED="1",
+        WF_LOG=str(log),
+        **(env or {}),
+    )
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), mode, *map(str, args)],
+        cwd=log.parent,
+        env=environ,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: Popen) -> tuple[str, str]:
+    """Wait for a child (killing it after ``TIMEOUT``); return its stdout and stderr."""
+    try:
+        return proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"child timed out; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
+
+
+def read_line(proc: Popen, prefix: str) -> str:
+    """Read the child's stdout up to its next line starting with ``prefix``; return the rest."""
+    stdout = cast(IO[str], proc.stdout)  # a pipe: spawn() asks for one
+    while True:
+        line = stdout.readline()
+        if not line:
+            out, err = finish(proc)
+            pytest.fail(
+                f"the child ended before printing {prefix!r}: {out[-800:]!r}\n{err[-3000:]}"
+            )
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+
+
+def tagged(out: str, err: str, tag: str) -> dict[str, Any]:
+    """The JSON of the child's ``<tag> {...}`` stdout line (failing with its output if absent)."""
+    for line in out.splitlines():
+        if line.startswith(f"{tag} "):
+            data: dict[str, Any] = json.loads(line[len(tag) + 1 :])
+            return data
+    pytest.fail(f"no {tag!r} line from the child; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
+
+
+def kill(proc: Popen, where: str) -> None:
+    """SIGKILL the child and check it died of it (not of an exception, not finished)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    assert_sigkilled(proc, where)
+
+
+def assert_sigkilled(proc: Popen, where: str) -> None:
+    out, err = finish(proc)
+    assert proc.returncode == -signal.SIGKILL, (
+        f"child for {where} exited {proc.returncode} instead of dying of SIGKILL; "
+        f"stdout {out[-800:]!r}; stderr:\n{err[-3000:]}"
+    )
+
+
+def recover_in_child(db: Path, log: Path, run_id: str, where: str) -> dict[str, Any]:
+    """Recover the journal in a new process; return its report."""
+    proc = spawn("recover", db, run_id, LEASE, log=log)
+    out, err = finish(proc)
+    assert proc.returncode == 0, f"{where}: recovery exited {proc.returncode}:\n{out}\n{err}"
+    report = tagged(out, err, "report")
+    assert report["errors"] == {}, f"{where}: recovery errors {report['errors']}"
+    assert report["run_ids"] == [run_id], f"{where}: recovered {report['run_ids']}"
+    assert report["status"] == "completed", f"{where}: {report['status']} {report['error']}"
+    return report
+
+
+# -- what the log and the journal say ----------------------------------------------------
+
+
+def log_lines(log: Path) -> list[tuple[str, Label, int]]:
+    """Every ``(run_id, (step, part), pid)`` line of the execution log."""
+    if not log.exists():
+        return []
+    rows = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        run_id, step_name, part, pid = line.split(" ")
+        rows.append((run_id, (step_name, int(part)), int(pid)))
+    return rows
+
+
+def executions(log: Path, run_id: str) -> Counter[Label]:
+    """How many times each (step, part) body of ``run_id`` ran, in every process so far."""
+    return Counter(label for rid, label, _ in log_lines(log) if rid == run_id)
+
+
+@dataclass(frozen=True)
+class View:
+    """A run as the journal holds it at one moment (read through a read-only journal)."""
+
+    run: Run
+    entries: list[Entry]
+    completed: Counter[Label]
+    """``step.completed`` entries per (step, part), the part read from the consumed event."""
+    values: dict[str, Any]
+    pending: dict[str, Any]
+    verified: bool
+
+    @property
+    def visible(self) -> dict[str, Any]:
+        """The store without the engine's own ``@`` keys."""
+        return {k: v for k, v in self.values.items() if not k.startswith("@")}
+
+    def kinds(self, kind: str) -> list[Entry]:
+        return [e for e in self.entries if e.kind == kind]
+
+
+def view(db: Path, run_id: str) -> View:
+    """Read ``run_id`` (row, entries, completions by part, folded state); verify the file."""
+    with Journal(db, readonly=True) as j:
+        run = j.get_run(run_id)
+        entries = list(j.read(run_id))
+        delivered: dict[str, Any] = {}
+        completed: Counter[Label] = Counter()
+        for e in entries:
+            if e.kind in (K.EVENT_EMITTED, K.EVENT_RECEIVED):
+                delivered[e.key or ""] = j.decode_entry(e)["event"]
+            elif e.kind == K.STEP_COMPLETED:
+                assert e.key in delivered, f"seq {e.seq}: {e.step} completed an unjournaled event"
+                event = delivered[e.key or ""]
+                completed[(e.step or "", getattr(event, "i", -1))] += 1
+        state = j.state_at(run_id)
+        return View(run, entries, completed, state.values, state.pending, j.verify().ok)
+
+
+# -- one crash and its recovery -------------------------------------------------------
+
+
+@dataclass
+class Crash:
+    """A run whose first process was killed, and what it had done by then."""
+
+    db: Path
+    log: Path
+    run_id: str
+    where: str
+    before: View
+    ran_before: Counter[Label]
+    killed_pid: int
+
+    @property
+    def committed(self) -> set[Label]:
+        return set(self.before.completed)
+
+    @property
+    def in_flight(self) -> set[Label]:
+        """Step bodies that ran before the kill but whose completion was not committed."""
+        return set(self.ran_before) - self.committed
+
+
+def start_fan(tmp: Path, run_id: str, env: dict[str, str] | None = None) -> Popen:
+    proc = spawn("fan", tmp / "journal.db", run_id, N, LEASE, log=tmp / "exec.log", env=env)
+    read_line(proc, "started")  # the run (and the journal file) exists from here on
+    return proc
+
+
+def after_kill(proc: Popen, tmp: Path, run_id: str, where: str) -> Crash:
+    """The journal and the log as the killed child left them (which must be sound)."""
+    db, log = tmp / "journal.db", tmp / "exec.log"
+    before = view(db, run_id)
+    assert before.run.status == "running", f"{where}: killed run is {before.run.status}"
+    assert before.verified, f"{where}: the journal left by the kill fails verify()"
+    assert max(before.completed.values(), default=1) == 1, f"{where}: a step committed twice"
+    crash = Crash(db, log, run_id, where, before, executions(log, run_id), proc.pid)
+    assert max(crash.ran_before.values(), default=1) == 1, f"{where}: a body ran twice"
+    assert crash.committed <= set(crash.ran_before), f"{where}: committed without running"
+    return crash
+
+
+def crash_at(tmp: Path, point: str) -> Crash:
+    """Start a run whose child SIGKILLs itself at ``point`` (``inside:<step>[:<i>]``)."""
+    run_id = f"fan-{point.replace(':', '-')}"
+    proc = start_fan(tmp, run_id, {"WF_CRASH_AT": point})
+    assert_sigkilled(proc, point)
+    return after_kill(proc, tmp, run_id, point)
+
+
+def check_recovered(crash: Crash, baseline: Baseline) -> Counter[Label]:
+    """Recover ``crash`` in a new process and check all that must hold; return the counts."""
+    where = crash.where
+    report = recover_in_child(crash.db, crash.log, crash.run_id, where)
+    assert report.get("result") == EXPECTED, f"{where}: result {report.get('result')}"
+    assert report.get("result") == baseline.result
+
+    ran = executions(crash.log, crash.run_id)
+    pids = [pid for rid, _, pid in log_lines(crash.log) if rid == crash.run_id]
+    early, late = pids[: crash.ran_before.total()], pids[crash.ran_before.total() :]
+    assert set(early) <= {crash.killed_pid}, f"{where}: steps ran in {set(early)} before the kill"
+    assert set(late) <= {report["pid"]}, f"{where}: steps ran in {set(late)} after the kill"
+    for label in LABELS:
+        if label in crash.committed:
+            assert ran[label] == 1, f"{where}: {label} was committed but ran {ran[label]}x"
+        else:
+            assert ran[label] == crash.ran_before[label] + 1, (
+                f"{where}: {label} (not committed at the kill) ran {ran[label]}x in all, "
+                f"{crash.ran_before[label]}x before the kill"
+            )
+            assert ran[label] <= 2
+    assert set(ran) == set(LABELS), f"{where}: unexpected step bodies {set(ran) - set(LABELS)}"
+
+    after = view(crash.db, crash.run_id)
+    assert after.verified, f"{where}: verify() fails after recovery"
+    assert after.run.status == "completed"
+    assert after.run.owner is None, f"{where}: the lease was not released"
+    assert after.entries[: len(crash.before.entries)] == crash.before.entries, (
+        f"{where}: recovery changed entries the dead process had committed"
+    )
+    assert after.completed == Counter(LABELS), f"{where}: completions {after.completed}"
+    assert after.pending == {}, f"{where}: deliveries left pending {after.pending}"
+    assert after.visible == baseline.store, f"{where}: final store differs from uninterrupted"
+    assert after.values == after.visible, f"{where}: engine keys left {set(after.values)}"
+    return ran
+
+
+# -- the uninterrupted run ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """An uninterrupted run in its own journal: its result, final store and step counts."""
+
+    result: Any
+    store: dict[str, Any]
+    view: View
+    ran: Counter[Label]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Baseline]:
+    """One uninterrupted FanJob run, in a separate journal."""
+    tmp = tmp_path_factory.mktemp("baseline")
+    proc = start_fan(tmp, "baseline")
+    out, err = finish(proc)
+    assert proc.returncode == 0, err
+    final = view(tmp / "journal.db", "baseline")
+    assert final.run.status == "completed"
+    yield Baseline(
+        tagged(out, err, "result"), final.visible, final, executions(tmp / "exec.log", "baseline")
+    )
+
+
+class TestBaseline:
+    """The uninterrupted run every recovered run is compared with."""
+
+    def test_uninterrupted_run(self, baseline: Baseline) -> None:
+        """Each (step, part) runs and commits once; the result and store are the oracle's."""
+        assert baseline.result == EXPECTED
+        assert baseline.store == EXPECTED_STORE
+        assert baseline.ran == Counter(LABELS)
+        assert baseline.view.completed == Counter(LABELS)
+        assert baseline.view.pending == {}
+        assert baseline.view.verified
+
+
+# -- the matrix ------------------------------------------------------------------------
+
+
+def assert_twice_exactly(ran: Counter[Label], crash: Crash) -> None:
+    twice = {label for label, c in ran.items() if c > 1}
+    assert twice == crash.in_flight, (
+        f"{crash.where}: ran twice {twice}, in flight {crash.in_flight}"
+    )
+
+
+class TestKillInsideStep:
+    """SIGKILL inside a step once its side effect is logged, before it returns."""
+
+    def test_inside_split(self, tmp_path: Path, baseline: Baseline) -> None:
+        """Killed in the fan-out step: nothing committed, only split runs twice."""
+        crash = crash_at(tmp_path, "inside:split")
+        assert crash.committed == set()
+        assert crash.ran_before == Counter([("split", -1)])
+        assert crash.before.visible == {}
+        ran = check_recovered(crash, baseline)
+        assert ran == Counter(LABELS) + Counter([("split", -1)])
+
+    @pytest.mark.parametrize("k", [0, 4, 7])
+    def test_inside_work(self, tmp_path: Path, baseline: Baseline, k: int) -> None:
+        """Killed inside part k's work step: it and the other steps in flight run twice."""
+        crash = crash_at(tmp_path, f"inside:work:{k}")
+        assert ("work", k) in crash.in_flight
+        assert ("split", -1) in crash.committed
+        assert f"part{k}" not in crash.before.values, "an uncommitted store write is visible"
+        assert crash.in_flight <= {("work", i) for i in range(N)} | {("join", i) for i in range(N)}
+        ran = check_recovered(crash, baseline)
+        assert ran[("work", k)] == 2
+        assert_twice_exactly(ran, crash)
+
+
+def work_completions(db: Path, run_id: str) -> int:
+    with Journal(db, readonly=True) as j:
+        return sum(1 for e in j.read(run_id) if e.kind == K.STEP_COMPLETED and e.step == "work")
+
+
+class TestKillAfterCommit:
+    """SIGKILL once the k-th work step's completion is committed (parts >= k held back)."""
+
+    @pytest.mark.parametrize("k", [1, 3, 7])
+    def test_after_kth_work_commit(self, tmp_path: Path, baseline: Baseline, k: int) -> None:
+        """Parts < k are committed and never re-run; held parts run once, after recovery."""
+        run_id, where = f"after-{k}", f"after the commit of work #{k}"
+        proc = start_fan(tmp_path, run_id, {"WF_GATE": str(k)})
+        deadline = time.monotonic() + TIMEOUT
+        while (done := work_completions(tmp_path / "journal.db", run_id)) < k:
+            assert time.monotonic() < deadline, f"{where}: only {done} work steps committed"
+            time.sleep(0.001)  # polling the journal: the commit is the sync point
+        kill(proc, where)
+        crash = after_kill(proc, tmp_path, run_id, where)
+        work = {("work", i) for i in range(N)}
+        assert crash.committed & work == {("work", i) for i in range(k)}
+        assert set(crash.ran_before) & work == {("work", i) for i in range(k)}, "a held part ran"
+        assert all(crash.before.values.get(f"part{i}") == value(i) for i in range(k))
+        assert crash.in_flight <= {("join", i) for i in range(k)}
+        ran = check_recovered(crash, baseline)
+        assert all(ran[("work", i)] == 1 for i in range(N)), "a work step ran twice"
+        assert_twice_exactly(ran, crash)
+
+
+class TestKillInJoin:
+    """SIGKILL inside join, in the call that collected the k-th part."""
+
+    @pytest.mark.parametrize("k", [1, N // 2, N])
+    def test_inside_join(self, tmp_path: Path, baseline: Baseline, k: int) -> None:
+        """k-1 collected parts are in the journaled buffer; only the k-th join re-runs."""
+        crash = crash_at(tmp_path, f"inside:join:{k}")
+        joins = {label for label in crash.committed if label[0] == "join"}
+        assert len(joins) == k - 1
+        in_join = {label for label in crash.in_flight if label[0] == "join"}
+        assert len(in_join) == 1
+        assert crash.before.values.get("joined", 0) == k - 1
+        buffer = crash.before.values.get("@collect/join", [])
+        assert sorted(e.i for e in buffer) == sorted(i for _, i in joins)
+        ran = check_recovered(crash, baseline)
+        assert ran[next(iter(in_join))] == 2
+        assert_twice_exactly(ran, crash)
+
+
+class TestRandomKills:
+    """The parent SIGKILLs the run at a random moment (seeded, one seed per trial)."""
+
+    @pytest.mark.parametrize("seed", range(RANDOM_TRIALS))
+    def test_random_kill(self, tmp_path: Path, baseline: Baseline, seed: int) -> None:
+        """Committed steps run once, the steps in flight exactly twice, nothing else."""
+        rng = random.Random(seed)
+        target = rng.randrange(len(LABELS))
+        offset = rng.choice([0.0, rng.uniform(0, 0.005)])
+        run_id = f"random-{seed}"
+        where = f"seed={seed}: kill after log line #{target} + {offset * 1000:.2f} ms"
+        print(where)
+        proc = start_fan(tmp_path, run_id, {"WF_ANNOUNCE": "1"})
+        for _ in range(target + 1):
+            read_line(proc, "logged ")
+        if offset:
+            time.sleep(offset)  # where the kill lands, not synchronisation
+        kill(proc, where)
+        crash = after_kill(proc, tmp_path, run_id, where)
+        assert crash.ran_before.total() >= target + 1, where
+        print(f"{where}: committed {len(crash.committed)}, in flight {sorted(crash.in_flight)}")
+        ran = check_recovered(crash, baseline)
+        assert_twice_exactly(ran, crash)
+
+
+# -- human in the loop, across three processes ------------------------------------------
+
+ITEM = "invoice-7"
+
+
+def park(db: Path, log: Path, run_id: str, how: str, timeout: str = "none") -> tuple[int, View]:
+    """Process 1: start Approval, see it running, then parked on its wait, and die."""
+    p1 = spawn("approval", db, run_id, LEASE, how, timeout, log=log,
+               env={"WF_GATE_PREPARE": "1"})  # fmt: skip
+    assert read_line(p1, "status ") == "running"
+    waiting = json.loads(read_line(p1, "waiting "))
+    assert waiting == {
+        "status": "waiting",
+        "streamed": {"type": "InputRequiredEvent", "prefix": "approve?"},
+    }
+    if how == "kill":
+        kill(p1, run_id)
+    else:
+        out, err = finish(p1)
+        assert p1.returncode == 0, f"{out}\n{err}"
+    parked = view(db, run_id)
+    assert parked.run.status == "waiting"
+    assert parked.run.owner is not None, "process 1 exited without cleanup: lease kept"
+    assert [k for k in parked.values if k.startswith("@wait/")], "no journaled wait record"
+    assert len(parked.kinds(K.EVENT_STREAMED)) == 1
+    assert parked.kinds(K.EVENT_RECEIVED) == []
+    assert parked.completed == Counter([("prepare", -1)])
+    assert executions(log, run_id) == Counter([("prepare", 0), ("ask-begin", 0)])
+    assert parked.verified
+    return p1.pid, parked
+
+
+def answer(db: Path, log: Path, run_id: str, form: str, parked: View) -> None:
+    """Process 2: send the HumanResponseEvent; the run becomes pending, nobody's."""
+    p2 = spawn("send", db, run_id, form, "approved", log=log)
+    out, err = finish(p2)
+    assert p2.returncode == 0, f"{out}\n{err}"
+    sent = tagged(out, err, "sent")
+    assert sent["status"] == "pending"
+    fed = view(db, run_id)
+    assert fed.run.status == "pending"
+    assert fed.run.epoch == parked.run.epoch, "send_event claimed the run"
+    assert [e.key for e in fed.kinds(K.EVENT_RECEIVED)] == [sent["key"]]
+    assert fed.entries[: len(parked.entries)] == parked.entries
+    assert executions(log, run_id) == Counter([("prepare", 0), ("ask-begin", 0)])
+
+
+def age(db: Path, run_id: str, seconds: float) -> None:
+    """Move the run's start ``seconds`` into the past: the human answered that late."""
+    conn = apsw.Connection(str(db))
+    try:
+        conn.execute(
+            "UPDATE runs SET created_at = created_at - ? WHERE run_id = ?", (seconds, run_id)
+        )
+    finally:
+        conn.close()
+
+
+class TestHumanInTheLoop:
+    """Process 1 parks the run on wait_for_event and dies; 2 sends; 3 recovers."""
+
+    @pytest.mark.parametrize("how", ["exit", "kill"])
+    @pytest.mark.parametrize("form", ["event", "mapping"])
+    def test_three_processes(self, tmp_path: Path, how: str, form: str) -> None:
+        """running -> waiting -> pending -> completed; the step after the wait runs once."""
+        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", f"hitl-{how}-{form}"
+        p1_pid, parked = park(db, log, run_id, how)
+        answer(db, log, run_id, form, parked)
+        report = recover_in_child(db, log, run_id, run_id)
+        assert report.get("result") == f"{ITEM} approved"
+        final = view(db, run_id)
+        assert final.run.status == "completed"
+        assert final.verified
+        assert final.pending == {}
+        assert final.values == {"item": ITEM, "answer": "approved"}
+        streamed = final.kinds(K.EVENT_STREAMED)
+        assert len(streamed) == 1, "the InputRequiredEvent was journaled again on resume"
+        with Journal(db, readonly=True) as j:
+            event = j.decode_entry(streamed[0])
+        assert (type(event).__name__, event.prefix) == ("InputRequiredEvent", "approve?")
+        assert final.completed == Counter([("prepare", -1), ("ask", -1), ("finish", -1)])
+        ran = executions(log, run_id)
+        assert ran == Counter({("prepare", 0): 1, ("ask-begin", 0): 2, ("ask-after", 0): 1,
+                               ("finish", 0): 1}), ran  # fmt: skip
+        pids = {label: pid for _, label, pid in log_lines(log)}
+        assert pids[("prepare", 0)] == p1_pid
+        assert pids[("ask-after", 0)] == pids[("finish", 0)] == report["pid"]
+
+    def test_answer_later_than_the_default_timeout(self, tmp_path: Path) -> None:
+        """A run started with timeout=None still completes when answered 2 minutes later."""
+        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", "late"
+        _, parked = park(db, log, run_id, "exit")
+        age(db, run_id, 120)  # past Workflow's default 60 s, which recovery must not apply
+        answer(db, log, run_id, "event", parked)
+        report = recover_in_child(db, log, run_id, run_id)
+        assert report.get("result") == f"{ITEM} approved"
+        assert executions(log, run_id)[("finish", 0)] == 1
+
+    def test_recorded_timeout_fails_the_resumed_run(self, tmp_path: Path) -> None:
+        """A run started with timeout=5 answered 30 s later fails with WorkflowTimeout."""
+        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", "expired"
+        _, parked = park(db, log, run_id, "exit", timeout="5")
+        age(db, run_id, 30)  # within Workflow's default 60 s, past the run's own 5 s
+        answer(db, log, run_id, "event", parked)
+        proc = spawn("recover", db, run_id, LEASE, log=log)
+        out, err = finish(proc)
+        final = view(db, run_id)
+        assert final.run.status == "failed", final.run.status
+        assert (final.run.error or "").startswith("WorkflowTimeout: "), final.run.error
+        assert final.kinds(K.RUN_COMPLETED) == []
+        assert executions(log, run_id)[("finish", 0)] == 0
+        assert final.verified
+        if out.startswith("error ResultTimeout"):
+            pytest.xfail(
+                "engine/runtime.py RunHandle.wait takes the run's WorkflowTimeout (a "
+                "TimeoutError) for its own wait expiring: recover() raises ResultTimeout"
+            )
+        assert proc.returncode == 0, f"{out}\n{err}"
+        assert tagged(out, err, "report")["status"] == "failed"
+
+
+# -- recovery reads only the tail -------------------------------------------------------
+
+
+def completions(db: Path, run_id: str) -> int:
+    with Journal(db, readonly=True) as j:
+        rows = j.query(
+            "SELECT count(*) AS n FROM entries WHERE run_id = ? AND kind = ?",
+            [run_id, K.STEP_COMPLETED],
+        )
+    return int(rows[0]["n"])
+
+
+class TestRecoveryReadsTail:
+    """A 3,000-tick loop killed past tick 2,000 resumes from its latest snapshot."""
+
+    def test_recovery_reads_snapshot_and_tail(self, tmp_path: Path) -> None:
+        """The resumed run reads the tail after the snapshot, not its history."""
+        seed = random.randrange(1_000_000)
+        rng = random.Random(seed)
+        target = rng.randrange(2_001, LOOP_N - 100)
+        where = f"seed={seed}: kill at >= {target} step completions"
+        print(where)
+        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", "loop"
+        proc = spawn("loop", db, run_id, LOOP_N, LEASE, SNAPSHOT_EVERY, log=log,
+                     env={"WF_ANNOUNCE": "1"})  # fmt: skip
+        read_line(proc, "started")
+        deadline = time.monotonic() + TIMEOUT
+        while completions(db, run_id) < target:
+            assert time.monotonic() < deadline, where
+            time.sleep(0.001)  # polling the journal: the commits are the sync point
+        kill(proc, where)
+
+        with Journal(db, readonly=True) as j:
+            dead = j.get_run(run_id)
+            snapshot = max(
+                (s.seq for s in j.snapshots(run_id) if s.seq <= dead.last_seq), default=0
+            )
+        done = completions(db, run_id)  # begin + the count steps committed
+        assert dead.status == "running"
+        assert target <= done < LOOP_N, where
+        tail = dead.last_seq - snapshot
+        assert 0 <= tail < SNAPSHOT_EVERY + 10, f"{where}: tail of {tail} entries"
+        print(f"{where}: {done} steps, last seq {dead.last_seq}, snapshot at {snapshot}")
+
+        report = recover_in_child(db, log, run_id, where)
+        expected = {"n": LOOP_N, "acc": sum(value(i) for i in range(LOOP_N))}
+        assert report.get("result") == expected, where
+        after = view(db, run_id)
+        appended = after.run.last_seq - dead.last_seq
+        ran_after = report["loop"]["steps"]
+        read = report["entries_read"]
+        print(f"{where}: read {read} entries to resume; {ran_after} steps, {appended} appended")
+        assert ran_after == LOOP_N + 1 - done, f"{where}: {ran_after} steps ran after recovery"
+        # Rebuilding the state read exactly the entries after the latest snapshot.
+        # (Perhaps +1: the run.started entry, for the timeout the run was started with.)
+        assert report["loop"]["read_at_first"] in (tail, tail + 1), where
+        assert tail < 2 * SNAPSHOT_EVERY
+        # The whole resumed run: that tail, plus (for the snapshots it wrote) about what it
+        # appended; never the ~10,000 entries of history before the snapshot.
+        assert read < 2 * SNAPSHOT_EVERY + appended, f"{where}: read {read}"
+        assert read < snapshot / 2, f"{where}: read {read} of {snapshot} entries of history"
+        assert after.verified
+        assert after.pending == {}
+        assert after.values == {"n": LOOP_N, "acc": expected["acc"]}
+        assert after.completed.total() == LOOP_N + 1
