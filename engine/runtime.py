@@ -413,7 +413,7 @@ class Engine:
         target.launch(self, run, future)
         return RunHandle(self, run.run_id, future)
 
-    def resume_if_abandoned(  # noqa: PLR0911 - one early return per reason not to
+    def resume_if_abandoned(
         self, run: Run
     ) -> concurrent.futures.Future[Any] | None:
         """If nobody holds ``run`` (no owner, or an expired lease), claim and resume it here;
@@ -424,8 +424,6 @@ class Engine:
             return self._running[run.run_id]
         if run.owner is not None and (run.lease_expires_at or 0) > time.time():
             return None
-        if run.parent_run_id is not None:
-            return None  # its parent resumes it when it reaches the call
         try:
             target = resolve(run.name, run_id=run.run_id)
         except FunctionNotFound:

@@ -28,6 +28,7 @@ from .replay import ReplayReport
 from .runtime import Engine, RunHandle, default_engine
 from .steps import StepSpec
 from .timetravel import fork, history, state_at
+from .workflow_context import CURRENT_SCOPE
 from .workflow_run import WorkflowRun, is_stream_end, new_delivery_key
 
 __all__ = [
@@ -236,8 +237,16 @@ class Workflow:
         """Start a run (``StartEvent(**kwargs)``) and return its handler at once.
 
         ``run_id`` is an idempotency key: an existing id attaches to that run,
-        resuming it if it is unfinished and nobody holds it."""
+        resuming it if it is unfinished and nobody holds it. Started inside a step of
+        another workflow, the run is that run's child: linked to it, with an id derived
+        from the step's event, so a step run again attaches to the same child."""
         eng = self.engine
+        parent = None
+        scope = CURRENT_SCOPE.get()
+        if scope is not None and run_id is None:
+            scope.children += 1
+            parent = scope.run.run_id
+            run_id = f"{parent}/{scope.step}:{scope.delivery}#{scope.children}"
         start = start_event or StartEvent(**kwargs)
         journal = eng.journal
         codec = self._codec_for(eng)
@@ -255,7 +264,7 @@ class Workflow:
             run, created = journal.create_run(
                 run_id, name=type(self)._name, kind="workflow", input=start, codec=codec,
                 status="running", entries=entries, owner=eng.owner, lease_seconds=eng.lease_seconds,
-                snapshot_every=self.snapshot_every,
+                snapshot_every=self.snapshot_every, parent_run_id=parent,
             )  # fmt: skip
             future: concurrent.futures.Future[Any] | None = None
             execute = created

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import random
 import uuid
@@ -55,6 +56,7 @@ class StepScope:
         self.streamed: list[Event] = []
         self.consumed: list[str] = []
         self.waits = 0
+        self.children = 0
         self.locks: list[Any] = []
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
@@ -95,6 +97,12 @@ class StepScope:
             if k in self.run.values
         ]
         return out
+
+
+CURRENT_SCOPE: contextvars.ContextVar[StepScope | None] = contextvars.ContextVar(
+    "durable_workflow_step", default=None
+)
+"""The workflow step executing here: a workflow run started inside it is its child."""
 
 
 class Store:

@@ -23,7 +23,7 @@ from journal import AppendRequest, ConflictError, EntryKind, FoldedState, NewEnt
 
 from .errors import EngineError, FencedOff, RunCancelled, StepFailed, StepTimeout
 from .events import Event, StopEvent
-from .workflow_context import INTERNAL, StepScope, WorkflowContext
+from .workflow_context import CURRENT_SCOPE, INTERNAL, StepScope, WorkflowContext
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -101,6 +101,9 @@ class WorkflowRun:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[Any] | None = None
         self.finished = False
+        self.ended = False
+        """Set once the run's terminal commit (completed or failed) was submitted: any
+        other commit after it is refused, so nothing is journaled after the run's end."""
 
     def listen(self, queue: asyncio.Queue[Any]) -> None:
         """Register a stream listener (on the run's loop): it gets what was streamed so
@@ -121,16 +124,17 @@ class WorkflowRun:
         self._absorb_lock = asyncio.Lock()
         watcher = self.loop.create_task(self._watch())
         try:
-            await self._route_external()
-            self._dispatch()
-            if not self.tasks and not self.done.done() and not self.waiting_for_input():
-                raise EngineError(
-                    f"workflow run {self.run_id!r} has nothing to do: no pending event and no "
-                    "step in flight (was its StopEvent lost?)",
-                    run_id=self.run_id,
-                )
             timeout = self.workflow.timeout
             remaining = None if timeout is None else self.run.created_at + timeout - time.time()
+            if remaining is None or remaining > 0:  # past its timeout: fail, run no step
+                await self._route_external()
+                self._dispatch()
+                if not self.tasks and not self.done.done() and not self.waiting_for_input():
+                    raise EngineError(
+                        f"workflow run {self.run_id!r} has nothing to do: no pending event and "
+                        "no step in flight (was its StopEvent lost?)",
+                        run_id=self.run_id,
+                    )
             try:
                 return await asyncio.wait_for(asyncio.shield(self.done), remaining)
             except (asyncio.TimeoutError, TimeoutError):
@@ -194,6 +198,8 @@ class WorkflowRun:
         try:
             async with self._semaphore(info):
                 await self._attempts(info, delivery, event)
+        except _RunEnded:
+            pass  # the run ended while this step ran: its effects are not journaled
         except (RunCancelled, FencedOff) as exc:
             self._finish_with(exc)
         except (asyncio.CancelledError, GeneratorExit):
@@ -217,7 +223,7 @@ class WorkflowRun:
             started = time.time()
             try:
                 result = await self._call(info, ctx, event)
-            except (RunCancelled, FencedOff, asyncio.CancelledError):
+            except (RunCancelled, FencedOff, asyncio.CancelledError, _RunEnded):
                 raise
             except Exception as exc:
                 self._release_claims(scope)
@@ -254,7 +260,7 @@ class WorkflowRun:
                 entries.append(self.journal.entry(K.RUN_COMPLETED, codec=self.codec))
             elif self.status == "waiting" and not self.waiters:
                 update = {"status": "running", "wake_at": None}
-            await self.commit(entries, **update)
+            await self.commit(entries, final=stop is not None, **update)
             self._apply(scope, entries)
             if update.get("status"):
                 self.status = update["status"]
@@ -265,6 +271,10 @@ class WorkflowRun:
             return
 
     async def _call(self, info: StepInfo, ctx: WorkflowContext, event: Event) -> Any:
+        # Set in this step's task (and copied into a sync step's thread), so that a
+        # workflow started inside the step knows its parent.
+        CURRENT_SCOPE.set(ctx._scope)
+
         def invoke() -> Any:
             return info.fn(self.workflow, ctx, event)
 
@@ -361,16 +371,23 @@ class WorkflowRun:
         message = f"{type(exc).__qualname__}: {exc}"
         with contextlib.suppress(EngineError, ConflictError):
             await self.commit(
-                [self.journal.entry(K.RUN_FAILED, info, codec=self.codec)],
+                [self.journal.entry(K.RUN_FAILED, info, codec=self.codec)], final=True,
                 status="failed", error=message, release=True,
             )  # fmt: skip
         self._finish_with(exc)
 
     # -- commits and what others append ---------------------------------------------------
 
-    async def commit(self, entries: list[NewEntry], **update: Any) -> None:
-        """Append through the group committer; absorb external events and retry on conflict."""
+    async def commit(self, entries: list[NewEntry], *, final: bool = False, **update: Any) -> None:
+        """Append through the group committer; absorb external events and retry on conflict.
+
+        ``final`` marks the run's terminal commit: once it is submitted, other commits
+        (a step still in flight, a late wait) raise instead of landing after it."""
+        if final:
+            self.ended = True
         while True:
+            if self.ended and not final:
+                raise _RunEnded(f"run {self.run_id!r} has ended", run_id=self.run_id)
             if self.cancel_requested.is_set():
                 await self._absorb()
             expected = self.seq
@@ -458,6 +475,8 @@ class WorkflowRun:
     async def _absorb_quietly(self) -> None:
         try:
             await self._absorb()
+        except _RunEnded:
+            pass
         except (RunCancelled, FencedOff) as exc:
             self._finish_with(exc)
 
@@ -527,9 +546,8 @@ class WorkflowRun:
                 entries.append(self.journal.entry(K.EVENT_STREAMED, waiter_event,
                                                   step=scope.step, codec=self.codec))  # fmt: skip
             waiting = not future.done()
-            await self.commit(
-                entries, **({"status": "waiting", "wake_at": deadline} if waiting else {})
-            )
+            parked: dict[str, Any] = {"status": "waiting", "wake_at": deadline} if waiting else {}
+            await self.commit(entries, **parked)
             self.values[record_key] = record
             if waiting:
                 self.status = "waiting"
@@ -553,6 +571,10 @@ class WorkflowRun:
         scope.delete(record_key)
         event: Event = self.pending[key]["event"]
         return event
+
+
+class _RunEnded(EngineError):
+    """A commit was attempted after the run's terminal commit: it is dropped."""
 
 
 class _EndOfStream:

@@ -419,6 +419,46 @@ class Counting(Workflow):
         return Tick(i=ev.i + 1)
 
 
+class Summarise(Workflow):
+    @step
+    async def go(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        CALLS["child"] += 1
+        return StopEvent(result=f"summary of {ev.text}")
+
+
+class Report(Workflow):
+    @step
+    async def write(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        CALLS["parent"] += 1
+        summary = await Summarise().run(text=ev.text)
+        if CRASH.pop("after-child", 0):
+            raise Crash("after child")
+        return StopEvent(result=summary.upper())
+
+
+class TestChildWorkflows:
+    """A workflow started inside a step is a linked child run, executed once."""
+
+    def test_child_is_linked_and_its_result_returned(self, db_path: Path) -> None:
+        """The child run records its parent; the parent gets its result."""
+        assert asyncio.run(_await(Report().run(text="q3", run_id="rep"))) == "SUMMARY OF Q3"
+        with Journal(db_path) as j:
+            children = j.list_runs(parent_run_id="rep")
+        assert [c.status for c in children] == ["completed"]
+        assert children[0].run_id.startswith("rep/write:")
+
+    def test_a_step_run_again_attaches_to_the_same_child(self, db_path: Path) -> None:
+        """After a crash past the child, recovery re-runs the step but not the child."""
+        CRASH["after-child"] = 1
+        with pytest.raises(Crash):
+            asyncio.run(_await(Report().run(text="q4", run_id="rep2")))
+        recover_with_new_engine(db_path)
+        assert output(db_path, "rep2") == "SUMMARY OF Q4"
+        assert Counter({"parent": 2, "child": 1}) == CALLS
+        with Journal(db_path) as j:
+            assert len(j.list_runs(parent_run_id="rep2")) == 1
+
+
 class TestCheckpoints:
     """The familiar checkpoint API: list, inspect, run_from."""
 
