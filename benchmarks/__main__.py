@@ -17,6 +17,7 @@ MODULES = (
     "benchmarks.journal_bench",
     "benchmarks.engine_bench",
     "benchmarks.workflow_bench",
+    "benchmarks.timetravel_bench",
     "benchmarks.peers_bench",
 )
 
