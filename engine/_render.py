@@ -206,24 +206,7 @@ def run_json(
 
 def checkpoint_json(cp: Checkpoint) -> dict[str, Any]:
     """One checkpoint of a history as JSON."""
-    return {
-        "number": cp.number,
-        "run_id": cp.run_id,
-        "seq": cp.seq,
-        "first_seq": cp.first_seq,
-        "kind": cp.kind,
-        "step": cp.step,
-        "name": cp.name,
-        "attempt": cp.attempt,
-        "started_at": cp.started_at,
-        "ended_at": cp.ended_at,
-        "duration": cp.duration,
-        "set_keys": list(cp.set_keys),
-        "deleted_keys": list(cp.deleted_keys),
-        "emitted": list(cp.emitted),
-        "consumed": list(cp.consumed),
-        "detail": to_jsonable(dict(cp.detail)),
-    }
+    return cp.to_json()
 
 
 def state_json(view: StateView) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
 import itertools
 import json
 import os
@@ -25,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,6 +49,7 @@ from journal.export import open_readonly
 
 from . import _render as render
 from .errors import EngineError
+from .registry import import_user_modules
 from .replay import replay, replay_all
 from .runtime import Engine, RecoveryReport, configure
 from .timetravel import CHECKPOINT_KINDS, diff, fork, iter_history, state_at
@@ -243,22 +242,10 @@ def _read_engine(ctx: click.Context) -> Iterator[Engine]:
 
 
 def _import_user_code(imports: tuple[str, ...]) -> None:
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    names = [*imports, *os.environ.get(IMPORT_ENV, "").split(",")]
-    for name in (n.strip() for n in names):
-        if not name:
-            continue
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise Failure(f"cannot import {name!r}: {exc}") from exc
-        except Exception as exc:
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            raise Failure(
-                f"importing {name!r} raised {type(exc).__name__}: {exc} "
-                f"({frame.filename}:{frame.lineno})"
-            ) from exc
+    try:
+        import_user_modules([*imports, *os.environ.get(IMPORT_ENV, "").split(",")])
+    except ImportError as exc:
+        raise Failure(str(exc)) from exc
 
 
 @contextlib.contextmanager

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import FunctionNotFound
@@ -18,6 +22,26 @@ def qualified_name(obj: Any) -> str:
 def register(name: str, target: Any) -> None:
     """Make ``target`` findable by ``name`` in this process (done by the decorators)."""
     _REGISTRY[name] = target
+
+
+def import_user_modules(names: Sequence[str]) -> None:
+    """Import the user's modules so that their durable functions and workflows register;
+    the working directory is importable. Raises ImportError naming the module."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"cannot import {name!r}: {exc}") from exc
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise ImportError(
+                f"importing {name!r} raised {type(exc).__name__}: {exc} "
+                f"({frame.filename}:{frame.lineno})"
+            ) from exc
 
 
 def resolve(name: str, *, run_id: str | None = None) -> Any:

@@ -413,9 +413,7 @@ class Engine:
         target.launch(self, run, future)
         return RunHandle(self, run.run_id, future)
 
-    def resume_if_abandoned(
-        self, run: Run
-    ) -> concurrent.futures.Future[Any] | None:
+    def resume_if_abandoned(self, run: Run) -> concurrent.futures.Future[Any] | None:
         """If nobody holds ``run`` (no owner, or an expired lease), claim and resume it here;
         return the future of its execution in this process, if any."""
         if run.finished:

@@ -69,6 +69,28 @@ class Checkpoint:
         """Seconds from the step's start to its end, when the start was recorded."""
         return None if self.started_at is None else self.ended_at - self.started_at
 
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint as plain JSON-ready data (CLI ``--json``, the web view's API)."""
+        return {
+            "number": self.number,
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "first_seq": self.first_seq,
+            "kind": self.kind,
+            "step": self.step,
+            "name": self.name,
+            "attempt": self.attempt,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration": self.duration,
+            "set_keys": list(self.set_keys),
+            "deleted_keys": list(self.deleted_keys),
+            "emitted": list(self.emitted),
+            "consumed": list(self.consumed),
+            "detail": to_jsonable(dict(self.detail)),
+            "summary": self.summary(),
+        }
+
     def summary(self) -> str:
         """One line: what happened and what changed."""
         parts = [self.kind]

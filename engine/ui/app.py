@@ -9,14 +9,12 @@ engine, so their code must be importable here (``imports=``).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import json
 import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,6 +50,7 @@ from journal.kinds import RUN_STATUSES
 
 from ..errors import EngineError, FunctionNotFound, WrongFunction
 from ..recorded import lineage
+from ..registry import import_user_modules
 from ..runtime import Engine
 from ..timetravel import Checkpoint, StepNotFound, diff, fork, iter_history, state_at
 from ..workflow import RunFinished, send_event
@@ -154,23 +153,8 @@ def writable(path: str) -> bool:
 
 
 def import_modules(names: Sequence[str]) -> None:
-    """Import the user's modules so their durable functions and workflows register
-    (forks and events need them); the working directory is importable, as for the CLI."""
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for name in (n.strip() for n in names):
-        if not name:
-            continue
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ImportError(f"cannot import {name!r}: {exc}") from exc
-        except Exception as exc:
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            raise ImportError(
-                f"importing {name!r} raised {type(exc).__name__}: {exc} "
-                f"({frame.filename}:{frame.lineno})"
-            ) from exc
+    """Import the user's modules (forks and events need them), as the CLI does."""
+    import_user_modules(names)
 
 
 def _templates() -> Jinja2Templates:

@@ -143,25 +143,7 @@ def run_doc(run: Run) -> dict[str, Any]:
 
 def checkpoint_doc(cp: Checkpoint) -> dict[str, Any]:
     """A checkpoint as JSON: what happened, when, and what it changed."""
-    return {
-        "number": cp.number,
-        "run_id": cp.run_id,
-        "seq": cp.seq,
-        "first_seq": cp.first_seq,
-        "kind": cp.kind,
-        "step": cp.step,
-        "name": cp.name,
-        "attempt": cp.attempt,
-        "started_at": cp.started_at,
-        "ended_at": cp.ended_at,
-        "duration": cp.duration,
-        "set_keys": list(cp.set_keys),
-        "deleted_keys": list(cp.deleted_keys),
-        "emitted": list(cp.emitted),
-        "consumed": list(cp.consumed),
-        "detail": to_jsonable(dict(cp.detail)),
-        "summary": cp.summary(),
-    }
+    return cp.to_json()
 
 
 # -- the timeline ------------------------------------------------------------------------
