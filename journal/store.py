@@ -849,6 +849,9 @@ class Journal:
                     (run_id, lo, hi),
                     where=f"reading run {run_id!r} seqs {lo}..{hi}",
                 )
+            # Counted when read from disk, not when consumed: a caller that stops early
+            # (read_one, last_entry) still read the page.
+            self.entries_read += len(rows)
             expect = lo
             for row in rows:
                 if row[1] != expect:
@@ -865,7 +868,6 @@ class Journal:
                     run_id=run_id,
                     seq=expect,
                 )
-            self.entries_read += len(rows)
             lo = hi + 1
 
     def _verified(self, row: Sequence[Any]) -> Entry:
