@@ -291,11 +291,16 @@ class Engine:
                     )
                 except LeaseHeld:
                     return run, None, False
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self._running[run.run_id] = future
-            self._leases[run.run_id] = run.epoch
-            self._ensure_heartbeat()
-            return run, future, True
+            return run, self._hold(run), True
+
+    def _hold(self, run: Run) -> concurrent.futures.Future[Any]:
+        """Record that this engine holds ``run`` (claimed at ``run.epoch``): the future its
+        waiters wait on, and a lease for the heartbeat to renew. Call under ``_lock``."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._running[run.run_id] = future
+        self._leases[run.run_id] = run.epoch
+        self._ensure_heartbeat()
+        return future
 
     def _claim_existing(self, run: Run) -> tuple[Run, concurrent.futures.Future[Any]] | None:
         with self._lock:
@@ -307,11 +312,7 @@ class Engine:
                 )
             except (LeaseHeld, ConflictError):
                 return None
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self._running[run.run_id] = future
-            self._leases[run.run_id] = claimed.epoch
-            self._ensure_heartbeat()
-            return claimed, future
+            return claimed, self._hold(claimed)
 
     def call(
         self,
@@ -406,10 +407,7 @@ class Engine:
                 raise WrongFunction(
                     f"cannot fork into {run.run_id!r}: a run with that id exists", run_id=run.run_id
                 )
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self._running[run.run_id] = future
-            self._leases[run.run_id] = run.epoch
-            self._ensure_heartbeat()
+            future = self._hold(run)
         target.launch(self, run, future)
         return RunHandle(self, run.run_id, future)
 
@@ -460,9 +458,10 @@ class Engine:
             args = (ex.context, *args)
         return ex, args, dict(data.get("kwargs", {}))
 
-    def _execute_sync(
+    def _begin(
         self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
-    ) -> Any:
+    ) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
+        """What every execution does before the body: load, register, heartbeat."""
         try:
             ex, args, kwargs = self._prepare(fn, run)
         except BaseException as exc:
@@ -470,6 +469,12 @@ class Engine:
             raise
         self._executions[run.run_id] = ex
         self._ensure_heartbeat()
+        return ex, args, kwargs
+
+    def _execute_sync(
+        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+    ) -> Any:
+        ex, args, kwargs = self._begin(fn, run, future)
         token = _CURRENT_RUN.set(ex)
         try:
             result = fn.fn(*args, **kwargs)
@@ -489,13 +494,7 @@ class Engine:
     async def _execute_async(
         self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
     ) -> Any:
-        try:
-            ex, args, kwargs = self._prepare(fn, run)
-        except BaseException as exc:
-            self._setup_failed(run, exc, future)
-            raise
-        self._executions[run.run_id] = ex
-        self._ensure_heartbeat()
+        ex, args, kwargs = self._begin(fn, run, future)
         token = _CURRENT_RUN.set(ex)
         try:
             result = await fn.fn(*args, **kwargs)

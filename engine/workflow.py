@@ -281,10 +281,7 @@ class Workflow:
                         run, future = claimed
                         execute = True
             if created:
-                future = concurrent.futures.Future()
-                eng._running[run.run_id] = future
-                eng._leases[run.run_id] = run.epoch
-                eng._ensure_heartbeat()
+                future = eng._hold(run)
         handler = WorkflowHandler(self, eng, run.run_id, future)
         if execute:
             assert future is not None
