@@ -1,13 +1,23 @@
-"""Shared fixtures: every journal opened in a test is closed at its end."""
+"""Shared fixtures: every journal opened in a test is closed at its end.
+
+PostgreSQL tests take ``pg_url`` (one server per session: ``$DURABLE_TEST_PG_URL`` or a
+throwaway cluster) or ``pg_schema_url`` (that server, one fresh schema per test).
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from journal import Journal
+from journal.pg_cluster import ClusterUnavailable, TempCluster
+
+# Why the PostgreSQL tests did not run, for the terminal summary.
+_pg_unavailable = pytest.StashKey[str]()
 
 
 @pytest.fixture
@@ -22,3 +32,41 @@ def journal(db_path: Path) -> Iterator[Journal]:
     j = Journal(db_path)
     yield j
     j.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL URL for the session: ``$DURABLE_TEST_PG_URL``, else a throwaway cluster.
+
+    Without a server the tests that use it skip, or fail when ``$DURABLE_REQUIRE_PG=1``
+    (CI): a missing server must not pass as green there.
+    """
+    url = os.environ.get("DURABLE_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    try:
+        cluster = TempCluster()
+    except ClusterUnavailable as exc:
+        reason = f"PostgreSQL unavailable: {exc}"
+        request.config.stash[_pg_unavailable] = reason
+        if os.environ.get("DURABLE_REQUIRE_PG") == "1":
+            pytest.fail(f"{reason}\n(DURABLE_REQUIRE_PG=1: failing, not skipping)")
+        pytest.skip(reason)
+    with cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+def pg_schema_url(pg_url: str) -> str:
+    """``pg_url`` with ``schema=t_<12 hex>``: the journal's tables in a schema of its own."""
+    sep = "&" if "?" in pg_url else "?"
+    return f"{pg_url}{sep}schema=t_{uuid.uuid4().hex[:12]}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say once, at the end, why the PostgreSQL tests did not run."""
+    reason = terminalreporter.config.stash.get(_pg_unavailable, None)
+    if reason is not None:
+        terminalreporter.write_sep("=", "PostgreSQL", yellow=True)
+        terminalreporter.write_line(reason)
