@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._sqlite import JournalBusy
+from ._backend import is_url
 from .codecs import (
     Codec,
     JsonPickleSerializer,
@@ -21,9 +21,12 @@ from .codecs import (
 from .compaction import CompactionReport
 from .errors import (
     ConflictError,
+    ConnectionLost,
     CorruptionError,
+    DatabaseUnavailable,
     DecodeError,
     HorizonError,
+    JournalBusy,
     JournalClosed,
     JournalError,
     LeaseHeld,
@@ -59,7 +62,9 @@ __all__ = [
     "Codec",
     "CompactionReport",
     "ConflictError",
+    "ConnectionLost",
     "CorruptionError",
+    "DatabaseUnavailable",
     "DecodeError",
     "Durability",
     "Entry",
@@ -90,6 +95,7 @@ __all__ = [
     "appended_items",
     "codec_for_name",
     "fold",
+    "is_url",
     "register_type",
     "registered_name",
     "resolve_path",

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import _sqlite
 from .policies import RetentionPolicy
 
 if TYPE_CHECKING:
@@ -60,11 +59,11 @@ def compact(
 
 
 def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: float) -> int:
-    conn = journal.raw_connection()
+    db = journal.backend
     if run.finished and run.last_seq > run.horizon:
         # A finished run's final state is its most useful snapshot: make sure it exists.
         with journal.lock:
-            exists = conn.execute(
+            exists = db.execute(
                 "SELECT 1 FROM snapshots WHERE run_id = ? AND seq = ?", (run.run_id, run.last_seq)
             ).fetchone()
         if not exists:
@@ -78,7 +77,7 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
         return run.horizon
     horizon = valid[-policy.keep_snapshots] if len(valid) >= policy.keep_snapshots else valid[0]
     with journal.lock:
-        active_forks, fork_point = conn.execute(
+        active_forks, fork_point = db.execute(
             "SELECT count(*) FILTER (WHERE status NOT IN ('completed', 'failed', 'cancelled')),"
             " min(forked_at) FROM runs WHERE forked_from = ?",
             (run.run_id,),
@@ -90,7 +89,7 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
         horizon = min(horizon, below[-1]) if below else run.horizon
     if policy.keep_seconds is not None:
         with journal.lock:
-            row = conn.execute(
+            row = db.execute(
                 "SELECT min(seq) FROM entries WHERE run_id = ? AND ts >= ?",
                 (run.run_id, now - policy.keep_seconds),
             ).fetchone()
@@ -105,32 +104,30 @@ def _raise_horizon(journal: Journal, run: Run, horizon: int) -> int:
     if horizon <= run.horizon:
         return 0
     with journal.lock:
-        conn = journal.raw_connection()
-        with _sqlite.transaction(conn, f"raising the horizon of {run.run_id!r}"):
-            conn.execute(
+        db = journal.backend
+        with db.transaction(f"raising the horizon of {run.run_id!r}"):
+            db.execute(
                 "UPDATE runs SET horizon = ? WHERE run_id = ? AND horizon < ?",
                 (horizon, run.run_id, horizon),
             )
-            conn.execute(
-                "DELETE FROM snapshots WHERE run_id = ? AND seq < ?", (run.run_id, horizon)
-            )
-            return int(conn.changes())
+            db.execute("DELETE FROM snapshots WHERE run_id = ? AND seq < ?", (run.run_id, horizon))
+            return int(db.changes())
 
 
 def _delete_below(journal: Journal, run_id: str, batch: int) -> int:
     total = 0
-    conn = journal.raw_connection()
+    db = journal.backend
     while True:
-        with journal.lock, _sqlite.transaction(conn, f"compacting {run_id!r}"):
-            lo, horizon = conn.execute(  # type: ignore[misc]
+        with journal.lock, db.transaction(f"compacting {run_id!r}"):
+            lo, horizon = db.execute(
                 "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
                 " FROM runs WHERE run_id = ?",
                 (run_id, run_id),
             ).fetchone()
             if lo is None or lo > horizon:
                 return total
-            conn.execute(
+            db.execute(
                 "DELETE FROM entries WHERE run_id = ? AND seq >= ? AND seq <= ?",
                 (run_id, lo, min(lo + batch - 1, horizon)),
             )
-            total += conn.changes()
+            total += db.changes()

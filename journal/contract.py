@@ -260,8 +260,8 @@ class JournalContract:
         j.create_run("r", name="f")
         j.append("r", [_set(j, "a", 1), _set(j, "a", 2)], expected_seq=0)
         j.write_snapshot("r", 2)
-        conn = j.raw_connection()
-        conn.execute("UPDATE snapshots SET fingerprint = 'fold-v0/json'")
+        with j.lock, j.backend.transaction("test"):
+            j.backend.execute("UPDATE snapshots SET fingerprint = 'fold-v0/json'")
         assert j.state_at("r", 2).values == {"a": 2}
 
     # -- compaction --------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The journal's exception tree.
 
 Every error the journal raises derives from :class:`JournalError`; driver
-errors (apsw) are translated into this tree in one place, ``journal/_sqlite.py``.
+errors are translated into this tree in one place per backend: ``journal/_sqlite.py``
+(apsw) and ``journal/_postgres.py`` (psycopg).
 
 ::
 
@@ -17,7 +18,10 @@ errors (apsw) are translated into this tree in one place, ``journal/_sqlite.py``
     ├── DecodeError             a stored payload that does not decode (names run and seq)
     │   └── SignatureError      a signed pickle whose HMAC does not verify
     ├── SeqOutOfRange           a seq past the run's last entry
-    └── JournalClosed           the journal was used after close()
+    ├── JournalClosed           the journal was used after close()
+    ├── JournalBusy             locked by another writer past the busy timeout: retry
+    └── DatabaseUnavailable     PostgreSQL unreachable, refused the login, or went away
+        └── ConnectionLost      the connection dropped mid-transaction: nothing was written
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from typing import Any
 
 __all__ = [
     "ConflictError",
+    "ConnectionLost",
     "CorruptionError",
+    "DatabaseUnavailable",
     "DecodeError",
     "HorizonError",
+    "JournalBusy",
     "JournalClosed",
     "JournalError",
     "LeaseHeld",
@@ -97,3 +104,15 @@ class JournalClosed(JournalError):
 
 class SeqOutOfRange(JournalError, IndexError):
     """A seq beyond the run's last entry (or below 0) was asked for."""
+
+
+class JournalBusy(JournalError):
+    """The journal stayed locked by another writer for longer than ``busy_timeout``."""
+
+
+class DatabaseUnavailable(JournalError):
+    """The database server cannot be reached, refused the credentials, or went away."""
+
+
+class ConnectionLost(DatabaseUnavailable):
+    """The connection dropped before COMMIT: the server rolled the transaction back."""

@@ -1,7 +1,7 @@
 """The read side: exports of a run and ad-hoc read-only queries.
 
-These open their own read-only apsw connection, so a query can never change the
-journal. (The CLI's full-text search builds its index with sqlite-utils, in
+A query over a journal file opens its own read-only apsw connection, so it can
+never change the journal. (The CLI's full-text search builds its index with sqlite-utils, in
 memory or a temporary file, never in the journal.)
 """
 
@@ -22,6 +22,24 @@ if TYPE_CHECKING:
     from .store import Journal
 
 __all__ = ["export_run", "open_readonly", "query"]
+
+_EXPORTED_RUN_FIELDS = (
+    "run_id",
+    "kind",
+    "name",
+    "status",
+    "codec",
+    "error",
+    "created_at",
+    "updated_at",
+    "last_seq",
+    "epoch",
+    "owner",
+    "parent_run_id",
+    "forked_from",
+    "forked_at",
+    "horizon",
+)
 
 
 class ReadOnlyView:
@@ -97,31 +115,17 @@ def export_run(journal: Journal, run_id: str, *, format: str = "json") -> str:
         for row in entries:
             writer.writerow({**row, "payload": json.dumps(row["payload"], sort_keys=True)})
         return out.getvalue()
-    db = open_readonly(journal.path)
-    try:
-        run_row = next(
-            iter(
-                db.query(
-                    "SELECT run_id, kind, name, status, codec, error, created_at, updated_at,"
-                    " last_seq, epoch, owner, parent_run_id, forked_from, forked_at, horizon"
-                    " FROM runs WHERE run_id = ?",
-                    [run_id],
-                )
-            )
-        )
-        snapshots = list(
-            db.query(
-                "SELECT seq, codec, fingerprint, length(state) AS size, created_at FROM snapshots"
-                " WHERE run_id = ? ORDER BY seq",
-                [run_id],
-            )
-        )
-    finally:
-        db.conn.close()
-    # The stored columns lag on runs in progress (see the journal format); the
-    # journal's own reading of the run derives the live values.
-    run_row["last_seq"] = run.last_seq
-    run_row["updated_at"] = run.updated_at
+    run_row: dict[str, Any] = {name: getattr(run, name) for name in _EXPORTED_RUN_FIELDS}
+    snapshots = [
+        {
+            "seq": s.seq,
+            "codec": s.codec,
+            "fingerprint": s.fingerprint,
+            "size": s.size,
+            "created_at": s.created_at,
+        }
+        for s in journal.snapshots(run_id)
+    ]
     decode = journal.decode
     run_row["input"] = to_jsonable(decode(run.input, run.codec, where=f"run {run_id!r} input"))
     run_row["output"] = to_jsonable(decode(run.output, run.codec, where=f"run {run_id!r} output"))

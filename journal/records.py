@@ -63,6 +63,8 @@ class Run:
     snapshot_every: int | None = None
     horizon: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int = 0
 
     @property
     def finished(self) -> bool:

@@ -1,8 +1,8 @@
-"""The journal: one SQLite file holding runs, their append-only entries and snapshots."""
+"""The journal: runs, their append-only entries and snapshots, in one SQLite file or a
+PostgreSQL database (see ``_backend.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-import apsw
-
-from . import _sqlite
+from ._backend import Backend, CommitUnknown, open_backend
+from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, RUN_FIELDS
 from .codecs import Codec, JsonSerializer, codec_for_name
 from .compaction import compact
 from .errors import (
@@ -30,7 +29,7 @@ from .errors import (
     SeqOutOfRange,
     SerializationError,
 )
-from .export import export_run, query
+from .export import export_run
 from .fold import FOLD_VERSION, FoldedState, fold
 from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
 from .policies import Durability, SnapshotPolicy
@@ -51,40 +50,12 @@ class _Unset:
 UNSET: Final[Any] = _Unset()
 """Marks an optional field of an update as "leave as it is" (``None`` means NULL)."""
 
-_RUN_COLUMNS = (
-    "run_id, kind, name, status, codec, input, output, error, created_at, updated_at, "
-    "last_seq, epoch, owner, lease_expires_at, wake_at, parent_run_id, forked_from, "
-    "forked_at, code_version, snapshot_every, horizon, meta"
-)
-_RUN_FIELDS = tuple(c.strip() for c in _RUN_COLUMNS.split(","))
-
-# An append of entries alone (the hot path) writes only its entries: the runs row
-# is left as it is, since updating it too cost a second B-tree page per commit
-# and a third of the commit's time. So runs.last_seq and runs.updated_at are
-# stored only when something else about the run changes (status, output, lease
-# release...), and readers take them from the run's newest entry when that is
-# newer. Compaction deletes entries only up to the horizon, which never passes
-# the last seq, so the horizon bounds a run whose entries were all dropped.
-_LAST_SEQ = (
-    "max(runs.last_seq, runs.horizon, coalesce("
-    "(SELECT max(e.seq) FROM entries e WHERE e.run_id = runs.run_id), 0))"
-)
-_UPDATED_AT = (
-    "max(runs.updated_at, coalesce("
-    "(SELECT e.ts FROM entries e WHERE e.run_id = runs.run_id ORDER BY e.seq DESC LIMIT 1), 0))"
-)
-_RUN_SELECT = ", ".join(
-    _LAST_SEQ if f == "last_seq" else _UPDATED_AT if f == "updated_at" else f"runs.{f}"
-    for f in _RUN_FIELDS
-)
-"""The run columns for SELECT ... FROM runs: ``_RUN_COLUMNS`` with the live last_seq/updated_at."""
-_GUARD = f"SELECT {_LAST_SEQ}, runs.epoch FROM runs WHERE runs.run_id = ?"
-_ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts, checksum"
-_INSERT_ENTRY = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 
 
 def resolve_path(path: str | os.PathLike[str] | None) -> str:
-    """The journal path: the argument, else ``$DURABLE_DB``, else ``./durable.db``."""
+    """The journal's location (a file path or a ``postgresql://`` URL): the argument,
+    else ``$DURABLE_DB``, else ``./durable.db``."""
     if path is not None:
         return os.fspath(path)
     return os.environ.get(ENV_VAR) or DEFAULT_PATH
@@ -119,7 +90,7 @@ def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) ->
 
 def _run_from_row(row: Sequence[Any] | None) -> Run:
     assert row is not None
-    fields = dict(zip(_RUN_FIELDS, row, strict=True))
+    fields = dict(zip(RUN_FIELDS, row, strict=True))
     fields["meta"] = json.loads(fields["meta"])
     return Run(**fields)
 
@@ -144,11 +115,12 @@ class AppendRequest:
 
 
 class Journal:
-    """An event-sourced journal in one SQLite file, opened through apsw.
+    """An event-sourced journal in one SQLite file (through apsw) or a PostgreSQL
+    database (through psycopg, for a ``postgresql://`` URL).
 
     ``Journal()`` opens ``$DURABLE_DB`` or ``./durable.db``, creating it (mode
-    0600) if missing. Writers take ``BEGIN IMMEDIATE``; every append names the seq
-    it expects and, for leased runs, the epoch it holds.
+    0600) if missing. Every append names the seq it expects and, for leased runs,
+    the epoch it holds, and is checked in the transaction that writes it.
     """
 
     def __init__(
@@ -174,25 +146,27 @@ class Journal:
         self._lock = threading.RLock()
         self.entries_read = 0
         """Entries read from disk since open: lets tests prove recovery reads only a tail."""
-        self._conn: apsw.Connection | None = _sqlite.open_connection(
+        self._db: Backend | None = open_backend(
             self.path,
             durability=durability,
             busy_timeout_ms=busy_timeout_ms,
             readonly=readonly,
             vfs=vfs,
         )
+        self.where = self._db.location
+        """Where the journal is, for messages: the path, or the URL without its password."""
 
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the connection; further use raises :class:`JournalClosed`."""
         with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
+            db, self._db = self._db, None
+            if db is not None:
                 try:
-                    conn.close()  # closed even if this raises (a failed final checkpoint)
-                except apsw.Error as exc:
-                    raise _sqlite.translate(exc, f"closing {self.path!r}") from exc
+                    db.close()
+                except db.errors as exc:
+                    raise db.translate(exc, f"closing {self.where!r}") from exc
 
     def __enter__(self) -> Journal:
         return self
@@ -201,23 +175,24 @@ class Journal:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Journal({self.path!r}, durability={self.durability!r})"
+        return f"Journal({self.where!r}, durability={self.durability!r})"
 
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
-        return self._conn is None
+        return self._db is None
 
-    def _c(self) -> apsw.Connection:
-        if self._conn is None:
-            raise JournalClosed(f"journal {self.path!r} is closed", path=self.path)
-        return self._conn
+    def _c(self) -> Backend:
+        if self._db is None:
+            raise JournalClosed(f"journal {self.where!r} is closed", path=self.where)
+        return self._db
 
     def _read(self, sql: str, params: Sequence[Any] = (), *, where: str) -> list[Any]:
+        db = self._c()
         try:
-            return self._c().execute(sql, params).fetchall()
-        except apsw.Error as exc:
-            raise _sqlite.translate(exc, where) from exc
+            return db.execute(sql, params).fetchall()
+        except db.errors as exc:
+            raise db.translate(exc, where) from exc
 
     # -- codecs ----------------------------------------------------------------------
 
@@ -293,13 +268,16 @@ class Journal:
         snapshot_every: int | None = None,
         wake_at: float | None = None,
         meta: dict[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> tuple[Run, bool]:
         """Create a run, or return the existing one: ``(run, created)``.
 
         ``run_id`` is an idempotency key: creating an id that exists writes
         nothing and returns that run with ``created=False``. ``entries`` are
         appended from seq 1 in the same transaction; with ``owner`` the run is
-        claimed at once (epoch 1).
+        claimed at once (epoch 1). ``queue``/``priority`` place a pending run in
+        a durable queue (see :meth:`claim_next`).
         """
         if kind not in RUN_KINDS:
             raise ValueError(f"kind must be one of {RUN_KINDS}, got {kind!r}")
@@ -312,23 +290,26 @@ class Journal:
             raise ValueError(f"run_id must be a non-empty string, got {rid!r}")
         now = time.time()
         with self._lock:
-            conn = self._c()
-            with _sqlite.transaction(conn, f"creating run {rid!r}"):
-                row = conn.execute(
-                    f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (rid,)
-                ).fetchone()
+            db = self._c()
+            select = f"SELECT {db.run_select} FROM runs WHERE run_id = ?"
+            with db.transaction(f"creating run {rid!r}"):
+                row = db.execute(select, (rid,)).fetchone()
                 if row is not None:
                     return _run_from_row(row), False
                 for ref in (parent_run_id, forked_from):
-                    if ref is not None and not self._exists(conn, ref):
-                        raise RunNotFound(f"no run {ref!r} in {self.path!r}", run_id=ref)
+                    if ref is not None and not self._exists(ref):
+                        raise RunNotFound(f"no run {ref!r} in {self.where!r}", run_id=ref)
                 if forked_from is not None:
-                    self._check_fork_point(conn, forked_from, forked_at or 0)
+                    self._check_fork_point(forked_from, forked_at or 0)
                 epoch = 1 if owner else 0
                 lease = now + lease_seconds if owner and lease_seconds is not None else None
-                conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-                    "(?,?,?,?,?,?,NULL,NULL,?,?,0,?,?,?,?,?,?,?,?,?,0,?)",
+                # ON CONFLICT: a concurrent creator of the same id (PostgreSQL, where
+                # writers of different runs do not exclude each other) wins; we return
+                # its run.
+                db.execute(
+                    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
+                    "(?,?,?,?,?,?,NULL,NULL,?,?,0,?,?,?,?,?,?,?,?,?,0,?,?,?)"
+                    " ON CONFLICT (run_id) DO NOTHING",
                     (
                         rid,
                         kind,
@@ -348,20 +329,23 @@ class Journal:
                         code_version,
                         snapshot_every,
                         json.dumps(meta or {}),
+                        queue,
+                        priority,
                     ),
                 )
+                if db.changes() == 0:
+                    row = db.execute(select, (rid,)).fetchone()
+                    return _run_from_row(row), False
                 self._snapshot_every[rid] = snapshot_every
                 if entries:
-                    self._apply(conn, AppendRequest(rid, entries, 0, epoch or None), now)
-                row = conn.execute(
-                    f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (rid,)
-                ).fetchone()
+                    self._apply(AppendRequest(rid, entries, 0, epoch or None), now)
+                row = db.execute(select, (rid,)).fetchone()
         return _run_from_row(row), True
 
-    @staticmethod
-    def _check_fork_point(conn: apsw.Connection, source: str, at: int) -> None:
-        last_seq, horizon = conn.execute(
-            f"SELECT {_LAST_SEQ}, horizon FROM runs WHERE run_id = ?", (source,)
+    def _check_fork_point(self, source: str, at: int) -> None:
+        db = self._c()
+        last_seq, horizon = db.execute(
+            f"SELECT {db.last_seq}, horizon FROM runs WHERE run_id = ?", (source,)
         ).fetchone() or (0, 0)
         if at > last_seq or at < 0:
             raise SeqOutOfRange(
@@ -378,15 +362,15 @@ class Journal:
                 horizon=horizon,
             )
 
-    @staticmethod
-    def _exists(conn: apsw.Connection, run_id: str) -> bool:
-        return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+    def _exists(self, run_id: str) -> bool:
+        row = self._c().execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row is not None
 
     def find_run(self, run_id: str) -> Run | None:
         """The run with this id, or ``None``."""
         with self._lock:
             rows = self._read(
-                f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?",
+                f"SELECT {self._c().run_select} FROM runs WHERE run_id = ?",
                 (run_id,),
                 where=f"reading run {run_id!r}",
             )
@@ -396,7 +380,7 @@ class Journal:
         """The run with this id; raises :class:`RunNotFound`."""
         run = self.find_run(run_id)
         if run is None:
-            raise RunNotFound(f"no run {run_id!r} in journal {self.path!r}", run_id=run_id)
+            raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
         return run
 
     def list_runs(
@@ -418,12 +402,13 @@ class Journal:
             params.append(parent_run_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "DESC" if newest_first else "ASC"
-        sql = (
-            f"SELECT {_RUN_SELECT} FROM runs {where} ORDER BY created_at {order}, run_id {order}"
-            f" LIMIT ? OFFSET ?"
-        )
-        params += [-1 if limit is None else limit, offset]
         with self._lock:
+            db = self._c()
+            sql = (
+                f"SELECT {db.run_select} FROM runs {where}"
+                f" ORDER BY created_at {order}, run_id {order} LIMIT ? OFFSET ?"
+            )
+            params += [db.no_limit if limit is None else limit, offset]
             rows = self._read(sql, params, where="listing runs")
         return [_run_from_row(r) for r in rows]
 
@@ -500,14 +485,15 @@ class Journal:
         """
         now = time.time()
         with self._lock:
-            conn = self._c()
-            with _sqlite.transaction(conn, f"claiming run {run_id!r}"):
-                row = conn.execute(
-                    "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?",
+            db = self._c()
+            with db.transaction(f"claiming run {run_id!r}"):
+                row = db.execute(
+                    "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?"
+                    + db.for_update,
                     (run_id,),
                 ).fetchone()
                 if row is None:
-                    raise RunNotFound(f"no run {run_id!r} in journal {self.path!r}", run_id=run_id)
+                    raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
                 status, holder, expires = row
                 if status in TERMINAL_STATUSES:
                     raise ConflictError(
@@ -520,7 +506,7 @@ class Journal:
                         run_id=run_id,
                         owner=holder,
                     )
-                conn.execute(
+                db.execute(
                     "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
                     "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
                     "updated_at = ? WHERE run_id = ?",
@@ -534,7 +520,7 @@ class Journal:
         t = time.time() if now is None else now
         with self._lock:
             rows = self._read(
-                f"SELECT {_RUN_SELECT} FROM runs WHERE "
+                f"SELECT {self._c().run_select} FROM runs WHERE "
                 "((status IN ('pending', 'running') AND (owner IS NULL OR lease_expires_at < ?))"
                 " OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?"
                 "     AND (owner IS NULL OR lease_expires_at < ?)))"
@@ -548,14 +534,14 @@ class Journal:
         """Extend a held lease; raises :class:`ConflictError` if the epoch moved on."""
         expires = time.time() + lease_seconds
         with self._lock:
-            conn = self._c()
-            with _sqlite.transaction(conn, f"renewing the lease on {run_id!r}"):
-                conn.execute(
+            db = self._c()
+            with db.transaction(f"renewing the lease on {run_id!r}"):
+                db.execute(
                     "UPDATE runs SET lease_expires_at = ? "
                     "WHERE run_id = ? AND owner = ? AND epoch = ?",
                     (expires, run_id, owner, epoch),
                 )
-                if conn.changes() == 0:
+                if db.changes() == 0:
                     raise ConflictError(
                         f"run {run_id!r}: lease lost (epoch {epoch} is no longer current)",
                         run_id=run_id,
@@ -589,7 +575,7 @@ class Journal:
         expected = -1 if expected_seq is None else expected_seq
         # The common case (entries after a known seq, nothing else: see _advance)
         # skips building a request, and the transaction is spelled out rather than
-        # taken from _sqlite.transaction (same semantics): at durability "process"
+        # taken from Backend.transaction (same semantics): at durability "process"
         # a commit is ~15 µs and every µs of Python shows.
         plain = (
             len(entries) > 0
@@ -608,30 +594,26 @@ class Journal:
             )
         )
         with self._lock:
-            conn = self._c()
+            db = self._c()
             now = time.time()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except apsw.Error as exc:
-                raise _sqlite.translate(exc, f"appending to run {run_id!r}") from exc
+                db.begin()
+            except db.errors as exc:
+                raise db.translate(exc, f"appending to run {run_id!r}") from exc
             try:
                 if req is None:
-                    seq = self._advance(conn, run_id, entries, expected, epoch, now)
+                    seq = self._advance(run_id, entries, expected, epoch, now)
                 else:
-                    seq = self._apply(conn, req, now)
+                    seq = self._apply(req, now)
             except BaseException as exc:
-                with contextlib.suppress(apsw.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, apsw.Error):
-                    raise _sqlite.translate(exc, f"appending to run {run_id!r}") from exc
+                db.rollback()
+                if isinstance(exc, db.errors):
+                    raise db.translate(exc, f"appending to run {run_id!r}") from exc
                 raise
             try:
-                conn.execute("COMMIT")
-            except apsw.Error:
+                db.commit(f"appending to run {run_id!r}")
+            except CommitUnknown:
                 # A COMMIT that raised may still have committed: re-read to decide.
-                with contextlib.suppress(apsw.Error):
-                    if not conn.getautocommit():
-                        conn.execute("ROLLBACK")
                 return self._resolve_unknown(req or AppendRequest(run_id, entries, expected, epoch))
             return seq
 
@@ -644,20 +626,20 @@ class Journal:
         """
         results: list[int | JournalError] = []
         with self._lock:
-            conn = self._c()
+            db = self._c()
             now = time.time()
             try:
-                with _sqlite.transaction(conn, f"appending a batch of {len(requests)}"):
+                with db.transaction(f"appending a batch of {len(requests)}"):
                     for req in requests:
-                        conn.execute("SAVEPOINT one")
+                        db.execute("SAVEPOINT one")
                         try:
-                            results.append(self._apply(conn, req, now))
-                            conn.execute("RELEASE one")
+                            results.append(self._apply(req, now))
+                            db.execute("RELEASE SAVEPOINT one")
                         except JournalError as exc:
-                            conn.execute("ROLLBACK TO one")
-                            conn.execute("RELEASE one")
+                            db.execute("ROLLBACK TO SAVEPOINT one")
+                            db.execute("RELEASE SAVEPOINT one")
                             results.append(exc)
-            except _sqlite.CommitUnknown:
+            except CommitUnknown:
                 return [
                     r if isinstance(r, JournalError) else self._resolve_unknown(req)
                     for r, req in zip(results, requests, strict=True)
@@ -680,7 +662,7 @@ class Journal:
             run_id=req.run_id,
         )
 
-    def _apply(self, conn: apsw.Connection, req: AppendRequest, now: float) -> int:
+    def _apply(self, req: AppendRequest, now: float) -> int:
         """Guard the run row, insert the entries, update the run, snapshot."""
         if (
             req.entries
@@ -691,18 +673,19 @@ class Journal:
             and req.wake_at is UNSET
             and not req.release
         ):
-            return self._advance(conn, req.run_id, req.entries, req.expected_seq, req.epoch, now)
+            return self._advance(req.run_id, req.entries, req.expected_seq, req.epoch, now)
         run_id, entries = req.run_id, req.entries
         n = len(entries)
         if req.status is not None and req.status not in RUN_STATUSES:
             raise ValueError(f"unknown status {req.status!r}")
-        row = conn.execute(_GUARD, (run_id,)).fetchone()
+        db = self._c()
+        row = db.execute(db.guard, (run_id,)).fetchone()
         if (
             row is None
             or (req.expected_seq >= 0 and row[0] != req.expected_seq)
             or (req.epoch is not None and row[1] != req.epoch)
         ):
-            self._explain_conflict(conn, req)
+            self._explain_conflict(req)
         base = row[0]
         sets = ["updated_at = ?", "last_seq = ?"]
         params: list[Any] = [now, base + n]
@@ -720,8 +703,8 @@ class Journal:
         if req.release:
             sets.append("owner = NULL, lease_expires_at = NULL")
         params.append(run_id)
-        conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
-        seq = self._insert(conn, run_id, entries, base, now) if n else req.expected_seq
+        db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
+        seq = self._insert(run_id, entries, base, now) if n else req.expected_seq
         if req.status in TERMINAL_STATUSES:
             # The snapshot_every cache holds runs in flight only: kept for every run
             # ever appended to, it grew by ~110 bytes per finished run. (A dropped
@@ -729,9 +712,8 @@ class Journal:
             self._snapshot_every.pop(run_id, None)
         return seq
 
-    def _advance(  # noqa: PLR0917 - the hot path: positional, no request object
+    def _advance(
         self,
-        conn: apsw.Connection,
         run_id: str,
         entries: Sequence[NewEntry],
         expected: int,
@@ -741,22 +723,28 @@ class Journal:
         """The hot path: entries after a known seq and no other change, so no runs UPDATE.
 
         The guard is a read (the caller holds the write lock since BEGIN IMMEDIATE);
-        the new last seq is the newest entry's, which readers derive.
+        the new last seq is the newest entry's, which readers derive. (A backend
+        whose guard locks only the run's row stores it instead.)
         """
-        row = conn.execute(_GUARD, (run_id,)).fetchone()
+        db = self._c()
+        row = db.execute(db.guard, (run_id,)).fetchone()
         if row is None or row[0] != expected or (epoch is not None and row[1] != epoch):
-            self._explain_conflict(conn, AppendRequest(run_id, entries, expected, epoch))
-        return self._insert(conn, run_id, entries, expected, now)
+            self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
+        if db.stores_last_seq:  # before the insert: a snapshot it writes reads the run
+            db.execute(
+                "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
+                (expected + len(entries), now, run_id),
+            )
+        return self._insert(run_id, entries, expected, now)
 
-    def _insert(
-        self, conn: apsw.Connection, run_id: str, entries: Sequence[NewEntry], base: int, now: float
-    ) -> int:
+    def _insert(self, run_id: str, entries: Sequence[NewEntry], base: int, now: float) -> int:
         """Insert ``entries`` as seqs ``base+1..``; write a snapshot if they cross a boundary."""
+        db = self._c()
         seq = base
         if len(entries) == 1:
             e = entries[0]
             seq += 1
-            conn.execute(
+            db.execute(
                 _INSERT_ENTRY,
                 (
                     run_id,
@@ -787,16 +775,17 @@ class Journal:
                         entry_checksum(run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now),
                     )
                 )
-            conn.executemany(_INSERT_ENTRY, rows)
-        every = self._run_snapshot_every(conn, run_id)
+            db.executemany(_INSERT_ENTRY, rows)
+        every = self._run_snapshot_every(run_id)
         if self.snapshot_policy.crosses(base, seq, every):
-            self._write_snapshot(conn, run_id, seq, now)
+            self._write_snapshot(run_id, seq, now)
         return seq
 
-    def _explain_conflict(self, conn: apsw.Connection, req: AppendRequest) -> NoReturn:
-        row = conn.execute(_GUARD, (req.run_id,)).fetchone()
+    def _explain_conflict(self, req: AppendRequest) -> NoReturn:
+        db = self._c()
+        row = db.execute(db.guard, (req.run_id,)).fetchone()
         if row is None:
-            raise RunNotFound(f"no run {req.run_id!r} in journal {self.path!r}", run_id=req.run_id)
+            raise RunNotFound(f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id)
         last_seq, epoch = row
         if req.epoch is not None and epoch != req.epoch:
             raise ConflictError(
@@ -814,11 +803,13 @@ class Journal:
             actual_seq=last_seq,
         )
 
-    def _run_snapshot_every(self, conn: apsw.Connection, run_id: str) -> int | None:
+    def _run_snapshot_every(self, run_id: str) -> int | None:
         if run_id not in self._snapshot_every:
-            row = conn.execute(
-                "SELECT snapshot_every FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
+            row = (
+                self._c()
+                .execute("SELECT snapshot_every FROM runs WHERE run_id = ?", (run_id,))
+                .fetchone()
+            )
             self._snapshot_every[run_id] = row[0] if row else None
         return self._snapshot_every[run_id]
 
@@ -844,7 +835,7 @@ class Journal:
             hi = min(lo + page - 1, last)
             with self._lock:
                 rows = self._read(
-                    f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE run_id = ? AND seq BETWEEN ? AND ?"
+                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE run_id = ? AND seq BETWEEN ? AND ?"
                     " ORDER BY seq",
                     (run_id, lo, hi),
                     where=f"reading run {run_id!r} seqs {lo}..{hi}",
@@ -949,8 +940,9 @@ class Journal:
     def _snapshot_state(self, run: Run, seq: int) -> FoldedState | None:
         # Newest first, and only as far as the first usable one: a long run has
         # many snapshots, and reading them all would make state_at grow with it.
+        db = self._c()
         try:
-            cursor = self._c().execute(
+            cursor = db.execute(
                 "SELECT seq, state, codec, fingerprint, checksum FROM snapshots "
                 "WHERE run_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC",
                 (run.run_id, seq, run.horizon),
@@ -958,10 +950,10 @@ class Journal:
             for snap_seq, state, codec, fingerprint, checksum in cursor:
                 if fingerprint == self.fingerprint(codec):
                     return self._load_snapshot(
-                        run.run_id, snap_seq, state, codec, fingerprint, checksum
+                        run.run_id, snap_seq, bytes(state), codec, fingerprint, checksum
                     )
-        except apsw.Error as exc:
-            raise _sqlite.translate(exc, f"reading snapshots of {run.run_id!r}") from exc
+        except db.errors as exc:
+            raise db.translate(exc, f"reading snapshots of {run.run_id!r}") from exc
         return None
 
     def _load_snapshot(  # noqa: PLR0917 - the snapshot row's columns, in order
@@ -985,23 +977,24 @@ class Journal:
     def write_snapshot(self, run_id: str, seq: int | None = None) -> SnapshotInfo:
         """Write (or rewrite) the snapshot of the state at ``seq`` (default: last)."""
         with self._lock:
-            conn = self._c()
-            with _sqlite.transaction(conn, f"snapshotting run {run_id!r}"):
+            db = self._c()
+            with db.transaction(f"snapshotting run {run_id!r}"):
                 run = self.get_run(run_id)
                 target = run.last_seq if seq is None else seq
-                return self._write_snapshot(conn, run_id, target, time.time())
+                return self._write_snapshot(run_id, target, time.time())
 
-    def _write_snapshot(
-        self, conn: apsw.Connection, run_id: str, seq: int, now: float
-    ) -> SnapshotInfo:
+    def _write_snapshot(self, run_id: str, seq: int, now: float) -> SnapshotInfo:
+        db = self._c()
         state = self.state_at(run_id, seq)
-        codec_name = _sqlite.one(conn, "SELECT codec FROM runs WHERE run_id = ?", (run_id,))
+        (codec_name,) = db.execute("SELECT codec FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         codec = self.codec_named(codec_name)
         data = codec.encode(state.to_payload(), path=f"snapshot of {run_id!r} at seq {seq}")
         fingerprint = self.fingerprint(codec.name)
-        conn.execute(
-            "INSERT OR REPLACE INTO snapshots (run_id, seq, state, codec, fingerprint, checksum,"
-            " created_at) VALUES (?,?,?,?,?,?,?)",
+        db.execute(
+            "INSERT INTO snapshots (run_id, seq, state, codec, fingerprint, checksum,"
+            " created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id, seq) DO UPDATE SET"
+            " state = excluded.state, codec = excluded.codec, fingerprint = excluded.fingerprint,"
+            " checksum = excluded.checksum, created_at = excluded.created_at",
             (
                 run_id,
                 seq,
@@ -1018,8 +1011,8 @@ class Journal:
         """The run's snapshots, oldest first."""
         with self._lock:
             rows = self._read(
-                "SELECT run_id, seq, codec, fingerprint, length(state), created_at "
-                "FROM snapshots WHERE run_id = ? ORDER BY seq",
+                f"SELECT run_id, seq, codec, fingerprint, {self._c().blob_length}(state),"
+                " created_at FROM snapshots WHERE run_id = ? ORDER BY seq",
                 (run_id,),
                 where=f"listing snapshots of {run_id!r}",
             )
@@ -1036,12 +1029,11 @@ class Journal:
     def reclaim(self, max_pages: int | None = None) -> int:
         """Return free pages to the OS (incremental VACUUM); returns pages freed."""
         with self._lock:
-            conn = self._c()
-            before = _sqlite.one(conn, "PRAGMA freelist_count")
-            arg = "" if max_pages is None else f"({int(max_pages)})"
-            conn.execute(f"PRAGMA incremental_vacuum{arg}").fetchall()
-            after = _sqlite.one(conn, "PRAGMA freelist_count")
-        return int(before - after)
+            db = self._c()
+            try:
+                return db.reclaim(max_pages)
+            except db.errors as exc:
+                raise db.translate(exc, f"reclaiming free space in {self.where!r}") from exc
 
     def verify(
         self, run_id: str | None = None, *, progress: Callable[[int, int], None] | None = None
@@ -1049,9 +1041,22 @@ class Journal:
         """Check checksums, seq density, snapshots against folds and the file's integrity."""
         return verify(self, run_id, progress=progress)
 
-    def raw_connection(self) -> apsw.Connection:
-        """The underlying apsw connection, for tools within this package."""
+    @property
+    def backend(self) -> Backend:
+        """The open database connection and its SQL spellings, for tools within this package."""
         return self._c()
+
+    @property
+    def is_postgres(self) -> bool:
+        """True for a journal in PostgreSQL, False for a journal file."""
+        return self._c().kind == "postgresql"
+
+    def raw_connection(self) -> Any:
+        """The underlying apsw connection of a journal file (tests and benchmarks)."""
+        db = self._c()
+        if db.kind != "sqlite":
+            raise JournalError(f"{self.where!r} is not a journal file; it has no apsw connection")
+        return db.conn  # type: ignore[attr-defined]
 
     @property
     def lock(self) -> threading.RLock:
@@ -1063,5 +1068,6 @@ class Journal:
         return export_run(self, run_id, format=format)
 
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        """An ad-hoc read-only SQL query over the journal file (through sqlite-utils)."""
-        return query(self.path, sql, params)
+        """An ad-hoc read-only SQL query over the journal: rows as dicts. It cannot write."""
+        with self._lock:
+            return self._c().query(sql, params)

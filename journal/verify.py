@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import apsw
-
 from .errors import JournalError
 from .fold import FoldedState, fold
 
@@ -41,14 +39,12 @@ def verify(
     """Check ``PRAGMA integrity_check``, every entry's checksum and seq density, and that
     every snapshot equals the fold of the entries before it."""
     report = VerifyReport()
+    db = journal.backend
     try:
         with journal.lock:
-            rows = journal.raw_connection().execute("PRAGMA integrity_check").fetchall()
-    except apsw.Error as exc:
+            report.problems += db.integrity_problems()
+    except db.errors as exc:
         report.problems.append(f"integrity_check could not run: {exc}")
-        rows = [("ok",)]
-    if [r[0] for r in rows] != ["ok"]:
-        report.problems += [f"integrity_check: {r[0]}" for r in rows]
     try:
         runs = [journal.get_run(run_id)] if run_id else journal.list_runs(limit=None)
     except JournalError as exc:

@@ -1,9 +1,12 @@
-"""The journal contract, run against the SQLite backend."""
+"""The journal contract, run against the SQLite and the PostgreSQL backends."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from journal import Journal
 from journal.contract import JournalContract
@@ -14,3 +17,17 @@ class TestSqliteJournal(JournalContract):
 
     def open_journal(self, tmp_path: Path, **options: Any) -> Journal:
         return Journal(tmp_path / "contract.db", **options)
+
+
+@pytest.mark.postgres
+class TestPostgresJournal(JournalContract):
+    """Every contract test on the PostgreSQL backend (a schema of its own per test)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, pg_url: str) -> None:
+        self.base = pg_url
+
+    def open_journal(self, tmp_path: Path, **options: Any) -> Journal:
+        # One schema per test, the same each time the test reopens its journal.
+        schema = "t_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:12]
+        return Journal(f"{self.base}?schema={schema}", **options)

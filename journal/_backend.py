@@ -1,0 +1,156 @@
+"""What the journal needs from a database: one connection, explicit transactions and a
+few SQL spellings that differ between SQLite and PostgreSQL.
+
+:class:`~journal.Journal` holds the logic (guards, seqs, checksums, snapshots) once;
+a backend runs its SQL. Statements are written with ``?`` placeholders and the
+SQLite spelling; a backend rewrites what its database spells differently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from .errors import JournalError
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(location: str) -> bool:
+    """True if ``location`` names a PostgreSQL database rather than a journal file."""
+    return location.startswith(URL_SCHEMES)
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the journal uses."""
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class CommitUnknown(JournalError):
+    """COMMIT raised: the transaction may or may not have been applied; re-read to decide."""
+
+
+class Backend:
+    """One open connection to a journal's database. Not thread-safe: the journal's
+    lock serialises every use."""
+
+    kind: str
+    """``"sqlite"`` or ``"postgresql"``."""
+    location: str
+    """Where the journal is: a file path, or the URL without its password."""
+    errors: tuple[type[BaseException], ...]
+    """The driver's exception types, translated by :meth:`translate`."""
+
+    # -- SQL that differs ---------------------------------------------------------------
+    run_select: str
+    """The run columns for ``SELECT ... FROM runs``, in :data:`RUN_FIELDS` order."""
+    last_seq: str
+    """The expression of a run's last seq in ``SELECT ... FROM runs``."""
+    guard: str
+    """``(last_seq, epoch)`` of run ``?``, locking the row against other writers."""
+    stores_last_seq: bool
+    """Whether every append also writes ``runs.last_seq``/``updated_at`` (else derived)."""
+    for_update: str
+    """Suffix locking the rows a SELECT reads until COMMIT (empty where the whole
+    database is already locked by the transaction)."""
+    skip_locked: str
+    """Suffix letting concurrent claimers skip each other's rows."""
+    blob_length: str
+    no_limit: int | None
+    """The LIMIT that means "no limit"."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement."""
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per parameter row."""
+        raise NotImplementedError
+
+    def changes(self) -> int:
+        """Rows changed by the last INSERT/UPDATE/DELETE."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Start a write transaction."""
+        raise NotImplementedError
+
+    def commit(self, where: str) -> None:
+        """Commit; raises :class:`CommitUnknown` if the outcome cannot be known."""
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if any; never raises."""
+        raise NotImplementedError
+
+    def translate(self, exc: BaseException, where: str) -> JournalError:
+        """The journal error for a driver exception, naming ``where`` it happened."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the connection."""
+        raise NotImplementedError
+
+    def integrity_problems(self) -> list[str]:
+        """The database's own consistency check (empty when sound)."""
+        return []
+
+    def reclaim(self, max_pages: int | None) -> int:
+        """Return free space to the OS where the database supports it."""
+        return 0
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        """Rows of an ad-hoc statement run where it cannot write."""
+        raise NotImplementedError
+
+    def notify(self, channel: str, payload: str) -> None:
+        """Wake listeners on ``channel`` once the open transaction commits (PostgreSQL);
+        a journal file has no listeners."""
+
+    @contextlib.contextmanager
+    def transaction(self, where: str) -> Iterator[Backend]:
+        """``BEGIN`` … ``COMMIT``; rolls back on any exception and translates it."""
+        try:
+            self.begin()
+        except self.errors as exc:
+            raise self.translate(exc, where) from exc
+        try:
+            yield self
+        except BaseException as exc:
+            self.rollback()
+            if isinstance(exc, self.errors):
+                raise self.translate(exc, where) from exc
+            raise
+        self.commit(where)
+
+
+def open_backend(
+    location: str,
+    *,
+    durability: str,
+    busy_timeout_ms: int,
+    readonly: bool,
+    vfs: str | None = None,
+) -> Backend:
+    """The backend for a file path or a ``postgresql://`` URL."""
+    if durability not in ("full", "process"):
+        raise ValueError(f"durability must be 'full' or 'process', got {durability!r}")
+    if is_url(location):
+        if vfs is not None:
+            raise ValueError("vfs= applies to SQLite journal files, not to PostgreSQL")
+        from ._postgres import PostgresBackend  # noqa: PLC0415 - psycopg is an optional extra
+
+        return PostgresBackend(
+            location, durability=durability, busy_timeout_ms=busy_timeout_ms, readonly=readonly
+        )
+    from ._sqlite import SqliteBackend  # noqa: PLC0415 - _sqlite imports this module
+
+    return SqliteBackend(
+        location, durability=durability, busy_timeout_ms=busy_timeout_ms, readonly=readonly, vfs=vfs
+    )

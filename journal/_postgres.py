@@ -1,0 +1,392 @@
+"""The PostgreSQL backend: a journal in a PostgreSQL database, through psycopg 3.
+
+Selected by a ``postgresql://`` URL. The journal's tables live in one schema of the
+database (``durable`` unless the URL says ``?schema=name``), beside whatever else the
+database holds. psycopg's errors are turned into the journal's tree here and nowhere
+else.
+
+Writers of different runs do not exclude each other here (in a journal file one
+writer holds the whole file): every write locks the rows it depends on (``FOR
+UPDATE``), and an append stores the run's last seq in its row so that the lock and
+the guard are one read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg import pq
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "a postgresql:// journal needs psycopg: pip install 'durable[postgres]'"
+    ) from exc
+
+from ._backend import Backend, CommitUnknown, Cursor
+from ._schema import RUN_FIELDS, SCHEMA_VERSION
+from .errors import (
+    ConnectionLost,
+    DatabaseUnavailable,
+    JournalBusy,
+    JournalError,
+    NotAJournalError,
+    SchemaVersionError,
+)
+
+__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "split_url"]
+
+DEFAULT_SCHEMA = "durable"
+APPLICATION = "durable-journal"
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# One advisory lock key for schema creation and upgrades ("DRB1", as in a file's header).
+_SCHEMA_LOCK = 0x44524231
+
+DDL = (
+    """
+    CREATE TABLE journal_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE runs (
+        run_id           TEXT PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        name             TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        codec            TEXT NOT NULL,
+        input            BYTEA,
+        output           BYTEA,
+        error            TEXT,
+        created_at       DOUBLE PRECISION NOT NULL,
+        updated_at       DOUBLE PRECISION NOT NULL,
+        last_seq         BIGINT NOT NULL DEFAULT 0,
+        epoch            BIGINT NOT NULL DEFAULT 0,
+        owner            TEXT,
+        lease_expires_at DOUBLE PRECISION,
+        wake_at          DOUBLE PRECISION,
+        parent_run_id    TEXT REFERENCES runs(run_id),
+        forked_from      TEXT REFERENCES runs(run_id),
+        forked_at        BIGINT,
+        code_version     TEXT,
+        snapshot_every   BIGINT,
+        horizon          BIGINT NOT NULL DEFAULT 0,
+        meta             TEXT NOT NULL DEFAULT '{}',
+        queue            TEXT,
+        priority         INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX runs_by_status ON runs(status, wake_at, lease_expires_at)",
+    "CREATE INDEX runs_by_name ON runs(name, created_at)",
+    "CREATE INDEX runs_by_created ON runs(created_at)",
+    "CREATE INDEX runs_by_parent ON runs(parent_run_id)",
+    "CREATE INDEX runs_by_queue ON runs(status, queue, priority DESC, created_at)",
+    """
+    CREATE TABLE entries (
+        run_id   TEXT NOT NULL REFERENCES runs(run_id),
+        seq      BIGINT NOT NULL,
+        kind     TEXT NOT NULL,
+        step     TEXT,
+        key      TEXT,
+        payload  BYTEA,
+        codec    TEXT NOT NULL,
+        ts       DOUBLE PRECISION NOT NULL,
+        checksum BIGINT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    )
+    """,
+    """
+    CREATE TABLE snapshots (
+        run_id      TEXT NOT NULL REFERENCES runs(run_id),
+        seq         BIGINT NOT NULL,
+        state       BYTEA NOT NULL,
+        codec       TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        checksum    BIGINT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    )
+    """,
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+"""Statements taking a PostgreSQL journal to each version (the first one was 2)."""
+
+_BUSY = (
+    pg_errors.LockNotAvailable,
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+    pg_errors.QueryCanceled,
+)
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """``(conninfo for libpq, schema, the URL without its password)``.
+
+    ``schema`` is this project's parameter, not libpq's: it is taken out of the query.
+    """
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in query if k == "schema"]
+    schema = schemas[-1] if schemas else DEFAULT_SCHEMA
+    if not _IDENTIFIER.fullmatch(schema):
+        raise ValueError(
+            f"schema={schema!r} in the journal URL: use lower-case letters, digits and _ "
+            "(at most 63, not starting with a digit)"
+        )
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+    conninfo = urllib.parse.urlunsplit(parts._replace(query=rest))
+    shown = parts.netloc
+    if parts.password is not None:
+        shown = shown.replace(f":{parts.password}@", ":***@", 1)
+    where = urllib.parse.urlunsplit(parts._replace(netloc=shown))
+    return conninfo, schema, where
+
+
+class PostgresBackend(Backend):
+    """A journal in a PostgreSQL schema, on one connection (autocommit; explicit
+    ``BEGIN``/``COMMIT`` so the store spells its transactions as it does for SQLite)."""
+
+    kind = "postgresql"
+    errors = (psycopg.Error,)
+    stores_last_seq = True
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    blob_length = "octet_length"
+    no_limit = None
+    last_seq = "runs.last_seq"
+    guard = "SELECT last_seq, epoch FROM runs WHERE run_id = ? FOR UPDATE"
+    run_select = ", ".join(f"runs.{f}" for f in RUN_FIELDS)
+
+    def __init__(self, url: str, *, durability: str, busy_timeout_ms: int, readonly: bool) -> None:
+        self.conninfo, self.schema, self.location = split_url(url)
+        self.readonly = readonly
+        self._settings = {
+            "search_path": self.schema,
+            # "process": a commit survives this process, not the server's crash.
+            "synchronous_commit": "on" if durability == "full" else "off",
+            "lock_timeout": f"{int(busy_timeout_ms)}ms",
+            "default_transaction_read_only": "on" if readonly else "off",
+        }
+        self._sql: dict[str, str] = {}
+        self._last: Any = None
+        self.conn = self._connect()
+        try:
+            self._check_schema()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # -- connection ---------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to the PostgreSQL journal at {self.location!r}: "
+                f"{_first_line(exc)}",
+                where=self.location,
+            ) from exc
+        try:
+            for name, value in self._settings.items():
+                conn.execute(f"SELECT set_config('{name}', %s, false)", (value,))
+        except psycopg.Error as exc:
+            conn.close()
+            raise self.translate(exc, f"configuring the connection to {self.location!r}") from exc
+        return conn
+
+    def _usable(self) -> psycopg.Connection[Any]:
+        # A connection that dropped between transactions is replaced: nothing was in
+        # flight. One that dropped inside a transaction is reported (ConnectionLost).
+        if self.conn.closed or self.conn.broken:
+            self.conn = self._connect()
+        return self.conn
+
+    def _check_schema(self) -> None:
+        conn = self.conn
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM information_schema.tables WHERE table_schema = %s),"
+            " to_regclass(%s) IS NOT NULL",
+            (self.schema, f"{self.schema}.journal_meta"),
+        ).fetchone()
+        tables, marked = row if row else (0, False)
+        if not marked:
+            if tables:
+                raise NotAJournalError(
+                    f"schema {self.schema!r} of {self.location!r} holds {tables} tables but "
+                    "is not a durable journal; refusing to touch it (name another with "
+                    "?schema=...)",
+                    path=self.location,
+                )
+            if self.readonly:
+                raise NotAJournalError(
+                    f"{self.location!r} has no journal in schema {self.schema!r} "
+                    "(opened read-only)",
+                    path=self.location,
+                )
+            self._create_schema()
+            return
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.location!r} (schema {self.schema!r}) has journal schema version "
+                f"{version}; this code reads up to {SCHEMA_VERSION}: upgrade the package",
+                path=self.location,
+                found=version,
+                supported=SCHEMA_VERSION,
+            )
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._migrate()
+
+    def _version(self) -> int:
+        row = self.conn.execute(
+            "SELECT value FROM journal_meta WHERE key = 'schema_version'"
+        ).fetchone()
+        app = self.conn.execute(
+            "SELECT value FROM journal_meta WHERE key = 'application'"
+        ).fetchone()
+        if row is None or app is None or app[0] != APPLICATION:
+            raise NotAJournalError(
+                f"schema {self.schema!r} of {self.location!r} has a journal_meta table that "
+                "this project did not write; refusing to touch it",
+                path=self.location,
+            )
+        return int(row[0])
+
+    def _create_schema(self) -> None:
+        with self.transaction(f"creating the journal schema in {self.location!r}"):
+            # Workers starting together: one creates, the others wait and find it made.
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            if self.conn.execute("SELECT to_regclass('journal_meta')").fetchone()[0]:  # type: ignore[index]
+                return
+            self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            for statement in DDL:
+                self.conn.execute(statement)
+            self.conn.execute(
+                "INSERT INTO journal_meta (key, value) VALUES ('application', %s),"
+                " ('schema_version', %s)",
+                (APPLICATION, str(SCHEMA_VERSION)),
+            )
+
+    def _migrate(self) -> None:
+        with self.transaction(f"upgrading the journal schema in {self.location!r}"):
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for target in range(self._version() + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    self.conn.execute(statement)
+            self.conn.execute(
+                "UPDATE journal_meta SET value = %s WHERE key = 'schema_version'",
+                (str(SCHEMA_VERSION),),
+            )
+
+    # -- statements ---------------------------------------------------------------------
+
+    def _spell(self, sql: str) -> str:
+        spelled = self._sql.get(sql)
+        if spelled is None:
+            spelled = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return spelled
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        conn = self.conn if self._in_transaction() else self._usable()
+        cur = conn.execute(self._spell(sql), params)
+        self._last = cur
+        return cur
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        cur = self.conn.cursor()
+        cur.executemany(self._spell(sql), rows)
+        self._last = cur
+
+    def changes(self) -> int:
+        return int(self._last.rowcount) if self._last is not None else 0
+
+    def _in_transaction(self) -> bool:
+        return self.conn.info.transaction_status in (
+            pq.TransactionStatus.INTRANS,
+            pq.TransactionStatus.INERROR,
+        )
+
+    def begin(self) -> None:
+        self._usable().execute("BEGIN")
+
+    def commit(self, where: str) -> None:
+        try:
+            self.conn.execute("COMMIT")
+        except psycopg.OperationalError as exc:
+            # The COMMIT may have reached the server before the connection went.
+            raise CommitUnknown(
+                f"{where}: the connection to {self.location!r} failed during COMMIT "
+                f"({_first_line(exc)}); outcome unknown",
+                where=where,
+            ) from exc
+        except psycopg.Error as exc:
+            self.rollback()
+            raise self.translate(exc, where) from exc
+
+    def rollback(self) -> None:
+        if self.conn.closed or self.conn.broken:
+            return  # the server rolled back when the connection went
+        with contextlib.suppress(psycopg.Error):
+            if self._in_transaction():
+                self.conn.execute("ROLLBACK")
+
+    def translate(self, exc: BaseException, where: str) -> JournalError:
+        if isinstance(exc, JournalError):
+            return exc
+        if isinstance(exc, _BUSY):
+            return JournalBusy(
+                f"{where}: rows stayed locked by another writer past busy_timeout "
+                f"({_first_line(exc)}); retry, or raise busy_timeout",
+                where=where,
+            )
+        if isinstance(exc, psycopg.OperationalError) and (self.conn.closed or self.conn.broken):
+            return ConnectionLost(
+                f"{where}: the connection to {self.location!r} was lost before COMMIT "
+                f"({_first_line(exc)}); the server rolled back, nothing was written",
+                where=where,
+            )
+        if isinstance(exc, psycopg.OperationalError):
+            return DatabaseUnavailable(f"{where}: {_first_line(exc)}", where=where)
+        if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+            return JournalError(f"{where}: the journal was opened read-only", where=where)
+        return JournalError(f"{where}: {type(exc).__name__}: {_first_line(exc)}", where=where)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def reclaim(self, max_pages: int | None) -> int:
+        # Autovacuum returns dead rows' space for reuse; a plain VACUUM does it now.
+        self._usable().execute("VACUUM runs, entries, snapshots")
+        return 0
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        conn = self._usable()
+        try:
+            conn.execute("BEGIN READ ONLY")
+            try:
+                cur = conn.execute(sql.replace("?", "%s"), params)
+                if cur.description is None:
+                    return []
+                names = [d.name for d in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            finally:
+                self.rollback()
+        except psycopg.Error as exc:
+            raise JournalError(f"query failed: {_first_line(exc)}", sql=sql) from exc
+
+    def notify(self, channel: str, payload: str) -> None:
+        """Send a NOTIFY (delivered when the current transaction, if any, commits)."""
+        self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
