@@ -27,6 +27,7 @@ from .hashing import args_hash
 from .recorded import History, RecordedCall, call_key
 
 if TYPE_CHECKING:
+    from .committer import GroupCommitter
     from .runtime import Engine
     from .steps import StepSpec
 
@@ -103,6 +104,7 @@ class RunExecution:
         self.context: Any = None  # set by the runtime: Context imports this module
         self.steps_replayed = 0
         self.replay_until: int | None = None
+        self._committer: GroupCommitter | None = None  # the loop's, found on first use
         if history.fork_edits and history.fork_barrier == 0:
             self._apply_fork_edits()
 
@@ -160,47 +162,44 @@ class RunExecution:
         entries, self.body_buffer = self.body_buffer, []
         return entries
 
-    def _request(self, entries: list[NewEntry], **update: Any) -> AppendRequest:
-        # The seq is reserved now, before any await, so concurrent steps of one
-        # run chain their appends in the order they were submitted.
-        expected = self.seq
-        self.seq += len(entries)
-        return AppendRequest(self.run_id, entries, expected, self.epoch, **update)
-
     def commit(self, entries: list[NewEntry], **update: Any) -> None:
-        """Append in one transaction (blocking); a conflict means cancelled or fenced off."""
+        """Append in one transaction (blocking); a conflict means cancelled or fenced off.
+
+        ``update`` is what else changes in the run row (``status``, ``output``,
+        ``error``, ``wake_at``, ``release``), as :meth:`journal.Journal.append` takes it."""
         if self.replay_only:
             return
-        req = self._request(entries, **update)
+        expected = self.seq
+        self.seq += len(entries)
         try:
             self.journal.append(
-                req.run_id,
-                req.entries,
-                expected_seq=req.expected_seq,
-                epoch=req.epoch,
-                status=req.status,
-                output=req.output,
-                error=req.error,
-                wake_at=req.wake_at,
-                release=req.release,
+                self.run_id, entries, expected_seq=expected, epoch=self.epoch, **update
             )
         except ConflictError as exc:
             raise self._conflict(exc) from exc
         except Exception:
-            self.seq = req.expected_seq  # nothing was appended: the reservation is void
+            self.seq = expected  # nothing was appended: the reservation is void
             raise
 
     async def commit_async(self, entries: list[NewEntry], **update: Any) -> None:
         """Append through the engine's group committer: many runs share one commit."""
         if self.replay_only:
             return
-        req = self._request(entries, **update)
+        # The seq is reserved now, before any await, so concurrent steps of one
+        # run chain their appends in the order they were submitted.
+        expected = self.seq
+        self.seq += len(entries)
+        committer = self._committer
+        if committer is None:
+            committer = self._committer = self.engine.committer()
         try:
-            await self.engine.committer().submit(req)
+            await committer.submit(
+                AppendRequest(self.run_id, entries, expected, self.epoch, **update)
+            )
         except ConflictError as exc:
             raise self._conflict(exc) from exc
         except Exception:
-            self.seq = req.expected_seq  # nothing was appended: the reservation is void
+            self.seq = expected  # nothing was appended: the reservation is void
             raise
 
     def _conflict(self, exc: ConflictError) -> Exception:
@@ -253,6 +252,8 @@ class RunExecution:
             codec=self.codec,
             path=f"step {scope.key}",
         )
+        if not self.body_buffer and not scope.buffer:
+            return [done]  # the common case: the step's completion alone
         return [*self._drain_body(), *scope.buffer, done]
 
     def _failed(

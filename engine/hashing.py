@@ -1,4 +1,11 @@
-"""A stable hash of a step's arguments, compared on replay to catch changed calls."""
+"""A stable hash of a step's arguments, compared on replay to catch changed calls.
+
+The hash is over a text form of the arguments that must never change: runs
+recorded by an older version replay against it. The pieces are collected in a
+list and hashed once (one ``update`` of the joined text is the same digest as
+one ``update`` per piece), and plain scalars, the usual arguments, take the
+first test.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +14,52 @@ import enum
 import hashlib
 from typing import Any
 
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
-def _feed(h: Any, value: Any, depth: int = 0) -> None:
+
+def _feed(out: list[str], value: Any, depth: int = 0) -> None:
     if depth > 20:
-        h.update(b"<deep>")
+        out.append("<deep>")
         return
-    if value is None or isinstance(value, bool | int | float | str | bytes):
-        h.update(type(value).__name__.encode())
-        h.update(repr(value).encode())
-    elif isinstance(value, list | tuple):
-        h.update(b"[" if isinstance(value, list) else b"(")
+    t = type(value)
+    if t in _SCALARS or isinstance(value, bool | int | float | str | bytes):
+        # Subclasses (IntEnum, str enums...) land here too, named by their own type.
+        out.append(t.__name__)
+        out.append(repr(value))
+    elif t is list or t is tuple or isinstance(value, list | tuple):
+        out.append("[" if isinstance(value, list) else "(")
         for item in value:
-            _feed(h, item, depth + 1)
-        h.update(b"]")
+            _feed(out, item, depth + 1)
+        out.append("]")
     elif isinstance(value, dict):
-        h.update(b"{")
+        out.append("{")
         for k, v in value.items():
-            _feed(h, k, depth + 1)
-            _feed(h, v, depth + 1)
-        h.update(b"}")
+            _feed(out, k, depth + 1)
+            _feed(out, v, depth + 1)
+        out.append("}")
     elif isinstance(value, set | frozenset):
-        h.update(b"<set>")
-        for item in sorted(repr(v) for v in value):
-            h.update(item.encode())
+        out.append("<set>")
+        out.extend(sorted(repr(v) for v in value))
     elif isinstance(value, enum.Enum):
-        h.update(f"{type(value).__qualname__}.{value.name}".encode())
+        out.append(f"{type(value).__qualname__}.{value.name}")
     elif hasattr(value, "model_dump"):
-        h.update(type(value).__qualname__.encode())
-        _feed(h, value.model_dump(), depth + 1)
+        out.append(type(value).__qualname__)
+        _feed(out, value.model_dump(), depth + 1)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        h.update(type(value).__qualname__.encode())
-        _feed(h, dataclasses.asdict(value), depth + 1)
+        out.append(type(value).__qualname__)
+        _feed(out, dataclasses.asdict(value), depth + 1)
     else:
         # Clients, connections and other live objects: their repr holds an address
         # that differs on every run, so only their type takes part.
-        h.update(f"<{type(value).__module__}.{type(value).__qualname__}>".encode())
+        out.append(f"<{type(value).__module__}.{type(value).__qualname__}>")
 
 
 def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """16 hex digits identifying the arguments of a call, stable across processes."""
-    h = hashlib.blake2b(digest_size=8)
-    _feed(h, args)
-    _feed(h, sorted(kwargs.items()))
-    return h.hexdigest()
+    out: list[str] = []
+    _feed(out, args)
+    if kwargs:
+        _feed(out, sorted(kwargs.items()))
+    else:
+        out.append("[]")  # what an empty sorted(kwargs.items()) feeds
+    return hashlib.blake2b("".join(out).encode(), digest_size=8).hexdigest()

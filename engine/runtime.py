@@ -22,6 +22,7 @@ from journal import (
     EntryKind,
     Journal,
     LeaseHeld,
+    NewEntry,
     Run,
     SnapshotPolicy,
 )
@@ -39,7 +40,7 @@ from .errors import (
     WrongFunction,
 )
 from .execution import _CURRENT_RUN, RunExecution, child_outcome
-from .recorded import FORK_STEP, load_history
+from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
 
 if TYPE_CHECKING:
@@ -164,6 +165,9 @@ class Engine:
         # with the epoch it claimed: the heartbeat renews them all.
         self._leases: dict[str, int] = {}
         self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
+        # The run.started entry is the same for every run of one codec (it names
+        # this engine as owner): encoded once, shared (entries are immutable).
+        self._started: dict[str, tuple[Codec, NewEntry]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_threads, thread_name_prefix="durable-run"
         )
@@ -252,13 +256,14 @@ class Engine:
         kwargs: dict[str, Any],
         run_id: str | None,
         parent: str | None,
-    ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool]:
-        """Create or find the run; return it, the future to wait on, and whether we execute it."""
+    ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool, bool]:
+        """Create or find the run; return it, the future to wait on, whether we execute
+        it, and whether we just created it (then its history is known to be empty)."""
         journal = self.journal
         # The function's own codec, else this engine's (fn.codec would open the default
         # engine's journal, ./durable.db, when the function runs on another engine).
         codec = fn._codec or journal.codec
-        started = journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=codec)
+        started = self._started_entry(codec)
         with self._lock:
             run, created = journal.create_run(
                 run_id,
@@ -282,16 +287,24 @@ class Engine:
                         found=run.name,
                     )
                 if run.finished:
-                    return run, None, False
+                    return run, None, False, False
                 if run.run_id in self._running:
-                    return run, self._running[run.run_id], False
+                    return run, self._running[run.run_id], False, False
                 try:
                     run = journal.claim_run(
                         run.run_id, self.owner, lease_seconds=self.lease_seconds
                     )
                 except LeaseHeld:
-                    return run, None, False
-            return run, self._hold(run), True
+                    return run, None, False, False
+            return run, self._hold(run), True, created
+
+    def _started_entry(self, codec: Codec) -> NewEntry:
+        cached = self._started.get(codec.name)
+        if cached is not None and cached[0] is codec:
+            return cached[1]
+        entry = self.journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=codec)
+        self._started[codec.name] = (codec, entry)
+        return entry
 
     def _hold(self, run: Run) -> concurrent.futures.Future[Any]:
         """Record that this engine holds ``run`` (claimed at ``run.epoch``): the future its
@@ -323,10 +336,10 @@ class Engine:
         run_id: str | None = None,
     ) -> Any:
         """Run a sync durable function to its end in this thread and return its result."""
-        run, future, execute = self._claim(fn, args, kwargs, run_id, None)
+        run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None)
         if execute:
             assert future is not None
-            return self._execute_sync(fn, run, future)
+            return self._execute_sync(fn, run, future, fresh=fresh)
         return RunHandle(self, run.run_id, future).result()
 
     async def acall(
@@ -338,10 +351,10 @@ class Engine:
         run_id: str | None = None,
     ) -> Any:
         """Run an async durable function to its end on the running loop."""
-        run, future, execute = self._claim(fn, args, kwargs, run_id, None)
+        run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None)
         if execute:
             assert future is not None
-            return await self._execute_async(fn, run, future)
+            return await self._execute_async(fn, run, future, fresh=fresh)
         handle = RunHandle(self, run.run_id, future)
         return await asyncio.get_running_loop().run_in_executor(None, handle.result)
 
@@ -354,21 +367,26 @@ class Engine:
         run_id: str | None = None,
     ) -> RunHandle:
         """Start (or attach to) a run in the background; return its handle at once."""
-        run, future, execute = self._claim(fn, args, kwargs, run_id, None)
+        run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None)
         if execute:
             assert future is not None
-            self._launch(fn, run, future)
+            self._launch(fn, run, future, fresh=fresh)
         return RunHandle(self, run.run_id, future)
 
     def _launch(
-        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+        self,
+        fn: DurableFunction[Any, Any],
+        run: Run,
+        future: concurrent.futures.Future[Any],
+        *,
+        fresh: bool = False,
     ) -> None:
         if fn.is_async:
             asyncio.run_coroutine_threadsafe(
-                self._execute_async(fn, run, future), self._background_loop()
+                self._execute_async(fn, run, future, fresh=fresh), self._background_loop()
             )
         else:
-            self._pool.submit(self._execute_sync, fn, run, future)
+            self._pool.submit(self._execute_sync, fn, run, future, fresh=fresh)
 
     def start_fork(
         self, source: Run, seq: int, at_step: int, edits: dict[str, Any], new_run_id: str | None
@@ -439,10 +457,17 @@ class Engine:
     # -- executing ---------------------------------------------------------------------
 
     def _prepare(
-        self, fn: DurableFunction[Any, Any], run: Run, *, replay_only: bool = False
+        self,
+        fn: DurableFunction[Any, Any],
+        run: Run,
+        *,
+        replay_only: bool = False,
+        fresh: bool = False,
     ) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
+        """The execution of ``run`` with its history loaded; ``fresh``: the run was just
+        created by this engine, its journal holds only run.started, so nothing to load."""
         journal = self.journal
-        history = load_history(journal, run)
+        history = History() if fresh else load_history(journal, run)
         data = journal.decode(run.input, run.codec, where=f"run {run.run_id!r} input") or {}
         ex = RunExecution(
             self,
@@ -459,11 +484,15 @@ class Engine:
         return ex, args, dict(data.get("kwargs", {}))
 
     def _begin(
-        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+        self,
+        fn: DurableFunction[Any, Any],
+        run: Run,
+        future: concurrent.futures.Future[Any],
+        fresh: bool,
     ) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
         """What every execution does before the body: load, register, heartbeat."""
         try:
-            ex, args, kwargs = self._prepare(fn, run)
+            ex, args, kwargs = self._prepare(fn, run, fresh=fresh)
         except BaseException as exc:
             self._setup_failed(run, exc, future)
             raise
@@ -472,9 +501,14 @@ class Engine:
         return ex, args, kwargs
 
     def _execute_sync(
-        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+        self,
+        fn: DurableFunction[Any, Any],
+        run: Run,
+        future: concurrent.futures.Future[Any],
+        *,
+        fresh: bool = False,
     ) -> Any:
-        ex, args, kwargs = self._begin(fn, run, future)
+        ex, args, kwargs = self._begin(fn, run, future, fresh)
         token = _CURRENT_RUN.set(ex)
         try:
             result = fn.fn(*args, **kwargs)
@@ -492,9 +526,14 @@ class Engine:
             self._finished(run.run_id)
 
     async def _execute_async(
-        self, fn: DurableFunction[Any, Any], run: Run, future: concurrent.futures.Future[Any]
+        self,
+        fn: DurableFunction[Any, Any],
+        run: Run,
+        future: concurrent.futures.Future[Any],
+        *,
+        fresh: bool = False,
     ) -> Any:
-        ex, args, kwargs = self._begin(fn, run, future)
+        ex, args, kwargs = self._begin(fn, run, future, fresh)
         token = _CURRENT_RUN.set(ex)
         try:
             result = await fn.fn(*args, **kwargs)
@@ -578,11 +617,11 @@ class Engine:
             return child_outcome(child_id, recorded[1])
         if recorded is None:
             await parent.commit_async(parent.child_started_entries(fn.name, index, child_id))
-        run, future, execute = self._claim(fn, args, kwargs, child_id, parent.run_id)
+        run, future, execute, fresh = self._claim(fn, args, kwargs, child_id, parent.run_id)
         if execute:
             assert future is not None
             try:
-                await self._execute_async(fn, run, future)
+                await self._execute_async(fn, run, future, fresh=fresh)
             except (RunCancelled, FencedOff):
                 raise
             except Exception:
@@ -600,11 +639,11 @@ class Engine:
         child_id: str,
         parent_id: str,
     ) -> dict[str, Any]:
-        run, future, execute = self._claim(fn, args, kwargs, child_id, parent_id)
+        run, future, execute, fresh = self._claim(fn, args, kwargs, child_id, parent_id)
         if execute:
             assert future is not None
             try:
-                self._execute_sync(fn, run, future)
+                self._execute_sync(fn, run, future, fresh=fresh)
             except (RunCancelled, FencedOff):
                 raise
             except Exception:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from .execution import current_execution, current_step
+from .execution import _CURRENT_RUN, _CURRENT_STEP
 from .policies import RetryPolicy
 
 __all__ = ["StepSpec", "step"]
@@ -69,8 +69,8 @@ def step(
 
             @functools.wraps(func)
             def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ex = current_execution()
-                if ex is None or current_step() is not None:
+                ex = _CURRENT_RUN.get()
+                if ex is None or _CURRENT_STEP.get() is not None:
                     return func(*args, **kwargs)
                 # The call index is taken now, when the coroutine is made, so
                 # gather() numbers steps in program order, not completion order.
@@ -81,8 +81,8 @@ def step(
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ex = current_execution()
-                if ex is None or current_step() is not None:
+                ex = _CURRENT_RUN.get()
+                if ex is None or _CURRENT_STEP.get() is not None:
                     return func(*args, **kwargs)
                 return ex.call_step(spec, func, args, kwargs)
 

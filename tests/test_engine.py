@@ -5,6 +5,7 @@ dead process here: the engine writes nothing for it, exactly as after a kill."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from engine import (
     idempotency_key,
     step,
 )
+from engine.hashing import args_hash
 from journal import EntryKind, Journal, SerializationError
 
 CALLS: Counter[str] = Counter()
@@ -662,3 +664,32 @@ class TestGroupCommit:
         committers = list(eng._committers.values())
         assert committers and committers[0].requests >= 200 * 5
         assert committers[0].batches < committers[0].requests / 5
+
+
+class HashColor(enum.Enum):
+    RED = 1
+
+
+class TestHotPath:
+    """What the per-step and per-run fast paths must keep."""
+
+    @pytest.mark.parametrize(
+        ("args", "kwargs", "expected"),
+        [
+            ((), {}, "4f134c96f3e15439"),
+            ((5,), {}, "c0aefe5d918a7a16"),
+            (("abc", 2.5, None, True, b"x"), {}, "c0dcb61a4f49a054"),
+            (([1, (2, 3)], {"k": {1, 2}}), {"z": HashColor.RED, "a": 1}, "0220120241d058c0"),
+        ],
+    )
+    def test_argument_hash_is_pinned(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], expected: str
+    ) -> None:
+        """Runs recorded by older versions replay only if the hash never changes."""
+        assert args_hash(args, kwargs) == expected
+
+    def test_a_new_run_reads_no_history(self, fresh: Engine) -> None:
+        """A run this engine just created has nothing to replay: nothing is read back."""
+        before = fresh.journal.entries_read
+        assert sum_squares(3) == 5
+        assert fresh.journal.entries_read == before
