@@ -25,6 +25,7 @@ from .errors import (
 )
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from .policies import RetryPolicy
+from .queues import Queue
 from .replay import ReplayReport, replay, replay_all
 from .runtime import Engine, RecoveryReport, RunHandle, configure, default_engine
 from .state import State, TypedState
@@ -40,6 +41,7 @@ from .timetravel import (
     iter_history,
     state_at,
 )
+from .worker import Worker
 from .workflow import (
     RunFinished,
     Workflow,
@@ -77,6 +79,7 @@ __all__ = [
     "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
+    "Queue",
     "RecoveryReport",
     "ReplayReport",
     "ResultTimeout",
@@ -96,6 +99,7 @@ __all__ = [
     "Store",
     "TypedState",
     "WaitTimeout",
+    "Worker",
     "Workflow",
     "WorkflowCheckpoint",
     "WorkflowContext",

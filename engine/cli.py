@@ -42,6 +42,7 @@ from journal import (
     JournalError,
     RetentionPolicy,
     Run,
+    is_url,
     resolve_path,
     to_jsonable,
 )
@@ -132,13 +133,13 @@ def _remember_db(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def db_option(fn: F) -> F:
-    """``--db PATH``, accepted before and after the command name."""
+    """``--db PATH|URL``, accepted before and after the command name."""
     return click.option(
         "--db",
-        metavar="PATH",
+        metavar="PATH|URL",
         expose_value=False,
         callback=_remember_db,
-        help="The journal file. Default: $DURABLE_DB, else ./durable.db.",
+        help="The journal file, or a postgresql:// URL. Default: $DURABLE_DB, else ./durable.db.",
     )(fn)
 
 
@@ -197,9 +198,12 @@ TIMESTAMP = Timestamp()
 
 
 def _path(ctx: click.Context) -> str:
-    """The journal path; a missing file is an error (no command creates a journal)."""
+    """The journal path or URL; a missing file is an error (no command creates a journal
+    file; a PostgreSQL URL names a server, checked when it is opened)."""
     path = resolve_path(ctx.meta.get(DB_KEY))
     ctx.meta[PATH_KEY] = path
+    if is_url(path):
+        return path
     if not os.path.exists(path):
         raise Failure(f"no journal at {path}")
     if os.path.isdir(path):
@@ -968,15 +972,29 @@ def recover(
 @click.option(
     "--max-seconds", type=click.FloatRange(min=0), metavar="SECONDS", help="Stop after this long."
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    metavar="N",
+    help="Runs executed at once by this worker.",
+)
 @code_options
 @db_option
 @click.pass_context
 def worker(
-    ctx: click.Context, poll: float, max_seconds: float | None, imports: tuple[str, ...]
+    ctx: click.Context,
+    poll: float,
+    max_seconds: float | None,
+    concurrency: int,
+    imports: tuple[str, ...],
 ) -> None:
-    """Recover runs in a loop until Ctrl-C.
+    """Claim and execute runs until Ctrl-C: enqueued ones, and those whose owner died.
 
-    Each pass resumes the runs whose lease expired. On stop (Ctrl-C or
+    Any number of workers (on any number of hosts, with a PostgreSQL journal) share
+    the work: each run is leased by one of them at a time. Queued runs go highest
+    priority first, within each queue's concurrency limit. On stop (Ctrl-C or
     --max-seconds) it waits for the runs it is executing; a second Ctrl-C abandons
     them to the next worker (their leases expire).
     """
@@ -998,10 +1016,15 @@ def worker(
             _report_lines(console, RecoveryReport(report.handles, fresh), eng.journal, final=False)
 
         console.print(
-            Text(f"worker {eng.owner} on {eng.journal.path}: polling every {poll}s, Ctrl-C to stop")
+            Text(
+                f"worker {eng.owner} on {eng.journal.where}: {concurrency} at once, "
+                f"polling every {poll}s, Ctrl-C to stop"
+            )
         )
         try:
-            eng.worker(poll_interval=poll, stop=stop, on_recover=on_recover)
+            eng.worker(
+                poll_interval=poll, stop=stop, on_recover=on_recover, concurrency=concurrency
+            )
         except KeyboardInterrupt:
             stop.set()
         running = [h for h in handles if not eng.journal.get_run(h.run_id).finished]
@@ -1136,7 +1159,7 @@ def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
         )
     if not report.ok:
         raise CheckFailed(
-            f"{render.plural(len(report.problems), 'problem')} in journal {journal.path!r}"
+            f"{render.plural(len(report.problems), 'problem')} in journal {journal.where!r}"
         )
 
 

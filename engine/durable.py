@@ -15,6 +15,7 @@ from journal import Codec, Run
 
 from .context import Context
 from .execution import current_execution, current_step
+from .queues import Queue, enqueue, queue_name
 from .registry import qualified_name, register
 from .runtime import Engine, RunHandle, default_engine
 
@@ -64,6 +65,7 @@ class DurableFunction(Generic[P, R]):
         codec: Codec | None = None,
         resources: dict[str, Callable[[], Any]] | None = None,
         snapshot_every: int | None = None,
+        queue: str | Queue | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -74,6 +76,7 @@ class DurableFunction(Generic[P, R]):
         self._codec = codec
         self.resources = dict(resources or {})
         self.snapshot_every = snapshot_every
+        self.queue = queue_name(queue)
         register(self.name, self)
 
     @property
@@ -113,6 +116,30 @@ class DurableFunction(Generic[P, R]):
         """
         return self.engine.start(self, args, kwargs, run_id=run_id)
 
+    def enqueue(
+        self,
+        *args: Any,
+        run_id: str | None = None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle:
+        """Queue a run for a worker (``durable worker``) and return its handle at once.
+
+        ``queue`` defaults to the function's (``@durable(queue=...)``), else
+        ``"default"``; higher ``priority`` runs are claimed first. Enqueuing an
+        existing ``run_id`` returns that run: it is never queued twice.
+        """
+        return enqueue(
+            self.engine,
+            self,
+            args,
+            kwargs,
+            run_id=run_id,
+            queue=queue_name(queue) or self.queue,
+            priority=priority,
+        )
+
     def launch(self, engine: Engine, run: Run, future: concurrent.futures.Future[Any]) -> None:
         """Execute a claimed run of this function in the background (recovery, forks)."""
         engine._launch(self, run, future)
@@ -131,6 +158,7 @@ def durable(
     codec: Codec | None = None,
     resources: dict[str, Callable[[], Any]] | None = None,
     snapshot_every: int | None = None,
+    queue: str | Queue | None = None,
 ) -> Callable[[Callable[P, R]], DurableFunction[P, R]]: ...
 
 
@@ -142,6 +170,7 @@ def durable(
     codec: Codec | None = None,
     resources: dict[str, Callable[[], Any]] | None = None,
     snapshot_every: int | None = None,
+    queue: str | Queue | None = None,
 ) -> Any:
     """Make a function durable: each call is a journaled run that survives crashes.
 
@@ -149,7 +178,8 @@ def durable(
     :class:`Context`; callers do not pass it. ``name`` fixes the name recorded in
     the journal (default ``module:qualname``), so renaming the function later does
     not strand runs in flight. ``resources`` maps names to factories called on
-    start and on recovery (never serialized).
+    start and on recovery (never serialized). ``queue`` is where
+    :meth:`DurableFunction.enqueue` puts its runs.
     """
 
     def decorate(func: Callable[..., Any]) -> DurableFunction[Any, Any]:
@@ -160,6 +190,7 @@ def durable(
             codec=codec,
             resources=resources,
             snapshot_every=snapshot_every,
+            queue=queue,
         )
 
     return decorate(fn) if fn is not None else decorate

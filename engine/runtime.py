@@ -436,8 +436,9 @@ class Engine:
             return None
         if run.run_id in self._running:
             return self._running[run.run_id]
-        if run.owner is not None and (run.lease_expires_at or 0) > time.time():
-            return None
+        held = run.owner is not None and (run.lease_expires_at or 0) > time.time()
+        if held or run.queue is not None:
+            return None  # held elsewhere, or queued: a worker takes it, within its limit
         try:
             target = resolve(run.name, run_id=run.run_id)
         except FunctionNotFound:
@@ -737,14 +738,20 @@ class Engine:
         poll_interval: float = 1.0,
         stop: threading.Event | None = None,
         on_recover: Callable[[RecoveryReport], None] | None = None,
+        concurrency: int = 8,
     ) -> None:
-        """Recover runs in a loop until ``stop`` is set: ``durable worker``."""
-        stop = stop or threading.Event()
-        while not stop.is_set():
-            report = self.recover(wait=False)
-            if on_recover is not None and (report.handles or report.errors):
-                on_recover(report)
-            stop.wait(poll_interval)
+        """Claim and execute runs nobody holds until ``stop`` is set: ``durable worker``.
+
+        Takes enqueued runs (highest priority, then oldest, within each queue's
+        limit), runs whose owner died (lease expired) and parked runs that are due,
+        at most ``concurrency`` at once. Wakes on notification (PostgreSQL) or
+        every ``poll_interval`` seconds.
+        """
+        from .worker import Worker  # noqa: PLC0415 - worker imports this module
+
+        Worker(self, concurrency=concurrency, poll_interval=poll_interval).run(
+            stop or threading.Event(), on_recover
+        )
 
 
 _DEFAULT: Engine | None = None

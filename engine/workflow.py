@@ -23,6 +23,7 @@ from journal import Codec, EntryKind, Run, to_jsonable
 from .context import Context
 from .errors import EngineError, FencedOff, WrongFunction
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from .queues import WAKE_CHANNEL
 from .registry import qualified_name, register, resolve
 from .replay import ReplayReport
 from .runtime import Engine, RunHandle, default_engine
@@ -598,6 +599,7 @@ def send_event(
                           codec=journal.codec_named(run.codec), path="event")  # fmt: skip
     journal.append(run_id, [entry], expected_seq=None,
                    status="pending" if run.status == "waiting" else None)  # fmt: skip
+    journal.notify(WAKE_CHANNEL, run_id)  # a parked run resumes now, not at the next poll
     ex = eng._executions.get(run_id)
     if isinstance(ex, WorkflowRun):
         ex.poke()

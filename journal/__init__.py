@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._backend import is_url
+from ._backend import Listener, is_url
 from .codecs import (
     Codec,
     JsonPickleSerializer,
@@ -78,6 +78,7 @@ __all__ = [
     "JsonPickleSerializer",
     "JsonSerializer",
     "LeaseHeld",
+    "Listener",
     "NewEntry",
     "NotAJournalError",
     "PickleSerializer",

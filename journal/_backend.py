@@ -9,6 +9,7 @@ SQLite spelling; a backend rewrites what its database spells differently.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -34,6 +35,22 @@ class Cursor(Protocol):
 
 class CommitUnknown(JournalError):
     """COMMIT raised: the transaction may or may not have been applied; re-read to decide."""
+
+
+class Listener:
+    """Waits for notifications; this one has none to wait for, so it only sleeps."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> list[str]:
+        """Block until notified or ``timeout`` seconds pass; the payloads received."""
+        self._closed.wait(timeout)
+        return []
+
+    def close(self) -> None:
+        """Stop listening (a waiter returns at once)."""
+        self._closed.set()
 
 
 class Backend:
@@ -108,6 +125,14 @@ class Backend:
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         """Rows of an ad-hoc statement run where it cannot write."""
         raise NotImplementedError
+
+    def take_turns(self, key: int) -> None:
+        """Make transactions that call this with the same ``key`` run one at a time (a
+        journal file's write transactions already do)."""
+
+    def listener(self, channel: str) -> Listener:
+        """Something to wait on for :meth:`notify` calls on ``channel``."""
+        return Listener()
 
     def notify(self, channel: str, payload: str) -> None:
         """Wake listeners on ``channel`` once the open transaction commits (PostgreSQL);

@@ -22,13 +22,13 @@ from typing import Any
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg import pq
+    from psycopg import pq, sql
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "a postgresql:// journal needs psycopg: pip install 'durable[postgres]'"
     ) from exc
 
-from ._backend import Backend, CommitUnknown, Cursor
+from ._backend import Backend, CommitUnknown, Cursor, Listener
 from ._schema import RUN_FIELDS, SCHEMA_VERSION
 from .errors import (
     ConnectionLost,
@@ -382,9 +382,63 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise JournalError(f"query failed: {_first_line(exc)}", sql=sql) from exc
 
+    def take_turns(self, key: int) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
     def notify(self, channel: str, payload: str) -> None:
         """Send a NOTIFY (delivered when the current transaction, if any, commits)."""
-        self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+        self.execute("SELECT pg_notify(?, ?)", (self._channel(channel), payload))
+
+    def listener(self, channel: str) -> Listener:
+        return PgListener(self.conninfo, self._channel(channel), self.location)
+
+    def _channel(self, channel: str) -> str:
+        # Journals in different schemas of one database must not wake each other.
+        return f"{self.schema}.{channel}"
+
+
+class PgListener(Listener):
+    """``LISTEN`` on a dedicated connection (a pooled or busy one would miss or delay
+    notifications); reconnects if the connection drops."""
+
+    def __init__(self, conninfo: str, channel: str, location: str) -> None:
+        super().__init__()
+        self.conninfo, self.channel, self.location = conninfo, channel, location
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _listening(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+                self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            except psycopg.Error as exc:
+                raise DatabaseUnavailable(
+                    f"cannot listen on the PostgreSQL journal at {self.location!r}: "
+                    f"{_first_line(exc)}",
+                    where=self.location,
+                ) from exc
+        return self._conn
+
+    def wait(self, timeout: float) -> list[str]:
+        if self._closed.is_set():
+            return []
+        conn = self._listening()
+        payloads: list[str] = []
+        try:
+            for note in conn.notifies(timeout=timeout, stop_after=1):
+                payloads.append(note.payload)
+            # Drain what else arrived with it, without waiting.
+            for note in conn.notifies(timeout=0):
+                payloads.append(note.payload)
+        except psycopg.OperationalError:
+            self._conn = None  # reconnect on the next wait; a poll covers the gap
+        return payloads
+
+    def close(self) -> None:
+        super().close()
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-from ._backend import Backend, CommitUnknown, open_backend
+from ._backend import Backend, CommitUnknown, Listener, open_backend
 from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, RUN_FIELDS
 from .codecs import Codec, JsonSerializer, codec_for_name
 from .compaction import compact
@@ -50,6 +50,13 @@ class _Unset:
 UNSET: Final[Any] = _Unset()
 """Marks an optional field of an update as "leave as it is" (``None`` means NULL)."""
 
+_CLAIMABLE = (
+    "((status IN ('pending', 'running') AND (owner IS NULL OR lease_expires_at < ?))"
+    " OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?"
+    "     AND (owner IS NULL OR lease_expires_at < ?)))"
+)
+"""Unfinished runs nobody holds (three parameters: now, now, now)."""
+_QUEUE_TURNS = 0x44524232  # claimers under queue limits take turns on this key
 _INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 
 
@@ -520,15 +527,100 @@ class Journal:
         t = time.time() if now is None else now
         with self._lock:
             rows = self._read(
-                f"SELECT {self._c().run_select} FROM runs WHERE "
-                "((status IN ('pending', 'running') AND (owner IS NULL OR lease_expires_at < ?))"
-                " OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?"
-                "     AND (owner IS NULL OR lease_expires_at < ?)))"
+                f"SELECT {self._c().run_select} FROM runs WHERE {_CLAIMABLE}"
                 " ORDER BY created_at LIMIT ?",
                 (t, t, t, limit),
                 where="finding claimable runs",
             )
         return [_run_from_row(r) for r in rows]
+
+    def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 30.0,
+        limit: int = 1,
+        limits: dict[str, int] | None = None,
+        skip_names: Sequence[str] = (),
+        now: float | None = None,
+    ) -> list[Run]:
+        """Claim up to ``limit`` runs nobody holds, highest priority then oldest first:
+        the durable queue's dequeue.
+
+        Claimable as in :meth:`claimable`, except child runs whose parent is still
+        unfinished (the parent resumes them). ``limits`` caps how many runs of each
+        named queue may be running (leased) at once across every worker; runs of
+        functions in ``skip_names`` are left for others. Concurrent claimers on
+        PostgreSQL skip each other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
+        """
+        t = time.time() if now is None else now
+        limits = {q: n for q, n in (limits or {}).items() if n is not None}
+        with self._lock:
+            db = self._c()
+            with db.transaction("claiming runs"):
+                active: dict[str, int] = {}
+                if limits:
+                    # Counting then claiming must not interleave with another claimer's.
+                    db.take_turns(_QUEUE_TURNS)
+                    marks = ",".join("?" * len(limits))
+                    active = dict(
+                        db.execute(
+                            "SELECT queue, count(*) FROM runs WHERE status = 'running' AND"
+                            " owner IS NOT NULL AND lease_expires_at >= ?"
+                            f" AND queue IN ({marks}) GROUP BY queue",
+                            (t, *limits),
+                        ).fetchall()
+                    )
+                skip = ""
+                if skip_names:
+                    skip = f" AND name NOT IN ({','.join('?' * len(skip_names))})"
+                rows = db.execute(
+                    f"SELECT run_id, queue FROM runs WHERE {_CLAIMABLE}{skip}"
+                    " AND (parent_run_id IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE"
+                    "  p.run_id = runs.parent_run_id AND p.status IN"
+                    "  ('completed', 'failed', 'cancelled')))"
+                    f" ORDER BY priority DESC, created_at, run_id LIMIT ?{db.skip_locked}",
+                    (t, t, t, *skip_names, limit * 4 if limits else limit),
+                ).fetchall()
+                chosen: list[str] = []
+                for run_id, queue in rows:
+                    if queue in limits:
+                        if active.get(queue, 0) >= limits[queue]:
+                            continue
+                        active[queue] = active.get(queue, 0) + 1
+                    chosen.append(run_id)
+                    if len(chosen) == limit:
+                        break
+                for run_id in chosen:
+                    db.execute(
+                        "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
+                        "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
+                        "updated_at = ? WHERE run_id = ?",
+                        (owner, t + lease_seconds, t, run_id),
+                    )
+                claimed = [
+                    _run_from_row(
+                        db.execute(
+                            f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run_id,)
+                        ).fetchone()
+                    )
+                    for run_id in chosen
+                ]
+        return claimed
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        """Wake listeners of ``channel`` (PostgreSQL ``NOTIFY``; nothing for a file)."""
+        with self._lock:
+            db = self._c()
+            try:
+                db.notify(channel, payload)
+            except db.errors as exc:
+                raise db.translate(exc, f"notifying {channel!r}") from exc
+
+    def listener(self, channel: str) -> Listener:
+        """A listener for :meth:`notify` on ``channel``, on a connection of its own
+        (PostgreSQL); for a journal file, one whose ``wait`` just sleeps (poll)."""
+        return self._c().listener(channel)
 
     def renew_lease(self, run_id: str, owner: str, epoch: int, lease_seconds: float) -> float:
         """Extend a held lease; raises :class:`ConflictError` if the epoch moved on."""

@@ -1,0 +1,122 @@
+"""A worker: claims runs nobody holds and executes them, up to ``concurrency`` at once.
+
+Any number of workers, in any number of processes and hosts, share one journal:
+each claim takes a lease (a PostgreSQL journal lets concurrent claimers skip each
+other's rows), the heartbeat renews it, and a worker that lost it is fenced off at
+its next append. Workers wake when notified (PostgreSQL ``LISTEN``: a run was
+enqueued, sent an event, or released) and otherwise poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from journal import JournalError, Listener
+
+from .errors import FunctionNotFound
+from .queues import WAKE_CHANNEL, queue_limits
+from .registry import resolve
+
+if TYPE_CHECKING:
+    from .runtime import Engine, RecoveryReport
+
+__all__ = ["Worker"]
+
+_SLICE = 0.05  # longest sleep between checks of the stop event and of free slots
+
+
+class Worker:
+    """Claims and executes runs for one engine; see :meth:`Engine.worker`."""
+
+    def __init__(self, engine: Engine, *, concurrency: int = 8, poll_interval: float = 1.0) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self._unresolvable: set[str] = set()
+
+    def in_flight(self) -> int:
+        """Runs this engine is executing now."""
+        return len(self.engine._running)
+
+    def claim_once(self) -> RecoveryReport:
+        """Claim as many runs as there are free slots and launch them."""
+        from .runtime import RecoveryReport, RunHandle  # noqa: PLC0415 - runtime imports us
+
+        report = RecoveryReport()
+        free = self.concurrency - self.in_flight()
+        if free <= 0:
+            return report
+        eng = self.engine
+        journal = eng.journal
+        runs = journal.claim_next(
+            eng.owner,
+            lease_seconds=eng.lease_seconds,
+            limit=free,
+            limits=queue_limits(),
+            skip_names=sorted(self._unresolvable),
+        )
+        for run in runs:
+            try:
+                fn = resolve(run.name, run_id=run.run_id)
+            except FunctionNotFound as exc:
+                # Left for a worker that can import it: released at once, and this
+                # worker stops claiming that function's runs.
+                report.errors[run.run_id] = exc
+                self._unresolvable.add(run.name)
+                with contextlib.suppress(JournalError):
+                    journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch, release=True)
+                continue
+            with eng._lock:
+                future = eng._hold(run)
+            fn.launch(eng, run, future)
+            report.handles.append(RunHandle(eng, run.run_id, future))
+        return report
+
+    def run(
+        self,
+        stop: threading.Event,
+        on_claim: Callable[[RecoveryReport], None] | None = None,
+    ) -> None:
+        """Claim and execute until ``stop`` is set."""
+        listener = self.engine.journal.listener(WAKE_CHANNEL)
+        try:
+            while not stop.is_set():
+                report = self.claim_once()
+                if on_claim is not None and (report.handles or report.errors):
+                    on_claim(report)
+                # Having claimed, more may be waiting (behind the slots or a queue's
+                # limit): claim again as soon as one of our runs ends.
+                busy = self.in_flight() if report.handles else None
+                self._idle(listener, stop, busy)
+        finally:
+            listener.close()
+
+    def _idle(self, listener: Listener, stop: threading.Event, busy: int | None) -> None:
+        # Until the poll interval passes, a notification arrives, or fewer than
+        # ``busy`` runs are in flight here.
+        deadline = time.monotonic() + self.poll_interval
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            woken = listener.wait(min(_SLICE, left))
+            if woken:
+                self._poke(woken)
+                return
+            if busy is not None and self.in_flight() < busy:
+                return
+
+    def _poke(self, run_ids: list[str]) -> None:
+        # A run executing here that was sent an event from another host absorbs it
+        # now rather than at its next look at the journal.
+        for run_id in run_ids:
+            ex = self.engine._executions.get(run_id)
+            poke = getattr(ex, "poke", None)
+            if poke is not None:
+                poke()
