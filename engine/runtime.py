@@ -40,6 +40,7 @@ from .errors import (
     WrongFunction,
 )
 from .execution import _CURRENT_RUN, RunExecution, child_outcome
+from .queues import WAKE_CHANNEL
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
 
@@ -197,6 +198,7 @@ class Engine:
             for run_id, epoch in list(self._leases.items()):
                 with contextlib.suppress(Exception):
                     self._journal.append(run_id, [], expected_seq=None, epoch=epoch, release=True)
+                    self._journal.notify(WAKE_CHANNEL, run_id)  # another worker: take it now
         for committer in list(self._committers.values()):
             committer.close()
         if self._loop is not None:
