@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._backend import Backend, CommitUnknown, Cursor, Listener
-from ._schema import RUN_FIELDS, SCHEMA_VERSION
+from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION
 from .errors import (
     ConnectionLost,
     DatabaseUnavailable,
@@ -304,6 +304,43 @@ class PostgresBackend(Backend):
         cur = self.conn.cursor()
         cur.executemany(self._spell(sql), rows)
         self._last = cur
+
+    one_statement_append = True
+
+    def append_entries(
+        self,
+        run_id: str,
+        rows: Sequence[Sequence[Any]],
+        expected: int,
+        epoch: int | None,
+        now: float,
+    ) -> bool:
+        values = ",".join(
+            ["(%s,%s::bigint,%s,%s,%s,%s::bytea,%s,%s::float8,%s::bigint)"] * len(rows)
+        )
+        statement = (
+            "WITH g AS (UPDATE runs SET last_seq = %s, updated_at = %s WHERE run_id = %s"
+            " AND last_seq = %s AND (%s::bigint IS NULL OR epoch = %s) RETURNING run_id)"
+            f" INSERT INTO entries ({ENTRY_COLUMNS}) SELECT v.* FROM (VALUES {values})"
+            f" AS v({ENTRY_COLUMNS}) CROSS JOIN g"
+        )
+        params = [expected + len(rows), now, run_id, expected, epoch, epoch]
+        for row in rows:
+            params.extend(row)
+        conn = self._usable()
+        try:
+            cur = conn.execute(statement, params)
+        except psycopg.OperationalError as exc:
+            if conn.closed or conn.broken:
+                # The statement was its own transaction: it may have committed.
+                raise CommitUnknown(
+                    f"appending to run {run_id!r}: the connection to {self.location!r} "
+                    f"failed ({_first_line(exc)}); outcome unknown",
+                    where=self.location,
+                ) from exc
+            raise
+        self._last = cur
+        return cur.rowcount == len(rows)
 
     def changes(self) -> int:
         return int(self._last.rowcount) if self._last is not None else 0
