@@ -30,6 +30,7 @@ from .errors import (
     JournalClosed,
     JournalError,
     LeaseHeld,
+    MigrationError,
     NotAJournalError,
     RunNotFound,
     SchemaVersionError,
@@ -39,6 +40,7 @@ from .errors import (
 )
 from .fold import FOLD_VERSION, FoldedState, appended_items, fold
 from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
+from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .render import to_jsonable
@@ -79,6 +81,8 @@ __all__ = [
     "JsonSerializer",
     "LeaseHeld",
     "Listener",
+    "MigrationError",
+    "MigrationReport",
     "NewEntry",
     "NotAJournalError",
     "PickleSerializer",
@@ -95,6 +99,7 @@ __all__ = [
     "__version__",
     "appended_items",
     "codec_for_name",
+    "copy_journal",
     "fold",
     "is_url",
     "register_type",

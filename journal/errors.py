@@ -20,6 +20,8 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── SeqOutOfRange           a seq past the run's last entry
     ├── JournalClosed           the journal was used after close()
     ├── JournalBusy             locked by another writer past the busy timeout: retry
+    ├── MigrationError          a copy between journals refused: the target holds another
+    │                           run with the same id, or source and target are one journal
     └── DatabaseUnavailable     PostgreSQL unreachable, refused the login, or went away
         └── ConnectionLost      the connection dropped mid-transaction: nothing was written
 """
@@ -39,6 +41,7 @@ __all__ = [
     "JournalClosed",
     "JournalError",
     "LeaseHeld",
+    "MigrationError",
     "NotAJournalError",
     "RunNotFound",
     "SchemaVersionError",
@@ -108,6 +111,12 @@ class SeqOutOfRange(JournalError, IndexError):
 
 class JournalBusy(JournalError):
     """The journal stayed locked by another writer for longer than ``busy_timeout``."""
+
+
+class MigrationError(JournalError):
+    """A copy between journals was refused before writing anything: the target holds a
+    different run under a copied run's id, a named run is not in the source, or source
+    and target are the same journal."""
 
 
 class DatabaseUnavailable(JournalError):
