@@ -111,6 +111,17 @@ def _entry_rows(
     ]
 
 
+def _only_entries(req: AppendRequest) -> bool:
+    """True if ``req`` changes nothing of the run's row but its entries."""
+    return (
+        req.status is None
+        and req.output is UNSET
+        and req.error is UNSET
+        and req.wake_at is UNSET
+        and not req.release
+    )
+
+
 def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) -> int:
     return zlib.crc32(state, zlib.crc32(f"{run_id}\x1f{seq}\x1f{fingerprint}".encode()))
 
@@ -316,58 +327,67 @@ class Journal:
         if not isinstance(rid, str) or not rid:
             raise ValueError(f"run_id must be a non-empty string, got {rid!r}")
         now = time.time()
+        epoch = 1 if owner else 0
+        lease = now + lease_seconds if owner and lease_seconds is not None else None
+        # The row as it will be stored, so a created run is returned without a re-read.
+        run = Run(rid, kind, name, status, use.name, input_data, None, None, now, now,
+                  len(entries), epoch, owner, lease, wake_at, parent_run_id, forked_from,
+                  forked_at, code_version, snapshot_every, 0, dict(meta or {}), queue,
+                  priority)  # fmt: skip
         with self._lock:
             db = self._c()
-            select = f"SELECT {db.run_select} FROM runs WHERE run_id = ?"
             with db.transaction(f"creating run {rid!r}"):
-                row = db.execute(select, (rid,)).fetchone()
-                if row is not None:
-                    return _run_from_row(row), False
                 for ref in (parent_run_id, forked_from):
                     if ref is not None and not self._exists(ref):
                         raise RunNotFound(f"no run {ref!r} in {self.where!r}", run_id=ref)
                 if forked_from is not None:
                     self._check_fork_point(forked_from, forked_at or 0)
-                epoch = 1 if owner else 0
-                lease = now + lease_seconds if owner and lease_seconds is not None else None
-                # ON CONFLICT: a concurrent creator of the same id (PostgreSQL, where
-                # writers of different runs do not exclude each other) wins; we return
-                # its run.
-                db.execute(
-                    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
-                    "(?,?,?,?,?,?,NULL,NULL,?,?,0,?,?,?,?,?,?,?,?,?,0,?,?,?)"
-                    " ON CONFLICT (run_id) DO NOTHING",
-                    (
-                        rid,
-                        kind,
-                        name,
-                        status,
-                        use.name,
-                        input_data,
-                        now,
-                        now,
-                        epoch,
-                        owner,
-                        lease,
-                        wake_at,
-                        parent_run_id,
-                        forked_from,
-                        forked_at,
-                        code_version,
-                        snapshot_every,
-                        json.dumps(meta or {}),
-                        queue,
-                        priority,
-                    ),
-                )
-                if db.changes() == 0:
-                    row = db.execute(select, (rid,)).fetchone()
+                created = self._insert_run(run, json.dumps(meta) if meta else "{}")
+                if not created:
+                    row = db.execute(
+                        f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (rid,)
+                    ).fetchone()
                     return _run_from_row(row), False
                 self._snapshot_every[rid] = snapshot_every
                 if entries:
-                    self._apply(AppendRequest(rid, entries, 0, epoch or None), now)
-                row = db.execute(select, (rid,)).fetchone()
-        return _run_from_row(row), True
+                    # A run created in this transaction has no entries: no guard needed.
+                    self._insert(rid, entries, 0, now)
+        return run, True
+
+    def _insert_run(self, run: Run, meta: str) -> bool:
+        """Insert ``run``'s row unless its id exists; True if inserted."""
+        db = self._c()
+        # ON CONFLICT: a concurrent creator of the same id (PostgreSQL, where writers
+        # of different runs do not exclude each other) wins; the caller returns its run.
+        db.execute(
+            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
+            "(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?)"
+            " ON CONFLICT (run_id) DO NOTHING",
+            (
+                run.run_id,
+                run.kind,
+                run.name,
+                run.status,
+                run.codec,
+                run.input,
+                run.created_at,
+                run.updated_at,
+                run.last_seq,
+                run.epoch,
+                run.owner,
+                run.lease_expires_at,
+                run.wake_at,
+                run.parent_run_id,
+                run.forked_from,
+                run.forked_at,
+                run.code_version,
+                run.snapshot_every,
+                meta,
+                run.queue,
+                run.priority,
+            ),
+        )
+        return db.changes() > 0
 
     def _check_fork_point(self, source: str, at: int) -> None:
         db = self._c()
@@ -764,30 +784,86 @@ class Journal:
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[int | JournalError]:
         """Group commit: apply many runs' appends in one transaction.
 
-        Each request succeeds or fails alone (a savepoint each); the result list
+        Each request succeeds or fails alone: every guard is checked before anything
+        is written, and a request whose guard fails writes nothing. The result list
         holds the new last seq, or the error, per request. Nothing is acknowledged
         before the single COMMIT returns.
         """
+        for req in requests:
+            if req.status is not None and req.status not in RUN_STATUSES:
+                raise ValueError(f"unknown status {req.status!r}")
         results: list[int | JournalError] = []
         with self._lock:
             db = self._c()
             now = time.time()
             try:
                 with db.transaction(f"appending a batch of {len(requests)}"):
-                    for req in requests:
-                        db.execute("SAVEPOINT one")
-                        try:
-                            results.append(self._apply(req, now))
-                            db.execute("RELEASE SAVEPOINT one")
-                        except JournalError as exc:
-                            db.execute("ROLLBACK TO SAVEPOINT one")
-                            db.execute("RELEASE SAVEPOINT one")
-                            results.append(exc)
+                    results = self._apply_batch(requests, now)
             except CommitUnknown:
                 return [
                     r if isinstance(r, JournalError) else self._resolve_unknown(req)
                     for r, req in zip(results, requests, strict=True)
                 ]
+        return results
+
+    def _apply_batch(
+        self, requests: Sequence[AppendRequest], now: float
+    ) -> list[int | JournalError]:
+        # One guard read for the whole batch (locking the rows in a fixed order on
+        # PostgreSQL, so two batches never deadlock), checked in Python as each
+        # request moves its run on; then one insert of every entry.
+        db = self._c()
+        guards: dict[str, list[int]] = {}
+        ids = sorted({req.run_id for req in requests})
+        for lo in range(0, len(ids), 500):
+            chunk = ids[lo : lo + 500]
+            for run_id, last_seq, epoch in db.execute(
+                f"SELECT runs.run_id, {db.last_seq}, runs.epoch FROM runs WHERE runs.run_id"
+                f" IN ({','.join('?' * len(chunk))}) ORDER BY runs.run_id{db.for_update}",
+                chunk,
+            ):
+                guards[run_id] = [last_seq, epoch]
+        results: list[int | JournalError] = []
+        rows: list[tuple[Any, ...]] = []
+        updates: list[tuple[AppendRequest, int]] = []
+        snapshots: list[tuple[str, int]] = []
+        for req in requests:
+            guard = guards.get(req.run_id)
+            if guard is None:
+                results.append(
+                    RunNotFound(
+                        f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id
+                    )
+                )
+                continue
+            base, epoch = guard
+            if (req.expected_seq >= 0 and base != req.expected_seq) or (
+                req.epoch is not None and epoch != req.epoch
+            ):
+                results.append(self._conflict(req, base, epoch))
+                continue
+            n = len(req.entries)
+            if n:
+                rows += _entry_rows(req.run_id, req.entries, base, now)
+                every = self._run_snapshot_every(req.run_id)
+                if self.snapshot_policy.crosses(base, base + n, every):
+                    snapshots.append((req.run_id, base + n))
+            guard[0] = base + n
+            if not _only_entries(req):
+                updates.append((req, base + n))
+            results.append(base + n if n else req.expected_seq)
+        if rows:
+            db.executemany(_INSERT_ENTRY, rows)
+        for req, last_seq in updates:
+            self._update_run(req, last_seq, now)
+        if db.stores_last_seq:
+            for run_id in {req.run_id for req in requests} & guards.keys():
+                db.execute(
+                    "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
+                    (guards[run_id][0], now, run_id),
+                )
+        for run_id, seq in snapshots:
+            self._write_snapshot(run_id, seq, now)
         return results
 
     def _resolve_unknown(self, req: AppendRequest) -> int:
@@ -808,15 +884,7 @@ class Journal:
 
     def _apply(self, req: AppendRequest, now: float) -> int:
         """Guard the run row, insert the entries, update the run, snapshot."""
-        if (
-            req.entries
-            and req.expected_seq >= 0
-            and req.status is None
-            and req.output is UNSET
-            and req.error is UNSET
-            and req.wake_at is UNSET
-            and not req.release
-        ):
+        if req.entries and req.expected_seq >= 0 and _only_entries(req):
             return self._advance(req.run_id, req.entries, req.expected_seq, req.epoch, now)
         run_id, entries = req.run_id, req.entries
         n = len(entries)
@@ -831,8 +899,13 @@ class Journal:
         ):
             self._explain_conflict(req)
         base = row[0]
+        self._update_run(req, base + n, now)
+        return self._insert(run_id, entries, base, now) if n else req.expected_seq
+
+    def _update_run(self, req: AppendRequest, last_seq: int, now: float) -> None:
+        """Write the run-row changes ``req`` carries (status, output, lease release...)."""
         sets = ["updated_at = ?", "last_seq = ?"]
-        params: list[Any] = [now, base + n]
+        params: list[Any] = [now, last_seq]
         if req.status is not None:
             sets.append("status = ?")
             params.append(req.status)
@@ -846,15 +919,13 @@ class Journal:
                 params.append(value)
         if req.release:
             sets.append("owner = NULL, lease_expires_at = NULL")
-        params.append(run_id)
-        db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
-        seq = self._insert(run_id, entries, base, now) if n else req.expected_seq
+        params.append(req.run_id)
+        self._c().execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
         if req.status in TERMINAL_STATUSES:
             # The snapshot_every cache holds runs in flight only: kept for every run
             # ever appended to, it grew by ~110 bytes per finished run. (A dropped
             # entry is only a cache miss: the column never changes.)
-            self._snapshot_every.pop(run_id, None)
-        return seq
+            self._snapshot_every.pop(req.run_id, None)
 
     def _advance(
         self,
@@ -916,16 +987,19 @@ class Journal:
         row = db.execute(db.guard, (req.run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id)
-        last_seq, epoch = row
+        raise self._conflict(req, row[0], row[1])
+
+    @staticmethod
+    def _conflict(req: AppendRequest, last_seq: int, epoch: int) -> ConflictError:
         if req.epoch is not None and epoch != req.epoch:
-            raise ConflictError(
+            return ConflictError(
                 f"run {req.run_id!r}: fenced off: this writer holds epoch {req.epoch} but the "
                 f"run is now at epoch {epoch} (another worker claimed it); nothing was written",
                 run_id=req.run_id,
                 epoch=req.epoch,
                 current_epoch=epoch,
             )
-        raise ConflictError(
+        return ConflictError(
             f"run {req.run_id!r}: expected last seq {req.expected_seq} but it is {last_seq}; "
             "another writer appended first and nothing was written",
             run_id=req.run_id,
