@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,8 +42,11 @@ from journal import (
     Entry,
     Journal,
     JournalError,
+    MigrationError,
+    MigrationReport,
     RetentionPolicy,
     Run,
+    copy_journal,
     is_url,
     resolve_path,
     to_jsonable,
@@ -197,11 +202,20 @@ TIMESTAMP = Timestamp()
 # -- opening the journal and the engine -------------------------------------------------
 
 
-def _path(ctx: click.Context) -> str:
-    """The journal path or URL; a missing file is an error (no command creates a journal
-    file; a PostgreSQL URL names a server, checked when it is opened)."""
-    path = resolve_path(ctx.meta.get(DB_KEY))
-    ctx.meta[PATH_KEY] = path
+def _shown(location: str) -> str:
+    """The location as messages show it: a URL without its password."""
+    if not is_url(location):
+        return location
+    parts = urllib.parse.urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _existing(path: str) -> str:
+    """``path`` if it names a journal that may exist: a URL (a server, checked when it is
+    opened) or an existing file; a missing file or a directory is an error."""
     if is_url(path):
         return path
     if not os.path.exists(path):
@@ -209,6 +223,14 @@ def _path(ctx: click.Context) -> str:
     if os.path.isdir(path):
         raise Failure(f"{path} is a directory, not a journal")
     return path
+
+
+def _path(ctx: click.Context) -> str:
+    """The journal path or URL; a missing file is an error (no command creates a journal
+    file; a PostgreSQL URL names a server, checked when it is opened)."""
+    path = resolve_path(ctx.meta.get(DB_KEY))
+    ctx.meta[PATH_KEY] = _shown(path)
+    return _existing(path)
 
 
 @contextlib.contextmanager
@@ -317,7 +339,7 @@ def _count_checkpoints(journal: Journal, run: Run) -> int:
 @db_option
 @click.version_option(package_name="durable", prog_name="durable", message="%(prog)s %(version)s")
 def cli() -> None:
-    """Inspect, debug and operate durable runs stored in a journal file.
+    """Inspect, debug and operate durable runs stored in a journal (a file or PostgreSQL).
 
     \b
     Exit status: 0 ok; 1 a check failed (replay diverged, verify found
@@ -624,35 +646,71 @@ def _search(journal: Journal, text: str, run_id: str | None, limit: int) -> list
     if not text.strip():
         raise Failure("search: TEXT is empty")
     runs = [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
-    source = open_readonly(journal.path)
-    with tempfile.TemporaryDirectory(prefix="durable-search-") as tmp:
-        if os.path.getsize(journal.path) > INDEX_IN_MEMORY:
+    with contextlib.ExitStack() as stack:
+        if journal.is_postgres:
+            rows_of = functools.partial(_pg_entry_rows, journal)
+        else:
+            source = open_readonly(journal.path)
+            stack.callback(source.conn.close)
+            rows_of = functools.partial(_file_entry_rows, source)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="durable-search-"))
+        if _journal_size(journal) > INDEX_IN_MEMORY:
             index = sqlite_utils.Database(os.path.join(tmp, "index.db"))
         else:
             index = sqlite_utils.Database(memory=True)
-        try:
-            table = index.table("payloads")
-            total = sum(r.last_seq - r.horizon for r in runs)
-            with render.progress("indexing payloads", total=total) as tick:
-                table.insert_all(_documents(journal, source, runs, tick, total), batch_size=1000)
-            if not table.exists():
-                return []
-            table.enable_fts(["key", "text"], tokenize="unicode61")
-            sql = (
-                "SELECT p.run_id, p.seq, p.kind, p.step, p.key,"
-                f" snippet(payloads_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 12) AS snippet"
-                " FROM payloads_fts JOIN payloads p ON p.rowid = payloads_fts.rowid"
-                " WHERE payloads_fts MATCH ? ORDER BY rank LIMIT ?"
-            )
-            return list(index.query(sql, [index.quote_fts(text), limit]))
-        finally:
-            source.conn.close()
-            index.conn.close()
+        stack.callback(index.conn.close)
+        table = index.table("payloads")
+        total = sum(r.last_seq - r.horizon for r in runs)
+        with render.progress("indexing payloads", total=total) as tick:
+            table.insert_all(_documents(journal, rows_of, runs, tick, total), batch_size=1000)
+        if not table.exists():
+            return []
+        table.enable_fts(["key", "text"], tokenize="unicode61")
+        sql = (
+            "SELECT p.run_id, p.seq, p.kind, p.step, p.key,"
+            f" snippet(payloads_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 12) AS snippet"
+            " FROM payloads_fts JOIN payloads p ON p.rowid = payloads_fts.rowid"
+            " WHERE payloads_fts MATCH ? ORDER BY rank LIMIT ?"
+        )
+        return list(index.query(sql, [index.quote_fts(text), limit]))
+
+
+def _journal_size(journal: Journal) -> int:
+    """Bytes the journal takes: its file, or its tables in PostgreSQL."""
+    if not journal.is_postgres:
+        return os.path.getsize(journal.path)
+    rows = journal.query(
+        "SELECT pg_total_relation_size('entries') + pg_total_relation_size('runs') AS n"
+    )
+    return int(rows[0]["n"])
+
+
+_ENTRY_ROWS = (
+    "SELECT run_id, seq, kind, step, key, payload, codec, ts FROM entries"
+    " WHERE run_id = ? AND seq > ? AND payload IS NOT NULL ORDER BY seq"
+)
+_PAGE = 1000
+
+
+def _file_entry_rows(source: Any, run: Run) -> Iterator[dict[str, Any]]:
+    """A run's retained entries with a payload, streamed by a read-only apsw connection."""
+    return source.query(_ENTRY_ROWS, [run.run_id, run.horizon])  # type: ignore[no-any-return]
+
+
+def _pg_entry_rows(journal: Journal, run: Run) -> Iterator[dict[str, Any]]:
+    """The same from PostgreSQL, a page per read-only query (``Journal.query``)."""
+    after = run.horizon
+    while True:
+        rows = journal.query(f"{_ENTRY_ROWS} LIMIT {_PAGE}", [run.run_id, after])
+        yield from rows
+        if len(rows) < _PAGE:
+            return
+        after = rows[-1]["seq"]
 
 
 def _documents(
     journal: Journal,
-    source: Any,
+    rows_of: Callable[[Run], Iterator[dict[str, Any]]],
     runs: list[Run],
     tick: Callable[[int, int], None],
     total: int,
@@ -668,12 +726,7 @@ def _documents(
             "key": None,
             "text": _text(journal.decode, run.input, run.codec, where=f"run {run.run_id!r} input"),
         }
-        rows = source.query(
-            "SELECT run_id, seq, kind, step, key, payload, codec, ts FROM entries"
-            " WHERE run_id = ? AND seq > ? AND payload IS NOT NULL ORDER BY seq",
-            [run.run_id, run.horizon],
-        )
-        for row in rows:
+        for row in rows_of(run):
             entry = Entry(**row)
             yield {
                 "run_id": entry.run_id,
@@ -1161,6 +1214,102 @@ def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
         raise CheckFailed(
             f"{render.plural(len(report.problems), 'problem')} in journal {journal.where!r}"
         )
+
+
+@cli.command()
+@click.argument("source", metavar="SOURCE")
+@click.argument("target", metavar="TARGET")
+@click.option(
+    "--run",
+    "run_ids",
+    multiple=True,
+    metavar="RUN",
+    help="Copy only this run (repeatable), with the runs it refers to (parent, fork source).",
+)
+@output_options
+@click.pass_context
+def migrate(
+    ctx: click.Context, source: str, target: str, run_ids: tuple[str, ...], as_json: bool
+) -> None:
+    """Copy a journal into another and verify the copy entry by entry.
+
+    SOURCE and TARGET are each a journal file or a postgresql:// URL: a file into
+    PostgreSQL, back, or file to file. Runs, entries and snapshots are copied
+    unchanged (same seqs, timestamps and checksums), each run in one transaction of
+    TARGET (created if missing); then both journals are read back and compared.
+
+    Stop the workers writing to SOURCE first. An interrupted migrate is resumed by
+    running it again: runs already copied are skipped. Exit status 1 if a run could
+    not be copied (e.g. an entry of SOURCE fails its checksum) or the copy differs;
+    2 if TARGET holds a different run under the id of one to copy (nothing is written).
+    """
+    ctx.meta[PATH_KEY] = None  # messages name source and target themselves
+    created = not is_url(target) and not os.path.exists(target)
+    if not is_url(target) and os.path.isdir(target):
+        raise Failure(f"{target} is a directory, not a journal")
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(Journal(_existing(source), readonly=True))
+        dst = stack.enter_context(Journal(target))
+        try:
+            with _phases({"copy": "copying", "verify": "verifying"}) as progress:
+                report = copy_journal(src, dst, run_ids=list(run_ids) or None, progress=progress)
+        except MigrationError:
+            if created:  # refused before writing: leave no empty journal behind
+                dst.close()
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(target + suffix)
+            raise
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        _print_migration(report)
+    if not report.ok:
+        raise CheckFailed(
+            f"{render.plural(len(report.problems), 'problem')} copying {report.source!r} "
+            f"to {report.target!r}"
+        )
+
+
+@contextlib.contextmanager
+def _phases(labels: dict[str, str]) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(phase, done, total)`` callback showing one bar per phase in turn."""
+    with contextlib.ExitStack() as stack:
+        shown: list[str] = []
+        bars: list[Callable[[int, int], None]] = []
+
+        def update(phase: str, done: int, total: int) -> None:
+            if not shown or shown[-1] != phase:
+                stack.close()
+                shown.append(phase)
+                bars.append(stack.enter_context(render.progress(labels.get(phase, phase))))
+            bars[-1](done, total)
+
+        yield update
+
+
+def _print_migration(report: MigrationReport) -> None:
+    console = render.make_console()
+    for problem in report.problems:
+        console.print(Text.assemble(("problem: ", "bold red"), problem))
+    console.print(
+        Text(
+            f"copied {render.plural(report.runs_copied, 'run')} "
+            f"({render.plural(report.entries_copied, 'entry', 'entries')}, "
+            f"{render.plural(report.snapshots_copied, 'snapshot')}) from {report.source} "
+            f"to {report.target}"
+            + (f"; {report.runs_skipped} already there" if report.runs_skipped else "")
+        )
+    )
+    summary = (
+        f"{report.runs_verified} runs, {report.entries_verified} entries, "
+        f"{report.snapshots_verified} snapshots compared"
+    )
+    console.print(
+        Text.assemble(
+            ("ok: " if report.ok else "FAILED: ", "green" if report.ok else "bold red"), summary
+        )
+    )
 
 
 @cli.command(name="ui")

@@ -1,4 +1,4 @@
-"""``durable ui``: a local web UI over a journal file (runs, timelines, time travel).
+"""``durable ui``: a local web UI over a journal (runs, timelines, time travel).
 
 Server-rendered pages (Starlette + Jinja2, autoescaped) and a small JSON API, served
 by uvicorn on loopback. It needs the ``ui`` extra: ``pip install 'durable[ui]'``.

@@ -1,4 +1,4 @@
-"""The UI's web app: server-rendered pages and a JSON API over one journal file.
+"""The UI's web app: server-rendered pages and a JSON API over one journal (file or URL).
 
 Reads go through the same time-travel functions as the CLI (``history``,
 ``state_at``, ``diff``); actions call the same engine functions (``fork``,
@@ -44,6 +44,7 @@ from journal import (
     Run,
     RunNotFound,
     SeqOutOfRange,
+    is_url,
     to_jsonable,
 )
 from journal.kinds import RUN_STATUSES
@@ -193,21 +194,32 @@ def create_app(
     imports: Sequence[str] = (),
     allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
-    """The UI over the journal at ``db``, which must exist (the UI never creates one).
+    """The UI over the journal at ``db`` (a file, which must exist: the UI never creates
+    one, or a ``postgresql://`` URL).
 
-    ``readonly=None`` picks read-only when the file is not writable. ``imports`` names
+    ``readonly=None`` picks read-only when the file is not writable (read-write for a
+    URL). ``imports`` names
     modules to import first (the code of runs to fork or send events to).
     ``allowed_hosts`` are the Host names served (default: loopback names only).
     """
     path = os.fspath(db)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no journal at {path}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a directory, not a journal")
-    if readonly is None:
-        readonly = not writable(path)
-    import_modules(imports)
-    ui = UI(path, Engine(UIJournal(path, readonly=readonly)), readonly, _templates())
+    journal: Journal
+    if is_url(path):
+        # PostgreSQL: Journal.query already runs in a read-only transaction, on the
+        # journal's own connection; there is no file to check or second SQLite to avoid.
+        readonly = bool(readonly)
+        import_modules(imports)
+        journal = Journal(path, readonly=readonly)
+    else:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no journal at {path}")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a directory, not a journal")
+        if readonly is None:
+            readonly = not writable(path)
+        import_modules(imports)
+        journal = UIJournal(path, readonly=readonly)
+    ui = UI(journal.where, Engine(journal), readonly, _templates())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
