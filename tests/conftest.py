@@ -1,7 +1,8 @@
 """Shared fixtures: every journal opened in a test is closed at its end.
 
 PostgreSQL tests take ``pg_url`` (one server per session: ``$DURABLE_TEST_PG_URL`` or a
-throwaway cluster) or ``pg_schema_url`` (that server, one fresh schema per test).
+throwaway cluster) or ``pg_schema_url`` (that server, one fresh schema per test). Tests
+that must hold on both backends take ``journal_location``: a file path, then a schema URL.
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ def pg_schema_url(pg_url: str) -> str:
     """``pg_url`` with ``schema=t_<12 hex>``: the journal's tables in a schema of its own."""
     sep = "&" if "?" in pg_url else "?"
     return f"{pg_url}{sep}schema=t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def journal_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's journal lives, once per backend: ``journal.db`` in the test's
+    temporary directory, then a fresh PostgreSQL schema (``pg_schema_url``)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "journal.db")
+    return str(request.getfixturevalue("pg_schema_url"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -58,6 +58,15 @@ def fresh(db_path: Path) -> Iterator[Engine]:
     eng.close()
 
 
+class OnBothBackends:
+    """Runs the class's tests on each backend: ``db_path`` becomes ``journal_location``
+    (a file path, then a fresh PostgreSQL schema's URL; the engine takes either)."""
+
+    @pytest.fixture
+    def db_path(self, journal_location: str) -> str:
+        return journal_location
+
+
 def recover_with_new_engine(db_path: Path) -> engine.RecoveryReport:
     """A second engine (another owner) resumes what the first left behind."""
     other = Engine(db_path)
@@ -162,7 +171,7 @@ def gathered_sync(n: int) -> int:
     return n
 
 
-class TestRecovery:
+class TestRecovery(OnBothBackends):
     """Resuming a crashed run re-executes nothing that completed."""
 
     @pytest.mark.parametrize("point", ["before:3", "in:3", "after:3", "before:0", "after:5"])
@@ -243,7 +252,7 @@ def grows(ctx: Context, n: int) -> int:
     return len(ctx.state["items"])
 
 
-class TestGrowingState:
+class TestGrowingState(OnBothBackends):
     """A list extended at its end is journaled as the appended items only."""
 
     def test_bytes_stay_linear_and_recovery_rebuilds_the_list(self, db_path: Path) -> None:
@@ -261,7 +270,7 @@ class TestGrowingState:
         assert written < 2 * 200 * 205  # each item once (plus framing), never the whole list
 
 
-class TestSteps:
+class TestSteps(OnBothBackends):
     """Retries, timeouts and idempotency keys."""
 
     def test_retries_journal_each_attempt_and_succeed(self, db_path: Path) -> None:
@@ -349,7 +358,7 @@ def waits_twice() -> str:
     return blocking("two")
 
 
-class TestCancelAndFence:
+class TestCancelAndFence(OnBothBackends):
     """Cancellation stops at a step boundary; a stale lease holder writes nothing."""
 
     def test_cancel_stops_at_next_step(self, db_path: Path) -> None:
@@ -384,7 +393,7 @@ class TestCancelAndFence:
         assert run.last_seq == seq_before and run.owner == "worker-b"
 
 
-class TestLeases:
+class TestLeases(OnBothBackends):
     """Leases are handed back on a clean shutdown and reported when held elsewhere."""
 
     def test_close_hands_running_runs_back(self, db_path: Path) -> None:
@@ -621,7 +630,7 @@ def parent_job(n: int) -> int:
     return a + child_sync_job(n + 1)
 
 
-class TestChildRuns:
+class TestChildRuns(OnBothBackends):
     """A durable function called from another is a linked child run, run once."""
 
     def test_child_runs_are_linked_and_not_rerun_after_a_crash(self, db_path: Path) -> None:

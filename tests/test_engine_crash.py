@@ -12,6 +12,13 @@ After every kill the test checks, against the journal as the dead process left i
 every step completed before the kill ran exactly once in all; a step logged but not
 completed (in flight) ran once more, no other step ran twice; the journal prefix is
 unchanged; the result and the final state equal those of an uninterrupted run.
+
+Every test runs on both backends (``journal_location``: a journal file, then a fresh
+PostgreSQL schema); the uninterrupted reference run is the SQLite one, so a recovered
+PostgreSQL run must also record what the SQLite run recorded. The random kills run
+``RANDOM_TRIALS`` seeds on SQLite and the first ``PG_RANDOM_TRIALS`` on PostgreSQL: the
+kill points that differ between backends (inside a commit's round trips) are hit as
+often in ten trials, and the suite stays within its time budget.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ TIMEOUT = 60
 GATHER = range(10, 15)
 SYNC_FN = "engine_crash_workload:crash_job"
 RANDOM_TRIALS = 50
+PG_RANDOM_TRIALS = 10
 
 
 def step_value(i: int) -> int:
@@ -153,8 +161,8 @@ def _semantic(j: Journal, e: Entry) -> tuple[str, str | None, str | None, str]:
     return (e.kind, e.step, e.key, json.dumps(payload, sort_keys=True))
 
 
-def view(db: Path, run_id: str) -> JournalView:
-    """Read ``run_id`` (row, entries, completed steps, folded state) and verify the file."""
+def view(db: str, run_id: str) -> JournalView:
+    """Read ``run_id`` (row, entries, completed steps, folded state) and verify the journal."""
     with Journal(db) as j:
         run = j.get_run(run_id)
         entries = list(j.read(run_id))
@@ -169,11 +177,26 @@ def view(db: Path, run_id: str) -> JournalView:
 # -- one crash and its recovery -------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where one test's run lives: its journal (a file path or a PostgreSQL URL) and the
+    execution log (always a file, in the test's temporary directory)."""
+
+    db: str
+    log: Path
+
+
+@pytest.fixture
+def place(journal_location: str, tmp_path: Path) -> Place:
+    """The test's journal on each backend, and its execution log."""
+    return Place(journal_location, tmp_path / "exec.log")
+
+
 @dataclass
 class Crash:
     """A run whose first process was killed, and what it had done by then."""
 
-    db: Path
+    db: str
     log: Path
     run_id: str
     flavour: str
@@ -193,26 +216,26 @@ class Crash:
 
 
 def _after_kill(
-    proc: subprocess.Popen[str], tmp: Path, run_id: str, flavour: str, where: str
+    proc: subprocess.Popen[str], place: Place, run_id: str, flavour: str, where: str
 ) -> Crash:
     out, err = finish(proc)
     assert_sigkilled(proc, out, err, where)
-    db, log = tmp / "journal.db", tmp / "exec.log"
+    db, log = place.db, place.log
     before = view(db, run_id)
     assert before.run.status == "running", f"{where}: killed run is {before.run.status}"
     assert before.verified, f"{where}: the journal left by the kill fails verify()"
     return Crash(db, log, run_id, flavour, where, before, executions(log, run_id), proc.pid)
 
 
-def crash_at(tmp: Path, flavour: str, point: str) -> Crash:
+def crash_at(place: Place, flavour: str, point: str) -> Crash:
     """Start a run that SIGKILLs its own process at ``point`` (``phase:step``)."""
     run_id = f"{flavour}-{point.replace(':', '-')}"
-    proc = spawn("start", tmp / "journal.db", run_id, flavour, N, LEASE,
-                 log=tmp / "exec.log", crash_at=point)  # fmt: skip
-    return _after_kill(proc, tmp, run_id, flavour, f"{flavour} {point}")
+    proc = spawn("start", place.db, run_id, flavour, N, LEASE,
+                 log=place.log, crash_at=point)  # fmt: skip
+    return _after_kill(proc, place, run_id, flavour, f"{flavour} {point}")
 
 
-def crash_after_line(tmp: Path, seed: int) -> tuple[Crash, int]:
+def crash_after_line(place: Place, seed: int) -> tuple[Crash, int]:
     """Start a run and SIGKILL it from here once it logged a random step (plus a random
     offset of up to 5 ms, so the kill also lands in commits and between steps)."""
     rng = random.Random(seed)
@@ -221,8 +244,8 @@ def crash_after_line(tmp: Path, seed: int) -> tuple[Crash, int]:
     run_id = f"random-{seed}"
     where = f"seed={seed}: kill after 'logged {target}' + {offset * 1000:.2f} ms"
     print(where)
-    proc = spawn("start", tmp / "journal.db", run_id, "sync", N, LEASE,
-                 log=tmp / "exec.log", announce=True)  # fmt: skip
+    proc = spawn("start", place.db, run_id, "sync", N, LEASE,
+                 log=place.log, announce=True)  # fmt: skip
     assert proc.stdout is not None
     while True:
         line = proc.stdout.readline()
@@ -234,7 +257,7 @@ def crash_after_line(tmp: Path, seed: int) -> tuple[Crash, int]:
     if offset:
         time.sleep(offset)  # where the kill lands, not synchronisation
     os.kill(proc.pid, signal.SIGKILL)
-    return _after_kill(proc, tmp, run_id, "sync", where), target
+    return _after_kill(proc, place, run_id, "sync", where), target
 
 
 def recover_in_child(crash: Crash, *, importable: bool = True) -> dict[str, Any]:
@@ -309,24 +332,31 @@ class Baseline:
     verified: bool
 
 
+def run_uninterrupted(place: Place, flavour: str) -> Baseline:
+    """Run the workload to its end in one child process; what it recorded."""
+    run_id = f"baseline-{flavour}"
+    proc = spawn("start", place.db, run_id, flavour, N, LEASE, log=place.log)
+    out, err = finish(proc)
+    result = tagged(out, err, "result")
+    assert proc.returncode == 0, err
+    final = view(place.db, run_id)
+    assert final.run.status == "completed"
+    ran = executions(place.log, run_id)
+    return Baseline(result, final.values, final.history, ran, final.verified)
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Baseline]]:
-    """``baseline("sync" | "async")``, run once per module in a separate journal."""
+    """``baseline("sync" | "async")``, run once per module in a separate journal file:
+    the reference for both backends."""
     cache: dict[str, Baseline] = {}
 
     def get(flavour: str) -> Baseline:
         if flavour not in cache:
             tmp = tmp_path_factory.mktemp(f"baseline-{flavour}")
-            run_id = f"baseline-{flavour}"
-            proc = spawn("start", tmp / "journal.db", run_id, flavour, N, LEASE,
-                         log=tmp / "exec.log")  # fmt: skip
-            out, err = finish(proc)
-            result = tagged(out, err, "result")
-            assert proc.returncode == 0, err
-            final = view(tmp / "journal.db", run_id)
-            assert final.run.status == "completed"
-            ran = executions(tmp / "exec.log", run_id)
-            cache[flavour] = Baseline(result, final.values, final.history, ran, final.verified)
+            cache[flavour] = run_uninterrupted(
+                Place(str(tmp / "journal.db"), tmp / "exec.log"), flavour
+            )
         return cache[flavour]
 
     yield get
@@ -336,9 +366,20 @@ class TestBaseline:
     """Uninterrupted runs: the reference every recovered run is compared with."""
 
     @pytest.mark.parametrize("flavour", ["sync", "async"])
-    def test_uninterrupted_run(self, baseline: Callable[[str], Baseline], flavour: str) -> None:
-        """Each step body runs once; the result and final state are the expected ones."""
-        base = baseline(flavour)
+    def test_uninterrupted_run(
+        self, place: Place, baseline: Callable[[str], Baseline], flavour: str
+    ) -> None:
+        """Each step body runs once; the result and final state are the expected ones,
+        and the same on both backends."""
+        base = run_uninterrupted(place, flavour)
+        reference = baseline(flavour)
+        assert (base.result, base.values, base.ran) == (
+            reference.result,
+            reference.values,
+            reference.ran,
+        )
+        if flavour == "sync":  # gathered steps may commit in another order
+            assert base.history == reference.history
         assert base.result == EXPECTED
         assert base.ran == Counter(range(N))
         assert base.values == {"total": EXPECTED["total"], "last": N - 1, "step_last": N - 1,
@@ -359,10 +400,10 @@ class TestSyncKillMatrix:
 
     @pytest.mark.parametrize("k", KILL_STEPS)
     def test_kill_before_step(
-        self, tmp_path: Path, baseline: Callable[[str], Baseline], k: int
+        self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
         """Killed in the body before step k: steps < k done once, nothing ran twice."""
-        crash = crash_at(tmp_path, "sync", f"before:{k}")
+        crash = crash_at(place, "sync", f"before:{k}")
         assert crash.before.completed == list(range(k))
         assert crash.ran_before == Counter(range(k))
         ran = check_recovered(crash, baseline("sync"))
@@ -370,10 +411,10 @@ class TestSyncKillMatrix:
 
     @pytest.mark.parametrize("k", KILL_STEPS)
     def test_kill_inside_step(
-        self, tmp_path: Path, baseline: Callable[[str], Baseline], k: int
+        self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
         """Killed inside step k after its side effect: step k (only) runs exactly twice."""
-        crash = crash_at(tmp_path, "sync", f"inside:{k}")
+        crash = crash_at(place, "sync", f"inside:{k}")
         assert crash.before.completed == list(range(k))
         assert crash.ran_before == Counter(range(k + 1))
         assert crash.in_flight == {k}
@@ -383,10 +424,10 @@ class TestSyncKillMatrix:
 
     @pytest.mark.parametrize("k", KILL_STEPS)
     def test_kill_after_step(
-        self, tmp_path: Path, baseline: Callable[[str], Baseline], k: int
+        self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
         """Killed once step k's completion is committed: it is replayed, never re-run."""
-        crash = crash_at(tmp_path, "sync", f"after:{k}")
+        crash = crash_at(place, "sync", f"after:{k}")
         assert crash.before.completed == list(range(k + 1))
         assert crash.ran_before == Counter(range(k + 1))
         assert crash.in_flight == set()
@@ -394,15 +435,24 @@ class TestSyncKillMatrix:
         assert ran == Counter(range(N)), "a step ran twice"
 
 
+RANDOM_CASES = [pytest.param("sqlite", seed, id=f"sqlite-{seed}") for seed in range(RANDOM_TRIALS)]
+RANDOM_CASES += [
+    pytest.param("postgresql", seed, id=f"postgresql-{seed}", marks=pytest.mark.postgres)
+    for seed in range(PG_RANDOM_TRIALS)
+]
+
+
 class TestRandomKills:
     """The parent SIGKILLs the sync run at a random moment (seeded, one seed per trial)."""
 
-    @pytest.mark.parametrize("seed", range(RANDOM_TRIALS))
+    @pytest.mark.parametrize(
+        ("journal_location", "seed"), RANDOM_CASES, indirect=["journal_location"]
+    )
     def test_random_kill(
-        self, tmp_path: Path, baseline: Callable[[str], Baseline], seed: int
+        self, place: Place, baseline: Callable[[str], Baseline], seed: int
     ) -> None:
         """Completed steps run once, at most the one step in flight runs twice."""
-        crash, target = crash_after_line(tmp_path, seed)
+        crash, target = crash_after_line(place, seed)
         done = len(crash.before.completed)
         assert crash.before.completed == list(range(done)), crash.where
         assert done >= target, f"{crash.where}: step {target - 1} was not committed"
@@ -428,22 +478,22 @@ class TestAsyncKills:
     )
     def test_kill_at_point(
         self,
-        tmp_path: Path,
+        place: Place,
         baseline: Callable[[str], Baseline],
         point: str,
         completed: range,
         in_flight: set[int],
     ) -> None:
         """Recovered result equals the uninterrupted one; no completed step re-ran."""
-        crash = crash_at(tmp_path, "async", point)
+        crash = crash_at(place, "async", point)
         assert crash.before.completed == list(completed)
         assert crash.in_flight == in_flight
         ran = check_recovered(crash, baseline("async"))
         assert {i for i, c in ran.items() if c > 1} == in_flight
 
-    def test_kill_inside_gather(self, tmp_path: Path, baseline: Callable[[str], Baseline]) -> None:
+    def test_kill_inside_gather(self, place: Place, baseline: Callable[[str], Baseline]) -> None:
         """Killed in the third step of the gather: only gather steps not yet committed re-run."""
-        crash = crash_at(tmp_path, "async", "inside:12")
+        crash = crash_at(place, "async", "inside:12")
         assert set(range(10)) <= crash.completed_before <= set(range(10)) | set(GATHER)
         assert 12 in crash.in_flight
         assert crash.in_flight <= set(GATHER)
@@ -456,10 +506,10 @@ class TestUnimportableFunction:
     """Recovering a run whose function can no longer be imported."""
 
     def test_function_not_found_leaves_run_untouched(
-        self, tmp_path: Path, baseline: Callable[[str], Baseline]
+        self, place: Place, baseline: Callable[[str], Baseline]
     ) -> None:
         """A clear FunctionNotFound in report.errors; the run is not claimed or written."""
-        crash = crash_at(tmp_path, "sync", "inside:5")
+        crash = crash_at(place, "sync", "inside:5")
         report = recover_in_child(crash, importable=False)
         assert report["importable"] is False
         assert report["run_ids"] == []
