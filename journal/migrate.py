@@ -276,7 +276,7 @@ def _place(
 def _check_target(source: Journal, target: Journal, plan: list[_Planned]) -> set[str]:
     """The planned runs the target already holds, identical; refuse any that differ."""
     present: set[str] = set()
-    conflicts: list[str] = []
+    conflicts: dict[str, str] = {}
     ids = [p.run_id for p in plan]
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
@@ -291,15 +291,15 @@ def _check_target(source: Journal, target: Journal, plan: list[_Planned]) -> set
             if there == here:
                 present.add(rid)
             else:
-                conflicts.append(f"{rid!r} ({', '.join(_differences(here, there))} differ)")
+                conflicts[rid] = f"{rid!r} ({', '.join(_differences(here, there))} differ)"
     if conflicts:
-        shown = "; ".join(conflicts[:_SHOWN])
+        shown = "; ".join(list(conflicts.values())[:_SHOWN])
         more = f" and {len(conflicts) - _SHOWN} more" if len(conflicts) > _SHOWN else ""
         raise MigrationError(
             f"the target {target.where!r} already holds {len(conflicts)} run(s) with the id "
             f"of a source run but different: {shown}{more}. Nothing was copied; copy into "
             "another journal (or schema), or leave those runs out with --run",
-            run_ids=[c.split(" ", 1)[0] for c in conflicts],
+            run_ids=list(conflicts),
         )
     return present
 
