@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from journal import AppendRequest, JournalError
+from journal import AppendRequest, CreateRequest, JournalError
 
 if TYPE_CHECKING:
     from journal import Journal
 
 
 class GroupCommitter:
-    """Batches :class:`AppendRequest` s from many runs on one event loop."""
+    """Batches appends and run creations from many runs on one event loop."""
 
     def __init__(
         self, journal: Journal, loop: asyncio.AbstractEventLoop, max_batch: int = 2000
@@ -26,15 +26,16 @@ class GroupCommitter:
         self._journal = journal
         self._loop = loop
         self._max_batch = max_batch
-        self._queue: list[tuple[AppendRequest, asyncio.Future[int]]] = []
+        self._queue: list[tuple[AppendRequest | CreateRequest, asyncio.Future[Any]]] = []
         self._draining = False
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="durable-commit")
         self.batches = 0
         self.requests = 0
 
-    async def submit(self, request: AppendRequest) -> int:
-        """Queue ``request``; return its new last seq once committed (or raise its error)."""
-        future: asyncio.Future[int] = self._loop.create_future()
+    async def submit(self, request: AppendRequest | CreateRequest) -> Any:
+        """Queue ``request``; once committed return its result (an append's new last seq,
+        a creation's ``(run, created)``) or raise its error."""
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.append((request, future))
         if not self._draining:
             self._draining = True

@@ -280,25 +280,60 @@ class Engine:
                 parent_run_id=parent,
                 snapshot_every=fn.snapshot_every,
             )
-            if not created:
-                if run.name != fn.name:
-                    raise WrongFunction(
-                        f"run {run.run_id!r} belongs to {run.name!r}, not {fn.name!r}",
-                        run_id=run.run_id,
-                        expected=fn.name,
-                        found=run.name,
-                    )
-                if run.finished:
-                    return run, None, False, False
-                if run.run_id in self._running:
-                    return run, self._running[run.run_id], False, False
-                try:
-                    run = journal.claim_run(
-                        run.run_id, self.owner, lease_seconds=self.lease_seconds
-                    )
-                except LeaseHeld:
-                    return run, None, False, False
-            return run, self._hold(run), True, created
+            return self._claimed(fn, run, created)
+
+    async def _aclaim(
+        self,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_id: str | None,
+        parent: str | None,
+    ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool, bool]:
+        """:meth:`_claim` for async runs: the creation shares the group commit."""
+        journal = self.journal
+        codec = fn._codec or journal.codec
+        request = journal.new_run(
+            run_id,
+            name=fn.name,
+            kind="function",
+            input={"args": list(args), "kwargs": kwargs},
+            codec=codec,
+            status="running",
+            entries=[self._started_entry(codec)],
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            parent_run_id=parent,
+            snapshot_every=fn.snapshot_every,
+        )
+        run, created = await self.committer().submit(request)
+        with self._lock:
+            return self._claimed(fn, run, created)
+
+    def _claimed(
+        self, fn: DurableFunction[Any, Any], run: Run, created: bool
+    ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool, bool]:
+        """After create-or-find: hold a new run; claim an existing unfinished one if
+        nobody holds it. Call under ``_lock``."""
+        if not created:
+            if run.name != fn.name:
+                raise WrongFunction(
+                    f"run {run.run_id!r} belongs to {run.name!r}, not {fn.name!r}",
+                    run_id=run.run_id,
+                    expected=fn.name,
+                    found=run.name,
+                )
+            if run.finished:
+                return run, None, False, False
+            if run.run_id in self._running:
+                return run, self._running[run.run_id], False, False
+            try:
+                run = self.journal.claim_run(
+                    run.run_id, self.owner, lease_seconds=self.lease_seconds
+                )
+            except LeaseHeld:
+                return run, None, False, False
+        return run, self._hold(run), True, created
 
     def _started_entry(self, codec: Codec) -> NewEntry:
         cached = self._started.get(codec.name)
@@ -353,7 +388,7 @@ class Engine:
         run_id: str | None = None,
     ) -> Any:
         """Run an async durable function to its end on the running loop."""
-        run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None)
+        run, future, execute, fresh = await self._aclaim(fn, args, kwargs, run_id, None)
         if execute:
             assert future is not None
             return await self._execute_async(fn, run, future, fresh=fresh)
@@ -620,7 +655,7 @@ class Engine:
             return child_outcome(child_id, recorded[1])
         if recorded is None:
             await parent.commit_async(parent.child_started_entries(fn.name, index, child_id))
-        run, future, execute, fresh = self._claim(fn, args, kwargs, child_id, parent.run_id)
+        run, future, execute, fresh = await self._aclaim(fn, args, kwargs, child_id, parent.run_id)
         if execute:
             assert future is not None
             try:

@@ -43,6 +43,7 @@ from typing import Any
 from journal import (
     AppendRequest,
     ConflictError,
+    CreateRequest,
     EntryKind,
     Journal,
     JournalError,
@@ -230,7 +231,7 @@ class _CrashingJournal(Journal):
         self._committed(entries, f"update of {run_id} ({kwargs.get('status') or 'no status'})")
         return seq
 
-    def append_batch(self, requests: Sequence[AppendRequest]) -> list[int | JournalError]:
+    def append_batch(self, requests: Sequence[AppendRequest | CreateRequest]) -> list[Any]:
         self._alive()
         results = super().append_batch(requests)
         applied = [
@@ -268,7 +269,7 @@ def _label(entries: Sequence[NewEntry], fallback: str) -> str:
 class _DirectCommitter(GroupCommitter):
     """One commit per request, awaited directly, so a SimulatedCrash reaches the run."""
 
-    async def submit(self, request: AppendRequest) -> int:
+    async def submit(self, request: AppendRequest | CreateRequest) -> Any:
         loop = asyncio.get_running_loop()
         (result,) = await loop.run_in_executor(None, self._journal.append_batch, [request])
         if isinstance(result, JournalError):

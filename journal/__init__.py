@@ -44,7 +44,15 @@ from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .render import to_jsonable
-from .store import DEFAULT_PATH, ENV_VAR, UNSET, AppendRequest, Journal, resolve_path
+from .store import (
+    DEFAULT_PATH,
+    ENV_VAR,
+    UNSET,
+    AppendRequest,
+    CreateRequest,
+    Journal,
+    resolve_path,
+)
 from .verify import VerifyReport
 
 try:
@@ -66,6 +74,7 @@ __all__ = [
     "ConflictError",
     "ConnectionLost",
     "CorruptionError",
+    "CreateRequest",
     "DatabaseUnavailable",
     "DecodeError",
     "Durability",

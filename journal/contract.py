@@ -199,6 +199,28 @@ class JournalContract:
         assert isinstance(results[1], ConflictError)
         assert j.get_run("b").last_seq == 0 and j.get_run("a").last_seq == 2
 
+    def test_batch_creates_runs_beside_appends(self, j: Journal) -> None:
+        """Creations in a batch: new runs with their first entries, an existing id
+        returned as it is, a missing parent reported; the appends alongside apply."""
+        j.create_run("old", name="f", input=1)
+        results = j.append_batch(
+            [
+                AppendRequest("old", [_set(j, "x", 1)], 0),
+                j.new_run("new", name="g", input=2, entries=[_set(j, "k", "v")], owner="w"),
+                j.new_run("old", name="other", input=3),
+                j.new_run("orphan", name="g", parent_run_id="nobody"),
+            ]
+        )
+        assert results[0] == 1
+        new, created = results[1]
+        assert created and (new.run_id, new.last_seq, new.epoch, new.owner) == ("new", 1, 1, "w")
+        assert j.get_run("new") == new
+        assert j.state_at("new").values == {"k": "v"}
+        old, created_old = results[2]
+        assert not created_old and old.name == "f"
+        assert old.last_seq == 0  # creations apply first: read before the append
+        assert isinstance(results[3], RunNotFound) and j.find_run("orphan") is None
+
     def test_unencodable_value_fails_before_any_write(self, j: Journal) -> None:
         """SerializationError names the key path; the journal is unchanged."""
         j.create_run("r", name="f")

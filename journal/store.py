@@ -36,7 +36,15 @@ from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .verify import VerifyReport, verify
 
-__all__ = ["DEFAULT_PATH", "ENV_VAR", "UNSET", "AppendRequest", "Journal", "resolve_path"]
+__all__ = [
+    "DEFAULT_PATH",
+    "ENV_VAR",
+    "UNSET",
+    "AppendRequest",
+    "CreateRequest",
+    "Journal",
+    "resolve_path",
+]
 
 DEFAULT_PATH: Final = "durable.db"
 ENV_VAR: Final = "DURABLE_DB"
@@ -131,6 +139,15 @@ def _run_from_row(row: Sequence[Any] | None) -> Run:
     fields = dict(zip(RUN_FIELDS, row, strict=True))
     fields["meta"] = json.loads(fields["meta"])
     return Run(**fields)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """A run to create in a (possibly batched) write: see :meth:`Journal.new_run`."""
+
+    run: Run
+    entries: Sequence[NewEntry]
+    meta: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +334,55 @@ class Journal:
         claimed at once (epoch 1). ``queue``/``priority`` place a pending run in
         a durable queue (see :meth:`claim_next`).
         """
+        req = self.new_run(
+            run_id,
+            name=name,
+            kind=kind,
+            input=input,
+            codec=codec,
+            status=status,
+            entries=entries,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            parent_run_id=parent_run_id,
+            forked_from=forked_from,
+            forked_at=forked_at,
+            code_version=code_version,
+            snapshot_every=snapshot_every,
+            wake_at=wake_at,
+            meta=meta,
+            queue=queue,
+            priority=priority,
+        )
+        with self._lock:
+            db = self._c()
+            with db.transaction(f"creating run {req.run.run_id!r}"):
+                return self._create(req)
+
+    def new_run(
+        self,
+        run_id: str | None = None,
+        *,
+        name: str,
+        kind: str = "function",
+        input: Any = None,
+        codec: Codec | None = None,
+        status: str = "pending",
+        entries: Sequence[NewEntry] = (),
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+        parent_run_id: str | None = None,
+        forked_from: str | None = None,
+        forked_at: int | None = None,
+        code_version: str | None = None,
+        snapshot_every: int | None = None,
+        wake_at: float | None = None,
+        meta: dict[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+    ) -> CreateRequest:
+        """The request :meth:`create_run` carries out, for :meth:`append_batch`: checked
+        and encoded now (a bad value fails here, before any write)."""
         if kind not in RUN_KINDS:
             raise ValueError(f"kind must be one of {RUN_KINDS}, got {kind!r}")
         if status not in RUN_STATUSES:
@@ -334,24 +400,26 @@ class Journal:
                   len(entries), epoch, owner, lease, wake_at, parent_run_id, forked_from,
                   forked_at, code_version, snapshot_every, 0, dict(meta or {}), queue,
                   priority)  # fmt: skip
-        with self._lock:
-            db = self._c()
-            with db.transaction(f"creating run {rid!r}"):
-                for ref in (parent_run_id, forked_from):
-                    if ref is not None and not self._exists(ref):
-                        raise RunNotFound(f"no run {ref!r} in {self.where!r}", run_id=ref)
-                if forked_from is not None:
-                    self._check_fork_point(forked_from, forked_at or 0)
-                created = self._insert_run(run, json.dumps(meta) if meta else "{}")
-                if not created:
-                    row = db.execute(
-                        f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (rid,)
-                    ).fetchone()
-                    return _run_from_row(row), False
-                self._snapshot_every[rid] = snapshot_every
-                if entries:
-                    # A run created in this transaction has no entries: no guard needed.
-                    self._insert(rid, entries, 0, now)
+        return CreateRequest(run, tuple(entries), json.dumps(meta) if meta else "{}")
+
+    def _create(self, req: CreateRequest) -> tuple[Run, bool]:
+        """Carry out ``req`` in the open transaction."""
+        db = self._c()
+        run = req.run
+        for ref in (run.parent_run_id, run.forked_from):
+            if ref is not None and not self._exists(ref):
+                raise RunNotFound(f"no run {ref!r} in {self.where!r}", run_id=ref)
+        if run.forked_from is not None:
+            self._check_fork_point(run.forked_from, run.forked_at or 0)
+        if not self._insert_run(run, req.meta):
+            row = db.execute(
+                f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run.run_id,)
+            ).fetchone()
+            return _run_from_row(row), False
+        self._snapshot_every[run.run_id] = run.snapshot_every
+        if req.entries:
+            # A run created in this transaction has no entries: no guard needed.
+            self._insert(run.run_id, req.entries, 0, run.created_at)
         return run, True
 
     def _insert_run(self, run: Run, meta: str) -> bool:
@@ -781,18 +849,21 @@ class Journal:
             self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
         return expected + len(entries)
 
-    def append_batch(self, requests: Sequence[AppendRequest]) -> list[int | JournalError]:
-        """Group commit: apply many runs' appends in one transaction.
+    def append_batch(self, requests: Sequence[AppendRequest | CreateRequest]) -> list[Any]:
+        """Group commit: apply many runs' appends (and run creations) in one transaction.
 
         Each request succeeds or fails alone: every guard is checked before anything
         is written, and a request whose guard fails writes nothing. The result list
-        holds the new last seq, or the error, per request. Nothing is acknowledged
-        before the single COMMIT returns.
+        holds, per request, the new last seq (an append), ``(run, created)`` (a
+        creation, as :meth:`create_run` returns), or the :class:`JournalError`.
+        Creations are applied first. Nothing is acknowledged before the single
+        COMMIT returns.
         """
         for req in requests:
-            if req.status is not None and req.status not in RUN_STATUSES:
-                raise ValueError(f"unknown status {req.status!r}")
-        results: list[int | JournalError] = []
+            status = req.status if isinstance(req, AppendRequest) else req.run.status
+            if status is not None and status not in RUN_STATUSES:
+                raise ValueError(f"unknown status {status!r}")
+        results: list[Any] = []
         with self._lock:
             db = self._c()
             now = time.time()
@@ -801,18 +872,43 @@ class Journal:
                     results = self._apply_batch(requests, now)
             except CommitUnknown:
                 return [
-                    r if isinstance(r, JournalError) else self._resolve_unknown(req)
+                    r
+                    if isinstance(r, JournalError)
+                    else self._resolve_unknown(req)
+                    if isinstance(req, AppendRequest)
+                    else self._resolve_unknown_create(req)
                     for r, req in zip(results, requests, strict=True)
                 ]
         return results
 
-    def _apply_batch(
-        self, requests: Sequence[AppendRequest], now: float
-    ) -> list[int | JournalError]:
-        # One guard read for the whole batch (locking the rows in a fixed order on
+    def _resolve_unknown_create(self, req: CreateRequest) -> tuple[Run, bool]:
+        run = self.find_run(req.run.run_id)
+        if run is not None and run.created_at == req.run.created_at:
+            return run, True
+        raise ConflictError(
+            f"run {req.run.run_id!r}: COMMIT failed and the run is not there now; the "
+            "outcome stays unknown until the journal is re-read",
+            run_id=req.run.run_id,
+        )
+
+    def _apply_batch(self, batch: Sequence[AppendRequest | CreateRequest], now: float) -> list[Any]:
+        # Creations first (a JournalError from one is raised before it writes), then
+        # one guard read for every append (locking the rows in a fixed order on
         # PostgreSQL, so two batches never deadlock), checked in Python as each
         # request moves its run on; then one insert of every entry.
         db = self._c()
+        created: dict[int, tuple[Run, bool] | JournalError] = {}
+        requests: list[AppendRequest] = []
+        for i, item in enumerate(batch):
+            if isinstance(item, CreateRequest):
+                try:
+                    created[i] = self._create(item)
+                except JournalError as exc:
+                    created[i] = exc
+            else:
+                requests.append(item)
+        if not requests:
+            return [created[i] for i in range(len(batch))]
         guards: dict[str, list[int]] = {}
         ids = sorted({req.run_id for req in requests})
         for lo in range(0, len(ids), 500):
@@ -864,6 +960,9 @@ class Journal:
                 )
         for run_id, seq in snapshots:
             self._write_snapshot(run_id, seq, now)
+        if created:
+            appended = iter(results)
+            return [created[i] if i in created else next(appended) for i in range(len(batch))]
         return results
 
     def _resolve_unknown(self, req: AppendRequest) -> int:
