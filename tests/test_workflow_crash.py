@@ -16,6 +16,11 @@ whose ``step.completed`` was committed ran exactly once in all; each one in flig
 side effect logged, no completion) ran exactly once more, so at most twice; the result
 and the final store equal an uninterrupted run's; no delivery is left pending; the
 prefix the dead process committed is unchanged; ``verify()`` passes.
+
+Every test runs on both backends (``journal_location``: a journal file, then a fresh
+PostgreSQL schema), against the uninterrupted SQLite run as the reference. The random
+kills run ``RANDOM_TRIALS`` seeds on SQLite and the first ``PG_RANDOM_TRIALS`` on
+PostgreSQL, to keep the suite within its time budget.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ N = 8
 LEASE = 0.2
 TIMEOUT = 60
 RANDOM_TRIALS = 30
+PG_RANDOM_TRIALS = 8
 LOOP_N = 3000
 SNAPSHOT_EVERY = 200
 
@@ -141,7 +147,7 @@ def assert_sigkilled(proc: Popen, where: str) -> None:
     )
 
 
-def recover_in_child(db: Path, log: Path, run_id: str, where: str) -> dict[str, Any]:
+def recover_in_child(db: str, log: Path, run_id: str, where: str) -> dict[str, Any]:
     """Recover the journal in a new process; return its report."""
     proc = spawn("recover", db, run_id, LEASE, log=log)
     out, err = finish(proc)
@@ -193,8 +199,8 @@ class View:
         return [e for e in self.entries if e.kind == kind]
 
 
-def view(db: Path, run_id: str) -> View:
-    """Read ``run_id`` (row, entries, completions by part, folded state); verify the file."""
+def view(db: str, run_id: str) -> View:
+    """Read ``run_id`` (row, entries, completions by part, folded state); verify the journal."""
     with Journal(db, readonly=True) as j:
         run = j.get_run(run_id)
         entries = list(j.read(run_id))
@@ -214,11 +220,26 @@ def view(db: Path, run_id: str) -> View:
 # -- one crash and its recovery -------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where one test's runs live: the journal (a file path or a PostgreSQL URL) and the
+    execution log (always a file, in the test's temporary directory)."""
+
+    db: str
+    log: Path
+
+
+@pytest.fixture
+def place(journal_location: str, tmp_path: Path) -> Place:
+    """The test's journal on each backend, and its execution log."""
+    return Place(journal_location, tmp_path / "exec.log")
+
+
 @dataclass
 class Crash:
     """A run whose first process was killed, and what it had done by then."""
 
-    db: Path
+    db: str
     log: Path
     run_id: str
     where: str
@@ -236,15 +257,15 @@ class Crash:
         return set(self.ran_before) - self.committed
 
 
-def start_fan(tmp: Path, run_id: str, env: dict[str, str] | None = None) -> Popen:
-    proc = spawn("fan", tmp / "journal.db", run_id, N, LEASE, log=tmp / "exec.log", env=env)
-    read_line(proc, "started")  # the run (and the journal file) exists from here on
+def start_fan(place: Place, run_id: str, env: dict[str, str] | None = None) -> Popen:
+    proc = spawn("fan", place.db, run_id, N, LEASE, log=place.log, env=env)
+    read_line(proc, "started")  # the run (and the journal) exists from here on
     return proc
 
 
-def after_kill(proc: Popen, tmp: Path, run_id: str, where: str) -> Crash:
+def after_kill(proc: Popen, place: Place, run_id: str, where: str) -> Crash:
     """The journal and the log as the killed child left them (which must be sound)."""
-    db, log = tmp / "journal.db", tmp / "exec.log"
+    db, log = place.db, place.log
     before = view(db, run_id)
     assert before.run.status == "running", f"{where}: killed run is {before.run.status}"
     assert before.verified, f"{where}: the journal left by the kill fails verify()"
@@ -255,12 +276,12 @@ def after_kill(proc: Popen, tmp: Path, run_id: str, where: str) -> Crash:
     return crash
 
 
-def crash_at(tmp: Path, point: str) -> Crash:
+def crash_at(place: Place, point: str) -> Crash:
     """Start a run whose child SIGKILLs itself at ``point`` (``inside:<step>[:<i>]``)."""
     run_id = f"fan-{point.replace(':', '-')}"
-    proc = start_fan(tmp, run_id, {"WF_CRASH_AT": point})
+    proc = start_fan(place, run_id, {"WF_CRASH_AT": point})
     assert_sigkilled(proc, point)
-    return after_kill(proc, tmp, run_id, point)
+    return after_kill(proc, place, run_id, point)
 
 
 def check_recovered(crash: Crash, baseline: Baseline) -> Counter[Label]:
@@ -314,25 +335,39 @@ class Baseline:
     ran: Counter[Label]
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Baseline]:
-    """One uninterrupted FanJob run, in a separate journal."""
-    tmp = tmp_path_factory.mktemp("baseline")
-    proc = start_fan(tmp, "baseline")
+def run_uninterrupted(place: Place) -> Baseline:
+    """One FanJob run to its end in one child process; what it recorded."""
+    proc = start_fan(place, "baseline")
     out, err = finish(proc)
     assert proc.returncode == 0, err
-    final = view(tmp / "journal.db", "baseline")
+    final = view(place.db, "baseline")
     assert final.run.status == "completed"
-    yield Baseline(
-        tagged(out, err, "result"), final.visible, final, executions(tmp / "exec.log", "baseline")
+    return Baseline(
+        tagged(out, err, "result"), final.visible, final, executions(place.log, "baseline")
     )
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Baseline]:
+    """One uninterrupted FanJob run, in a separate journal file: the reference for both
+    backends."""
+    tmp = tmp_path_factory.mktemp("baseline")
+    yield run_uninterrupted(Place(str(tmp / "journal.db"), tmp / "exec.log"))
 
 
 class TestBaseline:
     """The uninterrupted run every recovered run is compared with."""
 
-    def test_uninterrupted_run(self, baseline: Baseline) -> None:
-        """Each (step, part) runs and commits once; the result and store are the oracle's."""
+    def test_uninterrupted_run(self, place: Place, baseline: Baseline) -> None:
+        """Each (step, part) runs and commits once; the result and store are the oracle's,
+        on both backends."""
+        here = run_uninterrupted(place)
+        assert (here.result, here.store, here.ran) == (
+            baseline.result,
+            baseline.store,
+            baseline.ran,
+        )
+        assert here.view.completed == baseline.view.completed
         assert baseline.result == EXPECTED
         assert baseline.store == EXPECTED_STORE
         assert baseline.ran == Counter(LABELS)
@@ -354,9 +389,9 @@ def assert_twice_exactly(ran: Counter[Label], crash: Crash) -> None:
 class TestKillInsideStep:
     """SIGKILL inside a step once its side effect is logged, before it returns."""
 
-    def test_inside_split(self, tmp_path: Path, baseline: Baseline) -> None:
+    def test_inside_split(self, place: Place, baseline: Baseline) -> None:
         """Killed in the fan-out step: nothing committed, only split runs twice."""
-        crash = crash_at(tmp_path, "inside:split")
+        crash = crash_at(place, "inside:split")
         assert crash.committed == set()
         assert crash.ran_before == Counter([("split", -1)])
         assert crash.before.visible == {}
@@ -364,9 +399,9 @@ class TestKillInsideStep:
         assert ran == Counter(LABELS) + Counter([("split", -1)])
 
     @pytest.mark.parametrize("k", [0, 4, 7])
-    def test_inside_work(self, tmp_path: Path, baseline: Baseline, k: int) -> None:
+    def test_inside_work(self, place: Place, baseline: Baseline, k: int) -> None:
         """Killed inside part k's work step: it and the other steps in flight run twice."""
-        crash = crash_at(tmp_path, f"inside:work:{k}")
+        crash = crash_at(place, f"inside:work:{k}")
         assert ("work", k) in crash.in_flight
         assert ("split", -1) in crash.committed
         assert f"part{k}" not in crash.before.values, "an uncommitted store write is visible"
@@ -376,7 +411,7 @@ class TestKillInsideStep:
         assert_twice_exactly(ran, crash)
 
 
-def work_completions(db: Path, run_id: str) -> int:
+def work_completions(db: str, run_id: str) -> int:
     with Journal(db, readonly=True) as j:
         return sum(1 for e in j.read(run_id) if e.kind == K.STEP_COMPLETED and e.step == "work")
 
@@ -385,16 +420,16 @@ class TestKillAfterCommit:
     """SIGKILL once the k-th work step's completion is committed (parts >= k held back)."""
 
     @pytest.mark.parametrize("k", [1, 3, 7])
-    def test_after_kth_work_commit(self, tmp_path: Path, baseline: Baseline, k: int) -> None:
+    def test_after_kth_work_commit(self, place: Place, baseline: Baseline, k: int) -> None:
         """Parts < k are committed and never re-run; held parts run once, after recovery."""
         run_id, where = f"after-{k}", f"after the commit of work #{k}"
-        proc = start_fan(tmp_path, run_id, {"WF_GATE": str(k)})
+        proc = start_fan(place, run_id, {"WF_GATE": str(k)})
         deadline = time.monotonic() + TIMEOUT
-        while (done := work_completions(tmp_path / "journal.db", run_id)) < k:
+        while (done := work_completions(place.db, run_id)) < k:
             assert time.monotonic() < deadline, f"{where}: only {done} work steps committed"
             time.sleep(0.001)  # polling the journal: the commit is the sync point
         kill(proc, where)
-        crash = after_kill(proc, tmp_path, run_id, where)
+        crash = after_kill(proc, place, run_id, where)
         work = {("work", i) for i in range(N)}
         assert crash.committed & work == {("work", i) for i in range(k)}
         assert set(crash.ran_before) & work == {("work", i) for i in range(k)}, "a held part ran"
@@ -409,9 +444,9 @@ class TestKillInJoin:
     """SIGKILL inside join, in the call that collected the k-th part."""
 
     @pytest.mark.parametrize("k", [1, N // 2, N])
-    def test_inside_join(self, tmp_path: Path, baseline: Baseline, k: int) -> None:
+    def test_inside_join(self, place: Place, baseline: Baseline, k: int) -> None:
         """k-1 collected parts are in the journaled buffer; only the k-th join re-runs."""
-        crash = crash_at(tmp_path, f"inside:join:{k}")
+        crash = crash_at(place, f"inside:join:{k}")
         joins = {label for label in crash.committed if label[0] == "join"}
         assert len(joins) == k - 1
         in_join = {label for label in crash.in_flight if label[0] == "join"}
@@ -424,11 +459,20 @@ class TestKillInJoin:
         assert_twice_exactly(ran, crash)
 
 
+RANDOM_CASES = [pytest.param("sqlite", seed, id=f"sqlite-{seed}") for seed in range(RANDOM_TRIALS)]
+RANDOM_CASES += [
+    pytest.param("postgresql", seed, id=f"postgresql-{seed}", marks=pytest.mark.postgres)
+    for seed in range(PG_RANDOM_TRIALS)
+]
+
+
 class TestRandomKills:
     """The parent SIGKILLs the run at a random moment (seeded, one seed per trial)."""
 
-    @pytest.mark.parametrize("seed", range(RANDOM_TRIALS))
-    def test_random_kill(self, tmp_path: Path, baseline: Baseline, seed: int) -> None:
+    @pytest.mark.parametrize(
+        ("journal_location", "seed"), RANDOM_CASES, indirect=["journal_location"]
+    )
+    def test_random_kill(self, place: Place, baseline: Baseline, seed: int) -> None:
         """Committed steps run once, the steps in flight exactly twice, nothing else."""
         rng = random.Random(seed)
         target = rng.randrange(len(LABELS))
@@ -436,13 +480,13 @@ class TestRandomKills:
         run_id = f"random-{seed}"
         where = f"seed={seed}: kill after log line #{target} + {offset * 1000:.2f} ms"
         print(where)
-        proc = start_fan(tmp_path, run_id, {"WF_ANNOUNCE": "1"})
+        proc = start_fan(place, run_id, {"WF_ANNOUNCE": "1"})
         for _ in range(target + 1):
             read_line(proc, "logged ")
         if offset:
             time.sleep(offset)  # where the kill lands, not synchronisation
         kill(proc, where)
-        crash = after_kill(proc, tmp_path, run_id, where)
+        crash = after_kill(proc, place, run_id, where)
         assert crash.ran_before.total() >= target + 1, where
         print(f"{where}: committed {len(crash.committed)}, in flight {sorted(crash.in_flight)}")
         ran = check_recovered(crash, baseline)
@@ -454,7 +498,7 @@ class TestRandomKills:
 ITEM = "invoice-7"
 
 
-def park(db: Path, log: Path, run_id: str, how: str, timeout: str = "none") -> tuple[int, View]:
+def park(db: str, log: Path, run_id: str, how: str, timeout: str = "none") -> tuple[int, View]:
     """Process 1: start Approval, see it running, then parked on its wait, and die."""
     p1 = spawn("approval", db, run_id, LEASE, how, timeout, log=log,
                env={"WF_GATE_PREPARE": "1"})  # fmt: skip
@@ -481,7 +525,7 @@ def park(db: Path, log: Path, run_id: str, how: str, timeout: str = "none") -> t
     return p1.pid, parked
 
 
-def answer(db: Path, log: Path, run_id: str, form: str, parked: View) -> View:
+def answer(db: str, log: Path, run_id: str, form: str, parked: View) -> View:
     """Process 2: send the HumanResponseEvent; the run becomes pending, nobody's."""
     p2 = spawn("send", db, run_id, form, "approved", log=log)
     out, err = finish(p2)
@@ -497,9 +541,21 @@ def answer(db: Path, log: Path, run_id: str, form: str, parked: View) -> View:
     return fed
 
 
-def age(db: Path, run_id: str, seconds: float) -> None:
+def age(db: str, run_id: str, seconds: float) -> None:
     """Move the run's start ``seconds`` into the past: the human answered that late."""
-    conn = apsw.Connection(str(db))
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        from journal._postgres import split_url
+
+        conninfo, schema, _ = split_url(db)
+        with psycopg.connect(conninfo, autocommit=True) as pg:
+            pg.execute(
+                f"UPDATE {schema}.runs SET created_at = created_at - %s WHERE run_id = %s",
+                (seconds, run_id),
+            )
+        return
+    conn = apsw.Connection(db)
     try:
         conn.execute(
             "UPDATE runs SET created_at = created_at - ? WHERE run_id = ?", (seconds, run_id)
@@ -513,9 +569,9 @@ class TestHumanInTheLoop:
 
     @pytest.mark.parametrize("how", ["exit", "kill"])
     @pytest.mark.parametrize("form", ["event", "mapping"])
-    def test_three_processes(self, tmp_path: Path, how: str, form: str) -> None:
+    def test_three_processes(self, place: Place, how: str, form: str) -> None:
         """running -> waiting -> pending -> completed; the step after the wait runs once."""
-        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", f"hitl-{how}-{form}"
+        db, log, run_id = place.db, place.log, f"hitl-{how}-{form}"
         p1_pid, parked = park(db, log, run_id, how)
         answer(db, log, run_id, form, parked)
         report = recover_in_child(db, log, run_id, run_id)
@@ -539,9 +595,9 @@ class TestHumanInTheLoop:
         assert pids[("prepare", 0)] == p1_pid
         assert pids[("ask-after", 0)] == pids[("finish", 0)] == report["pid"]
 
-    def test_answer_later_than_the_default_timeout(self, tmp_path: Path) -> None:
+    def test_answer_later_than_the_default_timeout(self, place: Place) -> None:
         """A run started with timeout=None still completes when answered 2 minutes later."""
-        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", "late"
+        db, log, run_id = place.db, place.log, "late"
         _, parked = park(db, log, run_id, "exit")
         age(db, run_id, 120)  # past Workflow's default 60 s, which recovery must not apply
         answer(db, log, run_id, "event", parked)
@@ -549,10 +605,10 @@ class TestHumanInTheLoop:
         assert report.get("result") == f"{ITEM} approved"
         assert executions(log, run_id)[("finish", 0)] == 1
 
-    def test_recorded_timeout_fails_the_resumed_run(self, tmp_path: Path) -> None:
+    def test_recorded_timeout_fails_the_resumed_run(self, place: Place) -> None:
         """A run started with timeout=5 answered 30 s later fails with WorkflowTimeout, at
         once: no step runs and nothing is journaled after its run.failed."""
-        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", "expired"
+        db, log, run_id = place.db, place.log, "expired"
         _, parked = park(db, log, run_id, "exit", timeout="5")
         age(db, run_id, 30)  # within Workflow's default 60 s, past the run's own 5 s
         fed = answer(db, log, run_id, "event", parked)
@@ -573,7 +629,7 @@ class TestHumanInTheLoop:
 # -- recovery reads only the tail -------------------------------------------------------
 
 
-def completions(db: Path, run_id: str) -> int:
+def completions(db: str, run_id: str) -> int:
     with Journal(db, readonly=True) as j:
         rows = j.query(
             "SELECT count(*) AS n FROM entries WHERE run_id = ? AND kind = ?",
@@ -585,14 +641,14 @@ def completions(db: Path, run_id: str) -> int:
 class TestRecoveryReadsTail:
     """A 3,000-tick loop killed past tick 2,000 resumes from its latest snapshot."""
 
-    def test_recovery_reads_snapshot_and_tail(self, tmp_path: Path) -> None:
+    def test_recovery_reads_snapshot_and_tail(self, place: Place) -> None:
         """The resumed run reads the tail after the snapshot, not its history."""
         seed = random.randrange(1_000_000)
         rng = random.Random(seed)
         target = rng.randrange(2_001, LOOP_N - 100)
         where = f"seed={seed}: kill at >= {target} step completions"
         print(where)
-        db, log, run_id = tmp_path / "journal.db", tmp_path / "exec.log", "loop"
+        db, log, run_id = place.db, place.log, "loop"
         proc = spawn("loop", db, run_id, LOOP_N, LEASE, SNAPSHOT_EVERY, log=log,
                      env={"WF_ANNOUNCE": "1"})  # fmt: skip
         read_line(proc, "started")
