@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,8 +25,10 @@ from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from engine.cli import cli
+from journal import Journal
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "cli.md"
@@ -123,7 +126,7 @@ class Env:
         self.crashed = root / "crashed.db"
 
     def run(
-        self, *args: Any, db: Path | None = None, env: dict[str, str] | None = None
+        self, *args: Any, db: Path | str | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``durable [--db DB] ARGS...`` in a subprocess, in the workload's directory."""
         cmd = [sys.executable, "-m", "engine.cli"]
@@ -143,7 +146,7 @@ class Env:
         )
 
     def all(
-        self, *calls: tuple[Any, ...] | dict[str, Any], db: Path | None = None
+        self, *calls: tuple[Any, ...] | dict[str, Any], db: Path | str | None = None
     ) -> list[subprocess.CompletedProcess[str]]:
         """Run independent invocations concurrently (each is mostly interpreter start-up);
         a call is a tuple of arguments, or ``{"args": ..., "db": ..., "env": ...}``."""
@@ -658,6 +661,128 @@ class TestBadInput:
             failed(res, 2, "corrupt.db")
         assert verify.returncode in (1, 2) and "Traceback" not in verify.stderr
         failed(short, 2, "truncated.db")
+
+
+# -- migrate, and every command on PostgreSQL -----------------------------------------------
+
+
+class TestMigrate:
+    """migrate: a journal copied and verified, resumable; bad input refused, nothing written."""
+
+    def test_file_to_file(self, env: Env) -> None:
+        target = env.root / "migrated.db"
+        doc = ok_json(env.run("migrate", env.main, target, "--json"))
+        assert doc["ok"] is True and doc["problems"] == []
+        assert doc["runs"] == doc["runs_copied"] == doc["runs_verified"] == 4
+        assert doc["entries_copied"] == doc["entries_verified"] > 250
+        again, one = env.all(
+            ("migrate", env.main, target),
+            ("migrate", env.main, env.root / "one.db", "--run", "r-2", "--json"),
+        )
+        text = ok(again)
+        assert "copied 0 runs" in text and "4 already there" in text and "ok: 4 runs" in text
+        assert ok_json(one)["runs_copied"] == 1
+        original, copied = env.all(
+            ("export", "r-ok"), {"args": ("export", "r-ok"), "db": target}, db=env.main
+        )
+        assert ok(original) == ok(copied)
+
+    def test_bad_input(self, env: Env) -> None:
+        foreign = env.root / "notes.db"
+        with sqlite3.connect(foreign) as conn:
+            conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.close()
+        conflict = env.root / "conflict.db"
+        with Journal(conflict) as j:
+            j.create_run("r-ok", name="another:function")
+        tampered = env.copy(env.main, "tampered-source.db")
+        with sqlite3.connect(tampered) as conn:
+            conn.execute("UPDATE entries SET payload = X'00' WHERE run_id = 'r-2' AND seq = 2")
+        conn.close()
+        same = env.copy(env.main, "same.db")
+        absent, on_foreign, unreachable, conflicting, itself, unknown, bad_source = env.all(
+            ("migrate", env.root / "absent.db", env.root / "x.db"),
+            ("migrate", env.main, foreign),
+            ("migrate", env.main, "postgresql://app:hunter2@127.0.0.1:1/nowhere"),
+            ("migrate", env.main, conflict),
+            ("migrate", same, same),
+            ("migrate", env.main, env.root / "y.db", "--run", "nope"),
+            ("migrate", tampered, env.root / "z.db", "--json"),
+        )
+        failed(absent, 2, "no journal at", "absent.db")
+        failed(on_foreign, 2, "not a durable journal", "notes.db")
+        failed(unreachable, 2, "cannot connect", "app:***@127.0.0.1:1")
+        assert "hunter2" not in unreachable.stderr
+        failed(conflicting, 2, "already holds 1 run", "'r-ok'", "name")
+        failed(itself, 2, "same journal")
+        failed(unknown, 2, "no run 'nope' in the source")
+        assert not any((env.root / name).exists() for name in ("x.db", "y.db"))
+        with Journal(conflict, readonly=True) as j:
+            assert [r.run_id for r in j.list_runs()] == ["r-ok"]
+        failed(bad_source, 1, "1 problem copying", "tampered-source.db")
+        doc = json.loads(bad_source.stdout)
+        assert doc["ok"] is False and list(doc["not_copied"]) == ["r-2"]
+        assert "seq 2: checksum mismatch" in doc["not_copied"]["r-2"]
+        assert doc["runs_copied"] == 3
+
+
+@pytest.fixture(scope="module")
+def pg(env: Env, pg_url: str) -> str:
+    """The module's journal migrated into a PostgreSQL schema of its own: its URL."""
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}schema=cli_{uuid.uuid4().hex[:12]}"
+    doc = ok_json(env.run("migrate", env.main, url, "--json"))
+    assert doc["ok"] is True and doc["runs_copied"] == 4
+    return url
+
+
+@pytest.mark.postgres
+class TestPostgres:
+    """Every command on a postgresql:// URL: the journal migrated from the file reads the same."""
+
+    def test_reads_match_the_file(self, env: Env, pg: str) -> None:
+        """In this process (click's runner), to keep it quick: the output on the URL is
+        the output on the file, byte for byte."""
+        commands = [
+            ("runs", "--json"),
+            ("runs",),
+            ("show", "r-ok", "--json"),
+            ("show", "r-fail"),
+            ("history", "r-ok", "--json"),
+            ("history", "r-big"),
+            ("state", "r-ok", "--at", "2", "--json"),
+            ("diff", "r-ok", "1", "3", "--json"),
+            ("export", "r-ok"),
+            ("export", "r-fail", "--format", "csv"),
+            ("search", "banana", "--json"),
+            ("search", "kaboom"),
+            ("verify", "--json"),
+        ]
+        runner = CliRunner()
+        for command in commands:
+            on_file = runner.invoke(cli, ["--db", str(env.main), *command])
+            on_pg = runner.invoke(cli, ["--db", pg, *command])
+            assert on_file.exit_code == on_pg.exit_code == 0, (command, on_pg.output)
+            assert on_pg.stdout == on_file.stdout, command
+        replayed = ok_json(env.run("replay", "r-ok", "--import", "cliwork", "--json", db=pg))
+        assert replayed["ok"] is True
+
+    def test_writes_and_errors(self, env: Env, pg: str) -> None:
+        url = pg.replace("schema=cli_", "schema=cliw_")
+        ok_json(env.run("migrate", env.main, url, "--run", "r-ok", "--json"))
+        compacted = ok_json(env.run("compact", "r-ok", "--json", db=url))
+        assert compacted["runs_compacted"] == 1 and compacted["horizons"]["r-ok"] > 0
+        back = env.root / "back.db"
+        copied, absent, unreachable = env.all(
+            ("migrate", url, back, "--json"),
+            {"args": ("runs",), "db": pg.replace("schema=cli_", "schema=nothing_")},
+            {"args": ("runs",), "db": "postgresql://app:hunter2@127.0.0.1:1/x"},
+        )
+        assert ok_json(copied)["ok"] is True
+        assert ok_json(env.run("verify", "--json", db=back))["ok"] is True
+        failed(absent, 2, "no journal in schema 'nothing_")
+        failed(unreachable, 2, "cannot connect", "app:***@")
+        assert "hunter2" not in unreachable.stderr
 
 
 # -- help and the generated reference ------------------------------------------------------
