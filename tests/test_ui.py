@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from starlette.testclient import TestClient
@@ -38,7 +39,7 @@ from engine import (
 from engine.ui import create_app, serve
 from engine.ui.app import UIJournal
 from engine.ui.views import Row, build_timeline
-from journal import EntryKind, Journal
+from journal import EntryKind, Journal, copy_journal
 
 XSS = "<script>alert(1)</script>"
 CALLS: Counter[str] = Counter()
@@ -558,6 +559,46 @@ class TestServer:
             create_app(tmp_path / "none.db")
         with pytest.raises(ImportError, match="cannot import 'no_such_module_ui'"):
             create_app(workload, imports=["no_such_module_ui"])
+
+
+@pytest.mark.postgres
+class TestPostgres:
+    """The UI over a postgresql:// URL: the workload migrated there reads and acts the same."""
+
+    @pytest.fixture
+    def pg_workload(self, workload: Path, pg_schema_url: str) -> str:
+        with Journal(workload, readonly=True) as src, Journal(pg_schema_url) as dst:
+            assert copy_journal(src, dst).ok
+        return pg_schema_url
+
+    def test_reads_match_the_file(self, client: TestClient, pg_workload: str) -> None:
+        app = create_app(pg_workload, readonly=None)  # a URL: read-write unless asked
+        assert app.state.ui.readonly is False
+        with TestClient(app, base_url=LOOPBACK) as pg:
+            for url in ("/api/runs", "/api/runs/o1", "/api/runs/o1/history",
+                        "/api/runs/o1/state?step=2", "/api/runs/o1/diff?a=0&b=3",
+                        "/api/runs/o1%2Fui_test:receipt%235", "/api/runs/w1/history"):  # fmt: skip
+                on_pg, on_file = pg.get(url), client.get(url)
+                assert on_pg.status_code == on_file.status_code == 200, (url, on_pg.text)
+                assert on_pg.json() == on_file.json(), url
+            for url in ("/", "/runs/o1?step=3&a=0&b=3", "/runs/w1"):
+                assert pg.get(url).status_code == 200, url
+            _error(pg.get("/api/runs/nope"), 404, "no run 'nope'")
+            cancelled = pg.post("/api/runs/w2/cancel", json={})
+            assert cancelled.status_code == 200, cancelled.text
+        with Journal(pg_workload, readonly=True) as j:
+            assert j.get_run("w2").status == "cancelled"
+
+    def test_read_only_and_no_password_shown(self, pg_workload: str) -> None:
+        parts = urlsplit(pg_workload)  # the test server trusts any password
+        url = urlunsplit(
+            parts._replace(netloc=f"{parts.username}:sekrit@{parts.hostname}:{parts.port}")
+        )
+        app = create_app(url, readonly=True)
+        assert "sekrit" not in app.state.ui.path and ":***@" in app.state.ui.path
+        with TestClient(app, base_url=LOOPBACK) as pg:
+            _error(pg.post("/api/runs/w1/cancel", json={}), 403, "read-only")
+            assert "sekrit" not in pg.get("/").text
 
 
 class TestServe:
