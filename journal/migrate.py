@@ -95,8 +95,9 @@ class MigrationReport:
         out = [f"run {rid!r} not copied: {why}" for rid, why in self.not_copied.items()]
         out += self.mismatches
         out += [
-            f"run {rid!r} changed in the source while it was copied; stop its workers and "
-            "compare again (durable migrate resumes)"
+            f"run {rid!r} changed in the source just after it was copied (is a worker "
+            "running?): the target holds it as it was, and a new copy into this target "
+            "would refuse it as different; stop the workers and copy into a fresh target"
             for rid in self.changed
         ]
         return out
