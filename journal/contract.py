@@ -355,6 +355,10 @@ class JournalContract:
         """Ad-hoc queries see the data and cannot write."""
         j.create_run("r", name="f")
         assert j.query("SELECT run_id FROM runs") == [{"run_id": "r"}]
+        j.create_run("s%", name="f")
+        assert j.query(  # a literal % and a ? parameter, in either spelling of SQL
+            "SELECT run_id FROM runs WHERE run_id LIKE ? || '%' ORDER BY run_id", ("s",)
+        ) == [{"run_id": "s%"}]
         with pytest.raises(JournalError, match=r"readonly|read-only|query failed"):
             j.query("DELETE FROM runs")
         assert j.find_run("r") is not None
