@@ -19,6 +19,7 @@ MODULES = (
     "benchmarks.workflow_bench",
     "benchmarks.timetravel_bench",
     "benchmarks.peers_bench",
+    "benchmarks.scaling_bench",
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
