@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL cluster for tests, benchmarks and CI.
 
 ``TempCluster`` runs ``initdb`` and ``pg_ctl`` from the local PostgreSQL install into
-a private directory, listens on a free port of 127.0.0.1 with trust authentication,
-and creates one database. It is test tooling, not part of the journal's API::
+a private directory, listens on a free port of 127.0.0.1 with trust authentication
+(or, given a ``password``, password authentication on 127.0.0.1), and creates one
+database. It is test tooling, not part of the journal's API::
 
     with TempCluster() as cluster:
         Journal(cluster.url)
@@ -16,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.parse
 from pathlib import Path
 from types import TracebackType
 
@@ -23,7 +25,7 @@ __all__ = ["ClusterUnavailable", "TempCluster", "find_bindir"]
 
 _TOOLS = ("initdb", "pg_ctl", "postgres", "createdb")
 # A throwaway cluster needs no fsync at init; trust is safe on 127.0.0.1 and its own socket.
-_INITDB_FLAGS = ("--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+_INITDB_FLAGS = ("--auth-local=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
 # Settings for tests: enough connections for pools and worker processes, little memory.
 _SETTINGS = {"max_connections": "200", "shared_buffers": "32MB", "listen_addresses": "'127.0.0.1'"}
 
@@ -62,9 +64,19 @@ def _free_port() -> int:
 
 
 class TempCluster:
-    """A private PostgreSQL server, started on construction; use ``url``, then ``stop()``."""
+    """A private PostgreSQL server, started on construction; use ``url``, then ``stop()``.
 
-    def __init__(self, directory: Path | None = None, *, dbname: str = "durable_test") -> None:
+    With ``password``, connections over TCP (``url``) must give it (scram-sha-256), so
+    tests can see a login refused; the private socket stays trusted.
+    """
+
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        dbname: str = "durable_test",
+        password: str | None = None,
+    ) -> None:
         self.bindir = find_bindir()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres and shutil.which("runuser") is None:
@@ -85,16 +97,29 @@ class TempCluster:
             if self._as_postgres:
                 # initdb and postgres refuse to run as root.
                 shutil.chown(self.base, "postgres", "postgres")
-            self._run("initdb", "-D", str(self.data), "-U", self.user, *_INITDB_FLAGS)
+            auth = ["--auth-host=trust"]
+            if password is not None:
+                pwfile = self.base / "pwfile"
+                pwfile.write_text(password + "\n")
+                if self._as_postgres:
+                    shutil.chown(pwfile, "postgres", "postgres")
+                auth = ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+            self._run("initdb", "-D", str(self.data), "-U", self.user, *_INITDB_FLAGS, *auth)
             with (self.data / "postgresql.conf").open("a") as conf:
                 settings = {**_SETTINGS, "unix_socket_directories": f"'{self.base}'"}
                 conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
             self._start()
-            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, dbname)
+            # Through the private socket: trusted even when TCP wants a password.
+            self._run(
+                "createdb", "-h", str(self.base), "-p", str(self.port), "-U", self.user, dbname
+            )
         except BaseException:
             self.stop()
             raise
-        self.url = f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+        login = self.user
+        if password is not None:
+            login += ":" + urllib.parse.quote(password, safe="")
+        self.url = f"postgresql://{login}@127.0.0.1:{self.port}/{dbname}"
 
     def _start(self) -> None:
         # A free port can be taken between the probe and the bind: try a few.
