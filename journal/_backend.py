@@ -121,6 +121,12 @@ class Backend:
         """Roll back the open transaction, if any; never raises."""
         raise NotImplementedError
 
+    def settle(self) -> bool:
+        """After :class:`CommitUnknown`: make the outcome of the transaction it left
+        final before the caller re-reads. True if a re-read now sees the final outcome;
+        False if the transaction may still apply later (the re-read cannot rule it out)."""
+        return False
+
     def translate(self, exc: BaseException, where: str) -> JournalError:
         """The journal error for a driver exception, naming ``where`` it happened."""
         raise NotImplementedError

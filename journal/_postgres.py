@@ -14,7 +14,9 @@ the guard are one read.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import select
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +25,7 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg import pq, sql
+    from psycopg.conninfo import conninfo_to_dict
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "a postgresql:// journal needs psycopg: pip install 'durable[postgres]'"
@@ -44,6 +47,11 @@ __all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "split_url"]
 DEFAULT_SCHEMA = "durable"
 APPLICATION = "durable-journal"
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+CONNECT_TIMEOUT = 10
+"""Seconds to wait for the server when neither the URL (``?connect_timeout=``) nor
+``$PGCONNECT_TIMEOUT`` says: an unreachable host is an error, not a hang."""
+# How long settle() waits for the session of a dropped connection to exit.
+_SETTLE_TIMEOUT_MS = 10_000
 # One advisory lock key for schema creation and upgrades ("DRB1", as in a file's header).
 _SCHEMA_LOCK = 0x44524231
 
@@ -130,6 +138,8 @@ def split_url(url: str) -> tuple[str, str, str]:
     """``(conninfo for libpq, schema, the URL without its password)``.
 
     ``schema`` is this project's parameter, not libpq's: it is taken out of the query.
+    The password is hidden wherever the URL gives it: after the user name, or as a
+    ``password=`` parameter.
     """
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -145,7 +155,10 @@ def split_url(url: str) -> tuple[str, str, str]:
     shown = parts.netloc
     if parts.password is not None:
         shown = shown.replace(f":{parts.password}@", ":***@", 1)
-    where = urllib.parse.urlunsplit(parts._replace(netloc=shown))
+    shown_query = urllib.parse.urlencode(
+        [(k, "***" if k == "password" else v) for k, v in query], safe="*"
+    )
+    where = urllib.parse.urlunsplit(parts._replace(netloc=shown, query=shown_query))
     return conninfo, schema, where
 
 
@@ -176,9 +189,20 @@ class PostgresBackend(Backend):
         }
         self._sql: dict[str, str] = {}
         self._last: Any = None
+        self._session: tuple[int, Any] = (0, None)
+        self._farewell = False
+        self._poller: Any = None
+        self._connect_options: dict[str, Any] = {}
+        if "connect_timeout" not in conninfo_to_dict(self.conninfo) and not os.environ.get(
+            "PGCONNECT_TIMEOUT"
+        ):
+            self._connect_options["connect_timeout"] = CONNECT_TIMEOUT
         self.conn = self._connect()
         try:
             self._check_schema()
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise self.translate(exc, f"opening the journal at {self.location!r}") from exc
         except BaseException:
             self.conn.close()
             raise
@@ -187,7 +211,7 @@ class PostgresBackend(Backend):
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(self.conninfo, autocommit=True, **self._connect_options)
         except psycopg.Error as exc:
             raise DatabaseUnavailable(
                 f"cannot connect to the PostgreSQL journal at {self.location!r}: "
@@ -195,19 +219,72 @@ class PostgresBackend(Backend):
                 where=self.location,
             ) from exc
         try:
-            for name, value in self._settings.items():
-                conn.execute(f"SELECT set_config('{name}', %s, false)", (value,))
+            # One round trip: the settings, and who this session is (see settle()).
+            settings = ", ".join(f"set_config('{name}', %s, false)" for name in self._settings)
+            row = conn.execute(
+                f"SELECT {settings}, pg_backend_pid(),"
+                " (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())",
+                list(self._settings.values()),
+            ).fetchone()
+            self._session = (row[-2], row[-1]) if row else (0, None)
+            self._farewell = False
+            conn.add_notice_handler(self._on_notice)
+            self._poller = None
+            if hasattr(select, "poll"):  # not on Windows
+                self._poller = select.poll()
+                self._poller.register(conn.fileno(), select.POLLIN)
         except psycopg.Error as exc:
             conn.close()
-            raise self.translate(exc, f"configuring the connection to {self.location!r}") from exc
+            raise DatabaseUnavailable(
+                f"cannot configure the connection to the PostgreSQL journal at "
+                f"{self.location!r}: {_first_line(exc)}",
+                where=self.location,
+            ) from exc
         return conn
+
+    def _lost(self) -> bool:
+        return bool(self.conn.closed or self.conn.broken)
 
     def _usable(self) -> psycopg.Connection[Any]:
         # A connection that dropped between transactions is replaced: nothing was in
         # flight. One that dropped inside a transaction is reported (ConnectionLost).
-        if self.conn.closed or self.conn.broken:
+        if self._lost() or self._hung_up():
+            self.conn.close()
             self.conn = self._connect()
         return self.conn
+
+    def _hung_up(self) -> bool:
+        """Whether the server ended the idle connection (a restart, a terminated or
+        timed-out session): its FATAL, sent before it hung up, is waiting to be read.
+        One readiness poll, no round trip; an idle connection that never LISTENs reads
+        nothing else but notices."""
+        conn = self.conn
+        try:
+            if self._poller is not None:
+                if not self._poller.poll(0):
+                    return False
+            elif not select.select([conn.fileno()], [], [], 0)[0]:
+                return False
+            conn.pgconn.consume_input()  # raises at the end of the stream
+            conn.pgconn.is_busy()  # parses it: a FATAL while idle is passed on as a notice
+        except (OSError, ValueError, psycopg.Error):
+            return True
+        return self._farewell or conn.pgconn.status == pq.ConnStatus.BAD
+
+    def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if diag.severity_nonlocalized in ("FATAL", "PANIC"):
+            self._farewell = True
+
+    def _outside_transaction(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run ``sql`` with no transaction open (a BEGIN, or a statement that is its own
+        transaction and only reads). A connection found dead by it was idle, so
+        nothing was in flight: reconnect and run it once more."""
+        try:
+            return self._usable().execute(sql, params)
+        except psycopg.OperationalError:
+            if not self._lost():
+                raise
+        return self._usable().execute(sql, params)
 
     def _check_schema(self) -> None:
         conn = self.conn
@@ -234,7 +311,7 @@ class PostgresBackend(Backend):
             self._create_schema()
             return
         version = self._version()
-        if version > SCHEMA_VERSION:
+        if version > SCHEMA_VERSION or version < 1:
             raise SchemaVersionError(
                 f"{self.location!r} (schema {self.schema!r}) has journal schema version "
                 f"{version}; this code reads up to {SCHEMA_VERSION}: upgrade the package",
@@ -258,7 +335,16 @@ class PostgresBackend(Backend):
                 "this project did not write; refusing to touch it",
                 path=self.location,
             )
-        return int(row[0])
+        try:
+            return int(row[0])
+        except ValueError:
+            raise SchemaVersionError(
+                f"{self.location!r} (schema {self.schema!r}) has journal schema version "
+                f"{row[0]!r}, which this code does not know",
+                path=self.location,
+                found=row[0],
+                supported=SCHEMA_VERSION,
+            ) from None
 
     def _create_schema(self) -> None:
         with self.transaction(f"creating the journal schema in {self.location!r}"):
@@ -295,8 +381,12 @@ class PostgresBackend(Backend):
         return spelled
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        conn = self.conn if self._in_transaction() else self._usable()
-        cur = conn.execute(self._spell(sql), params)
+        if self._in_transaction():
+            cur = self.conn.execute(self._spell(sql), params)
+        elif sql.startswith("SELECT"):
+            cur = self._outside_transaction(self._spell(sql), params)
+        else:  # a write on its own may have applied before the connection went: no retry
+            cur = self._usable().execute(self._spell(sql), params)
         self._last = cur
         return cur
 
@@ -351,20 +441,43 @@ class PostgresBackend(Backend):
             pq.TransactionStatus.INERROR,
         )
 
+    def settle(self) -> bool:
+        # The server may still be running the session whose connection died (a cut
+        # line is noticed late), and a COMMIT it received may yet apply. Ending that
+        # session, and waiting until it has exited, makes what a re-read sees final.
+        if not self._lost():
+            return False
+        pid, started = self._session
+        if started is None:
+            return False
+        try:
+            conn = self._usable()
+            if conn.info.server_version < 140000:  # no pg_terminate_backend(pid, timeout)
+                return False
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity"
+                " WHERE pid = %s AND backend_start = %s",
+                (_SETTLE_TIMEOUT_MS, pid, started),
+            ).fetchall()
+        except psycopg.Error:
+            return False  # not allowed to end it, or the server is gone too: unknown
+        return all(ended for (ended,) in rows)
+
     def begin(self) -> None:
-        self._usable().execute("BEGIN")
+        self._outside_transaction("BEGIN")
 
     def commit(self, where: str) -> None:
         try:
             self.conn.execute("COMMIT")
-        except psycopg.OperationalError as exc:
-            # The COMMIT may have reached the server before the connection went.
-            raise CommitUnknown(
-                f"{where}: the connection to {self.location!r} failed during COMMIT "
-                f"({_first_line(exc)}); outcome unknown",
-                where=where,
-            ) from exc
         except psycopg.Error as exc:
+            if self._lost():
+                # The COMMIT may have reached the server before the connection went.
+                raise CommitUnknown(
+                    f"{where}: the connection to {self.location!r} failed during COMMIT "
+                    f"({_first_line(exc)}); outcome unknown",
+                    where=where,
+                ) from exc
+            # The server answered: it rolled the transaction back.
             self.rollback()
             raise self.translate(exc, where) from exc
 
@@ -405,17 +518,19 @@ class PostgresBackend(Backend):
         return 0
 
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        conn = self._usable()
         try:
-            conn.execute("BEGIN READ ONLY")
+            self._outside_transaction("BEGIN READ ONLY")
+            conn = self.conn
             try:
-                cur = conn.execute(sql.replace("?", "%s"), params)
+                cur = conn.execute(self._spell(sql), params)
                 if cur.description is None:
                     return []
                 names = [d.name for d in cur.description]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
             finally:
                 self.rollback()
+        except psycopg.OperationalError as exc:
+            raise self.translate(exc, "running a query") from exc
         except psycopg.Error as exc:
             raise JournalError(f"query failed: {_first_line(exc)}", sql=sql) from exc
 

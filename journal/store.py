@@ -19,6 +19,7 @@ from .codecs import Codec, JsonSerializer, codec_for_name
 from .compaction import compact
 from .errors import (
     ConflictError,
+    ConnectionLost,
     CorruptionError,
     DecodeError,
     HorizonError,
@@ -967,13 +968,22 @@ class Journal:
 
     def _resolve_unknown(self, req: AppendRequest) -> int:
         # COMMIT raised: the transaction may have landed. (run_id, seq) never
-        # applies twice, so re-reading last_seq decides the outcome exactly.
+        # applies twice, so re-reading last_seq decides the outcome exactly, once the
+        # backend has settled it (a server may otherwise apply it after the re-read).
+        final = self._c().settle()
         run = self.get_run(req.run_id)
         target = req.expected_seq + len(req.entries)
         if req.entries and run.last_seq >= target:
             last = self.read_one(req.run_id, target)
             if last.kind == req.entries[-1].kind and last.payload == req.entries[-1].payload:
                 return target
+        if final and req.entries and run.last_seq == req.expected_seq:
+            raise ConnectionLost(
+                f"run {req.run_id!r}: the connection to {self.where!r} was lost during the "
+                "append and the server rolled it back; nothing was written: retry it",
+                run_id=req.run_id,
+                where=self.where,
+            )
         raise ConflictError(
             f"run {req.run_id!r}: COMMIT failed and its entries are not visible now (last "
             f"seq is {run.last_seq}); the outcome stays unknown until the journal is re-read "
