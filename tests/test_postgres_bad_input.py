@@ -31,6 +31,7 @@ from journal import (
     DatabaseUnavailable,
     EntryKind,
     Journal,
+    JournalError,
     NotAJournalError,
     SchemaVersionError,
 )
@@ -196,6 +197,30 @@ class TestCredentials:
             j.create_run("r", name="f")
             assert SECRET not in j.where and SECRET not in repr(j)
             assert j.get_run("r").status == "pending"
+
+
+class TestDatabase:
+    """The server answers, but the database or the role's rights are wrong."""
+
+    def test_missing_database(self, pg_url: str) -> None:
+        base = pg_url.split("?", maxsplit=1)[0].rsplit("/", 1)[0]
+        with pytest.raises(DatabaseUnavailable, match='database "no_such_db" does not exist'):
+            Journal(f"{base}/no_such_db")
+
+    def test_role_that_may_not_create_the_schema(self, pg_schema_url: str) -> None:
+        """A role without CREATE on the database: the server's refusal, nothing made."""
+        role = f"r_{schema_of(pg_schema_url)}"
+        with admin(pg_schema_url) as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN")  # CREATE on a database: owners only
+        try:
+            as_role = pg_schema_url.replace("://postgres@", f"://{role}@", 1)
+            with pytest.raises(JournalError, match="permission denied") as info:
+                Journal(as_role)
+            assert "creating the journal schema" in str(info.value)
+            assert snapshot(pg_schema_url) == {}
+        finally:
+            with admin(pg_schema_url) as conn:
+                conn.execute(f"DROP ROLE {role}")
 
 
 # -- what is in the schema --------------------------------------------------------------
