@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.merge and path.exists():
             old = json.loads(path.read_text())
             report["scenarios"] = {**old.get("scenarios", {}), **results}
-            report["merged_into"] = {k: old.get(k) for k in ("started_at", "settings")}
+            # Every run merged so far, oldest first (a file of one merge held a dict).
+            earlier = old.get("merged_into", [])
+            earlier = [earlier] if isinstance(earlier, dict) else earlier
+            report["merged_into"] = [*earlier, {k: old.get(k) for k in ("started_at", "settings")}]
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"results written to {path}", file=log)
     return 0

@@ -8,8 +8,10 @@
     runs are enqueued first; the workers are started, open the journal, and are told
     to go together; the time is from "go" to the last run's completion as the journal
     stamps it (``runs.updated_at``), so process start-up is not in it. Ratios are to
-    one worker on SQLite; derived: PostgreSQL ÷ SQLite at each worker count, and each
-    backend's 4-worker ÷ 1-worker rate.
+    one worker on SQLite; derived: PostgreSQL ÷ SQLite at each worker count, each
+    backend's 4-worker ÷ 1-worker rate, and the CPU a step costs: the workers' (their
+    process time from "go" to stop) plus, on PostgreSQL, the server's (the postmaster's
+    process tree, from ``/proc``).
 
 ``scaling.takeover``
     A worker is SIGKILLed while executing a run; another worker, idle and polling,
@@ -17,7 +19,8 @@
     from the SIGKILL to the first step the other worker executes for that run (lease
     2 s, so the heartbeat renews every 0.67 s; poll interval 1 s, the default). It is
     lease left at the kill + until the next poll + loading the run and replaying its
-    completed steps; the parts are in the extras.
+    completed steps; the parts are in the extras. The kill falls at a random moment
+    of both cycles (heartbeat and poll), so the rounds sample their phases.
 
 Each PostgreSQL measurement starts its own throwaway server (``TempCluster``: initdb
 into a private directory, ``fsync`` on) and stops it after; without PostgreSQL on the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -99,7 +103,9 @@ def worker_main() -> None:
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
+    cpu = time.process_time()
     eng.worker(concurrency=int(concurrency), poll_interval=float(poll), stop=stop)
+    print(f"cpu {time.process_time() - cpu}", flush=True)
     eng.close()
 
 
@@ -128,14 +134,17 @@ class _Worker:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """Stop the worker; return the CPU seconds it used after "go" (0 if it said none)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(30)
+            out, _ = self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
+            out, _ = self.proc.communicate()
+        said = [line.split()[1] for line in out.splitlines() if line.startswith("cpu ")]
+        return float(said[0]) if said else 0.0
 
     def kill(self) -> None:
         self.proc.kill()
@@ -149,13 +158,33 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid``, its live children and the children it reaped
+    (Linux ``/proc``): a PostgreSQL server's postmaster, its backends and helpers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while we looked
+        ppid, utime, stime, cutime, cstime = (int(fields[i]) for i in (1, 11, 12, 13, 14))
+        if stat.parent.name == str(pid):
+            total += utime + stime + cutime + cstime
+        elif ppid == pid:
+            total += utime + stime
+    return total / tick
+
+
 @contextlib.contextmanager
-def _location(workdir: Path, backend: str) -> Iterator[tuple[str, str]]:
-    """A fresh journal location and a note on its durability."""
+def _location(workdir: Path, backend: str) -> Iterator[tuple[str, str, Callable[[], float]]]:
+    """A fresh journal location, a note on its durability, and the server's CPU seconds
+    so far (0 for a journal file: its CPU is the workers')."""
     if backend == "sqlite":
-        yield str(workdir / "durable.db"), "WAL, synchronous=FULL"
+        yield str(workdir / "durable.db"), "WAL, synchronous=FULL", lambda: 0.0
         return
     with TempCluster() as cluster:
+        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
         url = f"{cluster.url}?schema=bench"
         with Journal(url) as j:
             s = j.query(
@@ -164,7 +193,8 @@ def _location(workdir: Path, backend: str) -> Iterator[tuple[str, str]]:
                 " current_setting('server_version') AS v"
             )[0]
         version = s["v"].split()[0]
-        yield url, f"PostgreSQL {version}, fsync={s['fsync']}, synchronous_commit={s['sc']}"
+        note = f"PostgreSQL {version}, fsync={s['fsync']}, synchronous_commit={s['sc']}"
+        yield url, note, lambda: _tree_cpu(postmaster)
 
 
 def _wait_for(done: Callable[[], bool], timeout: float, what: str) -> None:
@@ -180,7 +210,7 @@ def _wait_for(done: Callable[[], bool], timeout: float, what: str) -> None:
 
 def drain(workdir: Path, *, backend: str, workers: int, runs: int, concurrency: int) -> Sample:
     """``runs`` queued runs of :func:`ten_steps` drained by ``workers`` processes; ops = steps."""
-    with _location(workdir, backend) as (location, note):
+    with _location(workdir, backend) as (location, note, server_cpu):
         eng = Engine(location)
         ten_steps._engine = eng
         try:
@@ -190,9 +220,11 @@ def drain(workdir: Path, *, backend: str, workers: int, runs: int, concurrency: 
             ten_steps._engine = None
         pool = [_Worker(location, lease=30.0, concurrency=concurrency, poll=1.0, env=_env())
                 for _ in range(workers)]  # fmt: skip
+        cpu: list[float] = []
         try:
             for w in pool:
                 w.ready()
+            server_before = server_cpu()
             start = time.time()
             for w in pool:
                 w.go()
@@ -204,9 +236,9 @@ def drain(workdir: Path, *, backend: str, workers: int, runs: int, concurrency: 
 
             _wait_for(lambda: left() == 0, 600, "the runs to complete")
         finally:
-            for w in pool:
-                w.stop()
-        done = journal.query("SELECT max(updated_at) AS end, min(updated_at) AS first FROM runs")
+            cpu = [w.stop() for w in pool]
+        server = server_cpu() - server_before  # includes our polling: a query per 50 ms
+        done = journal.query("SELECT max(updated_at) AS end FROM runs")
         elapsed = float(done[0]["end"]) - start
         wrong = [
             r.run_id
@@ -224,6 +256,9 @@ def drain(workdir: Path, *, backend: str, workers: int, runs: int, concurrency: 
             "workers": workers,
             "concurrency": concurrency,
             "runs_per_s": runs / elapsed,
+            # CPU per step: the workers' from "go" to their stop, the server's likewise.
+            "worker_cpu_us_per_step": sum(cpu) / (runs * STEPS) * 1e6,
+            "server_cpu_us_per_step": server / (runs * STEPS) * 1e6,
             "durability_note": note,
         },
     )
@@ -233,7 +268,7 @@ def takeover(workdir: Path, *, backend: str, lease: float, poll: float) -> Sampl
     """SIGKILL the worker executing a run; seconds until another executes its next step."""
     log = workdir / "ticks.log"
     env = _env(**{_LOG_ENV: str(log)})
-    with _location(workdir, backend) as (location, note):
+    with _location(workdir, backend) as (location, note, _):
         eng = Engine(location)
         long_run._engine = eng
         try:
@@ -254,7 +289,9 @@ def takeover(workdir: Path, *, backend: str, lease: float, poll: float) -> Sampl
             _wait_for(lambda: len(lines()) >= 5, 60, "the first worker to run steps")
             second = _Worker(location, lease=lease, concurrency=1, poll=poll, env=env)
             second.ready().go()
-            time.sleep(poll)  # the second worker is in its idle loop, polling
+            # At a random moment of the second worker's poll and the first's heartbeat
+            # cycles: a fixed delay would measure one phase of them only.
+            time.sleep(poll + random.uniform(0, max(poll, lease / 3)))
             killed_at = time.time()
             first.kill()
             run = eng.journal.get_run("long")
@@ -328,6 +365,10 @@ def _workers(quick: bool, missing: str | None) -> Scenario:
     derived = [
         Derived(f"pg ÷ sqlite, {n} workers", _ratio(f"pg/{n}", f"sqlite/{n}")) for n in counts
     ]
+    derived += [
+        Derived(f"{c.name}: CPU per step, workers + server", _cpu_per_step(c.name), "µs")
+        for c in contenders
+    ]
     if len(counts) > 1:
         top = counts[-1]
         derived += [
@@ -384,6 +425,14 @@ def _takeover(quick: bool, missing: str | None) -> Scenario:
         max_rounds=1 if quick else None,
         **_split(contenders, missing),
     )
+
+
+def _cpu_per_step(contender: str) -> Callable[[dict[str, dict[str, Any]]], float]:
+    def cpu(r: dict[str, dict[str, Any]]) -> float:
+        extra = r[contender]["extra"]
+        return float(extra["worker_cpu_us_per_step"] + extra["server_cpu_us_per_step"])
+
+    return cpu
 
 
 def _extra(contender: str, key: str) -> Callable[[dict[str, dict[str, Any]]], float]:
