@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,6 +47,7 @@ from journal import (
     Run,
     copy_journal,
     is_url,
+    redact_location,
     resolve_path,
     to_jsonable,
 )
@@ -204,13 +204,7 @@ TIMESTAMP = Timestamp()
 
 def _shown(location: str) -> str:
     """The location as messages show it: a URL without its password."""
-    if not is_url(location):
-        return location
-    parts = urllib.parse.urlsplit(location)
-    if parts.password is None:
-        return location
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return redact_location(location)
 
 
 def _existing(path: str) -> str:

@@ -9,6 +9,7 @@
     ├── RunFailed             awaiting a run that ended in failure
     ├── RunCancelled          the run was cancelled (raised in its body at a step boundary)
     ├── FencedOff             this worker lost the run's lease; it stopped without writing
+    │   └── JournalUnreachable  ... or could not reach the journal's database to commit
     ├── FunctionNotFound      a recorded function or workflow can no longer be imported
     ├── WrongFunction         a run id that belongs to another function
     ├── NotInRun              a run-only helper (ctx access, idempotency key) used outside a run
@@ -26,6 +27,7 @@ __all__ = [
     "EngineError",
     "FencedOff",
     "FunctionNotFound",
+    "JournalUnreachable",
     "NonDeterminismError",
     "NotInRun",
     "ResultTimeout",
@@ -69,6 +71,11 @@ class RunCancelled(EngineError):
 
 class FencedOff(EngineError):
     """Another worker claimed the run (this one's lease expired); nothing more was written."""
+
+
+class JournalUnreachable(FencedOff):
+    """A commit failed twice because the journal's database could not be reached; the run
+    stopped without writing, and recovery resumes it from its last commit."""
 
 
 class FunctionNotFound(EngineError):

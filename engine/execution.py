@@ -20,9 +20,26 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from journal import AppendRequest, ConflictError, EntryKind, Journal, NewEntry, Run, appended_items
+from journal import (
+    AppendRequest,
+    ConflictError,
+    DatabaseUnavailable,
+    EntryKind,
+    Journal,
+    NewEntry,
+    Run,
+    appended_items,
+)
 
-from .errors import FencedOff, NotInRun, RunCancelled, RunFailed, StepFailed, StepTimeout
+from .errors import (
+    FencedOff,
+    JournalUnreachable,
+    NotInRun,
+    RunCancelled,
+    RunFailed,
+    StepFailed,
+    StepTimeout,
+)
 from .hashing import args_hash
 from .recorded import History, RecordedCall, call_key
 
@@ -32,6 +49,9 @@ if TYPE_CHECKING:
     from .steps import StepSpec
 
 K = EntryKind
+
+RECONNECT_PAUSE = 0.5
+"""Seconds before the one retry of a commit that could not reach the journal's database."""
 
 _CURRENT_RUN: contextvars.ContextVar[RunExecution | None] = contextvars.ContextVar(
     "durable_current_run", default=None
@@ -171,15 +191,22 @@ class RunExecution:
             return
         expected = self.seq
         self.seq += len(entries)
-        try:
-            self.journal.append(
-                self.run_id, entries, expected_seq=expected, epoch=self.epoch, **update
-            )
-        except ConflictError as exc:
-            raise self._conflict(exc) from exc
-        except Exception:
-            self.seq = expected  # nothing was appended: the reservation is void
-            raise
+        for attempt in (1, 2):
+            try:
+                self.journal.append(
+                    self.run_id, entries, expected_seq=expected, epoch=self.epoch, **update
+                )
+                return
+            except ConflictError as exc:
+                raise self._conflict(exc) from exc
+            except DatabaseUnavailable as exc:
+                if attempt == 2:
+                    self.seq = expected
+                    raise self._unreachable(exc) from exc
+                time.sleep(RECONNECT_PAUSE)  # nothing was written: the retry reconnects
+            except Exception:
+                self.seq = expected  # nothing was appended: the reservation is void
+                raise
 
     async def commit_async(self, entries: list[NewEntry], **update: Any) -> None:
         """Append through the engine's group committer: many runs share one commit."""
@@ -192,15 +219,31 @@ class RunExecution:
         committer = self._committer
         if committer is None:
             committer = self._committer = self.engine.committer()
-        try:
-            await committer.submit(
-                AppendRequest(self.run_id, entries, expected, self.epoch, **update)
-            )
-        except ConflictError as exc:
-            raise self._conflict(exc) from exc
-        except Exception:
-            self.seq = expected  # nothing was appended: the reservation is void
-            raise
+        for attempt in (1, 2):
+            try:
+                await committer.submit(
+                    AppendRequest(self.run_id, entries, expected, self.epoch, **update)
+                )
+                return
+            except ConflictError as exc:
+                raise self._conflict(exc) from exc
+            except DatabaseUnavailable as exc:
+                if attempt == 2:
+                    self.seq = expected
+                    raise self._unreachable(exc) from exc
+                await asyncio.sleep(RECONNECT_PAUSE)
+            except Exception:
+                self.seq = expected  # nothing was appended: the reservation is void
+                raise
+
+    def _unreachable(self, exc: DatabaseUnavailable) -> JournalUnreachable:
+        # Failing the run would need the database too, and a connection drop is no
+        # reason to fail it: stop here, write nothing, and leave it to recovery.
+        return JournalUnreachable(
+            f"run {self.run_id!r}: the journal could not be reached to commit ({exc}); "
+            "this worker stopped the run without writing, recovery resumes it",
+            run_id=self.run_id,
+        )
 
     def _conflict(self, exc: ConflictError) -> Exception:
         run = self.journal.find_run(self.run_id)

@@ -19,10 +19,26 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from journal import AppendRequest, ConflictError, EntryKind, FoldedState, NewEntry, Run
+from journal import (
+    AppendRequest,
+    ConflictError,
+    DatabaseUnavailable,
+    EntryKind,
+    FoldedState,
+    NewEntry,
+    Run,
+)
 
-from .errors import EngineError, FencedOff, RunCancelled, StepFailed, StepTimeout
+from .errors import (
+    EngineError,
+    FencedOff,
+    JournalUnreachable,
+    RunCancelled,
+    StepFailed,
+    StepTimeout,
+)
 from .events import Event, StopEvent
+from .execution import RECONNECT_PAUSE
 from .workflow_context import CURRENT_SCOPE, INTERNAL, StepScope, WorkflowContext
 
 if TYPE_CHECKING:
@@ -385,6 +401,7 @@ class WorkflowRun:
         (a step still in flight, a late wait) raise instead of landing after it."""
         if final:
             self.ended = True
+        unreachable = 0
         while True:
             if self.ended and not final:
                 raise _RunEnded(f"run {self.run_id!r} has ended", run_id=self.run_id)
@@ -399,6 +416,20 @@ class WorkflowRun:
                 return
             except ConflictError:
                 await self._absorb()
+            except DatabaseUnavailable as exc:
+                # Nothing was written. Once more after a pause; then stop without
+                # writing (failing the run would need the database too): recovery
+                # resumes it.
+                self.seq = expected
+                unreachable += 1
+                if unreachable == 2:
+                    raise JournalUnreachable(
+                        f"run {self.run_id!r}: the journal could not be reached to commit "
+                        f"({exc}); this worker stopped the run without writing, recovery "
+                        "resumes it",
+                        run_id=self.run_id,
+                    ) from exc
+                await asyncio.sleep(RECONNECT_PAUSE)
 
     async def _absorb(self) -> None:
         """Read what others appended (sent events, a cancel, a takeover) and take it in."""

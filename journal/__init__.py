@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._backend import Listener, is_url
+from ._backend import redact as redact_location
 from .codecs import (
     Codec,
     JsonPickleSerializer,
@@ -111,6 +112,7 @@ __all__ = [
     "copy_journal",
     "fold",
     "is_url",
+    "redact_location",
     "register_type",
     "registered_name",
     "resolve_path",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -21,6 +22,22 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 def is_url(location: str) -> bool:
     """True if ``location`` names a PostgreSQL database rather than a journal file."""
     return location.startswith(URL_SCHEMES)
+
+
+def redact(location: str) -> str:
+    """``location`` as messages show it: a URL's password hidden wherever the URL gives
+    it (after the user name, or as a ``password=`` parameter); a path as it is."""
+    if not is_url(location):
+        return location
+    parts = urllib.parse.urlsplit(location)
+    shown = parts.netloc
+    if parts.password is not None:
+        shown = shown.replace(f":{parts.password}@", ":***@", 1)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    shown_query = urllib.parse.urlencode(
+        [(k, "***" if k == "password" else v) for k, v in query], safe="*"
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=shown, query=shown_query))
 
 
 class Cursor(Protocol):

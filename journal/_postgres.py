@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "a postgresql:// journal needs psycopg: pip install 'durable[postgres]'"
     ) from exc
 
-from ._backend import Backend, CommitUnknown, Cursor, Listener
+from ._backend import Backend, CommitUnknown, Cursor, Listener, redact
 from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION
 from .errors import (
     ConnectionLost,
@@ -152,14 +152,7 @@ def split_url(url: str) -> tuple[str, str, str]:
         )
     rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
     conninfo = urllib.parse.urlunsplit(parts._replace(query=rest))
-    shown = parts.netloc
-    if parts.password is not None:
-        shown = shown.replace(f":{parts.password}@", ":***@", 1)
-    shown_query = urllib.parse.urlencode(
-        [(k, "***" if k == "password" else v) for k, v in query], safe="*"
-    )
-    where = urllib.parse.urlunsplit(parts._replace(netloc=shown, query=shown_query))
-    return conninfo, schema, where
+    return conninfo, schema, redact(url)
 
 
 class PostgresBackend(Backend):

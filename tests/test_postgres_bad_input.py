@@ -148,11 +148,6 @@ class TestUnreachable:
         assert len(lines) == 1 and lines[0].startswith("error: cannot connect"), result.output
         assert SECRET not in result.output
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="engine/cli.py _shown() masks only user:password@, not ?password=; it "
-        "should show the journal's own masked location (Journal.where / split_url)",
-    )
     def test_cli_hides_a_password_parameter(self) -> None:
         url = f"postgresql://bob@127.0.0.1:{closed_port()}/nowhere?password={SECRET}"
         result = CliRunner().invoke(cli, ["--db", url, "runs"])
@@ -645,12 +640,6 @@ def squares(n: int) -> int:
     return sum(counted(i) for i in range(n))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a ConnectionLost (nothing written) from a step's commit is raised into "
-    "the run, which is recorded as failed; it should stop without writing (as when fenced "
-    "off) and leave the run to recovery, or retry the append once",
-)
 def test_a_connection_lost_at_a_step_commit_does_not_fail_the_run(
     relay: CuttingRelay, relayed: str, pg_schema_url: str
 ) -> None:
