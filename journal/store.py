@@ -357,8 +357,11 @@ class Journal:
         )
         with self._lock:
             db = self._c()
-            with db.transaction(f"creating run {req.run.run_id!r}"):
-                return self._create(req)
+            try:
+                with db.transaction(f"creating run {req.run.run_id!r}"):
+                    return self._create(req)
+            except CommitUnknown:
+                return self._resolve_unknown_create(req)
 
     def new_run(
         self,
@@ -602,33 +605,50 @@ class Journal:
         now = time.time()
         with self._lock:
             db = self._c()
-            with db.transaction(f"claiming run {run_id!r}"):
-                row = db.execute(
-                    "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?"
-                    + db.for_update,
-                    (run_id,),
-                ).fetchone()
-                if row is None:
-                    raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
-                status, holder, expires = row
-                if status in TERMINAL_STATUSES:
-                    raise ConflictError(
-                        f"run {run_id!r} is {status}; a finished run cannot be claimed",
-                        run_id=run_id,
-                    )
-                if holder not in (None, owner) and (expires or 0) > now and not steal:
-                    raise LeaseHeld(
-                        f"run {run_id!r} is leased by {holder!r} for {expires - now:.1f}s more",
-                        run_id=run_id,
-                        owner=holder,
-                    )
-                db.execute(
-                    "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
-                    "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
-                    "updated_at = ? WHERE run_id = ?",
-                    (owner, now + lease_seconds, now, run_id),
-                )
+            try:
+                self._claim(run_id, owner, lease_seconds, steal, now)
+            except CommitUnknown:
+                # Ours if the lease carries our owner and expiry; else not claimed.
+                db.settle()
+                run = self.get_run(run_id)
+                if run.owner == owner and run.lease_expires_at == now + lease_seconds:
+                    return run
+                raise ConflictError(
+                    f"run {run_id!r}: the claim's COMMIT failed and the run is not ours now "
+                    f"(owner {run.owner!r})",
+                    run_id=run_id,
+                ) from None
         return self.get_run(run_id)
+
+    def _claim(
+        self, run_id: str, owner: str, lease_seconds: float, steal: bool, now: float
+    ) -> None:
+        db = self._c()
+        with db.transaction(f"claiming run {run_id!r}"):
+            row = db.execute(
+                "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?" + db.for_update,
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
+            status, holder, expires = row
+            if status in TERMINAL_STATUSES:
+                raise ConflictError(
+                    f"run {run_id!r} is {status}; a finished run cannot be claimed",
+                    run_id=run_id,
+                )
+            if holder not in (None, owner) and (expires or 0) > now and not steal:
+                raise LeaseHeld(
+                    f"run {run_id!r} is leased by {holder!r} for {expires - now:.1f}s more",
+                    run_id=run_id,
+                    owner=holder,
+                )
+            db.execute(
+                "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
+                "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
+                "updated_at = ? WHERE run_id = ?",
+                (owner, now + lease_seconds, now, run_id),
+            )
 
     def claimable(self, *, now: float | None = None, limit: int = 100) -> list[Run]:
         """Unfinished runs nobody holds: pending, running with an expired lease, or
@@ -883,9 +903,19 @@ class Journal:
         return results
 
     def _resolve_unknown_create(self, req: CreateRequest) -> tuple[Run, bool]:
+        # The creation is ours if the row carries our creation time; another creator
+        # of the same id (or none) otherwise.
+        final = self._c().settle()
         run = self.find_run(req.run.run_id)
-        if run is not None and run.created_at == req.run.created_at:
-            return run, True
+        if run is not None:
+            return run, run.created_at == req.run.created_at
+        if final:
+            raise ConnectionLost(
+                f"run {req.run.run_id!r}: the connection to {self.where!r} was lost while "
+                "creating it and the server rolled back; nothing was written: retry it",
+                run_id=req.run.run_id,
+                where=self.where,
+            )
         raise ConflictError(
             f"run {req.run.run_id!r}: COMMIT failed and the run is not there now; the "
             "outcome stays unknown until the journal is re-read",
