@@ -44,6 +44,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psycopg
 import pytest
@@ -62,8 +63,8 @@ sys.path.insert(0, str(PROCS))
 
 import multiworker_workload as workload  # noqa: E402 - needs tests/_procs on sys.path
 
-# Engine bugs this file found (each pinned by a test below, strict xfail: when one is
-# fixed its test passes, fails as XPASS, and both the mark and OPEN_BUGS go).
+# Engine bugs this file found, each pinned by a strict xfail test at the end: once a bug
+# is fixed its test XPASSes, which fails the run; then remove that test's mark.
 STALE_CLAIM = (
     "Journal.claim_next reads the clock before waiting for the queue-turns lock: a claim "
     "that waited longer than the lease is granted an already expired lease"
@@ -74,8 +75,8 @@ SELF_RECLAIM = (
 )
 CLAIM_LOOP_DIES = "Worker.run ends on the first database error of a claim (a dropped connection)"
 # The chaos tests stall workers past their lease, which triggers the first two bugs in
-# about one run of four; they pass every time with both fixed (checked with the fixes
-# patched in). Remove this mark when they are.
+# about one run of four; they passed every time with both fixed (the fixes patched in
+# for a check). Remove this mark once both are.
 OPEN_BUGS = pytest.mark.xfail(reason=f"{STALE_CLAIM}; {SELF_RECLAIM}", strict=False)
 
 RUNS = int(os.environ.get("DURABLE_MULTIWORKER_RUNS", "2000"))
@@ -89,6 +90,11 @@ def _seed() -> int:
 
 
 # -- worker processes ------------------------------------------------------------------
+
+
+def _read_and_close(stream: IO[str]) -> None:
+    stream.read()
+    stream.close()
 
 
 @dataclass
@@ -131,9 +137,9 @@ class Fleet:
 
     def _start(self, argv: list[str], *, expect: str, host: str | None) -> int:
         n = len(self.procs)
-        err = (self.tmp / f"worker-{n}.err").open("w")
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
-                                env=self._env(), cwd=self.tmp)  # fmt: skip
+        with (self.tmp / f"worker-{n}.err").open("w") as err:  # the child keeps its copy
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=self._env(), cwd=self.tmp)  # fmt: skip
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith(expect):
@@ -142,7 +148,7 @@ class Fleet:
             errors = (self.tmp / f"worker-{n}.err").read_text()
             raise AssertionError(f"worker {argv} did not start: {line!r}\n{errors}")
         # Its further output (the CLI prints a line per run) is read and dropped.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        threading.Thread(target=_read_and_close, args=(proc.stdout,), daemon=True).start()
         self.procs[proc.pid] = proc
         self.host_of[proc.pid] = host
         self.note(f"started {' '.join(argv[-6:])}", proc.pid)
