@@ -270,13 +270,18 @@ def _import_user_code(imports: tuple[str, ...]) -> None:
 
 @contextlib.contextmanager
 def _code_engine(
-    ctx: click.Context, imports: tuple[str, ...], *, readonly: bool = False
+    ctx: click.Context,
+    imports: tuple[str, ...],
+    *,
+    readonly: bool = False,
+    lease_seconds: float | None = None,
 ) -> Iterator[Engine]:
     """Import the user's modules, then make the journal the default engine's
     (``engine.configure``), so code that runs finds it as its own."""
     path = _path(ctx)
     _import_user_code(imports)
-    eng = configure(Journal(path, readonly=True) if readonly else path)
+    options = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
+    eng = configure(Journal(path, readonly=True) if readonly else path, **options)
     try:
         eng.journal  # opens now: a bad file fails before anything runs  # noqa: B018
         yield eng
@@ -1027,6 +1032,15 @@ def recover(
     metavar="N",
     help="Runs executed at once by this worker.",
 )
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Lease on each run, renewed every third of it: a dead worker's runs resume "
+    "about this long after it died.",
+)
 @code_options
 @db_option
 @click.pass_context
@@ -1035,6 +1049,7 @@ def worker(
     poll: float,
     max_seconds: float | None,
     concurrency: int,
+    lease: float,
     imports: tuple[str, ...],
 ) -> None:
     """Claim and execute runs until Ctrl-C: enqueued ones, and those whose owner died.
@@ -1050,7 +1065,7 @@ def worker(
         timer = threading.Timer(max_seconds, stop.set)
         timer.daemon = True
         timer.start()
-    with _code_engine(ctx, imports) as eng:
+    with _code_engine(ctx, imports, lease_seconds=lease) as eng:
         console = render.make_console()
         handles: list[Any] = []
 

@@ -10,6 +10,7 @@ enqueued, sent an event, or released) and otherwise poll.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .runtime import Engine, RecoveryReport
 
 __all__ = ["Worker"]
+
+log = logging.getLogger("durable.worker")
 
 _SLICE = 0.05  # longest sleep between checks of the stop event and of free slots
 
@@ -60,6 +63,9 @@ class Worker:
             limit=free,
             limits=queue_limits(),
             skip_names=sorted(self._unresolvable),
+            # A run executing here whose lease ran out (a stall) is not claimed again:
+            # the heartbeat renews it, or another worker takes it and fences this one.
+            skip_run_ids=list(eng._running),
         )
         for run in runs:
             try:
@@ -87,7 +93,14 @@ class Worker:
         listener = self.engine.journal.listener(WAKE_CHANNEL)
         try:
             while not stop.is_set():
-                report = self.claim_once()
+                try:
+                    report = self.claim_once()
+                except JournalError as exc:
+                    # The database went away or stayed locked: the runs in flight go
+                    # on (their commits retry), and claiming resumes after a pause.
+                    log.warning("worker %s: claiming failed (%s); retrying", self.engine.owner, exc)
+                    stop.wait(self.poll_interval)
+                    continue
                 if on_claim is not None and (report.handles or report.errors):
                     on_claim(report)
                 # Having claimed, more may be waiting (behind the slots or a queue's
@@ -105,7 +118,11 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            woken = listener.wait(min(_SLICE, left))
+            try:
+                woken = listener.wait(min(_SLICE, left))
+            except JournalError:  # cannot listen now: poll until it can again
+                stop.wait(min(_SLICE, left))
+                continue
             if woken:
                 self._poke(woken)
                 return

@@ -671,6 +671,7 @@ class Journal:
         limit: int = 1,
         limits: dict[str, int] | None = None,
         skip_names: Sequence[str] = (),
+        skip_run_ids: Sequence[str] = (),
         now: float | None = None,
     ) -> list[Run]:
         """Claim up to ``limit`` runs nobody holds, highest priority then oldest first:
@@ -679,10 +680,10 @@ class Journal:
         Claimable as in :meth:`claimable`, except child runs whose parent is still
         unfinished (the parent resumes them). ``limits`` caps how many runs of each
         named queue may be running (leased) at once across every worker; runs of
-        functions in ``skip_names`` are left for others. Concurrent claimers on
-        PostgreSQL skip each other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
+        functions in ``skip_names`` and the runs in ``skip_run_ids`` (those the caller
+        is executing) are left alone. Concurrent claimers on PostgreSQL skip each
+        other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
         """
-        t = time.time() if now is None else now
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
         with self._lock:
             db = self._c()
@@ -691,6 +692,10 @@ class Journal:
                 if limits:
                     # Counting then claiming must not interleave with another claimer's.
                     db.take_turns(_QUEUE_TURNS)
+                # Read after any wait for the lock or the turn: a lease granted must
+                # run lease_seconds from the claim, not from before the wait.
+                t = time.time() if now is None else now
+                if limits:
                     marks = ",".join("?" * len(limits))
                     active = dict(
                         db.execute(
@@ -703,13 +708,15 @@ class Journal:
                 skip = ""
                 if skip_names:
                     skip = f" AND name NOT IN ({','.join('?' * len(skip_names))})"
+                if skip_run_ids:
+                    skip += f" AND run_id NOT IN ({','.join('?' * len(skip_run_ids))})"
                 rows = db.execute(
                     f"SELECT run_id, queue FROM runs WHERE {_CLAIMABLE}{skip}"
                     " AND (parent_run_id IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE"
                     "  p.run_id = runs.parent_run_id AND p.status IN"
                     "  ('completed', 'failed', 'cancelled')))"
                     f" ORDER BY priority DESC, created_at, run_id LIMIT ?{db.skip_locked}",
-                    (t, t, t, *skip_names, limit * 4 if limits else limit),
+                    (t, t, t, *skip_names, *skip_run_ids, limit * 4 if limits else limit),
                 ).fetchall()
                 chosen: list[str] = []
                 for run_id, queue in rows:

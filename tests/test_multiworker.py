@@ -63,22 +63,6 @@ sys.path.insert(0, str(PROCS))
 
 import multiworker_workload as workload  # noqa: E402 - needs tests/_procs on sys.path
 
-# Engine bugs this file found, each pinned by a strict xfail test at the end: once a bug
-# is fixed its test XPASSes, which fails the run; then remove that test's mark.
-STALE_CLAIM = (
-    "Journal.claim_next reads the clock before waiting for the queue-turns lock: a claim "
-    "that waited longer than the lease is granted an already expired lease"
-)
-SELF_RECLAIM = (
-    "a worker claims again a run it is still executing once its own lease expired: two "
-    "executions in one process, and the first one's end drops the second one's lease"
-)
-CLAIM_LOOP_DIES = "Worker.run ends on the first database error of a claim (a dropped connection)"
-# The chaos tests stall workers past their lease, which triggers the first two bugs in
-# about one run of four; they passed every time with both fixed (the fixes patched in
-# for a check). Remove this mark once both are.
-OPEN_BUGS = pytest.mark.xfail(reason=f"{STALE_CLAIM}; {SELF_RECLAIM}", strict=False)
-
 RUNS = int(os.environ.get("DURABLE_MULTIWORKER_RUNS", "2000"))
 LEASE = 1.5  # seconds: takeovers within ~2 s
 POLL = 0.2  # an expired lease is noticed by polling (nothing notifies it)
@@ -401,7 +385,6 @@ def seed() -> Iterator[int]:
 # -- the tests -------------------------------------------------------------------------
 
 
-@OPEN_BUGS
 def test_workers_drain_thousands_of_runs_through_kills_and_stalls(
     pg_schema_url: str, tmp_path: Path, seed: int
 ) -> None:
@@ -544,7 +527,6 @@ def _listen_on(cluster: TempCluster, addresses: list[str], subnet: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, cwd=cluster.base)
 
 
-@OPEN_BUGS
 def test_workers_on_separate_hosts_survive_a_network_cut(tmp_path: Path, seed: int) -> None:
     """Workers in two network namespaces (two hosts) drain runs while one host loses
     the network for twice the lease, and workers are killed and stopped."""
@@ -609,7 +591,6 @@ def _schema(url: str) -> str:
     return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["schema"][-1]
 
 
-@pytest.mark.xfail(reason=STALE_CLAIM, strict=True)
 def test_a_claim_that_waited_for_its_turn_gets_a_whole_lease(pg_schema_url: str) -> None:
     """A claimer that waits for the queue-turns lock (held by a claimer stalled in its
     claim: SIGSTOP, GC, network) must still be granted ``lease_seconds`` from the claim,
@@ -638,7 +619,6 @@ def test_a_claim_that_waited_for_its_turn_gets_a_whole_lease(pg_schema_url: str)
         assert first.claim_next("worker-c", lease_seconds=30, limits={"q": 5}) == []
 
 
-@pytest.mark.xfail(reason=SELF_RECLAIM, strict=True)
 def test_a_worker_does_not_claim_a_run_it_is_executing(pg_schema_url: str) -> None:
     """A worker whose lease on a run in flight ran out (stalled past it, nobody else took
     the run) renews it or leaves it: it must not start a second execution of it."""
@@ -664,10 +644,12 @@ def test_a_worker_does_not_claim_a_run_it_is_executing(pg_schema_url: str) -> No
         eng.close()
 
 
-@pytest.mark.xfail(reason=CLAIM_LOOP_DIES, strict=True)
-def test_a_worker_outlives_a_dropped_connection(pg_schema_url: str) -> None:
+def test_a_worker_outlives_a_dropped_connection(
+    pg_schema_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The server ends the worker's connection (restart, failover, idle timeout): the
     worker reconnects and goes on claiming, rather than its loop ending with the error."""
+    monkeypatch.setenv("MULTIWORKER_LOG", str(tmp_path / "steps.log"))
     eng = Engine(pg_schema_url, lease_seconds=5)
     stop = threading.Event()
     died: list[BaseException] = []

@@ -14,7 +14,7 @@ import pytest
 from engine import Engine, Queue, WrongFunction, durable, step
 from engine.queues import WAKE_CHANNEL
 from engine.worker import Worker
-from journal import Journal
+from journal import Journal, JournalBusy
 
 ORDER: list[int] = []
 ACTIVE = {"now": 0, "peak": 0}
@@ -54,6 +54,21 @@ def other(i: int) -> int:
     return i
 
 
+GATE: dict[str, threading.Event] = {}
+
+
+@step
+def wait_at_gate(i: int) -> int:
+    GATE["hold"].wait(10)
+    ORDER.append(i)
+    return i
+
+
+@durable(queue="test-gated")
+def gated(i: int) -> int:
+    return wait_at_gate(i)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -66,10 +81,10 @@ def eng(location: str) -> Iterator[Engine]:
     ORDER.clear()
     ACTIVE.update(now=0, peak=0)
     engine = Engine(location, lease_seconds=5)
-    for fn in (job, slow, other):
+    for fn in (job, slow, other, gated):
         fn._engine = engine
     yield engine
-    for fn in (job, slow, other):
+    for fn in (job, slow, other, gated):
         fn._engine = None
     engine.close()
 
@@ -227,3 +242,41 @@ def test_listener_receives_only_its_own_schema(pg_url: str) -> None:
         finally:
             listen_a.close()
             listen_b.close()
+
+
+def test_a_failed_claim_does_not_end_the_worker(
+    eng: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that fails (database gone, lock timeout) is retried after a pause; the
+    worker goes on rather than its loop ending with the error."""
+    real = eng.journal.claim_next
+    failures = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if len(failures) < 2:
+            failures.append(1)
+            raise JournalBusy("claiming runs: rows stayed locked past busy_timeout")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eng.journal, "claim_next", flaky)
+    handle = job.enqueue(4)
+    _drain(eng, until=lambda: eng.journal.get_run(handle.run_id).finished)
+    assert len(failures) == 2 and handle.result() == 41
+
+
+def test_a_run_executing_here_is_not_claimed_again(eng: Engine) -> None:
+    """A run in flight here whose lease ran out (a stall) is left to the heartbeat or to
+    another worker: this worker never starts a second execution of it."""
+    gate = threading.Event()
+    GATE["hold"] = gate
+    handle = gated.enqueue(1, run_id="stalled")
+    worker = Worker(eng, concurrency=4)
+    assert [h.run_id for h in worker.claim_once().handles] == ["stalled"]
+    with eng.journal.lock, eng.journal.backend.transaction("test"):
+        eng.journal.backend.execute("UPDATE runs SET lease_expires_at = 0")
+    try:
+        assert worker.claim_once().handles == []
+    finally:
+        gate.set()
+    assert handle.result(timeout=10) == 1
+    assert ORDER == [1]
