@@ -321,10 +321,13 @@ def drain_with_chaos(
     max_pauses: int,
     cut: Callable[[str, bool], None] | None = None,
     feeder: threading.Thread | None = None,
+    first: str | None = None,
 ) -> dict[str, int]:
     """Until ``feeder`` (enqueuing) has ended and every run is done: every 0.4-0.9 s,
     SIGKILL a worker (and start another on its host), SIGSTOP one for 1.5-3x the lease,
-    or (with ``cut``) take a host off the network for 2x the lease. Returns what was done."""
+    or (with ``cut``) take a host off the network for 2x the lease. ``first`` fixes the
+    first action (while the backlog is full, so its victims hold runs). Returns what
+    was done."""
     done = {"kills": 0, "pauses": 0, "cuts": 0}
     deadline = time.monotonic() + DEADLINE
     next_event = time.monotonic() + rng.uniform(0.4, 0.9)
@@ -348,6 +351,8 @@ def drain_with_chaos(
             if cut is not None and cut_until is None and done["cuts"] < 2:
                 choices.append("cut")
             action = rng.choice(choices) if choices else None
+            if first is not None and not any(done.values()):
+                action = first
             # Workers on a host that is cut off are left alone (a replacement could not connect).
             victims = [
                 p for p in fleet.alive() if cut_until is None or fleet.host_of[p] != cut_until[0]
@@ -563,7 +568,7 @@ def test_workers_on_separate_hosts_survive_a_network_cut(tmp_path: Path, seed: i
             try:
                 done = drain_with_chaos(
                     fleet, eng.journal, rng, hosts=list(hosts.names),
-                    max_kills=2, max_pauses=2, cut=cut, feeder=feeder,
+                    max_kills=2, max_pauses=2, cut=cut, feeder=feeder, first="cut",
                 )  # fmt: skip
             finally:
                 feeder.join()
