@@ -11,7 +11,20 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, Queue, WrongFunction, durable, step
+from engine import (
+    Engine,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    Queue,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowContext,
+    WrongFunction,
+    durable,
+    send_event,
+    step,
+)
 from engine.queues import WAKE_CHANNEL
 from engine.worker import Worker
 from journal import Journal, JournalBusy
@@ -280,3 +293,44 @@ def test_a_run_executing_here_is_not_claimed_again(eng: Engine) -> None:
         gate.set()
     assert handle.result(timeout=10) == 1
     assert ORDER == [1]
+
+
+class Confirm(Workflow):
+    @step
+    async def ask(self, ctx: WorkflowContext, ev: StartEvent) -> StopEvent:
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="ok?"), timeout=120
+        )
+        return StopEvent(result=f"answer={answer.response}")
+
+
+@pytest.mark.postgres
+def test_an_event_resumes_a_parked_run_on_another_worker_at_once(pg_schema_url: str) -> None:
+    """Human in the loop across hosts: a run parked by one engine (now gone) resumes on
+    an idle worker as soon as the event is sent, not at the worker's next poll."""
+    starter = Engine(pg_schema_url, lease_seconds=5)
+    Confirm(engine=starter).run(run_id="parked")
+    deadline = time.monotonic() + 10
+    while starter.journal.get_run("parked").status != "waiting":
+        assert time.monotonic() < deadline, "the run never parked"
+        time.sleep(0.02)
+    starter.close()  # its host goes away cleanly: the lease is released
+    worker_engine = Engine(pg_schema_url, lease_seconds=5)
+    stop = threading.Event()
+    t = threading.Thread(target=worker_engine.worker, kwargs={"stop": stop, "poll_interval": 30})
+    t.start()
+    try:
+        time.sleep(0.5)  # idle and listening; its next poll is 30 s away
+        with Engine(pg_schema_url) as sender:
+            assert worker_engine.journal.get_run("parked").status == "waiting"
+            sent = time.monotonic()
+            send_event("parked", HumanResponseEvent(response="yes"), engine=sender)
+        with Journal(pg_schema_url) as watcher:  # a handle's wait() could resume it itself
+            while not watcher.get_run("parked").finished:
+                assert time.monotonic() - sent < 5, "the worker did not wake for the event"
+                time.sleep(0.02)
+        assert worker_engine.handle("parked").result() == "answer=yes"
+    finally:
+        stop.set()
+        t.join(10)
+        worker_engine.close()
