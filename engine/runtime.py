@@ -238,16 +238,33 @@ class Engine:
                 self._heartbeat.start()
 
     def _beat(self) -> None:
-        while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
-            for run_id, epoch in list(self._leases.items()):
-                try:
-                    self.journal.renew_lease(run_id, self.owner, epoch, self.lease_seconds)
-                except ConflictError:
-                    ex = self._executions.get(run_id)
-                    if ex is not None:
-                        ex.cancel_requested.set()  # fenced off: stop at the next step
-                except Exception:
-                    continue
+        journal = self._heartbeat_journal()
+        try:
+            while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
+                for run_id, epoch in list(self._leases.items()):
+                    try:
+                        journal.renew_lease(run_id, self.owner, epoch, self.lease_seconds)
+                    except ConflictError:
+                        ex = self._executions.get(run_id)
+                        if ex is not None:
+                            ex.cancel_requested.set()  # fenced off: stop at the next step
+                    except Exception:
+                        continue
+        finally:
+            if journal is not self.journal:
+                journal.close()
+
+    def _heartbeat_journal(self) -> Journal:
+        """On PostgreSQL, a connection of the heartbeat's own: on the shared one, renewals
+        would queue behind whatever else holds it (a long batch, a claim) and leases of
+        live runs could run out. A journal file has one writer at a time anyway."""
+        journal = self.journal
+        if not journal.is_postgres:
+            return journal
+        try:
+            return Journal(journal.path, durability=journal.durability)
+        except Exception:
+            return journal
 
     # -- starting and attaching --------------------------------------------------------
 

@@ -164,9 +164,10 @@ class Backend:
         """Rows of an ad-hoc statement run where it cannot write."""
         raise NotImplementedError
 
-    def take_turns(self, key: int) -> None:
-        """Make transactions that call this with the same ``key`` run one at a time (a
-        journal file's write transactions already do)."""
+    def take_turns(self, key: int) -> bool:
+        """Try to be the only open transaction that took ``key`` (a journal file's write
+        transactions already are): False, without waiting, if another one holds it."""
+        return True
 
     def listener(self, channel: str) -> Listener:
         """Something to wait on for :meth:`notify` calls on ``channel``."""

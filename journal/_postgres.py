@@ -178,6 +178,11 @@ class PostgresBackend(Backend):
             # "process": a commit survives this process, not the server's crash.
             "synchronous_commit": "on" if durability == "full" else "off",
             "lock_timeout": f"{int(busy_timeout_ms)}ms",
+            # The journal never leaves a transaction waiting on anything but itself: one
+            # idle that long belongs to a client that stalled or lost the network, and
+            # the server ends it so the row and advisory locks it holds (a claim's turn)
+            # do not hold up every other worker until TCP gives up on it.
+            "idle_in_transaction_session_timeout": f"{int(busy_timeout_ms)}ms",
             "default_transaction_read_only": "on" if readonly else "off",
         }
         self._sql: dict[str, str] = {}
@@ -527,8 +532,11 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise JournalError(f"query failed: {_first_line(exc)}", sql=sql) from exc
 
-    def take_turns(self, key: int) -> None:
-        self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+    def take_turns(self, key: int) -> bool:
+        # Never wait: a claimer stalled inside its claim (SIGSTOP, GC) would hold up
+        # every other one, and with them anything else waiting on their connection.
+        row = self.execute("SELECT pg_try_advisory_xact_lock(?)", (key,)).fetchone()
+        return bool(row and row[0])
 
     def notify(self, channel: str, payload: str) -> None:
         """Send a NOTIFY (delivered when the current transaction, if any, commits)."""

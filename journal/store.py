@@ -679,7 +679,9 @@ class Journal:
 
         Claimable as in :meth:`claimable`, except child runs whose parent is still
         unfinished (the parent resumes them). ``limits`` caps how many runs of each
-        named queue may be running (leased) at once across every worker; runs of
+        named queue may be running (leased) at once across every worker (claimers
+        under limits take turns: while another holds the turn this returns ``[]``
+        at once, to be tried again); runs of
         functions in ``skip_names`` and the runs in ``skip_run_ids`` (those the caller
         is executing) are left alone. Concurrent claimers on PostgreSQL skip each
         other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
@@ -689,9 +691,10 @@ class Journal:
             db = self._c()
             with db.transaction("claiming runs"):
                 active: dict[str, int] = {}
-                if limits:
-                    # Counting then claiming must not interleave with another claimer's.
-                    db.take_turns(_QUEUE_TURNS)
+                # Counting then claiming must not interleave with another claimer's:
+                # while one is at it, the others claim nothing this time.
+                if limits and not db.take_turns(_QUEUE_TURNS):
+                    return []
                 # Read after any wait for the lock or the turn: a lease granted must
                 # run lease_seconds from the claim, not from before the wait.
                 t = time.time() if now is None else now
