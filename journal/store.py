@@ -65,7 +65,19 @@ _CLAIMABLE = (
     "     AND (owner IS NULL OR lease_expires_at < ?)))"
 )
 """Unfinished runs nobody holds (three parameters: now, now, now)."""
-_QUEUE_TURNS = 0x44524232  # claimers under queue limits take turns on this key
+_PARENT_DONE = (
+    "(parent_run_id IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE p.run_id = runs.parent_run_id"
+    " AND p.status IN ('completed', 'failed', 'cancelled')))"
+)
+"""A child run is claimable on its own only once its parent has finished."""
+_QUEUE_TURNS = 0x44524232  # claimers of a limited queue take turns on a key made from this
+
+
+def _queue_turn(queue: str) -> int:
+    """The advisory-lock key of a limited queue's claim turn (a signed 64-bit int)."""
+    return (_QUEUE_TURNS << 31) ^ zlib.crc32(queue.encode())
+
+
 _INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 
 
@@ -679,57 +691,58 @@ class Journal:
 
         Claimable as in :meth:`claimable`, except child runs whose parent is still
         unfinished (the parent resumes them). ``limits`` caps how many runs of each
-        named queue may be running (leased) at once across every worker (claimers
-        under limits take turns: while another holds the turn this returns ``[]``
-        at once, to be tried again); runs of
-        functions in ``skip_names`` and the runs in ``skip_run_ids`` (those the caller
-        is executing) are left alone. Concurrent claimers on PostgreSQL skip each
+        named queue may be running (leased) at once across every worker: claimers of
+        one limited queue take turns, and while another holds that queue's turn its
+        runs are left for the next call (never waited for). Runs of functions in
+        ``skip_names`` and the runs in ``skip_run_ids`` (those the caller is
+        executing) are left alone. Concurrent claimers on PostgreSQL skip each
         other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
         """
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
         with self._lock:
             db = self._c()
             with db.transaction("claiming runs"):
-                active: dict[str, int] = {}
-                # Counting then claiming must not interleave with another claimer's:
-                # while one is at it, the others claim nothing this time.
-                if limits and not db.take_turns(_QUEUE_TURNS):
-                    return []
-                # Read after any wait for the lock or the turn: a lease granted must
-                # run lease_seconds from the claim, not from before the wait.
+                # Read inside the transaction, after any wait for the lock: a lease
+                # granted must run lease_seconds from the claim, not from before it.
                 t = time.time() if now is None else now
-                if limits:
-                    marks = ",".join("?" * len(limits))
-                    active = dict(
-                        db.execute(
-                            "SELECT queue, count(*) FROM runs WHERE status = 'running' AND"
-                            " owner IS NOT NULL AND lease_expires_at >= ?"
-                            f" AND queue IN ({marks}) GROUP BY queue",
-                            (t, *limits),
-                        ).fetchall()
-                    )
-                skip = ""
+                where = [_CLAIMABLE, _PARENT_DONE]
+                params: list[Any] = [t, t, t]
                 if skip_names:
-                    skip = f" AND name NOT IN ({','.join('?' * len(skip_names))})"
+                    where.append(f"name NOT IN ({','.join('?' * len(skip_names))})")
+                    params += skip_names
                 if skip_run_ids:
-                    skip += f" AND run_id NOT IN ({','.join('?' * len(skip_run_ids))})"
-                rows = db.execute(
-                    f"SELECT run_id, queue FROM runs WHERE {_CLAIMABLE}{skip}"
-                    " AND (parent_run_id IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE"
-                    "  p.run_id = runs.parent_run_id AND p.status IN"
-                    "  ('completed', 'failed', 'cancelled')))"
-                    f" ORDER BY priority DESC, created_at, run_id LIMIT ?{db.skip_locked}",
-                    (t, t, t, *skip_names, *skip_run_ids, limit * 4 if limits else limit),
-                ).fetchall()
-                chosen: list[str] = []
-                for run_id, queue in rows:
-                    if queue in limits:
-                        if active.get(queue, 0) >= limits[queue]:
-                            continue
-                        active[queue] = active.get(queue, 0) + 1
-                    chosen.append(run_id)
-                    if len(chosen) == limit:
-                        break
+                    where.append(f"run_id NOT IN ({','.join('?' * len(skip_run_ids))})")
+                    params += skip_run_ids
+
+                def candidates(clause: str, extra: Sequence[Any], n: int) -> list[Any]:
+                    return db.execute(
+                        f"SELECT run_id, priority, created_at FROM runs WHERE"
+                        f" {' AND '.join([*where, clause])}"
+                        f" ORDER BY priority DESC, created_at, run_id LIMIT ?{db.skip_locked}",
+                        (*params, *extra, n),
+                    ).fetchall()
+
+                marks = ",".join("?" * len(limits))
+                rows = candidates(
+                    f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1",
+                    list(limits),
+                    limit,
+                )
+                for queue in sorted(limits):
+                    # Counting then claiming a limited queue must not interleave with
+                    # another claimer's; a stalled claimer holds up that queue only.
+                    if not db.take_turns(_queue_turn(queue)):
+                        continue
+                    (active,) = db.execute(
+                        "SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'"
+                        " AND owner IS NOT NULL AND lease_expires_at >= ?",
+                        (queue, t),
+                    ).fetchone()
+                    room = min(limits[queue] - active, limit)
+                    if room > 0:
+                        rows += candidates("queue = ?", [queue], room)
+                rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+                chosen = [r[0] for r in rows[:limit]]
                 for run_id in chosen:
                     db.execute(
                         "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "

@@ -224,12 +224,18 @@ class Outcome:
     executions: int = 0
     discarded: int = 0  # executions whose completion never committed
     discarded_by_stopped: int = 0
+    taken_from_stopped: int = 0  # runs a stopped (SIGSTOP) worker committed steps of, then lost
     taken_over: int = 0  # runs whose steps were committed by more than one worker
 
 
 def check_drained(journal: Journal, log: list[LogLine], n: int, disturbed: set[int],
-                  stopped: set[int]) -> Outcome:  # fmt: skip
-    """Every run completed once with the right result; every extra execution allowed."""
+                  stopped: set[int], *,
+                  cut_off: frozenset[int] = frozenset()) -> Outcome:  # fmt: skip
+    """Every run completed once with the right result; every extra execution allowed.
+
+    A worker ``cut_off`` from the database stops the runs it could not commit (nothing
+    written) and may claim one of them again once the network is back: it may run that
+    run's uncommitted step again, and go on with the run."""
     out = Outcome(executions=len(log))
     by_step: dict[tuple[str, str], list[LogLine]] = defaultdict(list)
     last_of: dict[tuple[int, str], int] = {}  # (pid, run) -> index of that pid's last line
@@ -254,7 +260,7 @@ def check_drained(journal: Journal, log: list[LogLine], n: int, disturbed: set[i
             result = journal.decode_entry(e)["result"]
             committers.add(result["pid"])
             runs_of_step = by_step[run_id, str(k)]
-            pids = [line.pid for line in runs_of_step]
+            pids = [line.pid for line in runs_of_step if line.pid not in cut_off]
             assert len(pids) == len(set(pids)), f"{run_id} step {k}: a worker ran it twice"
             committed = [line for line in runs_of_step if line.token == result["token"]]
             assert len(committed) == 1 and committed[0].pid == result["pid"], (
@@ -269,12 +275,13 @@ def check_drained(journal: Journal, log: list[LogLine], n: int, disturbed: set[i
                     f"{run_id} step {k} also ran on worker {line.pid}, which was never "
                     "killed, stopped or cut off: a completed step ran again"
                 )
-                assert last_of[line.pid, run_id] == line.index, (
+                assert line.pid in cut_off or last_of[line.pid, run_id] == line.index, (
                     f"{run_id} step {k}: worker {line.pid} went on after an execution whose "
                     "completion was not committed (not fenced off)"
                 )
         assert {line.what for line in log if line.run_id == run_id} <= expected_steps
         out.taken_over += len(committers) > 1
+        out.taken_from_stopped += len(committers) > 1 and bool(committers & stopped)
     return out
 
 
@@ -421,9 +428,12 @@ def test_workers_drain_thousands_of_runs_through_kills_and_stalls(
     print(f"{RUNS} runs in {time.monotonic() - started:.1f}s, chaos {done}, {outcome}")
     assert done["kills"] >= 1 and done["pauses"] >= 1, done
     assert outcome.taken_over >= 1, "no run moved from one worker to another"
-    assert outcome.discarded_by_stopped >= 1, (
-        f"no stopped worker had an execution discarded (fenced off): {outcome}"
-    )
+    # A stopped worker lost a run: an execution of its was discarded (fenced off), or
+    # its run went on elsewhere. (Which one depends on where SIGSTOP caught it: its
+    # heartbeat, on a connection of its own, often learns it was fenced off before its
+    # next step.)
+    lost = outcome.taken_from_stopped + outcome.discarded_by_stopped
+    assert lost >= 1, f"no stopped worker lost a run: {outcome}"
 
 
 def test_a_queue_limit_holds_across_worker_processes(pg_schema_url: str, tmp_path: Path) -> None:
@@ -577,7 +587,7 @@ def test_workers_on_separate_hosts_survive_a_network_cut(tmp_path: Path, seed: i
                 fleet.stop()
             assert not fleet.crashed(), f"workers died: {fleet.crashed()}"
             outcome = check_drained(eng.journal, read_log(log), n, fleet.disturbed(),
-                                    fleet.stopped)  # fmt: skip
+                                    fleet.stopped, cut_off=frozenset(fleet.cut_off))  # fmt: skip
         finally:
             eng.close()
     print(f"{n} runs on 2 hosts, chaos {done}, {outcome}")
@@ -609,7 +619,7 @@ def test_a_claimer_never_waits_for_a_stalled_claims_turn(pg_schema_url: str) -> 
                          entries=[first.entry(EntryKind.RUN_STARTED, {"owner": None})],
                          queue="q")  # fmt: skip
         with psycopg.connect(_server(pg_schema_url)) as stalled:  # a transaction holding the turn
-            stalled.execute("SELECT pg_advisory_xact_lock(%s)", (store._QUEUE_TURNS,))
+            stalled.execute("SELECT pg_advisory_xact_lock(%s)", (store._queue_turn("q"),))
             started = time.monotonic()
             assert second.claim_next("worker-b", lease_seconds=1.0, limits={"q": 5}) == []
             assert time.monotonic() - started < 1.0, "the claim waited for the turn"
@@ -688,7 +698,22 @@ def test_a_claimer_that_stalls_holding_the_turn_loses_it(pg_schema_url: str) -> 
         other.create_run("r1", name="f", status="pending", queue="q")
         with stalled.lock:
             stalled.backend.begin()
-            assert stalled.backend.take_turns(store._QUEUE_TURNS)
+            assert stalled.backend.take_turns(store._queue_turn("q"))
             assert other.claim_next("b", limits={"q": 5}) == []  # the turn is held
             time.sleep(1.5)  # the stalled client never comes back to its transaction
         assert [r.run_id for r in other.claim_next("b", limits={"q": 5})] == ["r1"]
+
+
+def test_a_held_turn_holds_up_its_queue_only(pg_schema_url: str) -> None:
+    """While a stalled claimer holds one limited queue's turn, runs of other queues (and
+    of no limited queue) are still claimed."""
+    with Journal(pg_schema_url) as j:
+        j.create_run("held", name="f", status="pending", queue="q")
+        j.create_run("other", name="f", status="pending", queue="r")
+        j.create_run("free", name="f", status="pending", queue="default")
+        with psycopg.connect(_server(pg_schema_url)) as stalled:
+            stalled.execute("SELECT pg_advisory_xact_lock(%s)", (store._queue_turn("q"),))
+            got = j.claim_next("w", limit=5, limits={"q": 5, "r": 5})
+            assert sorted(r.run_id for r in got) == ["free", "other"]
+            stalled.rollback()
+        assert [r.run_id for r in j.claim_next("w", limit=5, limits={"q": 5})] == ["held"]
