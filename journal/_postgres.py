@@ -379,6 +379,15 @@ class PostgresBackend(Backend):
         return spelled
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        if self.conn.info.transaction_status == pq.TransactionStatus.ACTIVE:
+            # Between our statements nothing may be in progress: a connection left
+            # mid-command (a result never read) cannot be trusted with the next one.
+            self.conn.close()
+            raise ConnectionLost(
+                f"the connection to {self.location!r} was left mid-command; it was closed "
+                "(an open transaction is rolled back by the server): retry",
+                where=self.location,
+            )
         if self._in_transaction():
             cur = self.conn.execute(self._spell(sql), params)
         elif sql.startswith("SELECT"):
