@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from journal import (
     Codec,
     ConflictError,
+    CreateRequest,
     Durability,
     EntryKind,
     Journal,
@@ -278,25 +279,9 @@ class Engine:
     ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool, bool]:
         """Create or find the run; return it, the future to wait on, whether we execute
         it, and whether we just created it (then its history is known to be empty)."""
-        journal = self.journal
-        # The function's own codec, else this engine's (fn.codec would open the default
-        # engine's journal, ./durable.db, when the function runs on another engine).
-        codec = fn._codec or journal.codec
-        started = self._started_entry(codec)
+        request = self._run_request(fn, args, kwargs, run_id, parent)
         with self._lock:
-            run, created = journal.create_run(
-                run_id,
-                name=fn.name,
-                kind="function",
-                input={"args": list(args), "kwargs": kwargs},
-                codec=codec,
-                status="running",
-                entries=[started],
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                parent_run_id=parent,
-                snapshot_every=fn.snapshot_every,
-            )
+            run, created = self.journal.create(request)
             return self._claimed(fn, run, created)
 
     async def _aclaim(
@@ -308,9 +293,25 @@ class Engine:
         parent: str | None,
     ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool, bool]:
         """:meth:`_claim` for async runs: the creation shares the group commit."""
+        request = self._run_request(fn, args, kwargs, run_id, parent)
+        run, created = await self.committer().submit(request)
+        with self._lock:
+            return self._claimed(fn, run, created)
+
+    def _run_request(
+        self,
+        fn: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_id: str | None,
+        parent: str | None,
+    ) -> CreateRequest:
+        """The new run of ``fn``, owned by this engine from its first commit."""
         journal = self.journal
+        # The function's own codec, else this engine's (fn.codec would open the default
+        # engine's journal, ./durable.db, when the function runs on another engine).
         codec = fn._codec or journal.codec
-        request = journal.new_run(
+        return journal.new_run(
             run_id,
             name=fn.name,
             kind="function",
@@ -323,9 +324,6 @@ class Engine:
             parent_run_id=parent,
             snapshot_every=fn.snapshot_every,
         )
-        run, created = await self.committer().submit(request)
-        with self._lock:
-            return self._claimed(fn, run, created)
 
     def _claimed(
         self, fn: DurableFunction[Any, Any], run: Run, created: bool

@@ -218,11 +218,11 @@ class _CrashingJournal(Journal):
             self.dead = True
             raise SimulatedCrash(f"crash after commit {len(self.commits)}: {self.commits[-1]}")
 
-    def create_run(self, *args: Any, **kwargs: Any) -> Any:
+    def create(self, request: CreateRequest) -> Any:  # create_run comes through here too
         self._alive()
-        run, created = super().create_run(*args, **kwargs)
+        run, created = super().create(request)
         if created:
-            self._committed(kwargs.get("entries", ()), f"run created {run.run_id}")
+            self._committed(request.entries, f"run created {run.run_id}")
         return run, created
 
     def append(self, run_id: str, entries: Sequence[NewEntry], **kwargs: Any) -> int:

@@ -367,13 +367,18 @@ class Journal:
             queue=queue,
             priority=priority,
         )
+        return self.create(req)
+
+    def create(self, request: CreateRequest) -> tuple[Run, bool]:
+        """Carry out a request from :meth:`new_run` in a transaction of its own:
+        ``(run, created)`` as :meth:`create_run` returns."""
         with self._lock:
             db = self._c()
             try:
-                with db.transaction(f"creating run {req.run.run_id!r}"):
-                    return self._create(req)
+                with db.transaction(f"creating run {request.run.run_id!r}"):
+                    return self._create(request)
             except CommitUnknown:
-                return self._resolve_unknown_create(req)
+                return self._resolve_unknown_create(request)
 
     def new_run(
         self,
@@ -1007,7 +1012,11 @@ class Journal:
         for req, last_seq in updates:
             self._update_run(req, last_seq, now)
         if db.stores_last_seq:
+            # A run whose row update already wrote its final last seq needs no second one.
+            written = {req.run_id: last_seq for req, last_seq in updates}
             for run_id in {req.run_id for req in requests} & guards.keys():
+                if written.get(run_id) == guards[run_id][0]:
+                    continue
                 db.execute(
                     "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
                     (guards[run_id][0], now, run_id),
