@@ -7,7 +7,6 @@ import json
 import os
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .errors import (
 )
 from .export import export_run
 from .fold import FOLD_VERSION, FoldedState, fold
+from .ids import new_run_id
 from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
@@ -410,7 +410,7 @@ class Journal:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
         use = codec or self.codec
         input_data = use.encode(input, path="input")
-        rid = run_id if run_id is not None else uuid.uuid4().hex
+        rid = run_id if run_id is not None else new_run_id()
         if not isinstance(rid, str) or not rid:
             raise ValueError(f"run_id must be a non-empty string, got {rid!r}")
         now = time.time()

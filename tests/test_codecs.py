@@ -236,6 +236,26 @@ class TestJsonRoundTrip:
         data.decode("utf-8")
         assert codec.decode(data) == {"s": "a\ud800b", "t": "é"}
 
+    def test_plain_edge_values_round_trip(self) -> None:
+        """Plain trees the fast serializer refuses or formats its own way read back the same."""
+        codec = JsonSerializer(compress_above=None)
+        nested: Any = 1
+        for _ in range(400):  # deeper than pydantic-core's limit, within Python's
+            nested = {"x": [nested]}
+        for value in (
+            [1.2e-05, 1e16, 5e-324, -0.0, 1e300, 123456789.12345679],
+            [10**4298, -(10**4298), 2**64],
+            {"c": "\x00\x1f\x7f\u2028é"},
+            nested,
+        ):
+            back = codec.decode(codec.encode(value))
+            assert back == value and json.dumps(back) == json.dumps(value)
+
+    def test_int_too_long_to_read_back_is_refused(self) -> None:
+        """An int the decoder could not parse is refused at encode, nothing written."""
+        with pytest.raises(SerializationError, match="at state: Exceeds the limit"):
+            JsonSerializer().encode({"n": [10**4400]}, path="state")
+
     def test_uuid_and_timedelta_in_sets(self) -> None:
         """UUIDs in frozensets and timedeltas in tuples keep their types."""
         codec = JsonSerializer()
