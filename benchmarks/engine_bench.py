@@ -42,6 +42,9 @@ from typing import Any
 import apsw
 
 from engine import Engine, configure, durable, step
+from journal import Journal
+from journal._sqlite import open_connection
+from journal.ids import new_run_id
 
 from .harness import REPO, Contender, Derived, Sample, Scenario
 
@@ -180,6 +183,70 @@ def steps_durable(workdir: Path, *, durability: str, runs: int, warmup: int) -> 
             "us_per_run": elapsed / runs * 1e6,
             "us_per_commit": elapsed / (runs * commits) * 1e6,
         },
+    )
+
+
+def _trace_one_run(eng: Engine) -> list[tuple[str, Any]]:
+    """The statements (and their bindings) the engine executes for one ten_steps run."""
+    conn = eng.journal.backend.conn  # type: ignore[attr-defined]
+    traced: list[tuple[str, Any]] = []
+
+    def tracer(_cursor: Any, sql: str, bindings: Any) -> bool:
+        traced.append((sql, bindings))
+        return True
+
+    conn.exec_trace = tracer
+    try:
+        eng.call(ten_steps, (0,), {})
+    finally:
+        conn.exec_trace = None
+    return traced
+
+
+def steps_statements(workdir: Path, *, durability: str, runs: int, warmup: int) -> Sample:
+    """The engine's own SQL for a run, replayed by raw apsw with no Python around it.
+
+    One run of ``ten_steps`` is traced (every statement with its bindings), then
+    replayed ``runs`` times on a fresh journal under new time-ordered run ids: what
+    the commits cost with zero engine or journal Python, i.e. the best any
+    implementation of these statements could reach. ops = steps.
+    """
+    (workdir / "traced").mkdir()
+    eng = _engine(workdir / "traced", durability)
+    for i in range(warmup):
+        eng.call(ten_steps, (i,), {})
+    traced = _trace_one_run(eng)
+    traced_id = eng.journal.list_runs(limit=1, newest_first=True)[0].run_id
+    eng.close()
+    Journal(workdir / "replay.db", durability=durability).close()  # type: ignore[arg-type]
+    conn = open_connection(
+        str(workdir / "replay.db"), durability=durability, busy_timeout_ms=5000, readonly=False
+    )
+    run_ids = [new_run_id() for _ in range(warmup + runs)]
+    plans = [
+        [
+            (sql, tuple(run_id if b == traced_id else b for b in binds) if binds else None)
+            for sql, binds in traced
+        ]
+        for run_id in run_ids
+    ]
+
+    def replay(plan: list[tuple[str, Any]]) -> None:
+        for sql, binds in plan:
+            conn.execute(sql, binds).fetchall()
+
+    for plan in plans[:warmup]:
+        replay(plan)
+    start = time.perf_counter()
+    for plan in plans[warmup:]:
+        replay(plan)
+    elapsed = time.perf_counter() - start
+    commits = sum(sql == "COMMIT" for sql, _ in traced)
+    conn.close()
+    return Sample(
+        elapsed,
+        runs * STEPS,
+        {"runs": runs, "statements_per_run": len(traced), "commits_per_run": commits},
     )
 
 
@@ -369,6 +436,12 @@ def _sequential(durability: str, quick: bool) -> Scenario:
                 "durable",
                 f"{__name__}:steps_durable",
                 {"durability": durability, "runs": runs[durability], "warmup": 5},
+            ),
+            Contender(
+                "statements",
+                f"{__name__}:steps_statements",
+                {"durability": durability, "runs": runs[durability], "warmup": 5},
+                checked=False,
             ),
             Contender(
                 "plain",

@@ -377,7 +377,13 @@ def _is_plain(v: Any) -> bool:  # noqa: PLR0911 - flat type dispatch on the hot 
             if type(k) is not str:
                 return False
             tx = type(x)
-            if tx is str or tx is bool or x is None or (tx is int and -_INT_BOUND < x < _INT_BOUND):
+            if (
+                tx is str
+                or tx is bool
+                or x is None
+                or (tx is int and -_INT_BOUND < x < _INT_BOUND)
+                or (tx is float and x - x == 0.0)  # finite: inf - inf and nan - nan are nan
+            ):
                 continue
             if not _is_plain(x):
                 return False
@@ -385,7 +391,13 @@ def _is_plain(v: Any) -> bool:  # noqa: PLR0911 - flat type dispatch on the hot 
     if t is list:
         for x in v:
             tx = type(x)
-            if tx is str or tx is bool or x is None or (tx is int and -_INT_BOUND < x < _INT_BOUND):
+            if (
+                tx is str
+                or tx is bool
+                or x is None
+                or (tx is int and -_INT_BOUND < x < _INT_BOUND)
+                or (tx is float and x - x == 0.0)  # finite: inf - inf and nan - nan are nan
+            ):
                 continue
             if not _is_plain(x):
                 return False
@@ -393,7 +405,7 @@ def _is_plain(v: Any) -> bool:  # noqa: PLR0911 - flat type dispatch on the hot 
     if t is str or t is bool or v is None:
         return True
     if t is int:
-        return -_INT_BOUND < v < _INT_BOUND
+        return bool(-_INT_BOUND < v < _INT_BOUND)
     if t is float:
         return math.isfinite(v)
     return False
