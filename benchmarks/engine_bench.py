@@ -5,8 +5,11 @@
     sync) against the same function with its steps undecorated, and against the
     raw commit floor of ``journal_bench``. A run costs 12 commits (run start, one
     per step, run end), so the target, durable steps/s >= 0.70 x floor commits/s,
-    asks the engine to keep ~84% of the floor per commit. Derived: overhead per
-    step (µs) = durable time per step - plain time per step.
+    asks the engine to keep ~84% of the floor per commit. A fourth contender,
+    ``statements``, replays the engine's own SQL for one run (traced, then run by
+    raw apsw under new run ids): what those commits cost with no Python around
+    them, the ceiling for any implementation of them. Derived: overhead per step
+    (µs) = durable time per step - plain time per step.
 
 ``steps.concurrent.100`` / ``steps.concurrent.1000``
     That many async runs of an async 10-step function in flight at once in one
