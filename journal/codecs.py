@@ -373,42 +373,33 @@ def _is_plain(v: Any) -> bool:  # noqa: PLR0911 - flat type dispatch on the hot 
     if t is dict:
         if _TAG in v:
             return False
-        for k, x in v.items():
+        for k in v:
             if type(k) is not str:
                 return False
-            tx = type(x)
-            if (
-                tx is str
-                or tx is bool
-                or x is None
-                or (tx is int and -_INT_BOUND < x < _INT_BOUND)
-                or (tx is float and x - x == 0.0)  # finite: inf - inf and nan - nan are nan
-            ):
-                continue
-            if not _is_plain(x):
-                return False
+        items = v.values()
+    elif t is list:
+        items = v
+    elif t is str or t is bool or v is None:
         return True
-    if t is list:
-        for x in v:
-            tx = type(x)
-            if (
-                tx is str
-                or tx is bool
-                or x is None
-                or (tx is int and -_INT_BOUND < x < _INT_BOUND)
-                or (tx is float and x - x == 0.0)  # finite: inf - inf and nan - nan are nan
-            ):
-                continue
-            if not _is_plain(x):
-                return False
-        return True
-    if t is str or t is bool or v is None:
-        return True
-    if t is int:
+    elif t is int:
         return bool(-_INT_BOUND < v < _INT_BOUND)
-    if t is float:
+    elif t is float:
         return math.isfinite(v)
-    return False
+    else:
+        return False
+    for x in items:
+        tx = type(x)
+        if (
+            tx is str
+            or tx is bool
+            or x is None
+            or (tx is int and -_INT_BOUND < x < _INT_BOUND)
+            or (tx is float and x - x == 0.0)  # finite: inf - inf and nan - nan are nan
+        ):
+            continue
+        if not _is_plain(x):
+            return False
+    return True
 
 
 def _enc(v: Any, lenient: bool) -> Any:  # noqa: PLR0911 - flat type dispatch
