@@ -1011,6 +1011,7 @@ class Journal:
             db.executemany(_INSERT_ENTRY, rows)
         for req, last_seq in updates:
             self._update_run(req, last_seq, now)
+            self._forget_finished(req)
         if db.stores_last_seq:
             # A run whose row update already wrote its final last seq needs no second one.
             written = {req.run_id: last_seq for req, last_seq in updates}
@@ -1071,7 +1072,9 @@ class Journal:
             self._explain_conflict(req)
         base = row[0]
         self._update_run(req, base + n, now)
-        return self._insert(run_id, entries, base, now) if n else req.expected_seq
+        seq = self._insert(run_id, entries, base, now) if n else req.expected_seq
+        self._forget_finished(req)
+        return seq
 
     def _update_run(self, req: AppendRequest, last_seq: int, now: float) -> None:
         """Write the run-row changes ``req`` carries (status, output, lease release...)."""
@@ -1092,10 +1095,13 @@ class Journal:
             sets.append("owner = NULL, lease_expires_at = NULL")
         params.append(req.run_id)
         self._c().execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
+
+    def _forget_finished(self, req: AppendRequest) -> None:
+        """Drop a run that ``req`` finishes from the snapshot_every cache (after its
+        entries are in: they read it). The cache holds runs in flight only: kept for
+        every run ever appended to, it grew by ~110 bytes per finished run. (A dropped
+        entry is only a cache miss: the column never changes.)"""
         if req.status in TERMINAL_STATUSES:
-            # The snapshot_every cache holds runs in flight only: kept for every run
-            # ever appended to, it grew by ~110 bytes per finished run. (A dropped
-            # entry is only a cache miss: the column never changes.)
             self._snapshot_every.pop(req.run_id, None)
 
     def _advance(
