@@ -686,7 +686,9 @@ class TestRecoveryReadsTail:
         # The whole resumed run: that tail, plus (for the snapshots it wrote) about what it
         # appended; never the ~10,000 entries of history before the snapshot.
         assert read < 2 * SNAPSHOT_EVERY + appended, f"{where}: read {read}"
-        assert read < snapshot / 2, f"{where}: read {read} of {snapshot} entries of history"
+        # Less than half the history, net of what the run's new snapshots re-read (an
+        # early kill leaves ~4,000 entries to append: they alone can exceed half).
+        assert read - appended < snapshot / 2, f"{where}: read {read} of {snapshot} entries"
         assert after.verified
         assert after.pending == {}
         assert after.values == {"n": LOOP_N, "acc": expected["acc"]}
