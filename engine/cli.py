@@ -1359,17 +1359,30 @@ def _print_migration(report: MigrationReport) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback).")
 @click.option("--port", default=8321, type=click.IntRange(1, 65535), show_default=True)
 @click.option("--readonly", is_flag=True, help="Offer no action; refuse writes.")
+@click.option(
+    "--token",
+    envvar="DURABLE_UI_TOKEN",
+    metavar="TOKEN",
+    help="The access token every request must carry (16+ characters of A-Z a-z 0-9 . _ ~ -;"
+    " also $DURABLE_UI_TOKEN). Default: a random one per launch.",
+)
 @code_options
 @db_option
 @click.pass_context
 def ui_cmd(
-    ctx: click.Context, host: str, port: int, readonly: bool, imports: tuple[str, ...]
+    ctx: click.Context,
+    host: str,
+    port: int,
+    readonly: bool,
+    token: str | None,
+    imports: tuple[str, ...],
 ) -> None:
     """Serve a local web view of the journal's runs (needs the ui extra).
 
     Runs, timelines, the state at any step, diffs; fork, send and cancel unless
     read-only (the default when the journal is not writable). Binds to loopback
-    unless --host says otherwise.
+    unless --host says otherwise. Prints the address to open, with its access
+    token: every page and API call needs it.
     """
     path = _path(ctx)
     try:
@@ -1379,7 +1392,7 @@ def ui_cmd(
     extra = [m for m in os.environ.get(IMPORT_ENV, "").split(",") if m.strip()]
     try:
         serve(path, host=host, port=port, readonly=True if readonly else None,
-              imports=[*imports, *extra])  # fmt: skip
+              imports=[*imports, *extra], token=token)  # fmt: skip
     except ImportError as exc:
         raise Failure(str(exc)) from exc
 
