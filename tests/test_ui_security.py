@@ -145,7 +145,9 @@ class TestToken:
             a.state.ui.engine.close()
             b.state.ui.engine.close()
 
-    @pytest.mark.parametrize("bad", ["short", "x" * 15, "has space in it 0123", "a;b=c0123456789012"])
+    @pytest.mark.parametrize(
+        "bad", ["short", "x" * 15, "has space in it 0123", "a;b=c0123456789012"]
+    )
     def test_a_weak_or_unsafe_fixed_token_is_refused(self, journal_file: Path, bad: str) -> None:
         with pytest.raises(BadToken, match="16 to 256 characters"):
             create_app(journal_file, token=bad)
