@@ -592,7 +592,10 @@ def _private_file(path: str) -> Iterator[Any]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.fchmod(fd, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError as exc:
+                raise OSError(exc.errno, "cannot set the file's mode to 0600", path) from exc
             os.ftruncate(fd, 0)
         f = os.fdopen(fd, "w", encoding="utf-8", newline="")
     except BaseException:
