@@ -5,6 +5,15 @@ Human output is coloured only when it goes to a terminal (rich decides, and hono
 ``NO_COLOR``); everything stays readable without colour. User data (run ids, keys,
 values) always goes through :class:`rich.text.Text`, never through markup, so a
 value such as ``"[bold]"`` prints as itself.
+
+Journals are untrusted text: a run id, name, step key or error may hold terminal
+escape sequences, control characters or bidirectional overrides. Everything human
+output prints goes through :func:`clean` (they show as visible escapes such as
+``\\x1b``), and every console is a :class:`SafeConsole`, which cleans what reached it
+without passing through :func:`clean`. One-line fields are also cut to
+:data:`MAX_SHOWN` characters, so a table's work stays linear in their length. JSON
+output stays exact: :func:`json_text` writes the same value with those characters as
+``\\uXXXX`` escapes.
 """
 
 from __future__ import annotations
@@ -12,14 +21,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
 from rich import box
-from rich.console import Console, JustifyMethod, RenderableType
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -29,13 +40,17 @@ from .replay import ReplayReport
 from .timetravel import Checkpoint, Diff, StateView
 
 __all__ = [
+    "MAX_SHOWN",
     "STATUS_STYLES",
+    "SafeConsole",
     "Timeline",
     "checkpoint_json",
+    "clean",
     "compact_json",
     "diff_json",
     "diff_table",
     "duration",
+    "json_text",
     "make_console",
     "plural",
     "progress",
@@ -44,6 +59,7 @@ __all__ = [
     "run_detail",
     "run_json",
     "runs_table",
+    "shown",
     "state_json",
     "status_text",
     "timestamp",
@@ -73,6 +89,63 @@ KIND_STYLES = {
 }
 
 
+# -- untrusted text ---------------------------------------------------------------------
+
+# C1 controls (U+0080-U+009F: U+009B is a CSI on some terminals), DEL, and the
+# bidirectional marks, embeddings, overrides and isolates (they reorder what follows).
+_UNSAFE_IN_JSON = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE_LINES = re.compile(f"[\x00-\x08\x0b-\x1f{_UNSAFE_IN_JSON}]")
+_UNSAFE_LINE = re.compile(f"[\x00-\x1f{_UNSAFE_IN_JSON}]")
+_JSON_UNSAFE = re.compile(f"[{_UNSAFE_IN_JSON}]")
+
+MAX_SHOWN = 500
+"""Characters of a one-line field (run id, name, step, key, note) a table shows; the
+rest is cut and counted (``--json`` prints it whole)."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: str, *, lines: bool = False) -> str:
+    """``text`` with control characters, escape sequences and bidi overrides shown as
+    visible escapes (``\\x1b``, ``\\u202e``). ``lines`` keeps newlines and tabs
+    (error texts, pretty JSON); a one-line field has them escaped too."""
+    pattern = _UNSAFE_LINES if lines else _UNSAFE_LINE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """A one-line field as a table shows it: cleaned, and cut to ``limit`` characters."""
+    if len(text) > limit:
+        return f"{clean(text[:limit])}… ({len(text)} characters)"
+    return clean(text)
+
+
+def json_text(text: str) -> str:
+    """JSON text (from ``json.dumps(..., ensure_ascii=False)``, which escapes C0
+    controls) with the other unsafe characters as ``\\uXXXX`` escapes. Outside strings
+    JSON is ASCII, so this is the same document, value for value."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class SafeConsole(Console):
+    """A console that cleans every segment of text it renders (its own escape codes for
+    colour are added after, and control segments pass): nothing a journal holds reaches
+    the terminal as a control sequence, whichever way it was printed."""
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterator[Segment]:
+        for segment in super().render(renderable, options):
+            text, style, control = segment
+            if control is None and _UNSAFE_LINES.search(text):
+                yield Segment(clean(text, lines=True), style)
+            else:
+                yield segment
+
+
 # -- consoles and progress ------------------------------------------------------------
 
 
@@ -82,7 +155,7 @@ def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Consol
     stream = file or (sys.stderr if stderr else sys.stdout)
     tty = hasattr(stream, "isatty") and stream.isatty()
     width = None if tty or "COLUMNS" in os.environ else 120
-    return Console(file=stream, width=width, highlight=False, emoji=False)
+    return SafeConsole(file=stream, width=width, highlight=False, emoji=False)
 
 
 @contextmanager
@@ -93,14 +166,14 @@ def progress(description: str, *, total: int | None = None) -> Iterator[Callable
         yield lambda done, total: None
         return
     bar = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=SafeConsole(stderr=True),
         transient=True,
     )
-    task = bar.add_task(description, total=total)
+    task = bar.add_task(shown(description, 80), total=total)
 
     def update(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
@@ -160,7 +233,7 @@ def compact_json(value: Any, limit: int | None = None) -> str:
 
 def status_text(status: str) -> Text:
     """A run status, coloured."""
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(shown(status, 40), style=STATUS_STYLES.get(status, ""))
 
 
 def _decoded(journal: Journal, data: bytes | None, run: Run, what: str) -> Any:
@@ -263,18 +336,18 @@ def runs_table(runs: list[Run]) -> Table:
     for run in runs:
         note = ""
         if run.forked_from:
-            note = f"fork of {run.forked_from} @seq {run.forked_at}"
+            note = f"fork of {shown(run.forked_from)} @seq {run.forked_at}"
         elif run.parent_run_id:
-            note = f"child of {run.parent_run_id}"
+            note = f"child of {shown(run.parent_run_id)}"
         if run.error:
             first = run.error.splitlines()[0] if run.error.strip() else run.error
-            note = f"{note}; {first}" if note else first
+            note = f"{note}; {shown(first)}" if note else shown(first)
         created = timestamp(run.created_at)
         if dt.date.fromtimestamp(run.created_at).year == this_year:
             created = created[5:]  # MM-DD HH:MM:SS
         table.add_row(
-            Text(run.run_id),
-            Text(run.name),
+            Text(shown(run.run_id)),
+            Text(shown(run.name)),
             status_text(run.status),
             created,
             duration(run.updated_at - run.created_at) if run.finished else "",
@@ -291,7 +364,7 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
     grid.add_column(overflow="fold")
 
     def row(label: str, value: str | Text) -> None:
-        grid.add_row(label, value if isinstance(value, Text) else Text(value))
+        grid.add_row(label, value if isinstance(value, Text) else Text(clean(value)))
 
     row("run", run.run_id)
     row("name", run.name)
@@ -319,19 +392,20 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
     row("codec", run.codec)
     out: list[RenderableType] = [grid]
     out.append(Text("\ninput", style="bold"))
-    out.append(Text(pretty_json(_decoded(journal, run.input, run, "input"))))
+    out.append(Text(clean(pretty_json(_decoded(journal, run.input, run, "input")), lines=True)))
     if run.status == "completed":
         out.append(Text("\noutput", style="bold"))
-        out.append(Text(pretty_json(_decoded(journal, run.output, run, "output"))))
+        output = pretty_json(_decoded(journal, run.output, run, "output"))
+        out.append(Text(clean(output, lines=True)))
     if run.error:
         out.append(Text("\nerror", style="bold red"))
-        out.append(Text(run.error, style="red"))
+        out.append(Text(clean(run.error, lines=True), style="red"))
     return out
 
 
 def pretty_json(value: Any) -> str:
-    """A JSON-ready value, indented."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """A JSON-ready value, indented (as :func:`json_text`: exact, and safe to print)."""
+    return json_text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def diff_table(d: Diff, *, before: str = "old", after: str = "new") -> Table:
@@ -342,20 +416,24 @@ def diff_table(d: Diff, *, before: str = "old", after: str = "new") -> Table:
     table.add_column(f"{before} → {after}", overflow="fold")
     rows: list[tuple[str, str, Text]] = []
     for path, value in d.added.items():
-        rows.append((path, "+", Text(compact_json(value), style="green")))
+        rows.append((path, "+", Text(json_text(compact_json(value)), style="green")))
     for path, value in d.removed.items():
-        rows.append((path, "-", Text(compact_json(value), style="red")))
+        rows.append((path, "-", Text(json_text(compact_json(value)), style="red")))
     for path, (old, new) in d.changed.items():
         rows.append(
             (
                 path,
                 "~",
-                Text.assemble((compact_json(old), "red"), " → ", (compact_json(new), "green")),
+                Text.assemble(
+                    (json_text(compact_json(old)), "red"),
+                    " → ",
+                    (json_text(compact_json(new)), "green"),
+                ),
             )
         )
     for path, mark, text in sorted(rows, key=lambda r: r[0]):
         style = {"+": "green", "-": "red", "~": "yellow"}[mark]
-        table.add_row(Text(mark, style=style), Text(path), text)
+        table.add_row(Text(mark, style=style), Text(shown(path)), text)
     return table
 
 
@@ -364,11 +442,12 @@ def replay_line(report: ReplayReport) -> Text:
     if report.ok:
         return Text.assemble(
             ("ok       ", "green"),
-            report.run_id,
-            f"  {report.name}  ({report.calls_replayed} calls replayed, {report.stopped})",
+            shown(report.run_id),
+            f"  {shown(report.name)}  ({report.calls_replayed} calls replayed,"
+            f" {clean(str(report.stopped))})",
         )
-    out = Text.assemble(("DIVERGED ", "bold red"), report.run_id, f"  {report.name}")
-    out.append(f"\n         {report.error}", style="red")
+    out = Text.assemble(("DIVERGED ", "bold red"), shown(report.run_id), f"  {shown(report.name)}")
+    out.append(f"\n         {clean(str(report.error), lines=True)}", style="red")
     return out
 
 
@@ -397,7 +476,7 @@ def _details(cp: Checkpoint) -> Text:
     if cp.consumed:
         parts.append(f"consumed {len(cp.consumed)}")
     style = "red" if cp.kind.endswith("failed") else ""
-    return Text("; ".join(parts), style=style)
+    return Text(clean("; ".join(parts)), style=style)
 
 
 class Timeline:
@@ -475,7 +554,7 @@ class Timeline:
         return " " * lo + self.fill * (hi - lo)
 
     def _cells(self, cp: Checkpoint) -> dict[str, Text]:
-        kind = Text(cp.kind, style=KIND_STYLES.get(cp.kind, ""))
+        kind = Text(shown(cp.kind, 40), style=KIND_STYLES.get(cp.kind, ""))
         number = Text(str(cp.number))
         if cp.run_id != self.run.run_id:
             number.append("*", style="dim")  # inherited from the run this one forked from
@@ -487,7 +566,7 @@ class Timeline:
             "#": number,
             "seq": Text(str(cp.seq)),
             "kind": kind,
-            "step": Text(cp.step or ""),
+            "step": Text(shown(cp.step or "")),
             "try": Text("" if cp.attempt is None else str(cp.attempt)),
             "started": Text(when),
             "duration": Text(duration(cp.duration)),

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import sys
 import tempfile
 import threading
@@ -79,7 +80,8 @@ class Failure(click.ClickException):
     exit_code = 2
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()) or "unknown error")
+        # One line, and no escape sequence from a journal or an argument reaches the terminal.
+        super().__init__(render.clean(" ".join(message.split())) or "unknown error")
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
@@ -290,7 +292,7 @@ def _code_engine(
 
 
 def _emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+    click.echo(render.json_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str)))
 
 
 def _parse_json(text: str, what: str) -> Any:
@@ -445,17 +447,21 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
             out.write("[")
             for i, cp in enumerate(itertools.chain([head] if head else [], checkpoints)):
                 out.write(",\n  " if i else "\n  ")
-                out.write(json.dumps(render.checkpoint_json(cp), ensure_ascii=False, default=str))
+                doc = json.dumps(render.checkpoint_json(cp), ensure_ascii=False, default=str)
+                out.write(render.json_text(doc))
             out.write("\n]\n" if head else "]\n")
             out.flush()
             return
         console = render.make_console()
         lineage = _lineage(eng.journal, run)
-        title = Text.assemble(("run ", "bold"), run.run_id, f"  {run.name}  ")
+        title = Text.assemble(
+            ("run ", "bold"), render.shown(run.run_id), f"  {render.shown(run.name)}  "
+        )
         title.append_text(render.status_text(run.status))
         if run.forked_from:
             title.append(
-                f"\n(checkpoints marked * are inherited from {run.forked_from}, forked at seq "
+                f"\n(checkpoints marked * are inherited from {render.shown(run.forked_from)},"
+                f" forked at seq "
                 f"{run.forked_at})"
             )
         console.print(title)
@@ -500,7 +506,9 @@ def state(
         where = f"at {render.timestamp(when, ms=True)}"
     console.print(
         Text.assemble(
-            ("state of ", "bold"), view.run_id, f" {where} (seq {view.seq})".replace("  ", " ")
+            ("state of ", "bold"),
+            render.shown(view.run_id),
+            f" {where} (seq {view.seq})".replace("  ", " "),
         )
     )
     console.print_json(data=view.to_dict())
@@ -535,8 +543,8 @@ def diff_cmd(
         _emit_json({"run_id": run_id, "a": a, "b": b, "other": other, **render.diff_json(d)})
         return
     console = render.make_console()
-    before = f"{run_id} step {a}"
-    after = f"{other or run_id} step {b}"
+    before = f"{render.shown(run_id)} step {a}"
+    after = f"{render.shown(other or run_id)} step {b}"
     console.print(Text.assemble(("diff ", "bold"), before, " → ", after))
     if d.empty:
         console.print("no differences")
@@ -570,9 +578,31 @@ def export(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> Non
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
-    with open(output, "w", encoding="utf-8", newline="") as f:
+    with _private_file(output) as f:
         f.write(text)
     render.make_console(stderr=True).print(Text(f"wrote {output} ({len(text)} characters)"))
+
+
+@contextlib.contextmanager
+def _private_file(path: str) -> Iterator[Any]:
+    """``path`` opened for writing text, readable by its owner only (0600): an export
+    holds every payload of a run. A new file is created so; an existing regular file is
+    set to 0600 before it is emptied (if that is not allowed, it is left as it was). A
+    device or pipe (``/dev/stdout``) is written as it is."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError as exc:
+                raise OSError(exc.errno, "cannot set the file's mode to 0600", path) from exc
+            os.ftruncate(fd, 0)
+        f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
 
 @cli.command()
@@ -600,7 +630,12 @@ def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_jso
     with _reader(ctx) as journal:
         hits = _search(journal, text, run_id, limit)
     if as_json:
-        _emit_json([{**h, "snippet": _highlight(h["snippet"], colour=False).plain} for h in hits])
+        _emit_json(
+            [
+                {**h, "snippet": _highlight(h["snippet"], colour=False, safe=False).plain}
+                for h in hits
+            ]
+        )
         return
     console = render.make_console()
     if not hits:
@@ -612,11 +647,11 @@ def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_jso
     table.add_column("snippet", overflow="fold")
     for hit in hits:
         table.add_row(
-            Text(hit["run_id"]),
+            Text(render.shown(hit["run_id"])),
             str(hit["seq"]),
-            Text(hit["kind"]),
-            Text(hit["step"] or ""),
-            Text(hit["key"] or ""),
+            Text(render.shown(hit["kind"])),
+            Text(render.shown(hit["step"] or "")),
+            Text(render.shown(hit["key"] or "")),
             _highlight(hit["snippet"], colour=console.is_terminal and not console.no_color),
         )
     console.print(table)
@@ -626,9 +661,10 @@ def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_jso
 _OPEN, _CLOSE = "\x02", "\x03"
 
 
-def _highlight(snippet: str, *, colour: bool) -> Text:
+def _highlight(snippet: str, *, colour: bool, safe: bool = True) -> Text:
     out = Text()
-    for i, part in enumerate(snippet.replace(_CLOSE, _OPEN).split(_OPEN)):
+    for i, raw in enumerate(snippet.replace(_CLOSE, _OPEN).split(_OPEN)):
+        part = render.clean(raw) if safe else raw
         if i % 2:
             out.append(part, style="bold yellow") if colour else out.append(f"[{part}]")
         else:
@@ -808,7 +844,7 @@ def fork_cmd(
             if as_json:
                 _emit_json(doc)
             else:
-                click.echo(handle.run_id)
+                click.echo(render.clean(handle.run_id))
             # The fork runs on this process's threads: wait for it before closing.
             handle.wait()
             return
@@ -937,7 +973,8 @@ def send(
     if as_json:
         _emit_json({"run_id": run_id, "event_id": to_jsonable(event_id)})
     else:
-        click.echo(f"sent {event.get('type', 'event')} to {run_id} (journaled as {event_id})")
+        sent = f"sent {event.get('type', 'event')} to {run_id} (journaled as {event_id})"
+        click.echo(render.clean(sent))
 
 
 @cli.command()
@@ -959,9 +996,9 @@ def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
     if as_json:
         _emit_json({"run_id": run_id, "status": status, "cancelled": cancelled})
     elif cancelled:
-        click.echo(f"{run_id}: cancelled")
+        click.echo(f"{render.clean(run_id)}: cancelled")
     else:
-        click.echo(f"{run_id}: already {status}, left as it is")
+        click.echo(f"{render.clean(run_id)}: already {render.clean(status)}, left as it is")
 
 
 def _report_lines(
@@ -1325,17 +1362,30 @@ def _print_migration(report: MigrationReport) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback).")
 @click.option("--port", default=8321, type=click.IntRange(1, 65535), show_default=True)
 @click.option("--readonly", is_flag=True, help="Offer no action; refuse writes.")
+@click.option(
+    "--token",
+    envvar="DURABLE_UI_TOKEN",
+    metavar="TOKEN",
+    help="The access token every request must carry (16+ characters of A-Z a-z 0-9 . _ ~ -;"
+    " also $DURABLE_UI_TOKEN). Default: a random one per launch.",
+)
 @code_options
 @db_option
 @click.pass_context
 def ui_cmd(
-    ctx: click.Context, host: str, port: int, readonly: bool, imports: tuple[str, ...]
+    ctx: click.Context,
+    host: str,
+    port: int,
+    readonly: bool,
+    token: str | None,
+    imports: tuple[str, ...],
 ) -> None:
     """Serve a local web view of the journal's runs (needs the ui extra).
 
     Runs, timelines, the state at any step, diffs; fork, send and cancel unless
     read-only (the default when the journal is not writable). Binds to loopback
-    unless --host says otherwise.
+    unless --host says otherwise. Prints the address to open, with its access
+    token: every page and API call needs it.
     """
     path = _path(ctx)
     try:
@@ -1345,7 +1395,7 @@ def ui_cmd(
     extra = [m for m in os.environ.get(IMPORT_ENV, "").split(",") if m.strip()]
     try:
         serve(path, host=host, port=port, readonly=True if readonly else None,
-              imports=[*imports, *extra])  # fmt: skip
+              imports=[*imports, *extra], token=token)  # fmt: skip
     except ImportError as exc:
         raise Failure(str(exc)) from exc
 

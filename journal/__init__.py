@@ -21,6 +21,7 @@ from .codecs import (
 )
 from .compaction import CompactionReport
 from .errors import (
+    BadJournalURL,
     ConflictError,
     ConnectionLost,
     CorruptionError,
@@ -70,6 +71,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "UNSET",
     "AppendRequest",
+    "BadJournalURL",
     "Codec",
     "CompactionReport",
     "ConflictError",

@@ -22,8 +22,9 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── JournalBusy             locked by another writer past the busy timeout: retry
     ├── MigrationError          a copy between journals refused: the target holds another
     │                           run with the same id, or source and target are one journal
-    └── DatabaseUnavailable     PostgreSQL unreachable, refused the login, or went away
-        └── ConnectionLost      the connection dropped mid-transaction: nothing was written
+    ├── DatabaseUnavailable     PostgreSQL unreachable, refused the login, or went away
+    │   └── ConnectionLost      the connection dropped mid-transaction: nothing was written
+    └── BadJournalURL           a postgresql:// URL that cannot be parsed (also ValueError)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadJournalURL",
     "ConflictError",
     "ConnectionLost",
     "CorruptionError",
@@ -125,3 +127,8 @@ class DatabaseUnavailable(JournalError):
 
 class ConnectionLost(DatabaseUnavailable):
     """The connection dropped before COMMIT: the server rolled the transaction back."""
+
+
+class BadJournalURL(JournalError, ValueError):
+    """A ``postgresql://`` URL that cannot be parsed: a raw ``%``, an unknown parameter,
+    a bad port or IPv6 literal. The message never holds the password."""
