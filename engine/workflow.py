@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel
 
-from journal import Codec, EntryKind, Run, to_jsonable
+from journal import Codec, ConflictError, EntryKind, Run, to_jsonable
 
 from .context import Context
 from .errors import EngineError, FencedOff, WrongFunction
@@ -532,7 +532,8 @@ class WorkflowHandler(RunHandle):
         return await asyncio.get_running_loop().run_in_executor(None, self.result)
 
     async def stream_events(self) -> AsyncIterator[Event]:
-        """Events the run's steps write to the stream, until the run ends (this process)."""
+        """Events the run's steps write to the stream, each once the commit that journals
+        it returned, until the run ends (this process)."""
         while self._run is None or self._run.loop is None:
             if self._future is not None and self._future.done():
                 return
@@ -597,8 +598,20 @@ def send_event(
     key = f"x{new_delivery_key()[1:]}"
     entry = journal.entry(K.EVENT_RECEIVED, {"to": None, "event": event}, key=key,
                           codec=journal.codec_named(run.codec), path="event")  # fmt: skip
-    journal.append(run_id, [entry], expected_seq=None,
-                   status="pending" if run.status == "waiting" else None)  # fmt: skip
+    while True:
+        # Appended after the seq whose status was read: a wait that parks the run
+        # meanwhile conflicts, so a parked run always gets "pending" with its answer
+        # (and is claimed at once if its holder died), never stays parked beside it.
+        try:
+            journal.append(run_id, [entry], expected_seq=run.last_seq,
+                           status="pending" if run.status == "waiting" else None)  # fmt: skip
+            break
+        except ConflictError:
+            run = journal.get_run(run_id)
+            if run.finished:
+                raise RunFinished(
+                    f"run {run_id!r} is {run.status}; it takes no more events", run_id=run_id
+                ) from None
     journal.notify(WAKE_CHANNEL, run_id)  # a parked run resumes now, not at the next poll
     ex = eng._executions.get(run_id)
     if isinstance(ex, WorkflowRun):
