@@ -30,9 +30,13 @@ from .errors import (
     JournalBusy,
     JournalClosed,
     JournalError,
+    JournalFull,
     LeaseHeld,
+    LineageCycle,
+    LineageError,
     MigrationError,
     NotAJournalError,
+    RunCorrupted,
     RunNotFound,
     SchemaVersionError,
     SeqOutOfRange,
@@ -41,6 +45,7 @@ from .errors import (
 )
 from .fold import FOLD_VERSION, FoldedState, appended_items, fold
 from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
+from .lineage import MAX_LINEAGE_DEPTH, ancestors, fork_lineage
 from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
@@ -66,6 +71,7 @@ __all__ = [
     "ENTRY_KINDS",
     "ENV_VAR",
     "FOLD_VERSION",
+    "MAX_LINEAGE_DEPTH",
     "RUN_STATUSES",
     "TERMINAL_STATUSES",
     "UNSET",
@@ -87,9 +93,12 @@ __all__ = [
     "JournalBusy",
     "JournalClosed",
     "JournalError",
+    "JournalFull",
     "JsonPickleSerializer",
     "JsonSerializer",
     "LeaseHeld",
+    "LineageCycle",
+    "LineageError",
     "Listener",
     "MigrationError",
     "MigrationReport",
@@ -98,6 +107,7 @@ __all__ = [
     "PickleSerializer",
     "RetentionPolicy",
     "Run",
+    "RunCorrupted",
     "RunNotFound",
     "SchemaVersionError",
     "SeqOutOfRange",
@@ -107,10 +117,12 @@ __all__ = [
     "SnapshotPolicy",
     "VerifyReport",
     "__version__",
+    "ancestors",
     "appended_items",
     "codec_for_name",
     "copy_journal",
     "fold",
+    "fork_lineage",
     "is_url",
     "redact_location",
     "register_type",

@@ -83,7 +83,11 @@ class Backend:
 
     # -- SQL that differs ---------------------------------------------------------------
     run_select: str
-    """The run columns for ``SELECT ... FROM runs``, in :data:`RUN_FIELDS` order."""
+    """The run columns for ``SELECT ... FROM runs``, in :data:`RUN_FIELDS` order, then
+    the row's checksum (NULL in a journal older than version 3)."""
+    sealed: bool = True
+    """Whether run rows carry a checksum (schema version 3 on; an older journal opened
+    read-only is not upgraded)."""
     last_seq: str
     """The expression of a run's last seq in ``SELECT ... FROM runs``."""
     guard: str
