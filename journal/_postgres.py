@@ -505,7 +505,7 @@ class PostgresBackend(Backend):
             if self._in_transaction():
                 self.conn.execute("ROLLBACK")
 
-    def translate(self, exc: BaseException, where: str) -> JournalError:
+    def translate(self, exc: BaseException, where: str) -> JournalError:  # noqa: PLR0911 - one return per kind of error
         if isinstance(exc, JournalError):
             return exc
         if isinstance(exc, pg_errors.DiskFull):  # SQLSTATE 53100

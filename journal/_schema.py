@@ -89,6 +89,8 @@ def run_checksum(values: Sequence[Any]) -> int:
         else:
             crc = zlib.crc32(f"{type(value).__name__}:{value!r}\x1f".encode(), crc)
     return crc
+
+
 ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts, checksum"
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from ._backend import Backend, CommitUnknown, Listener, open_backend
-from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, RUN_FIELDS, SEALED_COLUMNS, SEALED_INDEX, run_checksum
+from ._schema import (
+    ENTRY_COLUMNS,
+    RUN_COLUMNS,
+    RUN_FIELDS,
+    SEALED_COLUMNS,
+    SEALED_INDEX,
+    run_checksum,
+)
 from .codecs import Codec, JsonSerializer, codec_for_name
 from .compaction import compact
 from .errors import (
@@ -34,8 +41,8 @@ from .errors import (
 from .export import export_run
 from .fold import FOLD_VERSION, FoldedState, fold
 from .ids import new_run_id
-from .lineage import ancestors
 from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
+from .lineage import ancestors
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .verify import VerifyReport, verify
@@ -490,6 +497,11 @@ class Journal:
     def _insert_run(self, run: Run, meta: str) -> bool:
         """Insert ``run``'s row unless its id exists; True if inserted."""
         db = self._c()
+        checksum = run_checksum(
+            (run.run_id, run.kind, run.name, run.status, run.codec, run.input, None, None,
+             run.created_at, run.parent_run_id, run.forked_from, run.forked_at,
+             run.code_version, run.snapshot_every, 0, meta, run.queue, run.priority)
+        )  # fmt: skip
         # ON CONFLICT: a concurrent creator of the same id (PostgreSQL, where writers
         # of different runs do not exclude each other) wins; the caller returns its run.
         db.execute(
@@ -518,11 +530,7 @@ class Journal:
                 meta,
                 run.queue,
                 run.priority,
-                run_checksum(
-                    (run.run_id, run.kind, run.name, run.status, run.codec, run.input, None,
-                     None, run.created_at, run.parent_run_id, run.forked_from, run.forked_at,
-                     run.code_version, run.snapshot_every, 0, meta, run.queue, run.priority)
-                ),  # fmt: skip
+                checksum,
             ),
         )
         return db.changes() > 0
@@ -1420,6 +1428,7 @@ class Journal:
                     base = FoldedState()
                     break
                 below.append((current, target))
+            assert base is not None  # the walk ends at a usable snapshot or at the root
             if base.seq < target:
                 fold(base, self.read(current.run_id, base.seq + 1, target), self.decode_entry)
             for fork, upto in reversed(below):
