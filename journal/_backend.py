@@ -92,6 +92,8 @@ class Backend:
     """The expression of a run's last seq in ``SELECT ... FROM runs``."""
     guard: str
     """``(last_seq, epoch)`` of run ``?``, locking the row against other writers."""
+    sealed_guard: str
+    """The guard, then the row's sealed columns (SEALED_FIELDS) and its checksum."""
     stores_last_seq: bool
     """Whether every append also writes ``runs.last_seq``/``updated_at`` (else derived)."""
     for_update: str

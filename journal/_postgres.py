@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._backend import Backend, CommitUnknown, Cursor, Listener, redact
-from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, reseal_runs
+from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs
 from .errors import (
     ConnectionLost,
     DatabaseUnavailable,
@@ -173,6 +173,9 @@ class PostgresBackend(Backend):
     no_limit = None
     last_seq = "runs.last_seq"
     guard = "SELECT last_seq, epoch FROM runs WHERE run_id = ? FOR UPDATE"
+    sealed_guard = (
+        f"SELECT last_seq, epoch, {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ? FOR UPDATE"
+    )
     run_select = ", ".join(f"runs.{f}" for f in (*RUN_FIELDS, "checksum"))
 
     def __init__(self, url: str, *, durability: str, busy_timeout_ms: int, readonly: bool) -> None:

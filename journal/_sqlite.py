@@ -14,7 +14,15 @@ from typing import Any
 import apsw
 
 from ._backend import Backend, CommitUnknown
-from ._schema import APPLICATION_ID, DDL, MIGRATIONS, RUN_FIELDS, SCHEMA_VERSION, reseal_runs
+from ._schema import (
+    APPLICATION_ID,
+    DDL,
+    MIGRATIONS,
+    RUN_FIELDS,
+    SCHEMA_VERSION,
+    SEALED_FIELDS,
+    reseal_runs,
+)
 from .errors import (
     CorruptionError,
     JournalBusy,
@@ -321,6 +329,11 @@ class SqliteBackend(Backend):
         self.run_select = _run_select(version)
         self.sealed = version >= 3
         self.guard = f"SELECT {LAST_SEQ}, runs.epoch FROM runs WHERE runs.run_id = ?"
+        sealed = ", ".join(f"runs.{f}" for f in SEALED_FIELDS)
+        self.sealed_guard = (
+            f"SELECT {LAST_SEQ}, runs.epoch, {sealed}, runs.checksum FROM runs"
+            " WHERE runs.run_id = ?"
+        )
         # The hot path calls apsw directly: at durability "process" a commit is
         # ~15 µs and a wrapper's call shows.
         self.execute = self.conn.execute  # type: ignore[method-assign,assignment]

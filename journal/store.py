@@ -544,15 +544,18 @@ class Journal:
         error: Any = UNSET,
         horizon: int | None = None,
         claim: bool = False,
+        row: Sequence[Any] | None = None,
     ) -> int:
         """The checksum of ``run_id``'s row once the given columns change (``claim``:
         a pending run becomes running), in the open write transaction. The row as
-        stored is verified first: a write never reseals a row altered on disk."""
-        row = (
-            self._c()
-            .execute(f"SELECT {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ?", (run_id,))
-            .fetchone()
-        )
+        stored (``row``: its sealed columns and checksum, read here if not given) is
+        verified first: a write never reseals a row altered on disk."""
+        if row is None:
+            row = (
+                self._c()
+                .execute(f"SELECT {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ?", (run_id,))
+                .fetchone()
+            )
         if row is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
         *values, checksum = row
@@ -1173,7 +1176,10 @@ class Journal:
         if req.status is not None and req.status not in RUN_STATUSES:
             raise ValueError(f"unknown status {req.status!r}")
         db = self._c()
-        row = db.execute(db.guard, (run_id,)).fetchone()
+        # A change to a sealed column reads the row's sealed columns with the guard:
+        # one statement, not two, on the path that ends every run.
+        seals = req.status is not None or req.output is not UNSET or req.error is not UNSET
+        row = db.execute(db.sealed_guard if seals else db.guard, (run_id,)).fetchone()
         if (
             row is None
             or (req.expected_seq >= 0 and row[0] != req.expected_seq)
@@ -1181,13 +1187,16 @@ class Journal:
         ):
             self._explain_conflict(req)
         base = row[0]
-        self._update_run(req, base + n, now)
+        self._update_run(req, base + n, now, row[2:] if seals else None)
         seq = self._insert(run_id, entries, base, now) if n else req.expected_seq
         self._forget_finished(req)
         return seq
 
-    def _update_run(self, req: AppendRequest, last_seq: int, now: float) -> None:
-        """Write the run-row changes ``req`` carries (status, output, lease release...)."""
+    def _update_run(
+        self, req: AppendRequest, last_seq: int, now: float, stored: Sequence[Any] | None = None
+    ) -> None:
+        """Write the run-row changes ``req`` carries (status, output, lease release...);
+        ``stored``: the row's sealed columns and checksum, if the caller read them."""
         sets = ["updated_at = ?", "last_seq = ?"]
         params: list[Any] = [now, last_seq]
         if req.status is not None:
@@ -1206,7 +1215,9 @@ class Journal:
         if req.status is not None or req.output is not UNSET or req.error is not UNSET:
             sets.append("checksum = ?")
             params.append(
-                self._resealed(req.run_id, status=req.status, output=req.output, error=req.error)
+                self._resealed(
+                    req.run_id, status=req.status, output=req.output, error=req.error, row=stored
+                )
             )
         params.append(req.run_id)
         self._c().execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
