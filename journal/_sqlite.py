@@ -352,7 +352,7 @@ class SqliteBackend(Backend):
             raise CommitUnknown(
                 f"{where}: COMMIT failed ({exc}); outcome unknown",
                 where=where,
-                full=self.translate(exc, where) if isinstance(exc, apsw.FullError) else None,
+                full=isinstance(exc, apsw.FullError),  # the caller says so if it did not land
             ) from exc
 
     def rollback(self) -> None:

@@ -1157,9 +1157,17 @@ class Journal:
                 run_id=req.run_id,
                 where=self.where,
             )
-        full = getattr(failed, "full", None)
-        if isinstance(full, JournalFull):
-            raise full  # the commit did not land for want of space: say so, not "conflict"
+        if getattr(failed, "full", False):
+            # For want of space, not a conflict: say so, and what to do.
+            raise JournalFull(
+                f"run {req.run_id!r}: COMMIT failed: the disk holding the journal "
+                f"{self.where!r} is full (or the file reached its size limit). Its entries "
+                f"are not visible now (last seq is {run.last_seq}); after a failed sync they "
+                "can still appear once the file is reopened. Free space, then resume the run: "
+                "its lease was given up, so `durable recover` or a worker takes it",
+                run_id=req.run_id,
+                where=self.where,
+            )
         raise ConflictError(
             f"run {req.run_id!r}: COMMIT failed and its entries are not visible now (last "
             f"seq is {run.last_seq}); the outcome stays unknown until the journal is re-read "
