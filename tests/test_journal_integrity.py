@@ -49,6 +49,7 @@ from journal import (
     JournalFull,
     LineageCycle,
     RunCorrupted,
+    copy_journal,
     fork_lineage,
     register_type,
 )
@@ -466,3 +467,77 @@ class TestDiskFull:
             assert eng.recover(timeout=60).run_ids == ["g"]
             run = eng.journal.get_run("g")
             assert run.status == "completed" and run.last_seq > done
+
+
+@pytest.mark.postgres
+class TestPostgres:
+    """The same checksums, upgrade and errors in a PostgreSQL journal."""
+
+    def test_version_2_schema_is_upgraded_and_sealed(
+        self, upgraded: Path, pg_schema_url: str
+    ) -> None:
+        with Journal(upgraded, readonly=True) as source, Journal(pg_schema_url) as target:
+            assert copy_journal(source, target).ok
+        with Journal(pg_schema_url) as j:  # make it what version 2 wrote
+            db = j.backend
+            with j.lock, db.transaction("downgrading"):
+                db.execute("ALTER TABLE runs DROP COLUMN checksum")
+                db.execute("UPDATE journal_meta SET value = '2' WHERE key = 'schema_version'")
+        with Journal(pg_schema_url, readonly=True) as j:  # read as it is
+            assert not j.backend.sealed
+            assert j.get_run("fn-done").status == "completed"
+        with Journal(pg_schema_url) as j:
+            assert j.backend.sealed
+            rows = j.query(f"SELECT {SEALED_COLUMNS}, checksum FROM runs")
+            assert {r["run_id"] for r in rows} == RUNS
+            for row in rows:
+                *values, checksum = row.values()
+                assert checksum == run_checksum([_plain(v) for v in values]) != 0
+            assert j.query("SELECT value FROM journal_meta WHERE key = 'schema_version'") == [
+                {"value": str(SCHEMA_VERSION)}
+            ]
+            report = j.verify()
+            assert report.ok, report.problems
+            j.update_run("fn-pending", status="cancelled")
+            assert j.get_run("fn-pending").status == "cancelled"
+
+    def test_tampered_row_and_cycle(self, upgraded: Path, pg_schema_url: str) -> None:
+        with Journal(upgraded, readonly=True) as source, Journal(pg_schema_url) as target:
+            assert copy_journal(source, target).ok
+        with Journal(pg_schema_url) as j:
+            db = j.backend
+            with j.lock, db.transaction("tampering"):
+                db.execute(
+                    "UPDATE runs SET output = convert_to(replace(convert_from(output, 'UTF8'),"
+                    " '123456789', '122456789'), 'UTF8') WHERE run_id = 'fn-done'"
+                )
+                db.execute("UPDATE runs SET forked_from = 'fn-fork' WHERE run_id = 'fn-failed'")
+                db.execute(
+                    "UPDATE runs SET forked_from = 'fn-failed', forked_at = 2"
+                    " WHERE run_id = 'fn-fork'"
+                )
+                reseal_runs(lambda sql, params=(): db.execute(sql, params))
+                db.execute(
+                    "UPDATE runs SET output = convert_to(replace(convert_from(output, 'UTF8'),"
+                    " '122456789', '123456789'), 'UTF8') WHERE run_id = 'fn-done'"
+                )
+            with pytest.raises(RunCorrupted) as info:
+                j.get_run("fn-done")
+            assert info.value.run_id == "fn-done"
+            with pytest.raises(LineageCycle):
+                j.state_at("fn-fork", 1)
+            problems = j.verify().problems
+        assert [p for p in problems if "fn-done" in p and "checksum" in p]
+        assert [p for p in problems if "cycle" in p]
+
+    def test_disk_full_sqlstate_is_journal_full(self, pg_schema_url: str) -> None:
+        from psycopg import errors as pg_errors
+
+        with Journal(pg_schema_url) as j:
+            error = j.backend.translate(pg_errors.DiskFull("could not extend file"), "appending")
+        assert isinstance(error, JournalFull)
+        assert "out of disk space" in str(error) and "Free space" in str(error)
+
+
+def _plain(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
