@@ -256,6 +256,8 @@ class Journal:
         self._hmac_key = hmac_key
         self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
         self._snapshot_every: dict[str, int | None] = {}
+        self._altered: set[str] = set()
+        """Runs whose row failed its checksum when a claim read it: never claimed again."""
         self._lock = threading.RLock()
         self.entries_read = 0
         """Entries read from disk since open: lets tests prove recovery reads only a tail."""
@@ -807,10 +809,12 @@ class Journal:
         one limited queue take turns, and while another holds that queue's turn its
         runs are left for the next call (never waited for). Runs of functions in
         ``skip_names`` and the runs in ``skip_run_ids`` (those the caller is
-        executing) are left alone. Concurrent claimers on PostgreSQL skip each
+        executing) are left alone, and so is a run whose row fails its checksum
+        (``durable verify`` names it). Concurrent claimers on PostgreSQL skip each
         other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
         """
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
+        skip_run_ids = [*skip_run_ids, *self._altered]
         with self._lock:
             db = self._c()
             with db.transaction("claiming runs"):
@@ -854,14 +858,22 @@ class Journal:
                     if room > 0:
                         rows += candidates("queue = ?", [queue], room)
                 rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-                chosen = [r[0] for r in rows[:limit]]
-                for run_id in chosen:
+                chosen = []
+                for run_id in [r[0] for r in rows[:limit]]:
+                    try:
+                        checksum = self._resealed(run_id, claim=True)
+                    except RunCorrupted:
+                        # Altered on disk: left alone (`durable verify` names it), so that
+                        # one bad row does not stop a worker from claiming the others.
+                        self._altered.add(run_id)
+                        continue
                     db.execute(
                         "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
                         "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
                         "checksum = ?, updated_at = ? WHERE run_id = ?",
-                        (owner, t + lease_seconds, self._resealed(run_id, claim=True), t, run_id),
+                        (owner, t + lease_seconds, checksum, t, run_id),
                     )
+                    chosen.append(run_id)
                 claimed = [
                     _run_from_row(
                         db.execute(

@@ -541,3 +541,21 @@ class TestPostgres:
 
 def _plain(value: Any) -> Any:
     return bytes(value) if isinstance(value, memoryview) else value
+
+
+def test_a_worker_claims_past_an_altered_row(upgraded: Path) -> None:
+    """claim_next leaves a run whose row fails its checksum alone and claims the others,
+    call after call (one bad row must not stop a worker)."""
+    with Journal(upgraded) as j:
+        j.create_run("older", name="fixture:checkout", priority=5)
+        j.create_run("newer", name="fixture:checkout")
+    _edit(upgraded, "UPDATE runs SET input = X'00' WHERE run_id = 'older'")
+    with Journal(upgraded) as j:
+        # The first call finds the altered row first (highest priority) and leaves it;
+        # from then on it is out of the way.
+        claimed = [r.run_id for _ in range(3) for r in j.claim_next("w", limit=1)]
+        assert claimed == ["fn-pending", "newer"]
+        assert j.claim_next("w", limit=5) == []
+    conn = sqlite3.connect(upgraded)
+    assert conn.execute("SELECT owner FROM runs WHERE run_id = 'older'").fetchone() == (None,)
+    conn.close()
