@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -33,7 +34,11 @@ from starlette.testclient import TestClient
 from engine import (
     Context,
     Engine,
+    Event,
+    StartEvent,
     StepNotFound,
+    StopEvent,
+    Workflow,
     configure,
     diff,
     durable,
@@ -559,3 +564,46 @@ def test_a_worker_claims_past_an_altered_row(upgraded: Path) -> None:
     conn = sqlite3.connect(upgraded)
     assert conn.execute("SELECT owner FROM runs WHERE run_id = 'older'").fetchone() == (None,)
     conn.close()
+
+
+class Tick(Event):
+    i: int
+
+
+class Grow(Workflow):
+    """Stores ~40 kB per step until the journal cannot grow."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Tick:
+        return Tick(i=0)
+
+    @step
+    async def tick(self, ctx: Context, ev: Tick) -> Tick | StopEvent:
+        await ctx.store.set(f"k{ev.i}", BIG + str(ev.i))
+        return StopEvent(result=ev.i) if ev.i >= 40 else Tick(i=ev.i + 1)
+
+
+BIG = random.Random(1).randbytes(20_000).hex()  # incompressible
+
+
+def test_disk_full_in_a_workflow(tmp_path: Path) -> None:
+    """A workflow's commit meets a full disk: JournalFull, the run left running and
+    released, and a worker with space finishes it."""
+    path = tmp_path / "full.db"
+    with configure(path, lease_seconds=60) as eng:
+        conn = eng.journal.raw_connection()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={pages + 30}").fetchall()
+
+        async def main() -> Any:
+            return await Grow().run(run_id="w")
+
+        with pytest.raises(JournalFull, match="Free space"):
+            asyncio.run(main())
+        run = eng.journal.get_run("w")
+        assert (run.status, run.owner) == ("running", None)
+    with configure(path, lease_seconds=60) as eng:
+        assert eng.recover(timeout=60).run_ids == ["w"]
+        run = eng.journal.get_run("w")
+        assert run.status == "completed"
+        assert eng.journal.decode(run.output, run.codec, where="t") == 40
