@@ -3,7 +3,7 @@ version before run rows carried a checksum. Kept to show how the fixture was mad
 run with the code of that version (``python tests/make_v2_fixture.py``), not today's.
 
 It holds function runs (completed, failed, pending), a workflow run, snapshots, a
-compacted run and a fork; tests/test_journal_upgrade.py opens, upgrades and reads it.
+compacted run and a fork; tests/test_journal_integrity.py opens, upgrades and reads it.
 """
 
 from __future__ import annotations
