@@ -46,7 +46,9 @@ from journal import (
     MigrationReport,
     RetentionPolicy,
     Run,
+    ancestors,
     copy_journal,
+    fork_lineage,
     is_url,
     redact_location,
     resolve_path,
@@ -307,11 +309,7 @@ def _parse_json(text: str, what: str) -> Any:
 
 def _lineage(journal: Journal, run: Run) -> dict[str, Run]:
     """The run and every run it was forked from, by id."""
-    out = {run.run_id: run}
-    while run.forked_from is not None:
-        run = journal.get_run(run.forked_from)
-        out[run.run_id] = run
-    return out
+    return {r.run_id: r for r in ancestors(journal, run)}
 
 
 def _count_checkpoints(journal: Journal, run: Run) -> int:
@@ -319,18 +317,15 @@ def _count_checkpoints(journal: Journal, run: Run) -> int:
     sources' up to the fork point), from the retained entries, by SQL."""
     kinds = sorted(CHECKPOINT_KINDS)
     marks = ",".join("?" * len(kinds))
-    total, upto = 0, run.last_seq
-    while True:
+    total = 0
+    for source, upto in fork_lineage(journal, run):
         rows = journal.query(
             "SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
             f" AND kind IN ({marks})",
-            [run.run_id, upto, *kinds],
+            [source.run_id, upto, *kinds],
         )
         total += int(rows[0]["n"])
-        if run.forked_from is None:
-            return total
-        upto = run.forked_at or 0
-        run = journal.get_run(run.forked_from)
+    return total
 
 
 # -- the group ----------------------------------------------------------------------------

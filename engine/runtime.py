@@ -22,10 +22,13 @@ from journal import (
     Durability,
     EntryKind,
     Journal,
+    JournalError,
+    JournalFull,
     LeaseHeld,
     NewEntry,
     Run,
     SnapshotPolicy,
+    fork_lineage,
 )
 
 from .committer import GroupCommitter
@@ -120,7 +123,8 @@ class RecoveryReport:
     """What :meth:`Engine.recover` did: the runs it resumed and the ones it could not."""
 
     handles: list[RunHandle] = field(default_factory=list)
-    errors: dict[str, EngineError] = field(default_factory=dict)
+    errors: dict[str, EngineError | JournalError] = field(default_factory=dict)
+    """Runs left alone: their function cannot be imported, or their lineage is damaged."""
     leased: dict[str, float] = field(default_factory=dict)
     """Unfinished runs another worker holds: seconds until their lease expires."""
 
@@ -623,6 +627,10 @@ class Engine:
     def _record_failure(self, ex: RunExecution, exc: BaseException) -> None:
         if isinstance(exc, RunCancelled | FencedOff) or not isinstance(exc, Exception):
             return  # cancelled: the canceller wrote it; fenced or dying: write nothing
+        if isinstance(exc, JournalFull):
+            # Not the run's fault: leave it unfinished for another worker once there is space.
+            ex.journal.release(ex.run_id, ex.epoch)
+            return
         diverged = isinstance(exc, NonDeterminismError)
         message = f"{'diverged: ' if diverged else ''}{type(exc).__qualname__}: {exc}"
         with contextlib.suppress(EngineError, ConflictError):
@@ -773,6 +781,13 @@ class Engine:
             except FunctionNotFound as exc:
                 report.errors[run.run_id] = exc
                 continue
+            if run.forked_from is not None:
+                try:
+                    # A crafted journal's fork links may loop: left alone and reported.
+                    fork_lineage(journal, run)
+                except JournalError as exc:
+                    report.errors[run.run_id] = exc
+                    continue
             claimed = self._claim_existing(run)
             if claimed is None:
                 continue

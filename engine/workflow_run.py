@@ -33,6 +33,7 @@ from journal import (
     DatabaseUnavailable,
     EntryKind,
     FoldedState,
+    JournalFull,
     NewEntry,
     Run,
 )
@@ -228,6 +229,10 @@ class WorkflowRun:
             self._finish_with(exc)
         except (asyncio.CancelledError, GeneratorExit):
             raise
+        except JournalFull as exc:
+            # Not the run's fault: leave it unfinished for another worker once there is space.
+            self.journal.release(self.run_id, self.epoch)
+            self._finish_with(exc)
         except Exception as exc:
             await self._fail(info.name, exc)
         except BaseException as exc:

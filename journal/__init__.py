@@ -31,9 +31,13 @@ from .errors import (
     JournalBusy,
     JournalClosed,
     JournalError,
+    JournalFull,
     LeaseHeld,
+    LineageCycle,
+    LineageError,
     MigrationError,
     NotAJournalError,
+    RunCorrupted,
     RunNotFound,
     SchemaVersionError,
     SeqOutOfRange,
@@ -42,6 +46,7 @@ from .errors import (
 )
 from .fold import FOLD_VERSION, FoldedState, appended_items, fold
 from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
+from .lineage import MAX_LINEAGE_DEPTH, ancestors, fork_lineage
 from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
@@ -67,6 +72,7 @@ __all__ = [
     "ENTRY_KINDS",
     "ENV_VAR",
     "FOLD_VERSION",
+    "MAX_LINEAGE_DEPTH",
     "RUN_STATUSES",
     "TERMINAL_STATUSES",
     "UNSET",
@@ -89,9 +95,12 @@ __all__ = [
     "JournalBusy",
     "JournalClosed",
     "JournalError",
+    "JournalFull",
     "JsonPickleSerializer",
     "JsonSerializer",
     "LeaseHeld",
+    "LineageCycle",
+    "LineageError",
     "Listener",
     "MigrationError",
     "MigrationReport",
@@ -100,6 +109,7 @@ __all__ = [
     "PickleSerializer",
     "RetentionPolicy",
     "Run",
+    "RunCorrupted",
     "RunNotFound",
     "SchemaVersionError",
     "SeqOutOfRange",
@@ -109,10 +119,12 @@ __all__ = [
     "SnapshotPolicy",
     "VerifyReport",
     "__version__",
+    "ancestors",
     "appended_items",
     "codec_for_name",
     "copy_journal",
     "fold",
+    "fork_lineage",
     "is_url",
     "redact_location",
     "register_type",

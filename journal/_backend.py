@@ -89,11 +89,17 @@ class Backend:
 
     # -- SQL that differs ---------------------------------------------------------------
     run_select: str
-    """The run columns for ``SELECT ... FROM runs``, in :data:`RUN_FIELDS` order."""
+    """The run columns for ``SELECT ... FROM runs``, in :data:`RUN_FIELDS` order, then
+    the row's checksum (NULL in a journal older than version 3)."""
+    sealed: bool = True
+    """Whether run rows carry a checksum (schema version 3 on; an older journal opened
+    read-only is not upgraded)."""
     last_seq: str
     """The expression of a run's last seq in ``SELECT ... FROM runs``."""
     guard: str
     """``(last_seq, epoch)`` of run ``?``, locking the row against other writers."""
+    sealed_guard: str
+    """The guard, then the row's sealed columns (SEALED_FIELDS) and its checksum."""
     stores_last_seq: bool
     """Whether every append also writes ``runs.last_seq``/``updated_at`` (else derived)."""
     for_update: str

@@ -32,13 +32,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._backend import Backend, CommitUnknown, Cursor, Listener, redact
-from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION
+from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs
 from .errors import (
     BadJournalURL,
     ConnectionLost,
     DatabaseUnavailable,
     JournalBusy,
     JournalError,
+    JournalFull,
     NotAJournalError,
     SchemaVersionError,
 )
@@ -88,7 +89,8 @@ DDL = (
         horizon          BIGINT NOT NULL DEFAULT 0,
         meta             TEXT NOT NULL DEFAULT '{}',
         queue            TEXT,
-        priority         INTEGER NOT NULL DEFAULT 0
+        priority         INTEGER NOT NULL DEFAULT 0,
+        checksum         BIGINT NOT NULL
     )
     """,
     "CREATE INDEX runs_by_status ON runs(status, wake_at, lease_expires_at)",
@@ -124,7 +126,10 @@ DDL = (
     """,
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # version 3: run rows are checksummed (reseal_runs fills the column for old rows).
+    3: ("ALTER TABLE runs ADD COLUMN checksum BIGINT NOT NULL DEFAULT 0",),
+}
 """Statements taking a PostgreSQL journal to each version (the first one was 2)."""
 
 _BUSY = (
@@ -230,7 +235,10 @@ class PostgresBackend(Backend):
     no_limit = None
     last_seq = "runs.last_seq"
     guard = "SELECT last_seq, epoch FROM runs WHERE run_id = ? FOR UPDATE"
-    run_select = ", ".join(f"runs.{f}" for f in RUN_FIELDS)
+    sealed_guard = (
+        f"SELECT last_seq, epoch, {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ? FOR UPDATE"
+    )
+    run_select = ", ".join(f"runs.{f}" for f in (*RUN_FIELDS, "checksum"))
 
     def __init__(self, url: str, *, durability: str, busy_timeout_ms: int, readonly: bool) -> None:
         self.conninfo, self.schema, self.location = split_url(url)
@@ -381,6 +389,9 @@ class PostgresBackend(Backend):
             )
         if version < SCHEMA_VERSION and not self.readonly:
             self._migrate()
+        elif version < 3:  # read-only, not upgraded: its rows carry no checksum yet
+            self.sealed = False
+            self.run_select = ", ".join(f"runs.{f}" for f in RUN_FIELDS) + ", NULL"
 
     def _version(self) -> int:
         row = self.conn.execute(
@@ -427,6 +438,8 @@ class PostgresBackend(Backend):
             for target in range(self._version() + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
                     self.conn.execute(statement)
+                if target == 3:
+                    reseal_runs(self.execute)
             self.conn.execute(
                 "UPDATE journal_meta SET value = %s WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),
@@ -557,9 +570,17 @@ class PostgresBackend(Backend):
             if self._in_transaction():
                 self.conn.execute("ROLLBACK")
 
-    def translate(self, exc: BaseException, where: str) -> JournalError:
+    def translate(self, exc: BaseException, where: str) -> JournalError:  # noqa: PLR0911 - one return per kind of error
         if isinstance(exc, JournalError):
             return exc
+        if isinstance(exc, pg_errors.DiskFull):  # SQLSTATE 53100
+            return JournalFull(
+                f"{where}: the PostgreSQL server at {self.location!r} is out of disk space "
+                f"({_first_line(exc)}); nothing was written. Free space on the server, then "
+                "resume the run: its lease was given up, so `durable recover` or a worker "
+                "takes it",
+                where=where,
+            )
         if isinstance(exc, _BUSY):
             return JournalBusy(
                 f"{where}: rows stayed locked by another writer past busy_timeout "

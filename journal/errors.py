@@ -10,6 +10,9 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── NotAJournalError        the file is not SQLite, or is SQLite but not a journal
     ├── SchemaVersionError      the journal was written by a newer (or unknown) schema
     ├── CorruptionError         a checksum, snapshot or page does not verify
+    │   ├── RunCorrupted        a run row fails its checksum, or holds impossible values
+    │   └── LineageError        fork/parent links that loop or go deeper than allowed
+    │       └── LineageCycle    fork/parent links that form a cycle
     ├── RunNotFound             no run with that id
     ├── ConflictError           expected seq or epoch did not match: nothing was written
     │   └── LeaseHeld           another owner holds an unexpired lease on the run
@@ -20,6 +23,7 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── SeqOutOfRange           a seq past the run's last entry
     ├── JournalClosed           the journal was used after close()
     ├── JournalBusy             locked by another writer past the busy timeout: retry
+    ├── JournalFull             the disk (or the database's quota) is full: free space
     ├── MigrationError          a copy between journals refused: the target holds another
     │                           run with the same id, or source and target are one journal
     ├── DatabaseUnavailable     PostgreSQL unreachable, refused the login, or went away
@@ -42,9 +46,13 @@ __all__ = [
     "JournalBusy",
     "JournalClosed",
     "JournalError",
+    "JournalFull",
     "LeaseHeld",
+    "LineageCycle",
+    "LineageError",
     "MigrationError",
     "NotAJournalError",
+    "RunCorrupted",
     "RunNotFound",
     "SchemaVersionError",
     "SeqOutOfRange",
@@ -73,6 +81,20 @@ class SchemaVersionError(JournalError):
 
 class CorruptionError(JournalError):
     """Stored data failed verification: an entry checksum, a snapshot, or the file itself."""
+
+
+class RunCorrupted(CorruptionError):
+    """A run's row fails its checksum (its status, input, output, error, lineage or
+    creation time was altered on disk) or holds values no writer stores."""
+
+
+class LineageError(CorruptionError):
+    """Following a run's fork (or parent) links went deeper than any journal needs."""
+
+
+class LineageCycle(LineageError):
+    """A run's fork (or parent) links lead back to a run already on the path: a
+    crafted or damaged journal. ``runs`` names the runs of the cycle."""
 
 
 class RunNotFound(JournalError, LookupError):
@@ -113,6 +135,11 @@ class SeqOutOfRange(JournalError, IndexError):
 
 class JournalBusy(JournalError):
     """The journal stayed locked by another writer for longer than ``busy_timeout``."""
+
+
+class JournalFull(JournalError):
+    """A write failed because the disk (or the database server's disk) is full. Nothing
+    was written and the run's lease was given up: free space, then resume the run."""
 
 
 class MigrationError(JournalError):
