@@ -328,7 +328,9 @@ class TestLineageCycle:
             assert (run.status, run.owner) == ("running", None)
 
     def test_ui_run_page_and_api(self, cyclic: Path) -> None:
-        with TestClient(create_app(cyclic, readonly=True), base_url="http://127.0.0.1") as c:
+        app = create_app(cyclic, readonly=True)
+        bearer = {"Authorization": f"Bearer {app.state.token}"}
+        with TestClient(app, base_url="http://127.0.0.1", headers=bearer) as c:
             page = c.get("/runs/fn-fork")
             assert page.status_code == 500 and "cycle" in page.text
             for path in ("/api/runs/fn-fork/history", "/api/runs/fn-fork/state?step=1"):
