@@ -15,7 +15,9 @@ from .codecs import (
     JsonPickleSerializer,
     JsonSerializer,
     PickleSerializer,
+    Undecoded,
     codec_for_name,
+    decode_for_reading,
     register_type,
     registered_name,
 )
@@ -38,6 +40,7 @@ from .errors import (
     SeqOutOfRange,
     SerializationError,
     SignatureError,
+    UntrustedPayload,
 )
 from .fold import FOLD_VERSION, FoldedState, appended_items, fold
 from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
@@ -105,11 +108,14 @@ __all__ = [
     "SignatureError",
     "SnapshotInfo",
     "SnapshotPolicy",
+    "Undecoded",
+    "UntrustedPayload",
     "VerifyReport",
     "__version__",
     "appended_items",
     "codec_for_name",
     "copy_journal",
+    "decode_for_reading",
     "fold",
     "is_url",
     "redact_location",

@@ -25,13 +25,22 @@ def create_app(
     readonly: bool | None = False,
     imports: Sequence[str] = (),
     allowed_hosts: Sequence[str] | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> Starlette:
     """The UI as an ASGI app over the journal at ``db`` (see :func:`engine.ui.app.create_app`)."""
     try:
         from .app import create_app as make  # noqa: PLC0415 - the extra is optional
     except ImportError as exc:
         raise ImportError(f"{_MISSING} ({exc})") from exc
-    return make(db, readonly=readonly, imports=imports, allowed_hosts=allowed_hosts)
+    return make(
+        db,
+        readonly=readonly,
+        imports=imports,
+        allowed_hosts=allowed_hosts,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
+    )
 
 
 def serve(
@@ -41,10 +50,20 @@ def serve(
     port: int = 8321,
     readonly: bool | None = None,
     imports: Sequence[str] = (),
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> None:
     """Serve the UI until interrupted (see :func:`engine.ui.app.serve`)."""
     try:
         from .app import serve as run  # noqa: PLC0415 - the extra is optional
     except ImportError as exc:
         raise ImportError(f"{_MISSING} ({exc})") from exc
-    run(db, host=host, port=port, readonly=readonly, imports=imports)
+    run(
+        db,
+        host=host,
+        port=port,
+        readonly=readonly,
+        imports=imports,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
+    )
