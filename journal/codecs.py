@@ -997,8 +997,8 @@ class _UntrustedPickle:
     def encode(self, value: Any, *, path: str = "value") -> bytes:
         """Refused: the reader never configured this codec."""
         raise SerializationError(
-            f"cannot encode value at {path}: codec {self.name!r} is not configured here "
-            f"(trust_pickle is off)",
+            f"cannot encode value at {path}: codec {self.name!r} is not trusted here; pass "
+            f"trust_pickle=True (CLI: --trust-pickle) if you trust whoever wrote the journal",
             path=path,
             type_name=type(value).__qualname__,
         )
