@@ -17,6 +17,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from engine import Context, Engine, configure, diff, durable, fork, history, sta
 from engine.cli import cli
 from engine.ui import create_app
 from journal import (
+    FOLD_VERSION,
     DecodeError,
     Journal,
     PickleSerializer,
@@ -113,7 +115,7 @@ def craft(path: Path, marker: Path, *, codec: str = "pickle") -> None:
         (snap_seq,) = conn.execute(
             "SELECT max(seq) FROM snapshots WHERE run_id = ?", (RUN,)
         ).fetchone()
-        fingerprint = f"fold-v{_fold_version()}/{codec}"
+        fingerprint = f"fold-v{FOLD_VERSION}/{codec}"
         conn.execute(
             "UPDATE snapshots SET state = ?, codec = ?, fingerprint = ?, checksum = ?"
             " WHERE run_id = ? AND seq = ?",
@@ -122,12 +124,6 @@ def craft(path: Path, marker: Path, *, codec: str = "pickle") -> None:
         )  # fmt: skip
     finally:
         conn.close()
-
-
-def _fold_version() -> int:
-    from journal import FOLD_VERSION  # noqa: PLC0415
-
-    return FOLD_VERSION
 
 
 @pytest.fixture
@@ -184,7 +180,7 @@ def test_cli_state_shows_placeholder_and_the_rest(crafted: tuple[Path, Path]) ->
     """The state keeps its readable values beside the placeholder of the planted one."""
     path, _ = crafted
     doc = json.loads(invoke(path, ["state", RUN, "--json"]).output)
-    values = doc["values"] if "values" in doc else doc
+    values = doc.get("values", doc)
     assert values["c"] == "visible"
     planted_value = values["a"]
     assert planted_value["kind"] == "pickle"
@@ -394,7 +390,7 @@ def test_keyed_journal_cli_with_key_from_env(keyed: tuple[Path, Path]) -> None:
     result = invoke(path, ["state", RUN, "--json"], DURABLE_HMAC_KEY=KEY.decode())
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    values = doc["values"] if "values" in doc else doc
+    values = doc.get("values", doc)
     assert values["b"] == 4 and values["a"]["kind"] == "pickle"
 
 
@@ -416,7 +412,7 @@ def test_keyed_journal_ui(keyed: tuple[Path, Path]) -> None:
 
 WRITER = textwrap.dedent(
     """
-    import dataclasses, enum, sys
+    import dataclasses, enum, os, sys
     from typing import NamedTuple
     from pydantic import BaseModel
     from engine import Context, configure, durable, step
@@ -450,9 +446,15 @@ WRITER = textwrap.dedent(
         ctx.state["by_colour"] = {Colour.RED: 1}
         return ctx.state["review"]
 
+    @durable(name="read_safety_main:stuck")
+    def stuck(ctx: Context, text: str) -> None:
+        ctx.state["review"] = review(text)
+        os._exit(0)  # dies mid-run, its step recorded: left for recover
+
     if __name__ == "__main__":
-        configure(sys.argv[1])
+        configure(sys.argv[1], lease_seconds=0.2)
         job.run("great", run_id="typed-run")
+        stuck.run("halted", run_id="stuck-run")
     """
 )
 TYPED = "typed-run"
@@ -552,6 +554,29 @@ def test_executing_paths_still_need_the_classes(typed: Path) -> None:
     assert result.exit_code in (1, 2), result.output
     assert "ReviewEvent" in result.output
     assert "executed with placeholders" not in result.output
+
+
+@durable(name="read_safety_main:stuck")
+def same_name_stuck(ctx: Context, text: str) -> Any:
+    value = review(text)
+    raise AssertionError(f"executed with placeholders: {value!r}")
+
+
+def test_recover_still_needs_the_classes(typed: Path) -> None:
+    """recover resumes the dead run: the recorded result's class is missing here, so it
+    fails naming the class instead of handing the code a placeholder."""
+    with Journal(str(typed), readonly=True) as j:
+        run = j.get_run("stuck-run")
+    assert run.status == "running" and run.lease_expires_at is not None
+    while time.time() <= run.lease_expires_at:  # the dead writer's lease runs out
+        time.sleep(0.05)
+    result = CliRunner().invoke(cli, ["recover", "--db", str(typed)])
+    assert "recovered stuck-run: failed" in result.output
+    with Journal(str(typed), readonly=True) as j:
+        run = j.get_run("stuck-run")
+    assert run.status == "failed" and run.error is not None
+    assert "DecodeError" in run.error and "__main__:ReviewEvent" in run.error
+    assert "executed with placeholders" not in run.error
 
 
 def test_import_option_rebuilds(typed: Path, tmp_path: Path, monkeypatch: Any) -> None:
