@@ -40,6 +40,7 @@ from journal import (
     Undecoded,
     UntrustedPayload,
     codec_for_name,
+    decode_for_reading,
     to_jsonable,
 )
 from journal.store import _snapshot_checksum, entry_checksum
@@ -607,3 +608,23 @@ def test_marker_helper_is_live(tmp_path: Path) -> None:
     pickle.loads(planted(marker))
     assert marker.exists()
     os.remove(marker)
+
+
+def test_placeholders_are_for_trust_and_missing_classes_not_corruption() -> None:
+    """Reading leaves corrupt data an error: only untrusted pickles and classes that
+    cannot be used here become placeholders."""
+    json_codec = codec_for_name("json")
+    with pytest.raises(DecodeError, match="seq 7"):
+        decode_for_reading(json_codec, b'{"a": 1', where="run 'r' seq 7")
+    with pytest.raises(DecodeError, match="unknown value tag"):
+        decode_for_reading(json_codec, b'{"__t": "nope", "v": 1}', where="run 'r' seq 7")
+    missing = b'{"__t": "enum", "c": "gone.module:Colour", "v": "red"}'
+    value = decode_for_reading(json_codec, b'{"k": [' + missing + b"]}", where="x")
+    placeholder = value["k"][0]
+    assert isinstance(placeholder, Undecoded) and placeholder.value == "red"
+    assert placeholder.label == "Colour(gone.module) enum, not rebuilt"
+    assert {placeholder: 1}[placeholder] == 1  # enum members are dict keys: hashable
+    with pytest.raises(DecodeError, match=r"gone\.module:Colour"):
+        json_codec.decode(missing, where="x")
+    with pytest.raises(SerializationError, match="trust_pickle"):
+        codec_for_name("pickle").encode(1)
