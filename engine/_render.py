@@ -238,7 +238,8 @@ def status_text(status: str) -> Text:
 
 def _decoded(journal: Journal, data: bytes | None, run: Run, what: str) -> Any:
     try:
-        return to_jsonable(journal.decode(data, run.codec, where=f"run {run.run_id!r} {what}"))
+        where = f"run {run.run_id!r} {what}"
+        return to_jsonable(journal.decode(data, run.codec, where=where, strict=False))
     except DecodeError as exc:  # e.g. a pickle whose class this process cannot import
         return {"undecodable": str(exc)}
 

@@ -9,6 +9,11 @@ Errors are one line on stderr and an exit code: 0 ok, 1 a check failed (a replay
 diverged, ``verify`` found problems, ``recover`` could not resume a run), 2 bad usage
 or bad input (unknown run, step out of range, a file that is not a journal, JSON that
 does not parse). Set ``DURABLE_TRACEBACK=1`` to see the traceback behind an error.
+
+Reading runs no code from the journal and needs none of the user's: a pickled payload
+is unpickled only with ``--trust-pickle`` or the journal's key in ``$DURABLE_HMAC_KEY``,
+and a value whose class is not imported (see ``--import``) shows as its stored fields
+and class name, not rebuilt. Commands that execute runs need the user's modules.
 """
 
 from __future__ import annotations
@@ -69,7 +74,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DB_KEY = "durable.db"
 PATH_KEY = "durable.path"
+IMPORTS_KEY = "durable.imports"
+TRUST_KEY = "durable.trust_pickle"
 IMPORT_ENV = "DURABLE_IMPORT"
+HMAC_KEY_ENV = "DURABLE_HMAC_KEY"
 TRACEBACK_ENV = "DURABLE_TRACEBACK"
 
 
@@ -172,6 +180,42 @@ def code_options(fn: F) -> F:
     )(fn)
 
 
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value:
+            ctx.meta[key] = value
+
+    return callback
+
+
+def trust_option(fn: F) -> F:
+    """``--trust-pickle``: unpickle payloads even without the journal's HMAC key."""
+    return click.option(
+        "--trust-pickle",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember(TRUST_KEY),
+        help="Unpickle pickled payloads (unpickling runs code: only for journals whose every "
+        "writer you trust). Without it, and without the journal's key in $DURABLE_HMAC_KEY, "
+        "they show as 'pickled value, N bytes, not decoded'.",
+    )(fn)
+
+
+def read_options(fn: F) -> F:
+    """``--import MODULE`` and ``--trust-pickle`` for commands that only read."""
+    fn = click.option(
+        "--import",
+        "imports",
+        metavar="MODULE",
+        multiple=True,
+        expose_value=False,
+        callback=_remember(IMPORTS_KEY),
+        help="Import MODULE first (repeatable; also $DURABLE_IMPORT, comma-separated), so "
+        "values of its classes are rebuilt; without it they show as their stored fields.",
+    )(fn)
+    return trust_option(fn)
+
+
 if TYPE_CHECKING:
     _ParamType = click.ParamType[float, Any]
 else:  # click < 8.2 has no generic ParamType
@@ -231,13 +275,22 @@ def _path(ctx: click.Context) -> str:
     return _existing(path)
 
 
+def _trust(ctx: click.Context) -> dict[str, Any]:
+    """The reader's trust options: ``--trust-pickle`` and ``$DURABLE_HMAC_KEY``."""
+    return {
+        "trust_pickle": bool(ctx.meta.get(TRUST_KEY)),
+        "hmac_key": os.environ.get(HMAC_KEY_ENV) or None,
+    }
+
+
 @contextlib.contextmanager
 def _reader(ctx: click.Context) -> Iterator[Journal]:
-    """The journal, opened read-only. Modules in $DURABLE_IMPORT are imported first:
-    decoding never imports code, so typed values need their classes imported."""
+    """The journal, opened read-only. Modules of --import and $DURABLE_IMPORT are imported
+    first: decoding never imports code, so typed values need their classes imported to be
+    rebuilt (without them they read as placeholders)."""
     path = _path(ctx)
-    _import_user_code(())
-    journal = Journal(path, readonly=True)
+    _import_user_code(tuple(ctx.meta.get(IMPORTS_KEY, ())))
+    journal = Journal(path, readonly=True, **_trust(ctx))
     try:
         yield journal
     finally:
@@ -247,7 +300,7 @@ def _reader(ctx: click.Context) -> Iterator[Journal]:
 @contextlib.contextmanager
 def _writer(ctx: click.Context) -> Iterator[Journal]:
     """The journal, opened for writing."""
-    journal = Journal(_path(ctx))
+    journal = Journal(_path(ctx), **_trust(ctx))
     try:
         yield journal
     finally:
@@ -284,8 +337,12 @@ def _code_engine(
     (``engine.configure``), so code that runs finds it as its own."""
     path = _path(ctx)
     _import_user_code(imports)
-    options = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
-    eng = configure(Journal(path, readonly=True) if readonly else path, **options)
+    options: dict[str, Any] = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
+    trust = _trust(ctx)
+    if readonly:
+        eng = configure(Journal(path, readonly=True, **trust), **options)
+    else:
+        eng = configure(path, **trust, **options)
     try:
         eng.journal  # opens now: a bad file fails before anything runs  # noqa: B018
         yield eng
@@ -367,6 +424,7 @@ def cli() -> None:
 )
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip N runs.")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def runs(
@@ -405,6 +463,7 @@ def runs(
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
@@ -423,6 +482,7 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
@@ -474,6 +534,7 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.option("--seq", type=int, metavar="SEQ", help="After the run's entry SEQ.")
 @click.option("--time", "when", type=TIMESTAMP, help="As it was at this time.")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def state(
@@ -522,6 +583,7 @@ def state(
 @click.argument("b", type=int)
 @click.option("--other", metavar="RUN2", help="Compare with checkpoint B of RUN2 instead.")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def diff_cmd(
@@ -558,6 +620,7 @@ def diff_cmd(
     "--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+@read_options
 @db_option
 @click.pass_context
 def export(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> None:
@@ -612,6 +675,7 @@ def _private_file(path: str) -> Iterator[Any]:
     help="At most N matches.",
 )
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_json: bool) -> None:
@@ -748,13 +812,14 @@ def _documents(
     """One row per run input and per retained entry with a payload, decoded to JSON text."""
     done = 0
     for run in runs:
+        where = f"run {run.run_id!r} input"
         yield {
             "run_id": run.run_id,
             "seq": 0,
             "kind": "run.input",
             "step": None,
             "key": None,
-            "text": _text(journal.decode, run.input, run.codec, where=f"run {run.run_id!r} input"),
+            "text": _text(journal.decode, run.input, run.codec, where=where, strict=False),
         }
         for row in rows_of(run):
             entry = Entry(**row)
@@ -764,7 +829,7 @@ def _documents(
                 "kind": entry.kind,
                 "step": entry.step,
                 "key": entry.key,
-                "text": _text(journal.decode_entry, entry),
+                "text": _text(journal.decode_entry, entry, strict=False),
             }
             done += 1
             if done % 500 == 0:
@@ -809,6 +874,7 @@ def _parse_edit(item: str) -> tuple[str, Any]:
 @click.option("--wait", is_flag=True, help="Wait for the fork to finish and print its outcome.")
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def fork_cmd(
@@ -884,6 +950,7 @@ def fork_cmd(
 )
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def replay_cmd(
@@ -945,6 +1012,7 @@ def replay_cmd(
 @click.argument("event_json", metavar="EVENT-JSON")
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def send(
@@ -1014,6 +1082,7 @@ def _report_lines(
 )
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def recover(
@@ -1074,6 +1143,7 @@ def recover(
     "about this long after it died.",
 )
 @code_options
+@trust_option
 @db_option
 @click.pass_context
 def worker(
@@ -1166,6 +1236,7 @@ def worker(
 )
 @click.option("--reclaim", is_flag=True, help="Then return the freed pages to the OS.")
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def compact(
@@ -1219,6 +1290,7 @@ def compact(
 @cli.command()
 @click.argument("run_id", metavar="RUN", required=False)
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
@@ -1365,6 +1437,7 @@ def _print_migration(report: MigrationReport) -> None:
     " also $DURABLE_UI_TOKEN). Default: a random one per launch.",
 )
 @code_options
+@trust_option
 @db_option
 @click.pass_context
 def ui_cmd(
@@ -1390,7 +1463,7 @@ def ui_cmd(
     extra = [m for m in os.environ.get(IMPORT_ENV, "").split(",") if m.strip()]
     try:
         serve(path, host=host, port=port, readonly=True if readonly else None,
-              imports=[*imports, *extra], token=token)  # fmt: skip
+              imports=[*imports, *extra], token=token, **_trust(ctx))  # fmt: skip
     except ImportError as exc:
         raise Failure(str(exc)) from exc
 

@@ -140,6 +140,10 @@ class Engine:
     ``Engine()`` uses ``$DURABLE_DB`` or ``./durable.db``. A worker owns each run
     it executes through a lease of ``lease_seconds``, renewed by a heartbeat;
     a run whose lease expired is recovered by whichever engine claims it first.
+
+    Pickled payloads decode with ``codec`` (or a function's own codec) when it is a
+    pickle codec, with ``hmac_key``, or with ``trust_pickle=True``; the codec column
+    of a row alone never unpickles (see :class:`journal.Journal`).
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class Engine:
         durability: Durability = "full",
         codec: Codec | None = None,
         hmac_key: bytes | str | None = None,
+        trust_pickle: bool = False,
         snapshots: SnapshotPolicy | None = None,
         lease_seconds: float = 30.0,
         owner: str | None = None,
@@ -158,6 +163,7 @@ class Engine:
             "durability": durability,
             "codec": codec,
             "hmac_key": hmac_key,
+            "trust_pickle": trust_pickle,
             "snapshots": snapshots,
         }
         self._journal: Journal | None = db if isinstance(db, Journal) else None
@@ -315,6 +321,8 @@ class Engine:
         # The function's own codec, else this engine's (fn.codec would open the default
         # engine's journal, ./durable.db, when the function runs on another engine).
         codec = fn._codec or journal.codec
+        if fn._codec is not None:
+            journal.trust_codec(fn._codec)
         return journal.new_run(
             run_id,
             name=fn.name,
@@ -450,6 +458,9 @@ class Engine:
         """Create a fork of ``source`` at ``seq`` with ``edits`` and execute it (see ``fork``)."""
         journal = self.journal
         target = resolve(source.name, run_id=source.run_id)
+        own = getattr(target, "_codec", None)  # a function's own codec (a workflow class has none)
+        if own is not None:
+            journal.trust_codec(own)
         codec = journal.codec_named(source.codec)
         where = f"run {source.run_id!r} input"
         entries = [
@@ -524,6 +535,8 @@ class Engine:
         """The execution of ``run`` with its history loaded; ``fresh``: the run was just
         created by this engine, its journal holds only run.started, so nothing to load."""
         journal = self.journal
+        if fn._codec is not None:  # the function's own codec: its payloads are the code's
+            journal.trust_codec(fn._codec)
         history = History() if fresh else load_history(journal, run)
         data = journal.decode(run.input, run.codec, where=f"run {run.run_id!r} input") or {}
         ex = RunExecution(

@@ -4,6 +4,11 @@ A run's *checkpoints* are the entries that end a unit of work (a step's
 completion or failed attempt, a timer, a child run, an event, the run's end);
 checkpoint N is numbered from 1 in the order of the journal, and for a fork the
 numbering runs on from its source's checkpoints up to the fork point.
+
+Reading needs none of the user's code and runs none: values are decoded with
+``strict=False``, so a value whose class cannot be imported here, or a pickle the
+journal does not trust, reads as a :class:`journal.Undecoded` placeholder. Only
+:func:`fork`, which executes, needs the run's code.
 """
 
 from __future__ import annotations
@@ -158,7 +163,7 @@ def iter_history(run_id: str, *, engine: Engine | None = None) -> Iterator[Check
 
 def _payload(journal: Journal, entry: Any) -> Any:
     if entry.kind in (K.STEP_FAILED, K.RUN_FAILED, K.STEP_COMPLETED, K.RUN_FORKED, K.TIMER_STARTED):
-        return journal.decode_entry(entry)
+        return journal.decode_entry(entry, strict=False)
     return None
 
 
@@ -251,7 +256,7 @@ def state_at(
                 raise StepNotFound(f"run {run_id!r} has no entry at or before time {time}")
             found = 0
         target_seq = int(found)
-    folded = journal.state_at(target_run, target_seq)
+    folded = journal.state_at(target_run, target_seq, strict=False)
     return StateView(
         run_id=target_run,
         seq=folded.seq,

@@ -228,7 +228,10 @@ class Workflow:
         return self._engine or default_engine()
 
     def _codec_for(self, engine: Engine) -> Codec:
-        return self._codec or engine.journal.codec
+        if self._codec is None:
+            return engine.journal.codec
+        engine.journal.trust_codec(self._codec)  # the workflow's own: its payloads are ours
+        return self._codec
 
     # -- running ---------------------------------------------------------------------------
 
@@ -329,6 +332,7 @@ class Workflow:
         handler: WorkflowHandler | None,
     ) -> Any:
         try:
+            self._codec_for(eng)
             state = eng.journal.state_at(run.run_id)
             wr = WorkflowRun(
                 eng, self, run, state, resources={k: f() for k, f in self.resources.items()}

@@ -15,7 +15,9 @@ from .codecs import (
     JsonPickleSerializer,
     JsonSerializer,
     PickleSerializer,
+    Undecoded,
     codec_for_name,
+    decode_for_reading,
     register_type,
     registered_name,
 )
@@ -43,6 +45,7 @@ from .errors import (
     SeqOutOfRange,
     SerializationError,
     SignatureError,
+    UntrustedPayload,
 )
 from .fold import FOLD_VERSION, FoldedState, appended_items, fold
 from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
@@ -117,12 +120,15 @@ __all__ = [
     "SignatureError",
     "SnapshotInfo",
     "SnapshotPolicy",
+    "Undecoded",
+    "UntrustedPayload",
     "VerifyReport",
     "__version__",
     "ancestors",
     "appended_items",
     "codec_for_name",
     "copy_journal",
+    "decode_for_reading",
     "fold",
     "fork_lineage",
     "is_url",

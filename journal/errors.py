@@ -19,7 +19,9 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── HorizonError            a read before the retained (compacted) horizon
     ├── SerializationError      a value the codec cannot encode (names key path and type)
     ├── DecodeError             a stored payload that does not decode (names run and seq)
-    │   └── SignatureError      a signed pickle whose HMAC does not verify
+    │   └── SignatureError      a pickle refused unpickled: its HMAC does not verify, or
+    │       │                   it may not be trusted
+    │       └── UntrustedPayload  a pickle this reader does not trust: not unpickled
     ├── SeqOutOfRange           a seq past the run's last entry
     ├── JournalClosed           the journal was used after close()
     ├── JournalBusy             locked by another writer past the busy timeout: retry
@@ -58,6 +60,7 @@ __all__ = [
     "SeqOutOfRange",
     "SerializationError",
     "SignatureError",
+    "UntrustedPayload",
 ]
 
 
@@ -122,7 +125,15 @@ class DecodeError(JournalError):
 
 
 class SignatureError(DecodeError):
-    """A signed payload's HMAC did not verify; it was refused before unpickling."""
+    """A pickled payload refused before unpickling: its HMAC did not verify, or the
+    reader may not trust it (see :class:`UntrustedPayload`)."""
+
+
+class UntrustedPayload(SignatureError):
+    """A pickled payload this reader may not unpickle: the reader neither holds the
+    journal's HMAC key nor passed ``trust_pickle=True``, or it holds a key and the
+    payload is unsigned (or signed and it holds none). Never unpickled; read tools show
+    an :class:`~journal.Undecoded` placeholder instead."""
 
 
 class JournalClosed(JournalError):

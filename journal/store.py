@@ -21,7 +21,7 @@ from ._schema import (
     SEALED_INDEX,
     run_checksum,
 )
-from .codecs import Codec, JsonSerializer, codec_for_name
+from .codecs import Codec, JsonSerializer, Undecoded, codec_for_name, decode_for_reading
 from .compaction import compact
 from .errors import (
     ConflictError,
@@ -37,6 +37,7 @@ from .errors import (
     RunNotFound,
     SeqOutOfRange,
     SerializationError,
+    UntrustedPayload,
 )
 from .export import export_run
 from .fold import FOLD_VERSION, FoldedState, fold
@@ -234,6 +235,11 @@ class Journal:
     ``Journal()`` opens ``$DURABLE_DB`` or ``./durable.db``, creating it (mode
     0600) if missing. Every append names the seq it expects and, for leased runs,
     the epoch it holds, and is checked in the transaction that writes it.
+
+    Payloads decode with the codec of their ``codec`` column, but a pickled one only
+    when ``codec`` is that pickle codec, ``hmac_key`` verifies it, or
+    ``trust_pickle=True`` (unpickling runs code: trust it only for journals whose
+    every writer you trust).
     """
 
     def __init__(
@@ -247,6 +253,7 @@ class Journal:
         busy_timeout_ms: int = 30_000,
         readonly: bool = False,
         vfs: str | None = None,
+        trust_pickle: bool = False,
     ) -> None:
         self.path = resolve_path(path)
         self.durability = durability
@@ -254,6 +261,10 @@ class Journal:
         self.codec: Codec = codec or JsonSerializer()
         self.snapshot_policy = snapshots or SnapshotPolicy()
         self._hmac_key = hmac_key
+        self.trust_pickle = trust_pickle
+        # The codecs payloads decode with, by column value. The journal's own codec and
+        # those the code hands over (trust_codec) are here from the start: the writer's
+        # lookup stays one dict hit, and a column never picks pickle on its own.
         self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
         self._snapshot_every: dict[str, int | None] = {}
         self._altered: set[str] = set()
@@ -318,28 +329,52 @@ class Journal:
     # -- codecs ----------------------------------------------------------------------
 
     def codec_named(self, name: str) -> Codec:
-        """The codec stored under ``name`` (with this journal's HMAC key, if any)."""
+        """The codec stored under ``name`` (with this journal's HMAC key, if any). A
+        pickle codec this journal was not configured with refuses to unpickle unless
+        ``trust_pickle`` (see :func:`~journal.codec_for_name`)."""
         codec = self._codecs.get(name)
         if codec is None:
-            codec = codec_for_name(name, hmac_key=self._hmac_key)
+            codec = codec_for_name(name, hmac_key=self._hmac_key, trust_pickle=self.trust_pickle)
             self._codecs[name] = codec
         return codec
+
+    def trust_codec(self, codec: Codec) -> None:
+        """Decode payloads stored under ``codec.name`` with ``codec``: the code configured
+        it (a function's own codec), so its payloads are the code's own. The journal's
+        own codec keeps its name."""
+        if self._codecs.get(codec.name) is not self.codec:
+            self._codecs[codec.name] = codec
 
     def encode(self, value: Any, *, codec: Codec | None = None, path: str = "value") -> bytes:
         """Encode ``value``; raises :class:`SerializationError` naming ``path`` on failure."""
         return (codec or self.codec).encode(value, path=path)
 
-    def decode(self, data: bytes | None, codec: str, *, where: str) -> Any:
-        """Decode a stored payload; ``None`` stays ``None``."""
+    def decode(self, data: bytes | None, codec: str, *, where: str, strict: bool = True) -> Any:
+        """Decode a stored payload; ``None`` stays ``None``.
+
+        ``strict=False`` is for reading, not executing: a pickle this journal may not
+        unpickle, or a value whose class cannot be used here, comes back as a
+        :class:`~journal.Undecoded` placeholder instead of an error.
+        """
         if data is None:
             return None
-        return self.codec_named(codec).decode(data, where=where)
+        if strict:
+            return self.codec_named(codec).decode(data, where=where)
+        try:
+            use = self.codec_named(codec)
+        except UntrustedPayload as exc:
+            return Undecoded("pickle", size=len(data), reason=str(exc))
+        return decode_for_reading(use, data, where=where)
 
-    def decode_entry(self, entry: Entry) -> Any:
-        """Decode an entry's payload; errors name the run and seq."""
+    def decode_entry(self, entry: Entry, *, strict: bool = True) -> Any:
+        """Decode an entry's payload; errors name the run and seq (``strict``: see
+        :meth:`decode`)."""
         return self.decode(
-            entry.payload, entry.codec, where=f"run {entry.run_id!r} seq {entry.seq}"
+            entry.payload, entry.codec, where=f"run {entry.run_id!r} seq {entry.seq}", strict=strict
         )
+
+    def _read_entry(self, entry: Entry) -> Any:
+        return self.decode_entry(entry, strict=False)
 
     def entry(
         self,
@@ -1427,7 +1462,7 @@ class Journal:
         """Identifies how a snapshot was made; one made another way is skipped, not trusted."""
         return f"fold-v{FOLD_VERSION}/{codec}"
 
-    def state_at(self, run_id: str, seq: int | None = None) -> FoldedState:
+    def state_at(self, run_id: str, seq: int | None = None, *, strict: bool = True) -> FoldedState:
         """The run's folded state after ``seq`` (default: its last entry).
 
         Reads the newest valid snapshot at or before ``seq`` and folds only the
@@ -1435,6 +1470,7 @@ class Journal:
         starts from its source's state at the fork point (the source's entries are
         shared, never copied): its lineage is walked up to the first run with a
         usable snapshot, then folded back down, iteratively.
+        ``strict=False`` reads values as :meth:`decode` does for readers.
         """
         with self._lock:
             run = self.get_run(run_id)
@@ -1444,7 +1480,7 @@ class Journal:
                 if below:  # the fork point, checked as a read of the source at that seq
                     target = below[-1][0].forked_at or 0
                 self._check_target(current, target)
-                base = self._snapshot_state(current, target)
+                base = self._snapshot_state(current, target, strict=strict)
                 if base is not None:
                     break
                 if current.horizon > 0:
@@ -1460,12 +1496,13 @@ class Journal:
                     break
                 below.append((current, target))
             assert base is not None  # the walk ends at a usable snapshot or at the root
+            decode = self.decode_entry if strict else self._read_entry
             if base.seq < target:
-                fold(base, self.read(current.run_id, base.seq + 1, target), self.decode_entry)
+                fold(base, self.read(current.run_id, base.seq + 1, target), decode)
             for fork, upto in reversed(below):
                 base.seq = 0
                 if upto > 0:
-                    fold(base, self.read(fork.run_id, 1, upto), self.decode_entry)
+                    fold(base, self.read(fork.run_id, 1, upto), decode)
             return base
 
     @staticmethod
@@ -1485,7 +1522,7 @@ class Journal:
                 horizon=run.horizon,
             )
 
-    def _snapshot_state(self, run: Run, seq: int) -> FoldedState | None:
+    def _snapshot_state(self, run: Run, seq: int, *, strict: bool = True) -> FoldedState | None:
         # Newest first, and only as far as the first usable one: a long run has
         # many snapshots, and reading them all would make state_at grow with it.
         db = self._c()
@@ -1497,23 +1534,36 @@ class Journal:
             )
             for snap_seq, state, codec, fingerprint, checksum in cursor:
                 if fingerprint == self.fingerprint(codec):
-                    return self._load_snapshot(
-                        run.run_id, snap_seq, bytes(state), codec, fingerprint, checksum
+                    loaded = self._load_snapshot(
+                        run.run_id, snap_seq, bytes(state), codec, fingerprint, checksum, strict
                     )
+                    if loaded is not None:
+                        return loaded
         except db.errors as exc:
             raise db.translate(exc, f"reading snapshots of {run.run_id!r}") from exc
         return None
 
     def _load_snapshot(  # noqa: PLR0917 - the snapshot row's columns, in order
-        self, run_id: str, snap_seq: int, state: bytes, codec: str, fingerprint: str, checksum: int
-    ) -> FoldedState:
+        self,
+        run_id: str,
+        snap_seq: int,
+        state: bytes,
+        codec: str,
+        fingerprint: str,
+        checksum: int,
+        strict: bool = True,
+    ) -> FoldedState | None:
         if _snapshot_checksum(run_id, snap_seq, state, fingerprint) != checksum:
             raise CorruptionError(
                 f"run {run_id!r}: snapshot at seq {snap_seq} fails its checksum",
                 run_id=run_id,
                 seq=snap_seq,
             )
-        payload = self.decode(state, codec, where=f"run {run_id!r} snapshot at seq {snap_seq}")
+        payload = self.decode(
+            state, codec, where=f"run {run_id!r} snapshot at seq {snap_seq}", strict=strict
+        )
+        if isinstance(payload, Undecoded):
+            return None  # a reader may not unpickle it: the entries still tell the state
         if not isinstance(payload, dict) or set(payload) != {"values", "pending"}:
             raise DecodeError(
                 f"run {run_id!r}: snapshot at seq {snap_seq} has an unexpected shape",

@@ -27,6 +27,8 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     token: str | None = None,
     port: int | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> Starlette:
     """The UI as an ASGI app over the journal at ``db``; every request must carry
     ``token`` (fresh if not given: ``app.state.token``). See
@@ -42,6 +44,8 @@ def create_app(
         allowed_hosts=allowed_hosts,
         token=token,
         port=port,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
     )
 
 
@@ -53,6 +57,8 @@ def serve(
     readonly: bool | None = None,
     imports: Sequence[str] = (),
     token: str | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> None:
     """Serve the UI until interrupted, printing its address with the access token
     (``token``, else a fresh one). See :func:`engine.ui.app.serve`."""
@@ -60,4 +66,13 @@ def serve(
         from .app import serve as run  # noqa: PLC0415 - the extra is optional
     except ImportError as exc:
         raise ImportError(f"{_MISSING} ({exc})") from exc
-    run(db, host=host, port=port, readonly=readonly, imports=imports, token=token)
+    run(
+        db,
+        host=host,
+        port=port,
+        readonly=readonly,
+        imports=imports,
+        token=token,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
+    )

@@ -172,8 +172,8 @@ class UIJournal(Journal):
     apsw's SQLite, which coordinates its own connections.
     """
 
-    def __init__(self, path: str, *, readonly: bool) -> None:
-        super().__init__(path, readonly=readonly)
+    def __init__(self, path: str, *, readonly: bool, **options: Any) -> None:
+        super().__init__(path, readonly=readonly, **options)
         self._reader = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
         self._reader.set_busy_timeout(30_000)
         self._reader_lock = threading.Lock()
@@ -245,6 +245,8 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     token: str | None = None,
     port: int | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> Starlette:
     """The UI over the journal at ``db`` (a file, which must exist: the UI never creates
     one, or a ``postgresql://`` URL).
@@ -255,6 +257,8 @@ def create_app(
     ``allowed_hosts`` are the Host names served (default: loopback names only; never
     ``*``). Every request must carry ``token`` (a fresh one when not given; it is
     ``app.state.token``). ``port``, if given, must be the one in the Host header.
+    Pages show pickled payloads only with ``hmac_key`` (verified) or ``trust_pickle``,
+    and values of classes not imported as their stored fields (see ``Undecoded``).
     """
     token = new_token() if token is None else check_token(token)
     hosts = list(LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts)
@@ -267,7 +271,7 @@ def create_app(
         # journal's own connection; there is no file to check or second SQLite to avoid.
         readonly = bool(readonly)
         import_modules(imports)
-        journal = Journal(path, readonly=readonly)
+        journal = Journal(path, readonly=readonly, trust_pickle=trust_pickle, hmac_key=hmac_key)
     else:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no journal at {path}")
@@ -276,7 +280,7 @@ def create_app(
         if readonly is None:
             readonly = not writable(path)
         import_modules(imports)
-        journal = UIJournal(path, readonly=readonly)
+        journal = UIJournal(path, readonly=readonly, trust_pickle=trust_pickle, hmac_key=hmac_key)
     ui = UI(journal.where, Engine(journal), readonly, _templates())
 
     @contextlib.asynccontextmanager
@@ -324,6 +328,8 @@ def serve(
     readonly: bool | None = None,
     imports: Sequence[str] = (),
     token: str | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> None:
     """Serve the UI with uvicorn until interrupted. Binds to loopback unless ``host``
     says otherwise; with a wildcard host (``0.0.0.0``, ``::``) the Host header must be
@@ -338,7 +344,14 @@ def serve(
     elif _host_name(host) not in allowed:
         allowed.append(_host_name(host))
     app = create_app(
-        db, readonly=readonly, imports=imports, allowed_hosts=allowed, token=token, port=port
+        db,
+        readonly=readonly,
+        imports=imports,
+        allowed_hosts=allowed,
+        token=token,
+        port=port,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
     )
     ui: UI = app.state.ui
     token = app.state.token
@@ -672,7 +685,7 @@ def api_runs(request: Request) -> Response:
 
 def _decoded(journal: Journal, data: bytes | None, codec: str, where: str) -> Any:
     try:
-        return to_jsonable(journal.decode(data, codec, where=where))
+        return to_jsonable(journal.decode(data, codec, where=where, strict=False))
     except DecodeError as exc:
         return {"undecodable": str(exc)}
 
@@ -841,11 +854,11 @@ def _describe_event(journal: Journal) -> Callable[[Checkpoint], str]:
 
     def describe(cp: Checkpoint) -> str:
         try:
-            payload = journal.decode_entry(journal.read_one(cp.run_id, cp.seq))
+            payload = journal.decode_entry(journal.read_one(cp.run_id, cp.seq), strict=False)
         except JournalError:
             return ""
         event = payload.get("event") if isinstance(payload, dict) else None
-        return type(event).__name__ if event is not None else ""
+        return views.type_name(event) if event is not None else ""
 
     return describe
 
@@ -893,7 +906,7 @@ def _entries(journal: Journal, cp: Checkpoint) -> list[dict[str, Any]]:
     for entry in itertools.islice(journal.read(cp.run_id, cp.first_seq, cp.seq), MAX_ENTRIES):
         value: Any
         try:
-            raw = journal.decode_entry(entry)
+            raw = journal.decode_entry(entry, strict=False)
         except DecodeError as exc:
             value = {"undecodable": str(exc)}
         else:
@@ -926,7 +939,8 @@ def _consumed(journal: Journal, run: Run, keys: Sequence[str]) -> list[dict[str,
     found: dict[str, Any] = {}
     for row in rows:
         try:
-            payload = journal.decode_entry(journal.read_one(str(row["run_id"]), int(row["seq"])))
+            entry = journal.read_one(str(row["run_id"]), int(row["seq"]))
+            payload = journal.decode_entry(entry, strict=False)
             found[str(row["key"])] = views.events_of(payload)
         except (DecodeError, AttributeError) as exc:
             found[str(row["key"])] = {"undecodable": str(exc)}
