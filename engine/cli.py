@@ -99,7 +99,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # includes json.JSONDecodeError and UnicodeDecodeError
     sqlite3.Error,
     OSError,
+    OverflowError,  # a number too large for SQLite or for a date
 )
+
+MAX_INT = 2**63 - 1
+"""The largest number an integer option takes: SQLite's (and PostgreSQL's) bigint."""
 
 
 class DurableGroup(click.Group):
@@ -109,15 +113,49 @@ class DurableGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            raise _one_line(exc) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except Failure:
+            raise
+        except click.ClickException as exc:  # click's own usage errors, as one line too
+            raise _one_line(exc) from exc
+        except (click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except USER_ERRORS as exc:
             if os.environ.get(TRACEBACK_ENV):
                 raise
             raise Failure(_describe(exc, ctx.meta.get(PATH_KEY))) from exc
+
+
+_NO_ARGS: type[click.ClickException] = getattr(
+    click.exceptions, "NoArgsIsHelpError", Failure
+)  # click >= 8.2: `durable` alone prints its help
+
+
+def _one_line(exc: click.ClickException) -> click.ClickException:
+    """A click error as every other error is shown: one ``error: ...`` line, and for a
+    usage error the command whose ``--help`` explains it."""
+    if isinstance(exc, Failure | _NO_ARGS):
+        return exc
+    message = exc.format_message()
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message = f"{message} (see: {exc.ctx.command_path} --help)"
+    failure = Failure(message)
+    failure.exit_code = exc.exit_code
+    return failure
 
 
 def _describe(exc: BaseException, path: str | None) -> str:
@@ -185,10 +223,10 @@ class Timestamp(_ParamType):
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
         if isinstance(value, int | float):
-            return float(value)
+            return self._in_range(float(value), str(value), param, ctx)
         text = str(value).strip()
         try:
-            return float(text)
+            return self._in_range(float(text), text, param, ctx)
         except ValueError:
             pass
         try:
@@ -196,6 +234,17 @@ class Timestamp(_ParamType):
         except ValueError:
             self.fail(f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00)", param, ctx)
         return when.timestamp()
+
+    def _in_range(
+        self, seconds: float, text: str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        # Times are shown as dates: a number no date can hold is refused here, not
+        # half-way through printing.
+        try:
+            dt.datetime.fromtimestamp(seconds)
+        except (OverflowError, OSError, ValueError):
+            self.fail(f"{text!r} is out of range for a time (years 1 to 9999)", param, ctx)
+        return seconds
 
 
 TIMESTAMP = Timestamp()
@@ -364,13 +413,13 @@ def cli() -> None:
 @click.option("--until", type=TIMESTAMP, help="Only runs created before this time.")
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_INT),
     default=100,
     show_default=True,
     metavar="N",
     help="At most N runs (0: no limit).",
 )
-@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip N runs.")
+@click.option("--offset", type=click.IntRange(min=0, max=MAX_INT), default=0, metavar="N", help="Skip N runs.")
 @output_options
 @db_option
 @click.pass_context
@@ -474,9 +523,9 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
-    "--at", "step", type=int, metavar="N", help="After checkpoint N (see `history`; 0: the start)."
+    "--at", "step", type=click.IntRange(min=0, max=MAX_INT), metavar="N", help="After checkpoint N (see `history`; 0: the start)."
 )
-@click.option("--seq", type=int, metavar="SEQ", help="After the run's entry SEQ.")
+@click.option("--seq", type=click.IntRange(min=0, max=MAX_INT), metavar="SEQ", help="After the run's entry SEQ.")
 @click.option("--time", "when", type=TIMESTAMP, help="As it was at this time.")
 @output_options
 @db_option
@@ -523,8 +572,8 @@ def state(
 
 @cli.command(name="diff")
 @click.argument("run_id", metavar="RUN")
-@click.argument("a", type=int)
-@click.argument("b", type=int)
+@click.argument("a", type=click.IntRange(min=0, max=MAX_INT))
+@click.argument("b", type=click.IntRange(min=0, max=MAX_INT))
 @click.option("--other", metavar="RUN2", help="Compare with checkpoint B of RUN2 instead.")
 @output_options
 @db_option
@@ -798,7 +847,7 @@ def _parse_edit(item: str) -> tuple[str, Any]:
 @click.option(
     "--at",
     "at",
-    type=int,
+    type=click.IntRange(min=0, max=MAX_INT),
     required=True,
     metavar="N",
     help="Fork after checkpoint N (see `history`).",
@@ -872,7 +921,7 @@ def fork_cmd(
 
 
 @cli.command(name="replay")
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--until", type=click.IntRange(min=1), metavar="N", help="Stop after N replayed calls."
 )
@@ -1148,7 +1197,7 @@ def worker(
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--keep-snapshots",
     type=click.IntRange(min=1),
@@ -1222,7 +1271,7 @@ def compact(
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @output_options
 @db_option
 @click.pass_context
@@ -1233,6 +1282,8 @@ def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
     snapshot against the fold of its entries (of RUN, or of every run).
     """
     with _reader(ctx) as journal, render.progress("verifying") as tick:
+        if run_id is not None:
+            journal.get_run(run_id)  # an unknown run is bad input (2), not a failed check (1)
         report = journal.verify(run_id, progress=tick)
     if as_json:
         _emit_json(
