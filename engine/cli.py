@@ -59,7 +59,7 @@ from .errors import EngineError
 from .registry import import_user_modules
 from .replay import replay, replay_all
 from .runtime import Engine, RecoveryReport, configure
-from .timetravel import CHECKPOINT_KINDS, diff, fork, iter_history, state_at
+from .timetravel import NUMBERED_KINDS, diff, fork, iter_history, state_at
 
 __all__ = ["cli", "main"]
 
@@ -366,7 +366,7 @@ def _lineage(journal: Journal, run: Run) -> dict[str, Run]:
 def _count_checkpoints(journal: Journal, run: Run) -> int:
     """Checkpoints of a run, numbered as ``history`` numbers them (a fork counts its
     sources' up to the fork point), from the retained entries, by SQL."""
-    kinds = sorted(CHECKPOINT_KINDS)
+    kinds = sorted(NUMBERED_KINDS)
     marks = ",".join("?" * len(kinds))
     total, upto = 0, run.last_seq
     while True:
