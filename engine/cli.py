@@ -451,7 +451,7 @@ def runs(
     if not found:
         console.print("no runs")
         return
-    console.print(render.runs_table(found))
+    console.print(render.runs_table(found, width=console.width))
     more = " (more with --offset/--limit)" if limit and len(found) == limit else ""
     console.print(Text(f"{render.plural(len(found), 'run')}{more}", style="dim"))
 
@@ -690,20 +690,9 @@ def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_jso
     if not hits:
         console.print(Text(f"no entry matches {text!r}"))
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("run id", "seq", "kind", "step", "key"):
-        table.add_column(name, no_wrap=True, justify="right" if name == "seq" else "left")
-    table.add_column("snippet", overflow="fold")
-    for hit in hits:
-        table.add_row(
-            Text(render.shown(hit["run_id"])),
-            str(hit["seq"]),
-            Text(render.shown(hit["kind"])),
-            Text(render.shown(hit["step"] or "")),
-            Text(render.shown(hit["key"] or "")),
-            _highlight(hit["snippet"], colour=console.is_terminal and not console.no_color),
-        )
-    console.print(table)
+    colour = console.is_terminal and not console.no_color
+    snippets = [_highlight(hit["snippet"], colour=colour) for hit in hits]
+    console.print(render.search_hits(hits, snippets, width=console.width))
     console.print(Text(render.plural(len(hits), "match", "matches"), style="dim"))
 
 
