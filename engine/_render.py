@@ -47,6 +47,7 @@ __all__ = [
     "checkpoint_json",
     "clean",
     "compact_json",
+    "compacted_note",
     "diff_json",
     "diff_table",
     "duration",
@@ -612,6 +613,27 @@ def replay_line(report: ReplayReport) -> Text:
 # -- the history timeline -----------------------------------------------------------------
 
 
+def compacted_note(journal: Journal, lineage: Mapping[str, Run]) -> Text | None:
+    """For ``history``: which runs of a lineage were compacted, up to which seq, and the
+    time of the snapshot that holds their state there; ``None`` if none was."""
+    notes = []
+    for run in lineage.values():
+        if not run.horizon:
+            continue
+        taken = next((s.created_at for s in journal.snapshots(run.run_id) if s.seq == run.horizon),
+                     None)  # fmt: skip
+        when = f" (state kept from a snapshot of {timestamp(taken)})" if taken else ""
+        notes.append(f"entries up to seq {run.horizon} of {shown(run.run_id)} were compacted{when}")
+    if not notes:
+        return None
+    return Text(
+        "; ".join(notes) + ": their checkpoints are not listed, and the numbers below count"
+        " from there (`state --seq` still reads the run after it)",
+        style="dim",
+    )
+
+
+
 def _details(cp: Checkpoint) -> Text:
     parts: list[str] = []
     d = cp.detail
@@ -695,7 +717,10 @@ class Timeline:
         """Print what is buffered and a one-line summary."""
         self.flush()
         if self.count == 0:
-            self.console.print(Text("(no checkpoints: the run has not completed a step yet)"))
+            if self.run.horizon:
+                self.console.print(Text("(no checkpoints after the compacted entries)"))
+            else:
+                self.console.print(Text("(no checkpoints: the run has not completed a step yet)"))
             return
         span = self.run.updated_at - self.run.created_at
         self.console.print(

@@ -514,6 +514,9 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
                 f"{run.forked_at})"
             )
         console.print(title)
+        note = render.compacted_note(eng.journal, lineage)
+        if note is not None:
+            console.print(note)
         timeline = render.Timeline(console, run, lineage)
         for cp in checkpoints:
             timeline.add(cp)
@@ -671,10 +674,11 @@ def _private_file(path: str) -> Iterator[Any]:
 def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_json: bool) -> None:
     """Full-text search over the journal's payloads.
 
-    Which step set this value? Every entry's payload, and every run's input (as
-    seq 0, kind run.input), is decoded into a temporary FTS5 index (the journal
-    file is only read); the matching entries print best first. All the words of
-    TEXT must match, as whole words.
+    Which step set this value? Every entry's payload, every run's input (as seq 0,
+    kind run.input) and a compacted run's values as its oldest snapshot holds them
+    (kind snapshot) are decoded into a temporary FTS5 index (the journal file is only
+    read); the matching entries print best first. All the words of TEXT must match,
+    as whole words.
     """
     with _reader(ctx) as journal:
         hits = _search(journal, text, run_id, limit)
@@ -799,6 +803,7 @@ def _documents(
             "key": None,
             "text": _text(journal.decode, run.input, run.codec, where=f"run {run.run_id!r} input"),
         }
+        yield from _snapshot_documents(journal, run)
         for row in rows_of(run):
             entry = Entry(**row)
             yield {
@@ -812,6 +817,28 @@ def _documents(
             done += 1
             if done % 500 == 0:
                 tick(done, total)
+
+
+def _snapshot_documents(journal: Journal, run: Run) -> Iterator[dict[str, Any]]:
+    """A compacted run's values as its horizon snapshot holds them (kind ``snapshot``, one
+    row per key): the entries that set them are gone, the values are not."""
+    if not run.horizon:
+        return
+    try:
+        values = journal.state_at(run.run_id, run.horizon).values
+    except (DecodeError, JournalError) as exc:
+        values = {"": f"(undecodable: {exc})"}
+    for key, value in values.items():
+        if key.startswith("@"):  # a workflow's own bookkeeping
+            continue
+        yield {
+            "run_id": run.run_id,
+            "seq": run.horizon,
+            "kind": "snapshot",
+            "step": None,
+            "key": key,
+            "text": _text(lambda v: v, value),
+        }
 
 
 def _text(decode: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
@@ -967,10 +994,7 @@ def replay_cmd(
     else:
         console = render.make_console()
         for report in reports:
-            console.print(render.replay_line(report))
-            if report.divergence:
-                for key, value in report.divergence.items():
-                    console.print(Text(f"         {key}: {value}"))
+            console.print(render.replay_line(report))  # the error says where and what
         if run_id is None:
             console.print(
                 Text(
@@ -1043,10 +1067,13 @@ def _report_lines(
     console: Console, report: RecoveryReport, journal: Journal, *, final: bool
 ) -> None:
     for handle in report.handles:
-        status = journal.get_run(handle.run_id).status if final else "resumed"
-        console.print(
-            Text.assemble(("recovered ", "bold"), handle.run_id, ": ") + render.status_text(status)
-        )
+        run = journal.get_run(handle.run_id)
+        if final:
+            line = Text.assemble(("recovered ", "bold"), handle.run_id, ": ")
+            console.print(line + render.status_text(run.status))
+        else:  # a worker's claim: epoch 1 is a run's first execution, more a resumed one
+            verb = "started " if run.epoch <= 1 else "resumed "
+            console.print(Text.assemble((verb, "bold"), handle.run_id))
     for rid, exc in report.errors.items():
         console.print(Text.assemble(("not recovered ", "bold red"), rid, f": {exc}"))
 
@@ -1233,9 +1260,10 @@ def compact(
     totals = {"runs_compacted": 0, "entries_deleted": 0, "snapshots_deleted": 0}
     horizons: dict[str, int] = {}
     with _writer(ctx) as journal:
-        targets = (
-            [run_id] if run_id is not None else [r.run_id for r in journal.list_runs(limit=None)]
+        runs_seen = (
+            [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
         )
+        targets = [r.run_id for r in runs_seen]
         with render.progress("compacting", total=len(targets)) as tick:
             for i, rid in enumerate(targets, 1):
                 report = journal.compact(rid, policy)
@@ -1253,10 +1281,38 @@ def compact(
         f"compacted {totals['runs_compacted']} runs: {totals['entries_deleted']} entries and "
         f"{totals['snapshots_deleted']} snapshots deleted"
     )
+    if not totals["runs_compacted"]:
+        console.print(Text(_nothing_compacted(runs_seen, policy), style="dim"))
     for rid, horizon in horizons.items():
         console.print(Text(f"  {rid}: horizon now seq {horizon}"))
     if pages is not None:
         console.print(f"reclaimed {pages} pages")
+
+
+def _nothing_compacted(runs: list[Run], policy: RetentionPolicy) -> str:
+    """Why a compaction deleted nothing, from what it was given."""
+    if not runs:
+        return "nothing to compact: the journal has no runs"
+    skipped = [r for r in runs if not r.finished and not policy.include_active]
+    reasons = []
+    if skipped:
+        reasons.append(
+            f"{render.plural(len(skipped), 'run is', 'runs are')} unfinished "
+            "(--include-active compacts them too)"
+        )
+    rest = len(runs) - len(skipped)
+    if rest:
+        k = policy.keep_snapshots
+        kept = ("the newest snapshot" if k == 1 else f"the newest {k} snapshots") + (
+            " (--keep-snapshots)"
+        )
+        if policy.keep_seconds is not None:
+            kept += f" and entries newer than {policy.keep_seconds:g} s (--keep-seconds)"
+        reasons.append(
+            f"{render.plural(rest, 'run has', 'runs have')} no entry older than {kept}, "
+            "or an unfinished fork still reads them"
+        )
+    return "nothing to compact: " + "; ".join(reasons)
 
 
 @cli.command()

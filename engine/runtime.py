@@ -445,7 +445,7 @@ class Engine:
     ) -> RunHandle:
         """Create a fork of ``source`` at ``seq`` with ``edits`` and execute it (see ``fork``)."""
         journal = self.journal
-        target = resolve(source.name, run_id=source.run_id)
+        target = resolve(source.name, run_id=source.run_id, doing="forking")
         codec = journal.codec_named(source.codec)
         where = f"run {source.run_id!r} input"
         entries = [
