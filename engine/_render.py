@@ -23,7 +23,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -408,15 +408,17 @@ def runs_table(runs: list[Run], width: int | None = None) -> Table:
             note = f"{note}; {shown(first)}" if note else shown(first)
         created = timestamp(run.created_at)  # whole, so it can be pasted into --since
         took = duration(run.updated_at - run.created_at) if run.finished else ""
-        rows.append({
-            "run id": Text(shown(run.run_id)),
-            "name": Text(shown(run.name)),
-            "status": status_text(run.status),
-            "created": Text(created),
-            "took": Text(took, justify="right"),
-            "seq": Text(str(run.last_seq), justify="right"),
-            "note": Text(note, style="dim" if not run.error else "red"),
-        })
+        rows.append(
+            {
+                "run id": Text(shown(run.run_id)),
+                "name": Text(shown(run.name)),
+                "status": status_text(run.status),
+                "created": Text(created),
+                "took": Text(took, justify="right"),
+                "seq": Text(str(run.last_seq), justify="right"),
+                "note": Text(note, style="dim" if not run.error else "red"),
+            }
+        )
     names = ["run id", "name", "status", "created", "took", "seq", "note"]
     natural = {n: max([len(n), *(r[n].cell_len for r in rows)]) for n in names}
     if not any(r["note"].plain for r in rows):
@@ -462,7 +464,7 @@ terminal prints each hit on two lines instead of a table."""
 
 
 def search_hits(
-    hits: list[Mapping[str, Any]], snippets: list[Text], *, width: int
+    hits: Sequence[Mapping[str, Any]], snippets: list[Text], *, width: int
 ) -> RenderableType:
     """``durable search``'s matches: a table, or on a narrow terminal each hit as a line
     of its fields and its snippet indented below, so neither the run id nor the snippet
@@ -483,7 +485,10 @@ def search_hits(
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
         for i, name in enumerate(names):
             table.add_column(
-                name, no_wrap=True, min_width=natural[i], justify="right" if name == "seq" else "left"
+                name,
+                no_wrap=True,
+                min_width=natural[i],
+                justify="right" if name == "seq" else "left",
             )
         table.add_column("snippet", overflow="fold")
         for row, snippet in zip(fields, snippets, strict=True):
@@ -631,7 +636,6 @@ def compacted_note(journal: Journal, lineage: Mapping[str, Run]) -> Text | None:
         " from there (`state --seq` still reads the run after it)",
         style="dim",
     )
-
 
 
 def _details(cp: Checkpoint) -> Text:

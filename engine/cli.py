@@ -31,9 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlite_utils
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from journal import (
@@ -153,9 +151,7 @@ def _one_line(exc: click.ClickException) -> click.ClickException:
     message = exc.format_message()
     if isinstance(exc, click.UsageError) and exc.ctx is not None:
         message = f"{message} (see: {exc.ctx.command_path} --help)"
-    failure = Failure(message)
-    failure.exit_code = exc.exit_code
-    return failure
+    return (CheckFailed if exc.exit_code == 1 else Failure)(message)
 
 
 def _describe(exc: BaseException, path: str | None) -> str:
@@ -248,6 +244,38 @@ class Timestamp(_ParamType):
 
 
 TIMESTAMP = Timestamp()
+
+
+if TYPE_CHECKING:
+    _IntType = click.ParamType[int, Any]
+else:
+    _IntType = click.ParamType
+
+
+class Number(_IntType):
+    """A whole number from ``low`` to :data:`MAX_INT` (what the journal's integers hold)."""
+
+    name = "integer"
+
+    def __init__(self, low: int = 0) -> None:
+        self.low = low
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number", param, ctx)
+        if number < self.low:
+            self.fail(f"{number} is below {self.low}", param, ctx)
+        if number > MAX_INT:
+            self.fail(f"{number} is too large (at most {MAX_INT})", param, ctx)
+        return number
+
+
+COUNT = Number(0)
 
 
 # -- opening the journal and the engine -------------------------------------------------
@@ -413,13 +441,13 @@ def cli() -> None:
 @click.option("--until", type=TIMESTAMP, help="Only runs created before this time.")
 @click.option(
     "--limit",
-    type=click.IntRange(min=0, max=MAX_INT),
+    type=COUNT,
     default=100,
     show_default=True,
     metavar="N",
     help="At most N runs (0: no limit).",
 )
-@click.option("--offset", type=click.IntRange(min=0, max=MAX_INT), default=0, metavar="N", help="Skip N runs.")
+@click.option("--offset", type=COUNT, default=0, metavar="N", help="Skip N runs.")
 @output_options
 @db_option
 @click.pass_context
@@ -526,9 +554,13 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
-    "--at", "step", type=click.IntRange(min=0, max=MAX_INT), metavar="N", help="After checkpoint N (see `history`; 0: the start)."
+    "--at",
+    "step",
+    type=COUNT,
+    metavar="N",
+    help="After checkpoint N (see `history`; 0: the start).",
 )
-@click.option("--seq", type=click.IntRange(min=0, max=MAX_INT), metavar="SEQ", help="After the run's entry SEQ.")
+@click.option("--seq", type=COUNT, metavar="SEQ", help="After the run's entry SEQ.")
 @click.option("--time", "when", type=TIMESTAMP, help="As it was at this time.")
 @output_options
 @db_option
@@ -575,8 +607,8 @@ def state(
 
 @cli.command(name="diff")
 @click.argument("run_id", metavar="RUN")
-@click.argument("a", type=click.IntRange(min=0, max=MAX_INT))
-@click.argument("b", type=click.IntRange(min=0, max=MAX_INT))
+@click.argument("a", type=COUNT)
+@click.argument("b", type=COUNT)
 @click.option("--other", metavar="RUN2", help="Compare with checkpoint B of RUN2 instead.")
 @output_options
 @db_option
@@ -863,7 +895,7 @@ def _parse_edit(item: str) -> tuple[str, Any]:
 @click.option(
     "--at",
     "at",
-    type=click.IntRange(min=0, max=MAX_INT),
+    type=COUNT,
     required=True,
     metavar="N",
     help="Fork after checkpoint N (see `history`).",

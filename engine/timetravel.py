@@ -184,7 +184,9 @@ def _segment_history(
     last_seq = first - 1
     for entry in journal.read(segment_id, first, upto):
         if forked is not None and entry.step != FORK_STEP:
-            yield _checkpoint(journal, forked, segment_id, 1, last_seq, number, changes)
+            yield _checkpoint(
+                journal, forked, segment_id, first=1, seq=last_seq, number=number, changes=changes
+            )
             changes, forked, first = _Changes(), None, last_seq + 1
         last_seq = entry.seq
         if forked is not None:
@@ -199,16 +201,21 @@ def _segment_history(
         if entry.kind not in CHECKPOINT_KINDS:
             continue
         number += 1
-        yield _checkpoint(journal, entry, segment_id, first, entry.seq, number, changes)
+        yield _checkpoint(
+            journal, entry, segment_id, first=first, seq=entry.seq, number=number, changes=changes
+        )
         changes, first = _Changes(), entry.seq + 1
     if forked is not None:
-        yield _checkpoint(journal, forked, segment_id, 1, last_seq, number, changes)
+        yield _checkpoint(
+            journal, forked, segment_id, first=1, seq=last_seq, number=number, changes=changes
+        )
 
 
 def _checkpoint(
     journal: Journal,
     entry: Any,
     segment_id: str,
+    *,
     first: int,
     seq: int,
     number: int,
