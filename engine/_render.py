@@ -655,7 +655,7 @@ def _details(cp: Checkpoint) -> Text:
         parts.append("body set " + ", ".join(cp.body_set_keys))
     if cp.body_deleted_keys:
         parts.append("body deleted " + ", ".join(cp.body_deleted_keys))
-    if cp.set_keys:
+    if cp.set_keys and cp.kind != "run.forked":  # a fork's edits are listed above
         parts.append("set " + ", ".join(cp.set_keys))
     if cp.deleted_keys:
         parts.append("deleted " + ", ".join(cp.deleted_keys))
