@@ -12,6 +12,7 @@ subprocess, in a temporary directory that holds the workload.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -152,8 +153,6 @@ class Journals:
     def ids(self, db: Path | None = None) -> list[str]:
         result = self.run("runs", "--json", db=db)
         assert result.exit_code == 0, result.output
-        import json  # noqa: PLC0415
-
         return [r["run_id"] for r in json.loads(result.stdout)]
 
 
@@ -355,7 +354,7 @@ def test_show_prints_a_failed_runs_traceback(journals: Journals) -> None:
     out = ok(journals.run("show", failed))
     assert "traceback" in out and "Traceback (most recent call last)" in out
     assert 'raise ValueError("kaboom")' in out
-    doc = __import__("json").loads(ok(journals.run("show", failed, "--json")))
+    doc = json.loads(ok(journals.run("show", failed, "--json")))
     assert "ValueError: kaboom" in doc["traceback"] and doc["waiting_for"] == []
 
 
@@ -363,7 +362,7 @@ def test_show_prints_what_a_waiting_run_waits_for(journals: Journals) -> None:
     out = ok(journals.run("show", "wf-wait"))
     assert "waiting for" in out
     assert re.search(r"HumanResponseEvent \(step approve\), until \d{4}-\d\d-\d\d ", out), out
-    doc = __import__("json").loads(ok(journals.run("show", "wf-wait", "--json")))
+    doc = json.loads(ok(journals.run("show", "wf-wait", "--json")))
     [wait] = doc["waiting_for"]
     assert (wait["event"], wait["step"]) == ("HumanResponseEvent", "approve")
     assert wait["deadline"] > doc["created_at"]
