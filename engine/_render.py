@@ -449,6 +449,11 @@ def runs_table(runs: list[Run], width: int | None = None) -> Table:
             table.add_column(name, no_wrap=True, overflow="ellipsis", width=max(note_width, 4))
         elif name in ("name", "status"):
             table.add_column(name, overflow="fold")
+        elif name == "run id":
+            # Whole on one line whenever the terminal can hold it; an id wider than the
+            # terminal folds rather than losing its end.
+            fits = natural[name] if width is None else min(natural[name], width)
+            table.add_column(name, overflow="fold", min_width=fits)
         else:
             table.add_column(
                 name, no_wrap=True, min_width=natural[name], justify="right" if right else "left"
