@@ -229,7 +229,11 @@ class Timestamp(_ParamType):
             when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             self.fail(f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00)", param, ctx)
-        return when.timestamp()
+        try:
+            seconds = when.timestamp()
+        except (OverflowError, OSError, ValueError):
+            self.fail(f"{text!r} is out of range for a time (years 1 to 9999)", param, ctx)
+        return self._in_range(seconds, text, param, ctx)
 
     def _in_range(
         self, seconds: float, text: str, param: click.Parameter | None, ctx: click.Context | None
@@ -511,9 +515,11 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """A run's timeline of checkpoints.
 
     One row per checkpoint (a step's end, a timer, an event, the run's end) with its
-    seq, step key, attempt, start, duration and the state keys it set or deleted.
-    Streams, so a run of any length prints at once. The numbers in the first column
-    are the N that `state --at N`, `diff` and `fork --at` take.
+    seq, step key, attempt, start, duration, the state keys the step set or deleted,
+    those the body changed after the previous step returned ("body set"), and a
+    workflow step's event types. Streams, so a run of any length prints at once. The
+    numbers in the first column are the N that `state --at N`, `diff` and `fork --at`
+    take; a fork's checkpoints are numbered as its source's.
     """
     with _read_engine(ctx) as eng:
         run = eng.journal.get_run(run_id)

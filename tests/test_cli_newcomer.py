@@ -249,6 +249,8 @@ BAD_INPUTS: list[tuple[list[str], tuple[str, ...]]] = [
     (["show"], ("RUN", "durable show --help")),
     (["history", "nosuch"], ("no run 'nosuch'",)),
     (["state", "RUN", "--time", "1e20"], ("--time", "out of range")),
+    (["state", "RUN", "--time", "0001-01-01T00:00:00+14:00"], ("--time", "out of range")),
+    (["state", "RUN", "--time", "nan"], ("--time", "out of range")),
     (["state", "RUN", "--at", BIG], ("--at", "too large")),
     (["state", "RUN", "--seq", BIG], ("--seq", "too large")),
     (["state", "RUN", "--seq", "999"], ("seq 999",)),
