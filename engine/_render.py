@@ -23,7 +23,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -34,7 +34,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from journal import DecodeError, Journal, Run, to_jsonable
+from journal import DecodeError, Entry, EntryKind, Journal, JournalError, Run, to_jsonable
 
 from .replay import ReplayReport
 from .timetravel import Checkpoint, Diff, StateView
@@ -47,9 +47,11 @@ __all__ = [
     "checkpoint_json",
     "clean",
     "compact_json",
+    "compacted_note",
     "diff_json",
     "diff_table",
     "duration",
+    "failure_traceback",
     "json_text",
     "make_console",
     "plural",
@@ -59,10 +61,12 @@ __all__ = [
     "run_detail",
     "run_json",
     "runs_table",
+    "search_hits",
     "shown",
     "state_json",
     "status_text",
     "timestamp",
+    "waits",
 ]
 
 STATUS_STYLES = {
@@ -186,7 +190,8 @@ def progress(description: str, *, total: int | None = None) -> Iterator[Callable
 
 
 def timestamp(ts: float | None, *, ms: bool = False) -> str:
-    """A Unix time as local ``YYYY-MM-DD HH:MM:SS`` (with milliseconds if ``ms``)."""
+    """A Unix time as local ``YYYY-MM-DD HH:MM:SS`` (with milliseconds if ``ms``): ISO 8601
+    with a space, as ``--since``, ``--until`` and ``--time`` take it back."""
     if ts is None:
         return ""
     when = dt.datetime.fromtimestamp(ts)
@@ -244,6 +249,64 @@ def _decoded(journal: Journal, data: bytes | None, run: Run, what: str) -> Any:
         return {"undecodable": str(exc)}
 
 
+_ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts"
+_WAIT_PREFIX = "@wait/"  # a workflow's record of a wait_for_event (engine.workflow_run)
+
+
+def _entries(journal: Journal, sql: str, params: list[Any]) -> list[Entry]:
+    rows = journal.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {sql}", params)
+    return [Entry(**row) for row in rows]
+
+
+def waits(journal: Journal, run: Run) -> list[dict[str, Any]]:
+    """What a waiting workflow run waits for: one ``{"event", "step", "deadline"}`` per
+    ``wait_for_event`` still open (recorded when it started, deleted when it returned)."""
+    if run.status != "waiting":
+        return []
+    open_waits: dict[str, dict[str, Any]] = {}
+    found = _entries(
+        journal,
+        "run_id = ? AND seq > ? AND kind IN (?, ?) AND key LIKE ? ORDER BY seq",
+        [run.run_id, run.horizon, EntryKind.STATE_SET, EntryKind.STATE_DELETED,
+         _WAIT_PREFIX + "%"],
+    )  # fmt: skip
+    for entry in found:
+        key = entry.key or ""
+        if entry.kind == EntryKind.STATE_DELETED:
+            open_waits.pop(key, None)
+            continue
+        try:
+            record = journal.decode_entry(entry)
+        except (DecodeError, JournalError) as exc:
+            record = {"type": f"(undecodable: {exc})"}
+        record = record if isinstance(record, dict) else {}
+        open_waits[key] = {
+            "event": record.get("type"),
+            "step": entry.step,
+            "deadline": record.get("deadline"),
+        }
+    return list(open_waits.values())
+
+
+def failure_traceback(journal: Journal, run: Run) -> str | None:
+    """The traceback journaled with a failed run's ``run.failed`` entry, if any."""
+    if run.status != "failed":
+        return None
+    found = _entries(
+        journal,
+        "run_id = ? AND seq > ? AND kind = ? ORDER BY seq DESC LIMIT 1",
+        [run.run_id, run.horizon, EntryKind.RUN_FAILED],
+    )
+    if not found:
+        return None
+    try:
+        info = journal.decode_entry(found[0])
+    except (DecodeError, JournalError):
+        return None
+    text = info.get("traceback") if isinstance(info, dict) else None
+    return text if isinstance(text, str) and text.strip() else None
+
+
 # -- JSON documents ---------------------------------------------------------------------
 
 
@@ -273,6 +336,8 @@ def run_json(
     if journal is not None:
         doc["input"] = _decoded(journal, run.input, run, "input")
         doc["output"] = _decoded(journal, run.output, run, "output")
+        doc["traceback"] = failure_traceback(journal, run)
+        doc["waiting_for"] = waits(journal, run)
     if checkpoints is not None:
         doc["checkpoints"] = checkpoints
     return doc
@@ -323,17 +388,16 @@ def replay_json(report: ReplayReport) -> dict[str, Any]:
 # -- tables -----------------------------------------------------------------------------
 
 
-def runs_table(runs: list[Run]) -> Table:
-    """The ``durable runs`` table."""
-    this_year = dt.date.today().year
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("run id", overflow="fold", min_width=8)
-    table.add_column("name", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("took", no_wrap=True, justify="right")
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("note", overflow="fold")
+RUNS_DROPPED = ("took", "seq", "note", "created", "name")
+"""Columns of ``durable runs`` a narrow terminal drops, first to last (run id and status
+always stay)."""
+
+
+def runs_table(runs: list[Run], width: int | None = None) -> Table:
+    """The ``durable runs`` table. Run ids are never wrapped or cut, so they can be
+    copied at any width: the other columns give way to a ``width``-column terminal (the
+    note is cut to fit, then whole columns are left out, in :data:`RUNS_DROPPED` order)."""
+    rows: list[dict[str, Text]] = []
     for run in runs:
         note = ""
         if run.forked_from:
@@ -343,19 +407,112 @@ def runs_table(runs: list[Run]) -> Table:
         if run.error:
             first = run.error.splitlines()[0] if run.error.strip() else run.error
             note = f"{note}; {shown(first)}" if note else shown(first)
-        created = timestamp(run.created_at)
-        if dt.date.fromtimestamp(run.created_at).year == this_year:
-            created = created[5:]  # MM-DD HH:MM:SS
-        table.add_row(
-            Text(shown(run.run_id)),
-            Text(shown(run.name)),
-            status_text(run.status),
-            created,
-            duration(run.updated_at - run.created_at) if run.finished else "",
-            str(run.last_seq),
-            Text(note, style="dim" if not run.error else "red"),
+        created = timestamp(run.created_at)  # whole, so it can be pasted into --since
+        took = duration(run.updated_at - run.created_at) if run.finished else ""
+        rows.append(
+            {
+                "run id": Text(shown(run.run_id)),
+                "name": Text(shown(run.name)),
+                "status": status_text(run.status),
+                "created": Text(created),
+                "took": Text(took, justify="right"),
+                "seq": Text(str(run.last_seq), justify="right"),
+                "note": Text(note, style="dim" if not run.error else "red"),
+            }
         )
+    names = ["run id", "name", "status", "created", "took", "seq", "note"]
+    natural = {n: max([len(n), *(r[n].cell_len for r in rows)]) for n in names}
+    if not any(r["note"].plain for r in rows):
+        names.remove("note")
+    gap = 3  # one space of padding each side and the column divider
+
+    def needed(cols: list[str], note: int) -> int:
+        return sum(note if c == "note" else natural[c] for c in cols) + gap * (len(cols) - 1)
+
+    note_width = natural["note"]
+    if width is not None:
+        for drop in (None, *RUNS_DROPPED):
+            if drop is not None and drop in names:
+                names.remove(drop)
+            if "note" in names:
+                note_width = min(natural["note"], width - needed(names, 0))
+                if note_width >= 12:  # a cut note still says something
+                    break
+                continue
+            if needed(names, 0) <= width:
+                break
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), expand=False
+    )
+    for name in names:
+        right = name in ("took", "seq")
+        if name == "note":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", width=max(note_width, 4))
+        elif name in ("name", "status"):
+            table.add_column(name, overflow="fold")
+        elif name == "run id":
+            # Whole on one line whenever the terminal can hold it; an id wider than the
+            # terminal folds rather than losing its end.
+            fits = natural[name] if width is None else min(natural[name], width)
+            table.add_column(name, overflow="fold", min_width=fits)
+        else:
+            table.add_column(
+                name, no_wrap=True, min_width=natural[name], justify="right" if right else "left"
+            )
+    for row in rows:
+        table.add_row(*(row[n] for n in names))
     return table
+
+
+SNIPPET_MIN = 24
+"""Columns the snippet of a ``search`` hit needs beside the other fields; a narrower
+terminal prints each hit on two lines instead of a table."""
+
+
+def search_hits(
+    hits: Sequence[Mapping[str, Any]], snippets: list[Text], *, width: int
+) -> RenderableType:
+    """``durable search``'s matches: a table, or on a narrow terminal each hit as a line
+    of its fields and its snippet indented below, so neither the run id nor the snippet
+    is cut."""
+    fields = [
+        [
+            Text(shown(h["run_id"])),
+            Text(str(h["seq"]), justify="right"),
+            Text(shown(h["kind"])),
+            Text(shown(h["step"] or "")),
+            Text(shown(h["key"] or "")),
+        ]
+        for h in hits
+    ]
+    names = ("run id", "seq", "kind", "step", "key")
+    natural = [max([len(n), *(f[i].cell_len for f in fields)]) for i, n in enumerate(names)]
+    if sum(natural) + 3 * len(names) + SNIPPET_MIN <= width:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for i, name in enumerate(names):
+            table.add_column(
+                name,
+                no_wrap=True,
+                min_width=natural[i],
+                justify="right" if name == "seq" else "left",
+            )
+        table.add_column("snippet", overflow="fold")
+        for row, snippet in zip(fields, snippets, strict=True):
+            table.add_row(*row, snippet)
+        return table
+    lines = Text()
+    for row, snippet in zip(fields, snippets, strict=True):
+        run_id, seq, kind, step, key = row
+        head = Text.assemble(run_id, "  seq ", seq.plain, "  ", kind)
+        for extra in (step, key):
+            if extra.plain:
+                head.append("  ")
+                head.append_text(extra)
+        lines.append_text(head)
+        lines.append("\n    ")
+        lines.append_text(snippet)
+        lines.append("\n")
+    return lines
 
 
 def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> list[RenderableType]:
@@ -398,9 +555,21 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
         out.append(Text("\noutput", style="bold"))
         output = pretty_json(_decoded(journal, run.output, run, "output"))
         out.append(Text(clean(output, lines=True)))
+    for wait in waits(journal, run):
+        if not any(isinstance(o, Text) and o.plain == "\nwaiting for" for o in out):
+            out.append(Text("\nwaiting for", style="bold"))
+        deadline = wait["deadline"]
+        line = f"{wait['event'] or 'an event'} (step {wait['step'] or '?'})"
+        if isinstance(deadline, int | float):
+            line += f", until {timestamp(deadline, ms=True)}"
+        out.append(Text(clean(line)))
     if run.error:
         out.append(Text("\nerror", style="bold red"))
         out.append(Text(clean(run.error, lines=True), style="red"))
+    trace = failure_traceback(journal, run)
+    if trace is not None:
+        out.append(Text("\ntraceback", style="bold red"))
+        out.append(Text(clean(trace.rstrip("\n"), lines=True), style="red"))
     return out
 
 
@@ -455,6 +624,26 @@ def replay_line(report: ReplayReport) -> Text:
 # -- the history timeline -----------------------------------------------------------------
 
 
+def compacted_note(journal: Journal, lineage: Mapping[str, Run]) -> Text | None:
+    """For ``history``: which runs of a lineage were compacted, up to which seq, and the
+    time of the snapshot that holds their state there; ``None`` if none was."""
+    notes = []
+    for run in lineage.values():
+        if not run.horizon:
+            continue
+        taken = next((s.created_at for s in journal.snapshots(run.run_id) if s.seq == run.horizon),
+                     None)  # fmt: skip
+        when = f" (state kept from a snapshot of {timestamp(taken)})" if taken else ""
+        notes.append(f"entries up to seq {run.horizon} of {shown(run.run_id)} were compacted{when}")
+    if not notes:
+        return None
+    return Text(
+        "; ".join(notes) + ": their checkpoints are not listed, and the numbers below count"
+        " from there (`state --seq` still reads the run after it)",
+        style="dim",
+    )
+
+
 def _details(cp: Checkpoint) -> Text:
     parts: list[str] = []
     d = cp.detail
@@ -468,14 +657,25 @@ def _details(cp: Checkpoint) -> Text:
             "" if cp.kind == "run.failed" else (" (final)" if d.get("final") else " (will retry)")
         )
         parts.append(f"{d.get('type', 'error')}: {d.get('error')}{final}")
-    if cp.set_keys:
+    if cp.body_set_keys:
+        parts.append("body set " + ", ".join(cp.body_set_keys))
+    if cp.body_deleted_keys:
+        parts.append("body deleted " + ", ".join(cp.body_deleted_keys))
+    if cp.set_keys and cp.kind != "run.forked":  # a fork's edits are listed above
         parts.append("set " + ", ".join(cp.set_keys))
     if cp.deleted_keys:
         parts.append("deleted " + ", ".join(cp.deleted_keys))
-    if cp.emitted:
-        parts.append(f"emitted {len(cp.emitted)}")
-    if cp.consumed:
-        parts.append(f"consumed {len(cp.consumed)}")
+    # A workflow step's completion names the event types it took and emitted.
+    emitted = d.get("emitted") if isinstance(d.get("emitted"), list) else None
+    if emitted:
+        parts.append("emitted " + ", ".join(str(e) for e in emitted))
+    elif cp.emitted:
+        parts.append(plural(len(cp.emitted), "event") + " emitted")
+    consumed = d.get("consumed") if isinstance(d.get("consumed"), str) else None
+    if consumed:
+        parts.append(f"consumed {consumed}")
+    elif cp.consumed:
+        parts.append(plural(len(cp.consumed), "event") + " consumed")
     style = "red" if cp.kind.endswith("failed") else ""
     return Text(clean("; ".join(parts)), style=style)
 
@@ -527,7 +727,10 @@ class Timeline:
         """Print what is buffered and a one-line summary."""
         self.flush()
         if self.count == 0:
-            self.console.print(Text("(no checkpoints: the run has not completed a step yet)"))
+            if self.run.horizon:
+                self.console.print(Text("(no checkpoints after the compacted entries)"))
+            else:
+                self.console.print(Text("(no checkpoints: the run has not completed a step yet)"))
             return
         span = self.run.updated_at - self.run.created_at
         self.console.print(

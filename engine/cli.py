@@ -36,9 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlite_utils
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from journal import (
@@ -66,7 +64,7 @@ from .errors import EngineError
 from .registry import import_user_modules
 from .replay import replay, replay_all
 from .runtime import Engine, RecoveryReport, configure
-from .timetravel import CHECKPOINT_KINDS, diff, fork, iter_history, state_at
+from .timetravel import NUMBERED_KINDS, diff, fork, iter_history, state_at
 
 __all__ = ["cli", "main"]
 
@@ -109,7 +107,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # includes json.JSONDecodeError and UnicodeDecodeError
     sqlite3.Error,
     OSError,
+    OverflowError,  # a number too large for SQLite or for a date
 )
+
+MAX_INT = 2**63 - 1
+"""The largest number an integer option takes: SQLite's (and PostgreSQL's) bigint."""
 
 
 class DurableGroup(click.Group):
@@ -119,15 +121,47 @@ class DurableGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            raise _one_line(exc) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except Failure:
+            raise
+        except click.ClickException as exc:  # click's own usage errors, as one line too
+            raise _one_line(exc) from exc
+        except (click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except USER_ERRORS as exc:
             if os.environ.get(TRACEBACK_ENV):
                 raise
             raise Failure(_describe(exc, ctx.meta.get(PATH_KEY))) from exc
+
+
+_NO_ARGS: type[click.ClickException] = getattr(
+    click.exceptions, "NoArgsIsHelpError", Failure
+)  # click >= 8.2: `durable` alone prints its help
+
+
+def _one_line(exc: click.ClickException) -> click.ClickException:
+    """A click error as every other error is shown: one ``error: ...`` line, and for a
+    usage error the command whose ``--help`` explains it."""
+    if isinstance(exc, Failure | _NO_ARGS):
+        return exc
+    message = exc.format_message()
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message = f"{message} (see: {exc.ctx.command_path} --help)"
+    return (CheckFailed if exc.exit_code == 1 else Failure)(message)
 
 
 def _describe(exc: BaseException, path: str | None) -> str:
@@ -231,20 +265,67 @@ class Timestamp(_ParamType):
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
         if isinstance(value, int | float):
-            return float(value)
+            return self._in_range(float(value), str(value), param, ctx)
         text = str(value).strip()
         try:
-            return float(text)
+            return self._in_range(float(text), text, param, ctx)
         except ValueError:
             pass
         try:
             when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             self.fail(f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00)", param, ctx)
-        return when.timestamp()
+        try:
+            seconds = when.timestamp()
+        except (OverflowError, OSError, ValueError):
+            self.fail(f"{text!r} is out of range for a time (years 1 to 9999)", param, ctx)
+        return self._in_range(seconds, text, param, ctx)
+
+    def _in_range(
+        self, seconds: float, text: str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        # Times are shown as dates: a number no date can hold is refused here, not
+        # half-way through printing.
+        try:
+            dt.datetime.fromtimestamp(seconds)
+        except (OverflowError, OSError, ValueError):
+            self.fail(f"{text!r} is out of range for a time (years 1 to 9999)", param, ctx)
+        return seconds
 
 
 TIMESTAMP = Timestamp()
+
+
+if TYPE_CHECKING:
+    _IntType = click.ParamType[int, Any]
+else:
+    _IntType = click.ParamType
+
+
+class Number(_IntType):
+    """A whole number from ``low`` to :data:`MAX_INT` (what the journal's integers hold)."""
+
+    name = "integer"
+
+    def __init__(self, low: int = 0) -> None:
+        self.low = low
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number", param, ctx)
+        if number < self.low:
+            self.fail(f"{number} is below {self.low}", param, ctx)
+        if number > MAX_INT:
+            self.fail(f"{number} is too large (at most {MAX_INT})", param, ctx)
+        return number
+
+
+COUNT = Number(0)
 
 
 # -- opening the journal and the engine -------------------------------------------------
@@ -372,7 +453,7 @@ def _lineage(journal: Journal, run: Run) -> dict[str, Run]:
 def _count_checkpoints(journal: Journal, run: Run) -> int:
     """Checkpoints of a run, numbered as ``history`` numbers them (a fork counts its
     sources' up to the fork point), from the retained entries, by SQL."""
-    kinds = sorted(CHECKPOINT_KINDS)
+    kinds = sorted(NUMBERED_KINDS)
     marks = ",".join("?" * len(kinds))
     total = 0
     for source, upto in fork_lineage(journal, run):
@@ -416,13 +497,13 @@ def cli() -> None:
 @click.option("--until", type=TIMESTAMP, help="Only runs created before this time.")
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=COUNT,
     default=100,
     show_default=True,
     metavar="N",
     help="At most N runs (0: no limit).",
 )
-@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip N runs.")
+@click.option("--offset", type=COUNT, default=0, metavar="N", help="Skip N runs.")
 @output_options
 @read_options
 @db_option
@@ -455,7 +536,7 @@ def runs(
     if not found:
         console.print("no runs")
         return
-    console.print(render.runs_table(found))
+    console.print(render.runs_table(found, width=console.width))
     more = " (more with --offset/--limit)" if limit and len(found) == limit else ""
     console.print(Text(f"{render.plural(len(found), 'run')}{more}", style="dim"))
 
@@ -489,9 +570,11 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """A run's timeline of checkpoints.
 
     One row per checkpoint (a step's end, a timer, an event, the run's end) with its
-    seq, step key, attempt, start, duration and the state keys it set or deleted.
-    Streams, so a run of any length prints at once. The numbers in the first column
-    are the N that `state --at N`, `diff` and `fork --at` take.
+    seq, step key, attempt, start, duration, the state keys the step set or deleted,
+    those the body changed after the previous step returned ("body set"), and a
+    workflow step's event types. Streams, so a run of any length prints at once. The
+    numbers in the first column are the N that `state --at N`, `diff` and `fork --at`
+    take; a fork's checkpoints are numbered as its source's.
     """
     with _read_engine(ctx) as eng:
         run = eng.journal.get_run(run_id)
@@ -520,6 +603,9 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
                 f"{run.forked_at})"
             )
         console.print(title)
+        note = render.compacted_note(eng.journal, lineage)
+        if note is not None:
+            console.print(note)
         timeline = render.Timeline(console, run, lineage)
         for cp in checkpoints:
             timeline.add(cp)
@@ -529,9 +615,13 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
-    "--at", "step", type=int, metavar="N", help="After checkpoint N (see `history`; 0: the start)."
+    "--at",
+    "step",
+    type=COUNT,
+    metavar="N",
+    help="After checkpoint N (see `history`; 0: the start).",
 )
-@click.option("--seq", type=int, metavar="SEQ", help="After the run's entry SEQ.")
+@click.option("--seq", type=COUNT, metavar="SEQ", help="After the run's entry SEQ.")
 @click.option("--time", "when", type=TIMESTAMP, help="As it was at this time.")
 @output_options
 @read_options
@@ -579,8 +669,8 @@ def state(
 
 @cli.command(name="diff")
 @click.argument("run_id", metavar="RUN")
-@click.argument("a", type=int)
-@click.argument("b", type=int)
+@click.argument("a", type=COUNT)
+@click.argument("b", type=COUNT)
 @click.option("--other", metavar="RUN2", help="Compare with checkpoint B of RUN2 instead.")
 @output_options
 @read_options
@@ -681,10 +771,11 @@ def _private_file(path: str) -> Iterator[Any]:
 def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_json: bool) -> None:
     """Full-text search over the journal's payloads.
 
-    Which step set this value? Every entry's payload, and every run's input (as
-    seq 0, kind run.input), is decoded into a temporary FTS5 index (the journal
-    file is only read); the matching entries print best first. All the words of
-    TEXT must match, as whole words.
+    Which step set this value? Every entry's payload, every run's input (as seq 0,
+    kind run.input) and a compacted run's values as its oldest snapshot holds them
+    (kind snapshot) are decoded into a temporary FTS5 index (the journal file is only
+    read); the matching entries print best first. All the words of TEXT must match,
+    as whole words.
     """
     with _reader(ctx) as journal:
         hits = _search(journal, text, run_id, limit)
@@ -700,20 +791,9 @@ def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_jso
     if not hits:
         console.print(Text(f"no entry matches {text!r}"))
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("run id", "seq", "kind", "step", "key"):
-        table.add_column(name, no_wrap=True, justify="right" if name == "seq" else "left")
-    table.add_column("snippet", overflow="fold")
-    for hit in hits:
-        table.add_row(
-            Text(render.shown(hit["run_id"])),
-            str(hit["seq"]),
-            Text(render.shown(hit["kind"])),
-            Text(render.shown(hit["step"] or "")),
-            Text(render.shown(hit["key"] or "")),
-            _highlight(hit["snippet"], colour=console.is_terminal and not console.no_color),
-        )
-    console.print(table)
+    colour = console.is_terminal and not console.no_color
+    snippets = [_highlight(hit["snippet"], colour=colour) for hit in hits]
+    console.print(render.search_hits(hits, snippets, width=console.width))
     console.print(Text(render.plural(len(hits), "match", "matches"), style="dim"))
 
 
@@ -821,6 +901,7 @@ def _documents(
             "key": None,
             "text": _text(journal.decode, run.input, run.codec, where=where, strict=False),
         }
+        yield from _snapshot_documents(journal, run)
         for row in rows_of(run):
             entry = Entry(**row)
             yield {
@@ -834,6 +915,28 @@ def _documents(
             done += 1
             if done % 500 == 0:
                 tick(done, total)
+
+
+def _snapshot_documents(journal: Journal, run: Run) -> Iterator[dict[str, Any]]:
+    """A compacted run's values as its horizon snapshot holds them (kind ``snapshot``, one
+    row per key): the entries that set them are gone, the values are not."""
+    if not run.horizon:
+        return
+    try:
+        values = journal.state_at(run.run_id, run.horizon).values
+    except (DecodeError, JournalError) as exc:
+        values = {"": f"(undecodable: {exc})"}
+    for key, value in values.items():
+        if key.startswith("@"):  # a workflow's own bookkeeping
+            continue
+        yield {
+            "run_id": run.run_id,
+            "seq": run.horizon,
+            "kind": "snapshot",
+            "step": None,
+            "key": key,
+            "text": _text(lambda v: v, value),
+        }
 
 
 def _text(decode: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
@@ -858,7 +961,7 @@ def _parse_edit(item: str) -> tuple[str, Any]:
 @click.option(
     "--at",
     "at",
-    type=int,
+    type=COUNT,
     required=True,
     metavar="N",
     help="Fork after checkpoint N (see `history`).",
@@ -933,7 +1036,7 @@ def fork_cmd(
 
 
 @cli.command(name="replay")
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--until", type=click.IntRange(min=1), metavar="N", help="Stop after N replayed calls."
 )
@@ -991,10 +1094,7 @@ def replay_cmd(
     else:
         console = render.make_console()
         for report in reports:
-            console.print(render.replay_line(report))
-            if report.divergence:
-                for key, value in report.divergence.items():
-                    console.print(Text(f"         {key}: {value}"))
+            console.print(render.replay_line(report))  # the error says where and what
         if run_id is None:
             console.print(
                 Text(
@@ -1068,10 +1168,13 @@ def _report_lines(
     console: Console, report: RecoveryReport, journal: Journal, *, final: bool
 ) -> None:
     for handle in report.handles:
-        status = journal.get_run(handle.run_id).status if final else "resumed"
-        console.print(
-            Text.assemble(("recovered ", "bold"), handle.run_id, ": ") + render.status_text(status)
-        )
+        run = journal.get_run(handle.run_id)
+        if final:
+            line = Text.assemble(("recovered ", "bold"), handle.run_id, ": ")
+            console.print(line + render.status_text(run.status))
+        else:  # a worker's claim: epoch 1 is a run's first execution, more a resumed one
+            verb = "started " if run.epoch <= 1 else "resumed "
+            console.print(Text.assemble((verb, "bold"), handle.run_id))
     for rid, exc in report.errors.items():
         console.print(Text.assemble(("not recovered ", "bold red"), rid, f": {exc}"))
 
@@ -1213,7 +1316,7 @@ def worker(
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--keep-snapshots",
     type=click.IntRange(min=1),
@@ -1261,9 +1364,10 @@ def compact(
     totals = {"runs_compacted": 0, "entries_deleted": 0, "snapshots_deleted": 0}
     horizons: dict[str, int] = {}
     with _writer(ctx) as journal:
-        targets = (
-            [run_id] if run_id is not None else [r.run_id for r in journal.list_runs(limit=None)]
+        runs_seen = (
+            [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
         )
+        targets = [r.run_id for r in runs_seen]
         with render.progress("compacting", total=len(targets)) as tick:
             for i, rid in enumerate(targets, 1):
                 report = journal.compact(rid, policy)
@@ -1281,14 +1385,42 @@ def compact(
         f"compacted {totals['runs_compacted']} runs: {totals['entries_deleted']} entries and "
         f"{totals['snapshots_deleted']} snapshots deleted"
     )
+    if not totals["runs_compacted"]:
+        console.print(Text(_nothing_compacted(runs_seen, policy), style="dim"))
     for rid, horizon in horizons.items():
         console.print(Text(f"  {rid}: horizon now seq {horizon}"))
     if pages is not None:
         console.print(f"reclaimed {pages} pages")
 
 
+def _nothing_compacted(runs: list[Run], policy: RetentionPolicy) -> str:
+    """Why a compaction deleted nothing, from what it was given."""
+    if not runs:
+        return "nothing to compact: the journal has no runs"
+    skipped = [r for r in runs if not r.finished and not policy.include_active]
+    reasons = []
+    if skipped:
+        reasons.append(
+            f"{render.plural(len(skipped), 'run is', 'runs are')} unfinished "
+            "(--include-active compacts them too)"
+        )
+    rest = len(runs) - len(skipped)
+    if rest:
+        k = policy.keep_snapshots
+        kept = ("the newest snapshot" if k == 1 else f"the newest {k} snapshots") + (
+            " (--keep-snapshots)"
+        )
+        if policy.keep_seconds is not None:
+            kept += f" and entries newer than {policy.keep_seconds:g} s (--keep-seconds)"
+        reasons.append(
+            f"{render.plural(rest, 'run has', 'runs have')} no entry older than {kept}, "
+            "or an unfinished fork still reads them"
+        )
+    return "nothing to compact: " + "; ".join(reasons)
+
+
 @cli.command()
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @output_options
 @read_options
 @db_option
@@ -1300,6 +1432,8 @@ def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
     snapshot against the fold of its entries (of RUN, or of every run).
     """
     with _reader(ctx) as journal, render.progress("verifying") as tick:
+        if run_id is not None:
+            journal.get_run(run_id)  # an unknown run is bad input (2), not a failed check (1)
         report = journal.verify(run_id, progress=tick)
     if as_json:
         _emit_json(

@@ -457,7 +457,7 @@ class Engine:
     ) -> RunHandle:
         """Create a fork of ``source`` at ``seq`` with ``edits`` and execute it (see ``fork``)."""
         journal = self.journal
-        target = resolve(source.name, run_id=source.run_id)
+        target = resolve(source.name, run_id=source.run_id, doing="forking")
         own = getattr(target, "_codec", None)  # a function's own codec (a workflow class has none)
         if own is not None:
             journal.trust_codec(own)

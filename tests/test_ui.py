@@ -336,6 +336,12 @@ class TestFork:
         cps = client.get(f"/api/runs/{fork_id}/history").json()["checkpoints"]
         assert [c["run_id"] for c in cps[:2]] == ["o1", "o1"]
         assert cps[2]["kind"] == EntryKind.RUN_FORKED
+        # Numbered as its source: the fork point's number, holding the edit.
+        assert [c["number"] for c in cps[:4]] == [1, 2, 2, 3]
+        assert cps[2]["set_keys"] == ["bonus"]
+        # Step 2 of the fork's page is the fork's own checkpoint, with the edit.
+        page = client.get(f"/runs/{fork_id}?step=2").text
+        assert "<dt>set</dt><dd>bonus</dd>" in page
 
     def test_fork_with_a_chosen_id(self, client: TestClient) -> None:
         resp = client.post("/api/runs/o1/fork", json={"at": 0, "run_id": "mine"})

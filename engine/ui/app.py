@@ -964,16 +964,16 @@ def run_page(request: Request) -> Response:
     ctx = _page_context(ui, request, run)
     cps: list[Checkpoint] = ctx["checkpoints"]
     step: int = ctx["step"]
-    if step > len(cps):
-        raise StepNotFound(
-            f"run {run.run_id!r} has {len(cps)} checkpoints; there is no step {step}"
-        )
+    last = cps[-1].number if cps else 0  # a fork's run.forked shares its fork point's number
+    if step > last:
+        raise StepNotFound(f"run {run.run_id!r} has {last} checkpoints; there is no step {step}")
     q = request.query_params
     a = views.int_param(q.get("a"), "a", minimum=0)
     b = views.int_param(q.get("b"), "b", minimum=0)
     a = max(step - 1, 0) if a is None else a
     b = step if b is None else b
-    selected = cps[step - 1] if step >= 1 else None
+    # The last checkpoint numbered ``step``: a fork's own, where state_at(step) reads.
+    selected = next((c for c in reversed(cps) if c.number == step), None) if step >= 1 else None
     state, state_error = _guarded(lambda: state_at(run.run_id, step=step, engine=ui.engine))
     changes, diff_error = _guarded(lambda: diff(run.run_id, a, b, engine=ui.engine))
     entries, entries_error = (
