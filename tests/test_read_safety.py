@@ -43,6 +43,7 @@ from journal import (
     decode_for_reading,
     to_jsonable,
 )
+from journal._schema import reseal_runs
 from journal.store import _snapshot_checksum, entry_checksum
 
 KEY = b"read-safety-key"
@@ -113,6 +114,9 @@ def craft(path: Path, marker: Path, *, codec: str = "pickle") -> None:
             "UPDATE runs SET codec = ?, input = ?, output = ? WHERE run_id = ?",
             (codec, bomb, bomb, RUN),
         )
+        # The row's checksum is a CRC, not a signature: an attacker recomputes it, so
+        # only the readers' codec decision may stop the pickle.
+        reseal_runs(conn.execute)
         (snap_seq,) = conn.execute(
             "SELECT max(seq) FROM snapshots WHERE run_id = ?", (RUN,)
         ).fetchone()
@@ -160,6 +164,12 @@ READ_COMMANDS = [
     ["verify", RUN, "--json"],
 ]
 SHOWS_PLACEHOLDER = {"show", "state", "export"}
+
+
+def _client(app: Any) -> TestClient:
+    """A client of the web view that carries its access token."""
+    bearer = {"Authorization": f"Bearer {app.state.token}"}
+    return TestClient(app, base_url="http://127.0.0.1", headers=bearer)
 
 
 def invoke(path: Path, args: list[str], **env: str) -> Any:
@@ -228,7 +238,7 @@ UI_GETS = [
 def test_ui_pages_and_api_never_unpickle(crafted: tuple[Path, Path]) -> None:
     """Every page and API read answers 200 over the crafted journal; nothing loads."""
     path, marker = crafted
-    with TestClient(create_app(path, readonly=True), base_url="http://127.0.0.1") as client:
+    with _client(create_app(path, readonly=True)) as client:
         for url in UI_GETS:
             response = client.get(url)
             assert response.status_code == 200, (url, response.text[:500])
@@ -244,7 +254,7 @@ def test_ui_trust_pickle(crafted: tuple[Path, Path]) -> None:
     """create_app(trust_pickle=True) is the UI's opt-in."""
     path, marker = crafted
     app = create_app(path, readonly=True, trust_pickle=True)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with _client(app) as client:
         assert client.get(f"/api/runs/{RUN}").status_code == 200
     assert marker.exists()
     marker.unlink()
@@ -400,7 +410,7 @@ def test_keyed_journal_ui(keyed: tuple[Path, Path]) -> None:
     path, marker = keyed
     for options in ({}, {"hmac_key": KEY}):
         app = create_app(path, readonly=True, **options)
-        with TestClient(app, base_url="http://127.0.0.1") as client:
+        with _client(app) as client:
             for url in UI_GETS:
                 assert client.get(url).status_code == 200, (options, url)
             values = client.get(f"/api/runs/{RUN}/state").json()["values"]
@@ -524,7 +534,7 @@ def test_cli_state_values_keep_their_structure(typed: Path) -> None:
 
 
 def test_ui_reads_without_the_classes(typed: Path) -> None:
-    with TestClient(create_app(typed, readonly=True), base_url="http://127.0.0.1") as client:
+    with _client(create_app(typed, readonly=True)) as client:
         for url in [u.replace(RUN, TYPED) for u in UI_GETS]:
             response = client.get(url)
             assert response.status_code == 200, (url, response.text[:500])
