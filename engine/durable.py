@@ -112,7 +112,8 @@ class DurableFunction(Generic[P, R]):
     def start(self, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
         """Start a run in the background and return its handle at once.
 
-        Starting an existing ``run_id`` returns that run: it is never executed twice.
+        Starting an existing ``run_id`` with the same arguments returns that run: it is
+        never executed twice. Other arguments raise :class:`RunIdConflict`.
         """
         return self.engine.start(self, args, kwargs, run_id=run_id)
 
@@ -128,7 +129,8 @@ class DurableFunction(Generic[P, R]):
 
         ``queue`` defaults to the function's (``@durable(queue=...)``), else
         ``"default"``; higher ``priority`` runs are claimed first. Enqueuing an
-        existing ``run_id`` returns that run: it is never queued twice.
+        existing ``run_id`` with the same arguments returns that run: it is never
+        queued twice. Other arguments raise :class:`RunIdConflict`.
         """
         return enqueue(
             self.engine,

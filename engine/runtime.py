@@ -47,6 +47,7 @@ from .execution import _CURRENT_RUN, RunExecution, child_outcome
 from .queues import WAKE_CHANNEL
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
+from .runids import check_same_start
 
 if TYPE_CHECKING:
     from .durable import DurableFunction
@@ -292,6 +293,8 @@ class Engine:
         request = self._run_request(fn, args, kwargs, run_id, parent)
         with self._lock:
             run, created = self.journal.create(request)
+            if not created and parent is None:
+                check_same_start(self.journal, run, request.run, fn.fn, skip_ctx=fn.takes_ctx)
             return self._claimed(fn, run, created)
 
     async def _aclaim(
@@ -305,6 +308,8 @@ class Engine:
         """:meth:`_claim` for async runs: the creation shares the group commit."""
         request = self._run_request(fn, args, kwargs, run_id, parent)
         run, created = await self.committer().submit(request)
+        if not created and parent is None:
+            check_same_start(self.journal, run, request.run, fn.fn, skip_ctx=fn.takes_ctx)
         with self._lock:
             return self._claimed(fn, run, created)
 
