@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
+
+from typing_extensions import TypeVar
 
 from journal import (
     Codec,
@@ -56,9 +58,12 @@ __all__ = ["Engine", "RecoveryReport", "RunHandle", "configure", "default_engine
 
 K = EntryKind
 
+R = TypeVar("R", default=Any)
 
-class RunHandle:
-    """A started run: its id, its status, its result once it ends, and ``cancel()``."""
+
+class RunHandle(Generic[R]):
+    """A started run: its id, its status, its result once it ends, and ``cancel()``.
+    ``RunHandle[int]``: ``result()`` returns an ``int``."""
 
     def __init__(
         self, engine: Engine, run_id: str, future: concurrent.futures.Future[Any] | None = None
@@ -110,9 +115,10 @@ class RunHandle:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """The run's return value; raises :class:`RunFailed` or :class:`RunCancelled`."""
-        return self.engine.outcome(self.wait(timeout))
+        result: R = self.engine.outcome(self.wait(timeout))
+        return result
 
     def cancel(self) -> None:
         """Cancel the run: it is marked cancelled now and its body stops at the next step."""

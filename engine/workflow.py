@@ -510,7 +510,7 @@ class WorkflowCheckpoint:
         return {k: v for k, v in view.values.items() if not k.startswith("@")}
 
 
-class WorkflowHandler(RunHandle):
+class WorkflowHandler(RunHandle[Any]):
     """A started workflow run: ``await handler`` for the result, ``stream_events()``
     for progress, ``send_event()`` for human input, ``checkpoints`` after each step."""
 
