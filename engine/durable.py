@@ -147,11 +147,43 @@ class DurableFunction(Generic[P, R]):
         self: DurableFunction[P, _Async[T]], *args: P.args, **kwargs: P.kwargs
     ) -> RunHandle[T]: ...
     @overload
-    def enqueue(self: DurableFunction[P, _Async[T]], *args: Any, **kwargs: Any) -> RunHandle[T]: ...
+    def enqueue(
+        self: DurableFunction[P, _Async[T]],
+        *args: Any,
+        run_id: str | None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[T]: ...
+    @overload
+    def enqueue(
+        self: DurableFunction[P, _Async[T]],
+        *args: Any,
+        queue: str | Queue | None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[T]: ...
+    @overload
+    def enqueue(
+        self: DurableFunction[P, _Async[T]], *args: Any, priority: int, **kwargs: Any
+    ) -> RunHandle[T]: ...
     @overload
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
     @overload
-    def enqueue(self, *args: Any, **kwargs: Any) -> RunHandle[R]: ...
+    def enqueue(
+        self,
+        *args: Any,
+        run_id: str | None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[R]: ...
+    @overload
+    def enqueue(
+        self, *args: Any, queue: str | Queue | None, priority: int = 0, **kwargs: Any
+    ) -> RunHandle[R]: ...
+    @overload
+    def enqueue(self, *args: Any, priority: int, **kwargs: Any) -> RunHandle[R]: ...
     def enqueue(  # type: ignore[misc]
         self,
         *args: Any,

@@ -62,3 +62,6 @@ job("one")  # type: ignore[arg-type]
 job(1, lable="x")  # type: ignore[call-arg]
 job.start("one")  # type: ignore[call-overload]
 plain.start()  # type: ignore[call-overload]
+assert_type(job.enqueue(1, queue="q").result(), int)
+assert_type(ajob.enqueue(1, priority=2).result(), int)
+job.enqueue("one")  # type: ignore[call-overload]
