@@ -58,7 +58,16 @@ def _context_parameter(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | 
 
 
 class DurableFunction(Generic[P, R]):
-    """A ``@durable`` function. Call it to run it to completion; ``start()`` for a handle."""
+    """A ``@durable`` function. Call it to run it to completion; ``start()`` for a handle.
+
+    Typed as ``DurableFunction[P, R]``: it is called, run, started and enqueued with
+    the function's own parameters ``P``, a first ``Context`` parameter left out (the
+    engine passes it); ``start()`` and ``enqueue()`` return a ``RunHandle[R]`` (for an
+    ``async def``, ``R`` is what it returns when awaited). Calls that pass ``run_id``,
+    ``queue`` or ``priority`` have their result type checked, their arguments at run
+    time. A ``run_id`` names one start: the same arguments attach to the existing
+    run, other arguments (or another function) raise :class:`RunIdConflict`.
+    """
 
     def __init__(
         self,
