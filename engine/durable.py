@@ -6,8 +6,8 @@ import concurrent.futures
 import functools
 import inspect
 import typing
-from collections.abc import Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -23,6 +23,10 @@ __all__ = ["DurableFunction", "durable"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+S = TypeVar("S")
+# An async function's R is its coroutine; its handles hold what the coroutine returns.
+_Async = Coroutine[Any, Any, T]
 
 
 def _context_parameter(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | None]:
@@ -54,7 +58,16 @@ def _context_parameter(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | 
 
 
 class DurableFunction(Generic[P, R]):
-    """A ``@durable`` function. Call it to run it to completion; ``start()`` for a handle."""
+    """A ``@durable`` function. Call it to run it to completion; ``start()`` for a handle.
+
+    Typed as ``DurableFunction[P, R]``: it is called, run, started and enqueued with
+    the function's own parameters ``P``, a first ``Context`` parameter left out (the
+    engine passes it); ``start()`` and ``enqueue()`` return a ``RunHandle[R]`` (for an
+    ``async def``, ``R`` is what it returns when awaited). Calls that pass ``run_id``,
+    ``queue`` or ``priority`` have their result type checked, their arguments at run
+    time. A ``run_id`` names one start: the same arguments attach to the existing
+    run, other arguments (or another function) raise :class:`RunIdConflict`.
+    """
 
     def __init__(
         self,
@@ -103,32 +116,97 @@ class DurableFunction(Generic[P, R]):
             return self.engine.acall(self, args, kwargs)  # type: ignore[return-value]
         return self.engine.call(self, args, kwargs)  # type: ignore[no-any-return]
 
-    def run(self, *args: Any, run_id: str | None = None, **kwargs: Any) -> Any:
+    # The options (run_id, queue, priority) cannot join P in a signature: a call
+    # without them is checked against the function's parameters; a call with them
+    # has its return type checked (the arguments are checked at run time).
+    @overload
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def run(self, *args: Any, run_id: str | None, **kwargs: Any) -> R: ...
+    def run(self, *args: Any, run_id: str | None = None, **kwargs: Any) -> Any:  # type: ignore[misc]
         """Run to completion under ``run_id`` (an idempotency key) and return the result."""
         if self.is_async:
             return self.engine.acall(self, args, kwargs, run_id=run_id)
         return self.engine.call(self, args, kwargs, run_id=run_id)
 
-    def start(self, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
+    @overload
+    def start(
+        self: DurableFunction[P, _Async[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> RunHandle[T]: ...
+    @overload
+    def start(
+        self: DurableFunction[P, _Async[T]], *args: Any, run_id: str | None, **kwargs: Any
+    ) -> RunHandle[T]: ...
+    @overload
+    def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
+    @overload
+    def start(self, *args: Any, run_id: str | None, **kwargs: Any) -> RunHandle[R]: ...
+    def start(  # type: ignore[misc]
+        self, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle[Any]:
         """Start a run in the background and return its handle at once.
 
-        Starting an existing ``run_id`` returns that run: it is never executed twice.
+        Starting an existing ``run_id`` with the same arguments returns that run: it is
+        never executed twice. Other arguments raise :class:`RunIdConflict`.
         """
         return self.engine.start(self, args, kwargs, run_id=run_id)
 
+    @overload
     def enqueue(
+        self: DurableFunction[P, _Async[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> RunHandle[T]: ...
+    @overload
+    def enqueue(
+        self: DurableFunction[P, _Async[T]],
+        *args: Any,
+        run_id: str | None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[T]: ...
+    @overload
+    def enqueue(
+        self: DurableFunction[P, _Async[T]],
+        *args: Any,
+        queue: str | Queue | None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[T]: ...
+    @overload
+    def enqueue(
+        self: DurableFunction[P, _Async[T]], *args: Any, priority: int, **kwargs: Any
+    ) -> RunHandle[T]: ...
+    @overload
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
+    @overload
+    def enqueue(
+        self,
+        *args: Any,
+        run_id: str | None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[R]: ...
+    @overload
+    def enqueue(
+        self, *args: Any, queue: str | Queue | None, priority: int = 0, **kwargs: Any
+    ) -> RunHandle[R]: ...
+    @overload
+    def enqueue(self, *args: Any, priority: int, **kwargs: Any) -> RunHandle[R]: ...
+    def enqueue(  # type: ignore[misc]
         self,
         *args: Any,
         run_id: str | None = None,
         queue: str | Queue | None = None,
         priority: int = 0,
         **kwargs: Any,
-    ) -> RunHandle:
+    ) -> RunHandle[Any]:
         """Queue a run for a worker (``durable worker``) and return its handle at once.
 
         ``queue`` defaults to the function's (``@durable(queue=...)``), else
         ``"default"``; higher ``priority`` runs are claimed first. Enqueuing an
-        existing ``run_id`` returns that run: it is never queued twice.
+        existing ``run_id`` with the same arguments returns that run: it is never
+        queued twice. Other arguments raise :class:`RunIdConflict`.
         """
         return enqueue(
             self.engine,
@@ -148,6 +226,18 @@ class DurableFunction(Generic[P, R]):
         return f"<durable {self.name}>"
 
 
+class _Decorator(Protocol):
+    """What ``durable(name=...)`` returns: ``durable`` with its options bound."""
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Context[S], P], R], /) -> DurableFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> DurableFunction[P, R]: ...
+
+
+# A first parameter taking a Context is filled in by the engine: callers never pass it.
+@overload
+def durable(fn: Callable[Concatenate[Context[S], P], R]) -> DurableFunction[P, R]: ...
 @overload
 def durable(fn: Callable[P, R]) -> DurableFunction[P, R]: ...
 @overload
@@ -159,7 +249,7 @@ def durable(
     resources: dict[str, Callable[[], Any]] | None = None,
     snapshot_every: int | None = None,
     queue: str | Queue | None = None,
-) -> Callable[[Callable[P, R]], DurableFunction[P, R]]: ...
+) -> _Decorator: ...
 
 
 def durable(

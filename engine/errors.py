@@ -11,7 +11,8 @@
     ├── FencedOff             this worker lost the run's lease; it stopped without writing
     │   └── JournalUnreachable  ... or could not reach the journal's database to commit
     ├── FunctionNotFound      a recorded function or workflow can no longer be imported
-    ├── WrongFunction         a run id that belongs to another function
+    ├── RunIdConflict         a run id that exists with other input
+    │   └── WrongFunction     ... or that belongs to another function
     ├── NotInRun              a run-only helper (ctx access, idempotency key) used outside a run
     └── ResultTimeout         ``handle.result(timeout)`` expired before the run ended
 
@@ -33,6 +34,7 @@ __all__ = [
     "ResultTimeout",
     "RunCancelled",
     "RunFailed",
+    "RunIdConflict",
     "StepFailed",
     "StepTimeout",
     "WrongFunction",
@@ -82,7 +84,12 @@ class FunctionNotFound(EngineError):
     """The run's function or workflow cannot be imported by its recorded name."""
 
 
-class WrongFunction(EngineError):
+class RunIdConflict(EngineError):
+    """The run id exists, started with other input; nothing was written. ``differences``
+    names what differs: the same input attaches to the existing run instead."""
+
+
+class WrongFunction(RunIdConflict):
     """The run id exists but belongs to a different function."""
 
 

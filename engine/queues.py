@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from journal import EntryKind
 
+from .runids import check_same_start
+
 if TYPE_CHECKING:
     from .durable import DurableFunction
     from .runtime import Engine, RunHandle
@@ -74,8 +76,8 @@ def enqueue(
 ) -> RunHandle:
     """Write a pending run of ``fn`` for a worker to execute; return its handle at once.
 
-    An existing ``run_id`` returns that run (nothing is queued twice)."""
-    from .errors import WrongFunction  # noqa: PLC0415 - errors imports nothing of ours
+    An existing ``run_id`` returns that run (nothing is queued twice) if it was
+    enqueued with the same input, else raises :class:`RunIdConflict`."""
     from .runtime import RunHandle  # noqa: PLC0415 - runtime imports this module
 
     if not isinstance(priority, int) or isinstance(priority, bool):
@@ -85,7 +87,7 @@ def enqueue(
     if fn._codec is not None:
         journal.trust_codec(fn._codec)
     name = queue or DEFAULT_QUEUE
-    run, created = journal.create_run(
+    request = journal.new_run(
         run_id,
         name=fn.name,
         kind="function",
@@ -97,13 +99,9 @@ def enqueue(
         queue=name,
         priority=priority,
     )
-    if not created and run.name != fn.name:
-        raise WrongFunction(
-            f"run {run.run_id!r} belongs to {run.name!r}, not {fn.name!r}",
-            run_id=run.run_id,
-            expected=fn.name,
-            found=run.name,
-        )
-    if created:
+    run, created = journal.create(request)
+    if not created:
+        check_same_start(journal, run, request.run, fn.fn, skip_ctx=fn.takes_ctx)
+    else:
         journal.notify(WAKE_CHANNEL, run.run_id)
     return RunHandle(engine, run.run_id)

@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
+
+from typing_extensions import TypeVar
 
 from journal import (
     Codec,
@@ -47,6 +49,7 @@ from .execution import _CURRENT_RUN, RunExecution, child_outcome
 from .queues import WAKE_CHANNEL
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
+from .runids import check_same_start
 
 if TYPE_CHECKING:
     from .durable import DurableFunction
@@ -55,9 +58,12 @@ __all__ = ["Engine", "RecoveryReport", "RunHandle", "configure", "default_engine
 
 K = EntryKind
 
+R = TypeVar("R", default=Any)
 
-class RunHandle:
-    """A started run: its id, its status, its result once it ends, and ``cancel()``."""
+
+class RunHandle(Generic[R]):
+    """A started run: its id, its status, its result once it ends, and ``cancel()``.
+    ``RunHandle[int]``: ``result()`` returns an ``int``."""
 
     def __init__(
         self, engine: Engine, run_id: str, future: concurrent.futures.Future[Any] | None = None
@@ -109,9 +115,10 @@ class RunHandle:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """The run's return value; raises :class:`RunFailed` or :class:`RunCancelled`."""
-        return self.engine.outcome(self.wait(timeout))
+        result: R = self.engine.outcome(self.wait(timeout))
+        return result
 
     def cancel(self) -> None:
         """Cancel the run: it is marked cancelled now and its body stops at the next step."""
@@ -292,6 +299,8 @@ class Engine:
         request = self._run_request(fn, args, kwargs, run_id, parent)
         with self._lock:
             run, created = self.journal.create(request)
+            if not created and parent is None:
+                check_same_start(self.journal, run, request.run, fn.fn, skip_ctx=fn.takes_ctx)
             return self._claimed(fn, run, created)
 
     async def _aclaim(
@@ -305,6 +314,8 @@ class Engine:
         """:meth:`_claim` for async runs: the creation shares the group commit."""
         request = self._run_request(fn, args, kwargs, run_id, parent)
         run, created = await self.committer().submit(request)
+        if not created and parent is None:
+            check_same_start(self.journal, run, request.run, fn.fn, skip_ctx=fn.takes_ctx)
         with self._lock:
             return self._claimed(fn, run, created)
 

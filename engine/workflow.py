@@ -26,6 +26,7 @@ from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, S
 from .queues import WAKE_CHANNEL
 from .registry import qualified_name, register, resolve
 from .replay import ReplayReport
+from .runids import check_same_start
 from .runtime import Engine, RunHandle, default_engine
 from .steps import StepSpec
 from .timetravel import fork, history, state_at
@@ -241,7 +242,8 @@ class Workflow:
         """Start a run (``StartEvent(**kwargs)``) and return its handler at once.
 
         ``run_id`` is an idempotency key: an existing id attaches to that run,
-        resuming it if it is unfinished and nobody holds it. Started inside a step of
+        resuming it if it is unfinished and nobody holds it; started with another
+        input, it raises :class:`RunIdConflict`. Started inside a step of
         another workflow, the run is that run's child: linked to it, with an id derived
         from the step's event, so a step run again attaches to the same child."""
         eng = self.engine
@@ -265,14 +267,17 @@ class Workflow:
             ),
         ]  # fmt: skip
         with eng._lock:
-            run, created = journal.create_run(
+            request = journal.new_run(
                 run_id, name=type(self)._name, kind="workflow", input=start, codec=codec,
                 status="running", entries=entries, owner=eng.owner, lease_seconds=eng.lease_seconds,
                 snapshot_every=self.snapshot_every, parent_run_id=parent,
             )  # fmt: skip
+            run, created = journal.create(request)
             future: concurrent.futures.Future[Any] | None = None
             execute = created
             if not created:
+                if parent is None:
+                    check_same_start(journal, run, request.run)
                 if run.name != type(self)._name:
                     raise WrongFunction(
                         f"run {run.run_id!r} belongs to {run.name!r}, not {type(self)._name!r}",
@@ -505,7 +510,7 @@ class WorkflowCheckpoint:
         return {k: v for k, v in view.values.items() if not k.startswith("@")}
 
 
-class WorkflowHandler(RunHandle):
+class WorkflowHandler(RunHandle[Any]):
     """A started workflow run: ``await handler`` for the result, ``stream_events()``
     for progress, ``send_event()`` for human input, ``checkpoints`` after each step."""
 

