@@ -105,3 +105,11 @@ def test_server_crash_loses_nothing_acknowledged_many(
     """Fifteen server crashes at random moments under three writers."""
     rng = random.Random(f"{durability}-many")
     assert sum(crash_trial(cluster, durability, t, rng) for t in range(15)) > 0
+
+
+@pytest.mark.parametrize(("durability", "setting"), [("process", "local"), ("full", "on")])
+def test_session_setting(pg_schema_url: str, durability: str, setting: str) -> None:
+    """Each level's session setting flushes the WAL before a commit returns."""
+    with Journal(pg_schema_url, durability=durability) as journal:  # type: ignore[arg-type]
+        rows = journal.query("SELECT current_setting('synchronous_commit') AS sc")
+    assert rows == [{"sc": setting}]
