@@ -70,6 +70,8 @@ def acknowledged(proc: subprocess.Popen[str]) -> list[int]:
 def crash_trial(server: TempCluster, durability: str, trial: int, rng: random.Random) -> int:
     """One server crash under load; assert nothing acknowledged was lost; return acks."""
     url = f"{server.url}?schema=d{trial}"
+    # Made here first: writers racing to create a fresh schema is another matter.
+    Journal(url).close()
     procs = {f"w{trial}-{i}": writer(url, durability, f"w{trial}-{i}") for i in range(WRITERS)}
     time.sleep(rng.uniform(0.3, 1.5))
     server.crash()
