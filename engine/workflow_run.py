@@ -117,20 +117,18 @@ class LivingClock:
             self._since = time.monotonic()
 
 
-_LIVING_PAGE = 64
-
-
 def journaled_living(journal: Journal, run: Run) -> float:
     """The living time the run's last ``step.completed`` or wait record holds (0 if none).
 
     Every step commit and every wait records the run's living time so far, so a crashed
     run resumes its clock where its last commit left it: the time dead is not counted.
-    Read backwards from the run's last entry, a page at a time: the newest such entry
-    is almost always within the last few."""
+    Read backwards from the run's last entry, which is usually that step's completion:
+    one entry first, then larger pages."""
     hi = run.last_seq
+    page = 1
     wait_prefix = f"{INTERNAL}wait/"
     while hi > run.horizon:
-        lo = max(run.horizon + 1, hi - _LIVING_PAGE + 1)
+        lo = max(run.horizon + 1, hi - page + 1)
         for entry in reversed(list(journal.read(run.run_id, lo, hi))):
             if entry.kind == K.STEP_COMPLETED or (
                 entry.kind == K.STATE_SET and (entry.key or "").startswith(wait_prefix)
@@ -140,6 +138,7 @@ def journaled_living(journal: Journal, run: Run) -> float:
                 if isinstance(living, int | float) and living >= 0:
                     return float(living)
         hi = lo - 1
+        page = min(page * 8, 512)
     return 0.0
 
 
