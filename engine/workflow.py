@@ -154,8 +154,10 @@ class Workflow:
     ``class Flow(Workflow, name="jobs:flow")`` fixes the name recorded in the journal
     (default ``module:qualname``).
 
-    ``timeout`` (seconds, measured from the run's start, across restarts) fails a
-    run that has not stopped in time. ``resources`` maps names to factories
+    ``timeout`` (seconds of living time, default none) fails a run that has not
+    stopped in time: it counts only time the run is executing in some process,
+    summed across restarts, never time dead (between a crash and its recovery) nor
+    time parked waiting for an event from outside. ``resources`` maps names to factories
     called on start and on recovery; the objects reach steps as ``ctx.resources``
     and are never serialized. Recovery re-creates the workflow with ``cls()``:
     keep constructor arguments optional.
@@ -187,7 +189,7 @@ class Workflow:
 
     def __init__(
         self,
-        timeout: float | None = 60.0,
+        timeout: float | None = None,
         *,
         engine: Engine | None = None,
         codec: Codec | None = None,
@@ -322,7 +324,8 @@ class Workflow:
         """Resume a claimed run of this workflow in the background (recovery, forks).
 
         The instance is made with ``cls()`` but keeps the timeout the run was started
-        with (journaled in its ``run.started`` entry): it is measured across restarts."""
+        with (journaled in its ``run.started`` entry); its living time so far is read from
+        the journal, so the timeout counts across restarts."""
         instance = cls()
         instance.timeout = _started_timeout(engine, run, instance.timeout)
         asyncio.run_coroutine_threadsafe(

@@ -33,6 +33,7 @@ from journal import (
     DatabaseUnavailable,
     EntryKind,
     FoldedState,
+    Journal,
     JournalFull,
     NewEntry,
     Run,
@@ -85,6 +86,63 @@ class _Waiter:
         )
 
 
+class LivingClock:
+    """A run's living time: seconds it ran in some process, not counting time dead
+    (between a crash and its recovery) or parked waiting for an event from outside.
+
+    Starts from what the journal recorded and runs while not paused."""
+
+    def __init__(self, base: float = 0.0) -> None:
+        self._base = base
+        self._since: float | None = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        """True unless paused."""
+        return self._since is not None
+
+    def living(self) -> float:
+        """Seconds lived so far."""
+        if self._since is None:
+            return self._base
+        return self._base + time.monotonic() - self._since
+
+    def pause(self) -> None:
+        """Stop counting."""
+        self._base = self.living()
+        self._since = None
+
+    def resume(self) -> None:
+        """Count again."""
+        if self._since is None:
+            self._since = time.monotonic()
+
+
+def journaled_living(journal: Journal, run: Run) -> float:
+    """The living time the run's last ``step.completed`` or wait record holds (0 if none).
+
+    Every step commit and every wait records the run's living time so far, so a crashed
+    run resumes its clock where its last commit left it: the time dead is not counted.
+    Read backwards from the run's last entry, which is usually that step's completion:
+    one entry first, then larger pages."""
+    hi = run.last_seq
+    page = 1
+    wait_prefix = f"{INTERNAL}wait/"
+    while hi > run.horizon:
+        lo = max(run.horizon + 1, hi - page + 1)
+        for entry in reversed(list(journal.read(run.run_id, lo, hi))):
+            if entry.kind == K.STEP_COMPLETED or (
+                entry.kind == K.STATE_SET and (entry.key or "").startswith(wait_prefix)
+            ):
+                payload = journal.decode_entry(entry)
+                living = payload.get("living") if isinstance(payload, dict) else None
+                if isinstance(living, int | float) and living >= 0:
+                    return float(living)
+        hi = lo - 1
+        page = min(page * 8, 512)
+    return 0.0
+
+
 def new_delivery_key() -> str:
     """A fresh delivery id (unique within a run)."""
     return f"e{uuid.uuid4().hex[:16]}"
@@ -126,6 +184,8 @@ class WorkflowRun:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[Any] | None = None
         self.finished = False
+        self.clock = LivingClock(journaled_living(self.journal, run))
+        self._clock_moved: asyncio.Event | None = None
         self.ended = False
         """Set once the run's terminal commit (completed or failed) was submitted: any
         other commit after it is refused, so nothing is journaled after the run's end."""
@@ -147,11 +207,13 @@ class WorkflowRun:
         self.loop = asyncio.get_running_loop()
         self.done = self.loop.create_future()
         self._absorb_lock = asyncio.Lock()
+        self._clock_moved = asyncio.Event()
         watcher = self.loop.create_task(self._watch())
+        timeout = self.workflow.timeout
+        timer: asyncio.Task[None] | None = None
         try:
-            timeout = self.workflow.timeout
-            remaining = None if timeout is None else self.run.created_at + timeout - time.time()
-            if remaining is None or remaining > 0:  # past its timeout: fail, run no step
+            # Past its timeout (living time, from the journal): fail, run no step.
+            if timeout is None or self.clock.living() < timeout:
                 await self._route_external()
                 self._dispatch()
                 if not self.tasks and not self.done.done() and not self.waiting_for_input():
@@ -160,24 +222,54 @@ class WorkflowRun:
                         "no step in flight (was its StopEvent lost?)",
                         run_id=self.run_id,
                     )
-            try:
-                return await asyncio.wait_for(asyncio.shield(self.done), remaining)
-            except (asyncio.TimeoutError, TimeoutError):
-                if self.done.done():
-                    return self.done.result()
-                error = WorkflowTimeout(
-                    f"workflow run {self.run_id!r} did not finish within {timeout}s",
-                    run_id=self.run_id,
-                )
-                await self._fail(None, error)
-                raise error from None
+            if timeout is not None:
+                timer = self.loop.create_task(self._expire(timeout))
+                await asyncio.wait([self.done, timer], return_when=asyncio.FIRST_COMPLETED)
+            if timer is None or self.done.done():
+                return await asyncio.shield(self.done)
+            error = WorkflowTimeout(
+                f"workflow run {self.run_id!r} did not finish within {timeout}s of living "
+                f"time ({self.clock.living():.1f}s run, not counting time dead or waiting "
+                "for an event)",
+                run_id=self.run_id,
+            )
+            await self._fail(None, error)
+            raise error from None
         finally:
             watcher.cancel()
+            if timer is not None:
+                timer.cancel()
             for task in list(self.tasks.values()):
                 task.cancel()
             self.finished = True
             for queue in self.stream_queues:
                 queue.put_nowait(_END)
+
+    async def _expire(self, timeout: float) -> None:
+        """Return once the run's living time reaches ``timeout``; the clock stands still
+        while every step in flight waits for an event from outside."""
+        assert self._clock_moved is not None
+        while True:
+            self._clock_moved.clear()
+            left = timeout - self.clock.living()
+            if self.clock.running and left <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(
+                    self._clock_moved.wait(), left if self.clock.running else None
+                )
+
+    def _tick(self) -> None:
+        """Stop the living clock while the run is parked (every step in flight waits for
+        an event from outside), start it again when one is not."""
+        parked = bool(self.waiters) and len(self.waiters) >= len(self.tasks)
+        if parked == self.clock.running:
+            if parked:
+                self.clock.pause()
+            else:
+                self.clock.resume()
+            if self._clock_moved is not None:
+                self._clock_moved.set()
 
     def waiting_for_input(self) -> bool:
         """True when the run is parked on ``wait_for_event`` with no work in flight."""
@@ -202,6 +294,7 @@ class WorkflowRun:
                 return
             assert self.loop is not None
             self.tasks[key] = self.loop.create_task(self._run_step(info, key, item["event"]))
+        self._tick()
 
     def _finish_with(self, outcome: BaseException | None, result: Any = None) -> None:
         if self.done is None or self.done.done():
@@ -241,6 +334,7 @@ class WorkflowRun:
             self._finish_with(exc)
         finally:
             self.tasks.pop(delivery, None)
+            self._tick()
 
     async def _attempts(self, info: StepInfo, delivery: str, event: Event) -> None:
         attempts_key = f"{INTERNAL}attempts/{delivery}"
@@ -372,7 +466,7 @@ class WorkflowRun:
                 K.STEP_COMPLETED,
                 {"attempt": attempt, "started": started, "duration": time.time() - started,
                  "consumed": type(scope.event).__name__, "emitted": emitted,
-                 "stopped": stop is not None},
+                 "stopped": stop is not None, "living": self.clock.living()},
                 step=scope.step, key=scope.delivery, codec=codec,
             )
         )  # fmt: skip
@@ -595,6 +689,7 @@ class WorkflowRun:
         # one absorbed earlier is found here. There is no moment in between to lose it.
         self.waiters.append(waiter)
         self._offer(waiter)
+        self._tick()
         taken = False
         try:
             record = self.values.get(record_key)
@@ -635,7 +730,11 @@ class WorkflowRun:
         """Journal a new wait (and what the step streamed so far, so that whoever answers
         has seen it); mark the run waiting unless the answer is already in."""
         deadline = None if timeout is None else time.time() + timeout
-        record = {"deadline": deadline, "type": waiter.event_type.__name__}
+        record = {
+            "deadline": deadline,
+            "type": waiter.event_type.__name__,
+            "living": self.clock.living(),
+        }
         shown = [*scope.streamed, *([waiter_event] if waiter_event is not None else [])]
         entries = [
             self.journal.entry(K.STATE_SET, record, key=key, step=scope.step, codec=self.codec)
@@ -671,12 +770,14 @@ class WorkflowRun:
         if waiter in self.waiters:
             self.waiters.remove(waiter)
         waiter.future.set_result(key)
+        self._tick()
 
     def _drop(self, waiter: _Waiter, taken: bool) -> None:
         """The wait is over: unregister it; an event handed to it but not taken (the
         step failed meanwhile) is released for the next wait."""
         if waiter in self.waiters:
             self.waiters.remove(waiter)
+            self._tick()
         if not taken and waiter.future.done() and not waiter.future.cancelled():
             self.claimed.discard(waiter.future.result())
 

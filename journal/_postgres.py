@@ -245,8 +245,11 @@ class PostgresBackend(Backend):
         self.readonly = readonly
         self._settings = {
             "search_path": self.schema,
-            # "process": a commit survives this process, not the server's crash.
-            "synchronous_commit": "on" if durability == "full" else "off",
+            # Both levels flush the commit's WAL before it is acknowledged: a commit
+            # survives the server's crash. "off" (WAL written later by the server) lost
+            # acknowledged commits when the server was killed, weaker than "process"
+            # means on SQLite. "local" does not wait for synchronous standbys.
+            "synchronous_commit": "on" if durability == "full" else "local",
             "lock_timeout": f"{int(busy_timeout_ms)}ms",
             # The journal never leaves a transaction waiting on anything but itself: one
             # idle that long belongs to a client that stalled or lost the network, and

@@ -11,12 +11,15 @@ database. It is test tooling, not part of the journal's API::
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +58,13 @@ def find_bindir() -> Path:
         f"PostgreSQL server binaries ({', '.join(_TOOLS)}) not found on PATH or under "
         "/usr/lib/postgresql/*/bin; install the 'postgresql' package"
     )
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _free_port() -> int:
@@ -134,6 +144,52 @@ class TempCluster:
             self._running = True
             return
         raise ClusterUnavailable(f"no free port to bind; server log:\n{self._log_tail()}")
+
+    def server_pids(self) -> list[int]:
+        """The postmaster's pid and those of all its children (backends, WAL writer...)."""
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        pids = [postmaster]
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended meanwhile
+            if int(fields[1]) == postmaster:
+                pids.append(int(Path(stat).parent.name))
+        return pids
+
+    def crash(self) -> None:
+        """SIGKILL every server process at once (frozen first, so none reacts to another's
+        death): a server crash without power loss. ``restart()`` brings it back."""
+        pids = self.server_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        # Children forked between the listing and the freeze are found now.
+        pids = sorted(set(pids) | set(self.server_pids()))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            for _ in range(500):
+                if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                    break
+                time.sleep(0.01)
+        # A dead postmaster left as a zombie (nobody reaps it at once in some
+        # containers) still "exists" for the new one's lock-file check: it is dead,
+        # so its lock files are stale.
+        if pids and _zombie(pids[0]):
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
+            (self.base / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
+        self._running = False
+
+    def restart(self) -> None:
+        """Start the server again on the same port (after ``crash()``: crash recovery)."""
+        self._pg_ctl("start", "-l", str(self.log), "-o", f"-p {self.port}")
+        self._running = True
 
     def _pg_ctl(self, action: str, *args: str) -> None:
         self._run("pg_ctl", action, "-D", str(self.data), "-w", "-t", "60", *args)

@@ -8,9 +8,12 @@ from typing import Literal
 __all__ = ["Durability", "RetentionPolicy", "SnapshotPolicy"]
 
 Durability = Literal["full", "process"]
-"""``"full"``: an acknowledged commit survives power loss (``synchronous=FULL``).
-``"process"``: survives a crash of the process; a power cut may lose the last
-commits but never corrupts the file (``synchronous=NORMAL`` in WAL mode)."""
+"""``"full"``: an acknowledged commit survives power loss (SQLite ``synchronous=FULL``;
+PostgreSQL ``synchronous_commit=on``). ``"process"``: survives a crash of the process;
+on SQLite a power cut may lose the last commits but never corrupts the file
+(``synchronous=NORMAL`` in WAL mode); on PostgreSQL it also survives the server's crash
+(``synchronous_commit=local``: the WAL is flushed, synchronous standbys are not
+awaited). See docs/explanation/guarantees.md."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from engine import (
     StepFailed,
     StopEvent,
     Workflow,
+    WorkflowTimeout,
     WorkflowValidationError,
     configure,
     history,
@@ -343,6 +344,43 @@ class TestHumanInTheLoop:
         Approval().run(run_id="w")
         with pytest.raises(ValueError, match="unknown event type 'Nope'"):
             send_event("w", {"type": "Nope"})
+
+
+class Sleepy(Workflow):
+    @step
+    async def nap(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(ev.seconds)
+        return StopEvent(result="rested")
+
+
+class TestTimeout:
+    """A workflow's timeout counts living time: not time parked waiting for an event."""
+
+    def test_default_is_no_timeout(self) -> None:
+        assert Workflow.__init__.__defaults__ == (None,)
+        assert Essay().timeout is None
+
+    def test_running_past_the_timeout_fails(self, db_path: Path) -> None:
+        """A step that runs longer than the workflow's timeout fails the run."""
+        with pytest.raises(WorkflowTimeout, match=r"within 0\.3s of living time"):
+            asyncio.run(_await(Sleepy(timeout=0.3).run(seconds=5, run_id="slow")))
+        with Journal(db_path) as j:
+            run = j.get_run("slow")
+        assert run.status == "failed" and (run.error or "").startswith("WorkflowTimeout")
+
+    def test_parked_longer_than_the_timeout_then_answered_completes(self, db_path: Path) -> None:
+        """timeout=0.5, parked 1.5 s for a human in this process, answered: completes."""
+        handler = Approval(timeout=0.5).run(run_id="patient")
+        with Journal(db_path) as j:
+            while j.get_run("patient").status != "waiting":
+                asyncio.run(asyncio.sleep(0.01))
+        asyncio.run(asyncio.sleep(1.5))
+        send_event("patient", {"type": "HumanResponseEvent", "response": "late"})
+        assert handler.result(timeout=30) == "answer=late"
+        with Journal(db_path) as j:
+            done = [j.decode_entry(e) for e in j.read("patient")
+                    if e.kind == EntryKind.STEP_COMPLETED]  # fmt: skip
+        assert done[-1]["living"] < 0.5
 
 
 class TestRecovery:

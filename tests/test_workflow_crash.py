@@ -599,31 +599,97 @@ class TestHumanInTheLoop:
         """A run started with timeout=None still completes when answered 2 minutes later."""
         db, log, run_id = place.db, place.log, "late"
         _, parked = park(db, log, run_id, "exit")
-        age(db, run_id, 120)  # past Workflow's default 60 s, which recovery must not apply
+        age(db, run_id, 120)  # a run's age is not its living time
         answer(db, log, run_id, "event", parked)
         report = recover_in_child(db, log, run_id, run_id)
         assert report.get("result") == f"{ITEM} approved"
         assert executions(log, run_id)[("finish", 0)] == 1
 
-    def test_recorded_timeout_fails_the_resumed_run(self, place: Place) -> None:
-        """A run started with timeout=5 answered 30 s later fails with WorkflowTimeout, at
-        once: no step runs and nothing is journaled after its run.failed."""
-        db, log, run_id = place.db, place.log, "expired"
-        _, parked = park(db, log, run_id, "exit", timeout="5")
-        age(db, run_id, 30)  # within Workflow's default 60 s, past the run's own 5 s
-        fed = answer(db, log, run_id, "event", parked)
+    @pytest.mark.parametrize("how", ["exit", "kill"])
+    def test_parked_longer_than_its_timeout_completes(self, place: Place, how: str) -> None:
+        """A run with timeout=2 parked for a human 3 s (its process gone), then answered
+        and recovered, completes: time waiting for an event and time dead are not
+        living time."""
+        db, log, run_id = place.db, place.log, f"parked-{how}"
+        _, parked = park(db, log, run_id, how, timeout="2")
+        time.sleep(3)  # really past the timeout, on the wall clock
+        answer(db, log, run_id, "event", parked)
+        report = recover_in_child(db, log, run_id, run_id)
+        assert report.get("result") == f"{ITEM} approved"
+        final = view(db, run_id)
+        assert final.run.status == "completed"
+        assert time.time() - final.run.created_at > 3
+        assert executions(log, run_id)[("finish", 0)] == 1
+
+
+# -- a workflow's timeout counts living time ---------------------------------------------
+
+PACE = "0.25"
+
+
+def paced(place: Place, run_id: str, n: int, pace: str, timeout: str, *, crash_at: int) -> Popen:
+    """Start ``Paced`` in a child that SIGKILLs itself as beat ``crash_at`` starts."""
+    proc = spawn("paced", place.db, run_id, n, pace, timeout, LEASE, log=place.log,
+                 env={"WF_CRASH_AT": f"beat:{crash_at}"})  # fmt: skip
+    read_line(proc, "started")
+    assert_sigkilled(proc, run_id)
+    return proc
+
+
+def living(db: str, run_id: str) -> list[float]:
+    """The living time each ``step.completed`` of the run recorded, in order."""
+    with Journal(db, readonly=True) as j:
+        return [
+            float(j.decode_entry(e)["living"]) for e in j.read(run_id) if e.kind == K.STEP_COMPLETED
+        ]
+
+
+def beats(log: Path, run_id: str) -> list[tuple[int, int]]:
+    """``(beat, pid)`` of every beat that ran."""
+    return [(part, pid) for rid, (name, part), pid in log_lines(log) if rid == run_id
+            and name == "beat"]  # fmt: skip
+
+
+class TestLivingTime:
+    """A workflow's timeout counts the time it lived, summed across processes."""
+
+    def test_recovered_after_more_than_its_timeout_completes(self, place: Place) -> None:
+        """timeout=2, killed after 2 of 4 beats of 0.25 s, dead 3 s, recovered: completes,
+        and the living time it recorded sums both processes' beats."""
+        db, log, run_id = place.db, place.log, "dead-3s"
+        first = paced(place, run_id, 4, PACE, "2", crash_at=2)
+        before = living(db, run_id)
+        assert len(before) == 3  # begin, beat 0, beat 1
+        assert 0.5 <= before[-1] < 2, before
+        time.sleep(3)  # dead longer than the timeout
+        report = recover_in_child(db, log, run_id, run_id)
+        assert report.get("result") == 4
+        assert time.time() - view(db, run_id).run.created_at > 3.5
+        after = living(db, run_id)
+        assert after[: len(before)] == before
+        assert 1.0 <= after[-1] < 2, after  # four beats' sleeps, both processes
+        assert beats(log, run_id) == [(0, first.pid), (1, first.pid), (2, report["pid"]),
+                                      (3, report["pid"])]  # fmt: skip
+
+    def test_living_time_is_summed_across_a_restart(self, place: Place) -> None:
+        """timeout=2.2, beats of 0.5 s: 3 beats before the kill, the recovering process
+        fails with WorkflowTimeout before 3 more (which alone it could run in time)."""
+        db, log, run_id = place.db, place.log, "summed"
+        first = paced(place, run_id, 6, "0.5", "2.2", crash_at=3)
+        before = living(db, run_id)
+        assert len(before) == 4 and 1.5 <= before[-1] < 2.2, before
         proc = spawn("recover", db, run_id, LEASE, log=log)
         out, err = finish(proc)
-        final = view(db, run_id)
-        assert final.run.status == "failed", final.run.status
-        assert (final.run.error or "").startswith("WorkflowTimeout: "), final.run.error
-        assert final.kinds(K.RUN_COMPLETED) == []
-        assert final.entries[-1].kind == K.RUN_FAILED, "entries after the run's end"
-        assert final.entries[:-1] == fed.entries, "the resumed run journaled a step"
-        assert executions(log, run_id) == Counter([("prepare", 0), ("ask-begin", 0)])
-        assert final.verified
         assert proc.returncode == 0, f"{out}\n{err}"
-        assert tagged(out, err, "report")["status"] == "failed"
+        final = view(db, run_id)
+        assert final.run.status == "failed", (final.run.status, final.run.error)
+        assert (final.run.error or "").startswith("WorkflowTimeout: "), final.run.error
+        assert final.entries[-1].kind == K.RUN_FAILED
+        ran = beats(log, run_id)
+        assert ran[:3] == [(0, first.pid), (1, first.pid), (2, first.pid)]
+        later = [b for b, pid in ran if pid != first.pid]
+        assert len(later) < 3, f"the recovering process ran beats {later}: the clock restarted"
+        assert max(living(db, run_id)) < 2.2
 
 
 # -- recovery reads only the tail -------------------------------------------------------
@@ -680,8 +746,9 @@ class TestRecoveryReadsTail:
         print(f"{where}: read {read} entries to resume; {ran_after} steps, {appended} appended")
         assert ran_after == LOOP_N + 1 - done, f"{where}: {ran_after} steps ran after recovery"
         # Rebuilding the state read exactly the entries after the latest snapshot.
-        # (Perhaps +1: the run.started entry, for the timeout the run was started with.)
-        assert report["loop"]["read_at_first"] in (tail, tail + 1), where
+        # (Perhaps +1: the run.started entry, for the timeout the run was started with;
+        # +1: the last entry, a step.completed holding the run's living time so far.)
+        assert report["loop"]["read_at_first"] in (tail, tail + 1, tail + 2), where
         assert tail < 2 * SNAPSHOT_EVERY
         # The whole resumed run: that tail, plus (for the snapshots it wrote) about what it
         # appended; never the ~10,000 entries of history before the snapshot.

@@ -13,6 +13,9 @@ This file's own folder is taken off ``sys.path`` first: the parent decides, thro
   its first step is held), then, once the run is parked on its ``wait_for_event``,
   ``waiting <json>``; then ``os._exit(0)`` without any cleanup (``exit``) or block
   until the parent SIGKILLs it (``kill``).
+- ``paced DB RUN_ID N PACE TIMEOUT LEASE``: start ``Paced`` (``n`` beats of ``pace``
+  seconds, workflow ``timeout`` TIMEOUT), print ``started``, then ``result <json>`` or
+  ``failed <error>`` (unless ``WF_CRASH_AT`` kills it first).
 - ``send DB RUN_ID event|mapping RESPONSE``: ``send_event`` a HumanResponseEvent (an
   Event, or the CLI-style mapping) and print ``sent <json>``.
 - ``recover DB RUN_ID LEASE``: wait until the run is claimable (polling
@@ -90,6 +93,18 @@ def approval(db: str, run_id: str, lease: str, how: str, timeout: str = "none") 
     raise RuntimeError("the parent did not kill this process")
 
 
+def paced(db: str, run_id: str, n: str, pace: str, timeout: str, lease: str) -> None:  # noqa: PLR0917 - argv
+    from workflow_workload import Paced
+
+    _configure(db, lease)
+    handler = Paced(timeout=float(timeout)).run(run_id=run_id, n=int(n), pace=float(pace))
+    print("started", flush=True)
+    try:
+        print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
+    except engine.EngineError as exc:
+        print(f"failed {type(exc).__name__}: {exc}", flush=True)
+
+
 def send(db: str, run_id: str, form: str, response: str) -> None:
     _configure(db)
     if form == "mapping":
@@ -135,7 +150,14 @@ def recover(db: str, run_id: str, lease: str) -> None:
 
 def main() -> None:
     mode, *args = sys.argv[1:]
-    modes = {"fan": fan, "loop": loop, "approval": approval, "send": send, "recover": recover}
+    modes = {
+        "fan": fan,
+        "loop": loop,
+        "approval": approval,
+        "paced": paced,
+        "send": send,
+        "recover": recover,
+    }
     try:
         modes[mode](*args)
     except Exception as exc:  # reported to the parent on stdout

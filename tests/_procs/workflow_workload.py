@@ -184,3 +184,29 @@ class Loop(Workflow):
                 await _forever()
             return StopEvent(result={"n": n, "acc": acc})
         return Tick(i=ev.i + 1)
+
+
+class Beat(Event):
+    i: int
+
+
+class Paced(Workflow):
+    """begin -> beat 0 .. n-1, each sleeping ``pace`` seconds then logging ``beat <i>``:
+    a run whose living time is about ``n * pace``. ``WF_CRASH_AT=beat:<k>`` SIGKILLs
+    the process as beat ``k`` starts (beats before it committed, nothing of it done)."""
+
+    @step
+    async def begin(self, ctx: Context[Any], ev: StartEvent) -> Beat:
+        await ctx.store.set("n", ev.n)
+        await ctx.store.set("pace", ev.pace)
+        return Beat(i=0)
+
+    @step
+    async def beat(self, ctx: Context[Any], ev: Beat) -> Beat | StopEvent:
+        _crash_point(f"beat:{ev.i}")
+        await asyncio.sleep(await ctx.store.get("pace"))
+        _log(ctx, "beat", ev.i)
+        n = await ctx.store.get("n")
+        if ev.i + 1 >= n:
+            return StopEvent(result=n)
+        return Beat(i=ev.i + 1)
