@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel
 
-from journal import Codec, EntryKind, Run, to_jsonable
+from journal import Codec, EntryKind, Run, RunEnded, to_jsonable
 
 from .context import Context
 from .errors import EngineError, FencedOff, WrongFunction
@@ -151,7 +151,8 @@ class Workflow:
     """Subclass with ``@step`` methods; ``run(**kwargs)`` starts a durable run.
 
     ``class Flow(Workflow, name="jobs:flow")`` fixes the name recorded in the journal
-    (default ``module:qualname``).
+    (default ``module:qualname``); ``class Flow(Workflow, codec=...)`` gives every run of
+    the class its codec, in every process (``Flow(codec=...)`` only in this one).
 
     ``timeout`` (seconds, measured from the run's start, across restarts) fails a
     run that has not stopped in time. ``resources`` maps names to factories
@@ -163,9 +164,14 @@ class Workflow:
     _steps: ClassVar[dict[str, StepInfo]] = {}
     _state_model: ClassVar[type[BaseModel] | None] = None
     _name: ClassVar[str] = ""
+    _class_codec: ClassVar[Codec | None] = None
 
-    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, name: str | None = None, codec: Codec | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
+        if codec is not None:
+            cls._class_codec = codec
         steps: dict[str, StepInfo] = {}
         model = None
         for klass in reversed(cls.__mro__):
@@ -198,7 +204,7 @@ class Workflow:
             raise WorkflowValidationError(f"{type(self).__name__} has no @step methods")
         self.timeout = timeout
         self._engine = engine
-        self._codec = codec
+        self._codec = codec or type(self)._class_codec
         self.resources = dict(resources or {})
         self.snapshot_every = snapshot_every
         self.verbose = verbose
@@ -329,10 +335,16 @@ class Workflow:
         handler: WorkflowHandler | None,
     ) -> Any:
         try:
+            eng.bind_codec(run, self._codec)
             state = eng.journal.state_at(run.run_id)
             wr = WorkflowRun(
                 eng, self, run, state, resources={k: f() for k, f in self.resources.items()}
             )
+        except Exception as exc:
+            # Before its first step (state, codec, resources): the run fails with the reason.
+            eng._setup_failed(run, exc, future)
+            return None
+        try:
             if handler is not None:
                 handler._attach(wr)
             eng._executions[run.run_id] = wr
@@ -514,6 +526,7 @@ class WorkflowHandler(RunHandle):
     ) -> None:
         super().__init__(engine, run_id, future)
         self.workflow = workflow
+        self._codec = workflow._codec
         self._task: asyncio.Task[Any] | None = None
         self._run: WorkflowRun | None = None
 
@@ -595,12 +608,18 @@ def send_event(
     if not isinstance(event, Event):
         event = _event_from_mapping(run, event)
     key = f"x{new_delivery_key()[1:]}"
-    entry = journal.entry(K.EVENT_RECEIVED, {"to": None, "event": event}, key=key,
-                          codec=journal.codec_named(run.codec), path="event")  # fmt: skip
-    journal.append(run_id, [entry], expected_seq=None,
-                   status="pending" if run.status == "waiting" else None)  # fmt: skip
-    journal.notify(WAKE_CHANNEL, run_id)  # a parked run resumes now, not at the next poll
     ex = eng._executions.get(run_id)
+    codec = ex.codec if isinstance(ex, WorkflowRun) else eng.codec_of(run)
+    entry = journal.entry(K.EVENT_RECEIVED, {"to": None, "event": event}, key=key,
+                          codec=codec, path="event")  # fmt: skip
+    try:
+        journal.append(run_id, [entry], expected_seq=None,
+                       status="pending" if run.status == "waiting" else None)  # fmt: skip
+    except RunEnded as exc:  # it ended since it was read: nothing was written
+        raise RunFinished(
+            f"run {run_id!r} is {exc.status}; it takes no more events", run_id=run_id
+        ) from exc
+    journal.notify(WAKE_CHANNEL, run_id)  # a parked run resumes now, not at the next poll
     if isinstance(ex, WorkflowRun):
         ex.poke()
     return key

@@ -101,7 +101,7 @@ class WorkflowRun:
         self.epoch = run.epoch
         self.seq = run.last_seq
         self.scanned = run.last_seq
-        self.codec = self.journal.codec_named(run.codec)
+        self.codec = self.journal.codec_named(run.codec, run_id=run.run_id)
         self.values: dict[str, Any] = state.values
         self.pending: dict[str, dict[str, Any]] = state.pending
         self.resources = resources

@@ -167,7 +167,7 @@ class PostgresBackend(Backend):
     blob_length = "octet_length"
     no_limit = None
     last_seq = "runs.last_seq"
-    guard = "SELECT last_seq, epoch FROM runs WHERE run_id = ? FOR UPDATE"
+    guard = "SELECT last_seq, epoch, status FROM runs WHERE run_id = ? FOR UPDATE"
     run_select = ", ".join(f"runs.{f}" for f in RUN_FIELDS)
 
     def __init__(self, url: str, *, durability: str, busy_timeout_ms: int, readonly: bool) -> None:
@@ -417,7 +417,8 @@ class PostgresBackend(Backend):
         )
         statement = (
             "WITH g AS (UPDATE runs SET last_seq = %s, updated_at = %s WHERE run_id = %s"
-            " AND last_seq = %s AND (%s::bigint IS NULL OR epoch = %s) RETURNING run_id)"
+            " AND last_seq = %s AND (%s::bigint IS NULL OR epoch = %s)"
+            " AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING run_id)"
             f" INSERT INTO entries ({ENTRY_COLUMNS}) SELECT v.* FROM (VALUES {values})"
             f" AS v({ENTRY_COLUMNS}) CROSS JOIN g"
         )

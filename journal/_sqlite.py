@@ -308,7 +308,7 @@ class SqliteBackend(Backend):
         )
         version = one(self.conn, "PRAGMA user_version")
         self.run_select = _run_select(version)
-        self.guard = f"SELECT {LAST_SEQ}, runs.epoch FROM runs WHERE runs.run_id = ?"
+        self.guard = f"SELECT {LAST_SEQ}, runs.epoch, runs.status FROM runs WHERE runs.run_id = ?"
         # The hot path calls apsw directly: at durability "process" a commit is
         # ~15 µs and a wrapper's call shows.
         self.execute = self.conn.execute  # type: ignore[method-assign,assignment]

@@ -12,7 +12,8 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── CorruptionError         a checksum, snapshot or page does not verify
     ├── RunNotFound             no run with that id
     ├── ConflictError           expected seq or epoch did not match: nothing was written
-    │   └── LeaseHeld           another owner holds an unexpired lease on the run
+    │   ├── LeaseHeld           another owner holds an unexpired lease on the run
+    │   └── RunEnded            the run is completed, failed or cancelled: it takes no writes
     ├── HorizonError            a read before the retained (compacted) horizon
     ├── SerializationError      a value the codec cannot encode (names key path and type)
     ├── DecodeError             a stored payload that does not decode (names run and seq)
@@ -43,6 +44,7 @@ __all__ = [
     "LeaseHeld",
     "MigrationError",
     "NotAJournalError",
+    "RunEnded",
     "RunNotFound",
     "SchemaVersionError",
     "SeqOutOfRange",
@@ -83,6 +85,13 @@ class ConflictError(JournalError):
 
 class LeaseHeld(ConflictError):
     """Another owner holds an unexpired lease on the run."""
+
+
+class RunEnded(ConflictError):
+    """The run has a terminal status (``status``: completed, failed or cancelled): nothing
+    is appended to it or changed in it any more; nothing was written."""
+
+    status: str
 
 
 class HorizonError(JournalError):

@@ -25,6 +25,7 @@ from .errors import (
     JournalClosed,
     JournalError,
     LeaseHeld,
+    RunEnded,
     RunNotFound,
     SeqOutOfRange,
     SerializationError,
@@ -147,6 +148,15 @@ def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) ->
     return zlib.crc32(state, zlib.crc32(f"{run_id}\x1f{seq}\x1f{fingerprint}".encode()))
 
 
+def _ended(run_id: str, status: str) -> RunEnded:
+    return RunEnded(
+        f"run {run_id!r} is {status}: a finished run takes no more entries or changes; "
+        "nothing was written",
+        run_id=run_id,
+        status=status,
+    )
+
+
 def _run_from_row(row: Sequence[Any] | None) -> Run:
     assert row is not None
     fields = dict(zip(RUN_FIELDS, row, strict=True))
@@ -210,6 +220,7 @@ class Journal:
         self.snapshot_policy = snapshots or SnapshotPolicy()
         self._hmac_key = hmac_key
         self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
+        self._run_codecs: dict[str, Codec] = {}
         self._snapshot_every: dict[str, int | None] = {}
         self._lock = threading.RLock()
         self.entries_read = 0
@@ -264,8 +275,22 @@ class Journal:
 
     # -- codecs ----------------------------------------------------------------------
 
-    def codec_named(self, name: str) -> Codec:
-        """The codec stored under ``name`` (with this journal's HMAC key, if any)."""
+    def use_codec(self, run_id: str, codec: Codec | None) -> None:
+        """Read and write run ``run_id``'s payloads named ``codec.name`` with ``codec``
+        itself (a function's own codec, with its options: its HMAC key, its compression);
+        ``None`` forgets it. Held until forgotten: the engine forgets a run it leaves."""
+        if codec is None:
+            self._run_codecs.pop(run_id, None)
+        else:
+            self._run_codecs[run_id] = codec
+
+    def codec_named(self, name: str, *, run_id: str | None = None) -> Codec:
+        """The codec stored under ``name``: the one :meth:`use_codec` gave ``run_id``, else
+        one with this journal's HMAC key, if any."""
+        if run_id is not None:
+            own = self._run_codecs.get(run_id)
+            if own is not None and own.name == name:
+                return own
         codec = self._codecs.get(name)
         if codec is None:
             codec = codec_for_name(name, hmac_key=self._hmac_key)
@@ -276,16 +301,22 @@ class Journal:
         """Encode ``value``; raises :class:`SerializationError` naming ``path`` on failure."""
         return (codec or self.codec).encode(value, path=path)
 
-    def decode(self, data: bytes | None, codec: str, *, where: str) -> Any:
-        """Decode a stored payload; ``None`` stays ``None``."""
+    def decode(
+        self, data: bytes | None, codec: str, *, where: str, run_id: str | None = None
+    ) -> Any:
+        """Decode a stored payload (of run ``run_id``: see :meth:`use_codec`); ``None``
+        stays ``None``."""
         if data is None:
             return None
-        return self.codec_named(codec).decode(data, where=where)
+        return self.codec_named(codec, run_id=run_id).decode(data, where=where)
 
     def decode_entry(self, entry: Entry) -> Any:
         """Decode an entry's payload; errors name the run and seq."""
         return self.decode(
-            entry.payload, entry.codec, where=f"run {entry.run_id!r} seq {entry.seq}"
+            entry.payload,
+            entry.codec,
+            where=f"run {entry.run_id!r} seq {entry.seq}",
+            run_id=entry.run_id,
         )
 
     def entry(
@@ -650,10 +681,7 @@ class Journal:
                 raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
             status, holder, expires = row
             if status in TERMINAL_STATUSES:
-                raise ConflictError(
-                    f"run {run_id!r} is {status}; a finished run cannot be claimed",
-                    run_id=run_id,
-                )
+                raise _ended(run_id, status)
             if holder not in (None, owner) and (expires or 0) > now and not steal:
                 raise LeaseHeld(
                     f"run {run_id!r} is leased by {holder!r} for {expires - now:.1f}s more",
@@ -786,8 +814,8 @@ class Journal:
             db = self._c()
             with db.transaction(f"renewing the lease on {run_id!r}"):
                 db.execute(
-                    "UPDATE runs SET lease_expires_at = ? "
-                    "WHERE run_id = ? AND owner = ? AND epoch = ?",
+                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
+                    " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
                     (expires, run_id, owner, epoch),
                 )
                 if db.changes() == 0:
@@ -968,16 +996,17 @@ class Journal:
                 requests.append(item)
         if not requests:
             return [created[i] for i in range(len(batch))]
-        guards: dict[str, list[int]] = {}
+        guards: dict[str, list[Any]] = {}
         ids = sorted({req.run_id for req in requests})
         for lo in range(0, len(ids), 500):
             chunk = ids[lo : lo + 500]
-            for run_id, last_seq, epoch in db.execute(
-                f"SELECT runs.run_id, {db.last_seq}, runs.epoch FROM runs WHERE runs.run_id"
-                f" IN ({','.join('?' * len(chunk))}) ORDER BY runs.run_id{db.for_update}",
+            for run_id, last_seq, epoch, status in db.execute(
+                f"SELECT runs.run_id, {db.last_seq}, runs.epoch, runs.status FROM runs WHERE"
+                f" runs.run_id IN ({','.join('?' * len(chunk))}) ORDER BY runs.run_id"
+                f"{db.for_update}",
                 chunk,
             ):
-                guards[run_id] = [last_seq, epoch]
+                guards[run_id] = [last_seq, epoch, status]
         results: list[int | JournalError] = []
         rows: list[tuple[Any, ...]] = []
         updates: list[tuple[AppendRequest, int]] = []
@@ -991,11 +1020,13 @@ class Journal:
                     )
                 )
                 continue
-            base, epoch = guard
-            if (req.expected_seq >= 0 and base != req.expected_seq) or (
-                req.epoch is not None and epoch != req.epoch
+            base, epoch, status = guard
+            if (
+                (req.expected_seq >= 0 and base != req.expected_seq)
+                or (req.epoch is not None and epoch != req.epoch)
+                or status in TERMINAL_STATUSES
             ):
-                results.append(self._conflict(req, base, epoch))
+                results.append(self._conflict(req, base, epoch, status))
                 continue
             n = len(req.entries)
             if n:
@@ -1004,6 +1035,8 @@ class Journal:
                 if self.snapshot_policy.crosses(base, base + n, every):
                     snapshots.append((req.run_id, base + n))
             guard[0] = base + n
+            if req.status is not None:
+                guard[2] = req.status  # a later request of this batch sees the run ended
             if not _only_entries(req):
                 updates.append((req, base + n))
             results.append(base + n if n else req.expected_seq)
@@ -1068,6 +1101,7 @@ class Journal:
             row is None
             or (req.expected_seq >= 0 and row[0] != req.expected_seq)
             or (req.epoch is not None and row[1] != req.epoch)
+            or row[2] in TERMINAL_STATUSES
         ):
             self._explain_conflict(req)
         base = row[0]
@@ -1120,7 +1154,12 @@ class Journal:
         """
         db = self._c()
         row = db.execute(db.guard, (run_id,)).fetchone()
-        if row is None or row[0] != expected or (epoch is not None and row[1] != epoch):
+        if (
+            row is None
+            or row[0] != expected
+            or (epoch is not None and row[1] != epoch)
+            or row[2] in TERMINAL_STATUSES
+        ):
             self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
         if db.stores_last_seq:  # before the insert: a snapshot it writes reads the run
             db.execute(
@@ -1164,10 +1203,12 @@ class Journal:
         row = db.execute(db.guard, (req.run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id)
-        raise self._conflict(req, row[0], row[1])
+        raise self._conflict(req, row[0], row[1], row[2])
 
     @staticmethod
-    def _conflict(req: AppendRequest, last_seq: int, epoch: int) -> ConflictError:
+    def _conflict(req: AppendRequest, last_seq: int, epoch: int, status: str) -> ConflictError:
+        if status in TERMINAL_STATUSES:
+            return _ended(req.run_id, status)
         if req.epoch is not None and epoch != req.epoch:
             return ConflictError(
                 f"run {req.run_id!r}: fenced off: this writer holds epoch {req.epoch} but the "
@@ -1346,7 +1387,9 @@ class Journal:
                 run_id=run_id,
                 seq=snap_seq,
             )
-        payload = self.decode(state, codec, where=f"run {run_id!r} snapshot at seq {snap_seq}")
+        payload = self.decode(
+            state, codec, where=f"run {run_id!r} snapshot at seq {snap_seq}", run_id=run_id
+        )
         if not isinstance(payload, dict) or set(payload) != {"values", "pending"}:
             raise DecodeError(
                 f"run {run_id!r}: snapshot at seq {snap_seq} has an unexpected shape",
@@ -1368,7 +1411,7 @@ class Journal:
         db = self._c()
         state = self.state_at(run_id, seq)
         (codec_name,) = db.execute("SELECT codec FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        codec = self.codec_named(codec_name)
+        codec = self.codec_named(codec_name, run_id=run_id)
         data = codec.encode(state.to_payload(), path=f"snapshot of {run_id!r} at seq {seq}")
         fingerprint = self.fingerprint(codec.name)
         db.execute(
