@@ -542,7 +542,7 @@ class Engine:
         """The execution of ``run`` with its history loaded; ``fresh``: the run was just
         created by this engine, its journal holds only run.started, so nothing to load."""
         journal = self.journal
-        self.bind_codec(run, fn._codec)
+        self._bind_codec(run, fn._codec)
         history = History() if fresh else load_history(journal, run)
         where = f"run {run.run_id!r} input"
         data = journal.decode(run.input, run.codec, where=where, run_id=run.run_id) or {}
@@ -637,7 +637,7 @@ class Engine:
             journal = self.journal
             info = {"type": type(exc).__qualname__, "error": str(exc), "during": "start"}
             try:
-                entry = journal.entry(K.RUN_FAILED, info, codec=self.codec_of(run))
+                entry = journal.entry(K.RUN_FAILED, info, codec=self._codec_of(run))
             except JournalError:  # the run's codec is what failed: plain JSON says why
                 entry = journal.entry(K.RUN_FAILED, info, codec=_JSON)
             with contextlib.suppress(Exception):
@@ -671,7 +671,7 @@ class Engine:
 
     # -- codecs ------------------------------------------------------------------------
 
-    def codec_of(self, run: Run) -> Codec:
+    def _codec_of(self, run: Run) -> Codec:
         """The codec of ``run``'s payloads: the one its function or workflow was given
         (with its options: an HMAC key, compression) if the run was written with it, else
         the journal's codec of that name."""
@@ -680,7 +680,7 @@ class Engine:
             return own
         return self.journal.codec_named(run.codec, run_id=run.run_id)
 
-    def bind_codec(self, run: Run, own: Codec | None) -> Codec:
+    def _bind_codec(self, run: Run, own: Codec | None) -> Codec:
         """The codec ``run`` executes with: ``own`` (its function's or workflow's) if the
         run was written with it, else the journal's of that name. The journal reads and
         writes the run (and the runs it was forked from) with it until the run leaves."""
@@ -762,7 +762,7 @@ class Engine:
     def _output(self, run: Run, codec: Codec | None = None) -> Any:
         if run.output is None:
             return None
-        use = codec if codec is not None and codec.name == run.codec else self.codec_of(run)
+        use = codec if codec is not None and codec.name == run.codec else self._codec_of(run)
         return use.decode(run.output, where=f"run {run.run_id!r} output")
 
     def _outcome_record(self, run_id: str) -> dict[str, Any]:

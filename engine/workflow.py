@@ -322,7 +322,12 @@ class Workflow:
         The instance is made with ``cls()`` but keeps the timeout the run was started
         with (journaled in its ``run.started`` entry): it is measured across restarts."""
         instance = cls()
-        instance.timeout = _started_timeout(engine, run, instance.timeout)
+        try:
+            engine._bind_codec(run, instance._codec)
+            instance.timeout = _started_timeout(engine, run, instance.timeout)
+        except Exception as exc:
+            engine._setup_failed(run, exc, future)  # fails the run with the reason
+            return
         asyncio.run_coroutine_threadsafe(
             instance._execute(engine, run, future, None), engine._background_loop()
         )
@@ -335,7 +340,7 @@ class Workflow:
         handler: WorkflowHandler | None,
     ) -> Any:
         try:
-            eng.bind_codec(run, self._codec)
+            eng._bind_codec(run, self._codec)
             state = eng.journal.state_at(run.run_id)
             wr = WorkflowRun(
                 eng, self, run, state, resources={k: f() for k, f in self.resources.items()}
@@ -609,7 +614,7 @@ def send_event(
         event = _event_from_mapping(run, event)
     key = f"x{new_delivery_key()[1:]}"
     ex = eng._executions.get(run_id)
-    codec = ex.codec if isinstance(ex, WorkflowRun) else eng.codec_of(run)
+    codec = ex.codec if isinstance(ex, WorkflowRun) else eng._codec_of(run)
     entry = journal.entry(K.EVENT_RECEIVED, {"to": None, "event": event}, key=key,
                           codec=codec, path="event")  # fmt: skip
     try:

@@ -373,8 +373,9 @@ class WorkflowRun:
         for entry in entries:
             if entry.kind == K.EVENT_EMITTED and entry.key is not None:
                 self.pending[entry.key] = self.journal.decode(
-                    entry.payload, entry.codec, where=f"run {self.run_id!r} new event"
-                )
+                    entry.payload, entry.codec, where=f"run {self.run_id!r} new event",
+                    run_id=self.run_id,
+                )  # fmt: skip
 
     def _release_claims(self, scope: StepScope) -> None:
         for key in scope.consumed:
