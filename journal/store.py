@@ -623,7 +623,7 @@ class Journal:
         """
         run = self.get_run(run_id)
         if output is not UNSET:
-            output = self.codec_named(run.codec).encode(output, path="output")
+            output = self.codec_named(run.codec, run_id=run_id).encode(output, path="output")
         self.append(
             run_id,
             (),

@@ -341,6 +341,9 @@ def _records(path: Path) -> dict[str, dict[str, Any]]:
 def _pair(first: tuple[Any, ...], second: tuple[Any, ...], *extra: tuple[Any, ...]) -> None:
     """Run the process functions ``(target, *args)`` at once, the first two sharing a
     barrier as their third argument; each must exit 0."""
+    # The journal (its PostgreSQL schema) made first: processes creating one schema at
+    # once is not what these tests race.
+    Journal(first[1]).close()
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2, timeout=90)
     procs = [
