@@ -5,6 +5,15 @@ Human output is coloured only when it goes to a terminal (rich decides, and hono
 ``NO_COLOR``); everything stays readable without colour. User data (run ids, keys,
 values) always goes through :class:`rich.text.Text`, never through markup, so a
 value such as ``"[bold]"`` prints as itself.
+
+Journals are untrusted text: a run id, name, step key or error may hold terminal
+escape sequences, control characters or bidirectional overrides. Everything human
+output prints goes through :func:`clean` (they show as visible escapes such as
+``\\x1b``), and every console is a :class:`SafeConsole`, which cleans what reached it
+without passing through :func:`clean`. One-line fields are also cut to
+:data:`MAX_SHOWN` characters, so a table's work stays linear in their length. JSON
+output stays exact: :func:`json_text` writes the same value with those characters as
+``\\uXXXX`` escapes.
 """
 
 from __future__ import annotations
@@ -12,30 +21,38 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
 from rich import box
-from rich.console import Console, JustifyMethod, RenderableType
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from journal import DecodeError, Journal, Run, to_jsonable
+from journal import DecodeError, Entry, EntryKind, Journal, JournalError, Run, to_jsonable
 
 from .replay import ReplayReport
 from .timetravel import Checkpoint, Diff, StateView
 
 __all__ = [
+    "MAX_SHOWN",
     "STATUS_STYLES",
+    "SafeConsole",
     "Timeline",
     "checkpoint_json",
+    "clean",
     "compact_json",
+    "compacted_note",
     "diff_json",
     "diff_table",
     "duration",
+    "failure_traceback",
+    "json_text",
     "make_console",
     "plural",
     "progress",
@@ -44,9 +61,12 @@ __all__ = [
     "run_detail",
     "run_json",
     "runs_table",
+    "search_hits",
+    "shown",
     "state_json",
     "status_text",
     "timestamp",
+    "waits",
 ]
 
 STATUS_STYLES = {
@@ -73,6 +93,63 @@ KIND_STYLES = {
 }
 
 
+# -- untrusted text ---------------------------------------------------------------------
+
+# C1 controls (U+0080-U+009F: U+009B is a CSI on some terminals), DEL, and the
+# bidirectional marks, embeddings, overrides and isolates (they reorder what follows).
+_UNSAFE_IN_JSON = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE_LINES = re.compile(f"[\x00-\x08\x0b-\x1f{_UNSAFE_IN_JSON}]")
+_UNSAFE_LINE = re.compile(f"[\x00-\x1f{_UNSAFE_IN_JSON}]")
+_JSON_UNSAFE = re.compile(f"[{_UNSAFE_IN_JSON}]")
+
+MAX_SHOWN = 500
+"""Characters of a one-line field (run id, name, step, key, note) a table shows; the
+rest is cut and counted (``--json`` prints it whole)."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: str, *, lines: bool = False) -> str:
+    """``text`` with control characters, escape sequences and bidi overrides shown as
+    visible escapes (``\\x1b``, ``\\u202e``). ``lines`` keeps newlines and tabs
+    (error texts, pretty JSON); a one-line field has them escaped too."""
+    pattern = _UNSAFE_LINES if lines else _UNSAFE_LINE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """A one-line field as a table shows it: cleaned, and cut to ``limit`` characters."""
+    if len(text) > limit:
+        return f"{clean(text[:limit])}… ({len(text)} characters)"
+    return clean(text)
+
+
+def json_text(text: str) -> str:
+    """JSON text (from ``json.dumps(..., ensure_ascii=False)``, which escapes C0
+    controls) with the other unsafe characters as ``\\uXXXX`` escapes. Outside strings
+    JSON is ASCII, so this is the same document, value for value."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class SafeConsole(Console):
+    """A console that cleans every segment of text it renders (its own escape codes for
+    colour are added after, and control segments pass): nothing a journal holds reaches
+    the terminal as a control sequence, whichever way it was printed."""
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterator[Segment]:
+        for segment in super().render(renderable, options):
+            text, style, control = segment
+            if control is None and _UNSAFE_LINES.search(text):
+                yield Segment(clean(text, lines=True), style)
+            else:
+                yield segment
+
+
 # -- consoles and progress ------------------------------------------------------------
 
 
@@ -82,7 +159,7 @@ def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Consol
     stream = file or (sys.stderr if stderr else sys.stdout)
     tty = hasattr(stream, "isatty") and stream.isatty()
     width = None if tty or "COLUMNS" in os.environ else 120
-    return Console(file=stream, width=width, highlight=False, emoji=False)
+    return SafeConsole(file=stream, width=width, highlight=False, emoji=False)
 
 
 @contextmanager
@@ -93,14 +170,14 @@ def progress(description: str, *, total: int | None = None) -> Iterator[Callable
         yield lambda done, total: None
         return
     bar = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=SafeConsole(stderr=True),
         transient=True,
     )
-    task = bar.add_task(description, total=total)
+    task = bar.add_task(shown(description, 80), total=total)
 
     def update(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
@@ -113,7 +190,8 @@ def progress(description: str, *, total: int | None = None) -> Iterator[Callable
 
 
 def timestamp(ts: float | None, *, ms: bool = False) -> str:
-    """A Unix time as local ``YYYY-MM-DD HH:MM:SS`` (with milliseconds if ``ms``)."""
+    """A Unix time as local ``YYYY-MM-DD HH:MM:SS`` (with milliseconds if ``ms``): ISO 8601
+    with a space, as ``--since``, ``--until`` and ``--time`` take it back."""
     if ts is None:
         return ""
     when = dt.datetime.fromtimestamp(ts)
@@ -160,14 +238,73 @@ def compact_json(value: Any, limit: int | None = None) -> str:
 
 def status_text(status: str) -> Text:
     """A run status, coloured."""
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(shown(status, 40), style=STATUS_STYLES.get(status, ""))
 
 
 def _decoded(journal: Journal, data: bytes | None, run: Run, what: str) -> Any:
     try:
-        return to_jsonable(journal.decode(data, run.codec, where=f"run {run.run_id!r} {what}"))
+        where = f"run {run.run_id!r} {what}"
+        return to_jsonable(journal.decode(data, run.codec, where=where, strict=False))
     except DecodeError as exc:  # e.g. a pickle whose class this process cannot import
         return {"undecodable": str(exc)}
+
+
+_ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts"
+_WAIT_PREFIX = "@wait/"  # a workflow's record of a wait_for_event (engine.workflow_run)
+
+
+def _entries(journal: Journal, sql: str, params: list[Any]) -> list[Entry]:
+    rows = journal.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {sql}", params)
+    return [Entry(**row) for row in rows]
+
+
+def waits(journal: Journal, run: Run) -> list[dict[str, Any]]:
+    """What a waiting workflow run waits for: one ``{"event", "step", "deadline"}`` per
+    ``wait_for_event`` still open (recorded when it started, deleted when it returned)."""
+    if run.status != "waiting":
+        return []
+    open_waits: dict[str, dict[str, Any]] = {}
+    found = _entries(
+        journal,
+        "run_id = ? AND seq > ? AND kind IN (?, ?) AND key LIKE ? ORDER BY seq",
+        [run.run_id, run.horizon, EntryKind.STATE_SET, EntryKind.STATE_DELETED,
+         _WAIT_PREFIX + "%"],
+    )  # fmt: skip
+    for entry in found:
+        key = entry.key or ""
+        if entry.kind == EntryKind.STATE_DELETED:
+            open_waits.pop(key, None)
+            continue
+        try:
+            record = journal.decode_entry(entry)
+        except (DecodeError, JournalError) as exc:
+            record = {"type": f"(undecodable: {exc})"}
+        record = record if isinstance(record, dict) else {}
+        open_waits[key] = {
+            "event": record.get("type"),
+            "step": entry.step,
+            "deadline": record.get("deadline"),
+        }
+    return list(open_waits.values())
+
+
+def failure_traceback(journal: Journal, run: Run) -> str | None:
+    """The traceback journaled with a failed run's ``run.failed`` entry, if any."""
+    if run.status != "failed":
+        return None
+    found = _entries(
+        journal,
+        "run_id = ? AND seq > ? AND kind = ? ORDER BY seq DESC LIMIT 1",
+        [run.run_id, run.horizon, EntryKind.RUN_FAILED],
+    )
+    if not found:
+        return None
+    try:
+        info = journal.decode_entry(found[0])
+    except (DecodeError, JournalError):
+        return None
+    text = info.get("traceback") if isinstance(info, dict) else None
+    return text if isinstance(text, str) and text.strip() else None
 
 
 # -- JSON documents ---------------------------------------------------------------------
@@ -199,6 +336,8 @@ def run_json(
     if journal is not None:
         doc["input"] = _decoded(journal, run.input, run, "input")
         doc["output"] = _decoded(journal, run.output, run, "output")
+        doc["traceback"] = failure_traceback(journal, run)
+        doc["waiting_for"] = waits(journal, run)
     if checkpoints is not None:
         doc["checkpoints"] = checkpoints
     return doc
@@ -249,39 +388,131 @@ def replay_json(report: ReplayReport) -> dict[str, Any]:
 # -- tables -----------------------------------------------------------------------------
 
 
-def runs_table(runs: list[Run]) -> Table:
-    """The ``durable runs`` table."""
-    this_year = dt.date.today().year
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("run id", overflow="fold", min_width=8)
-    table.add_column("name", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("took", no_wrap=True, justify="right")
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("note", overflow="fold")
+RUNS_DROPPED = ("took", "seq", "note", "created", "name")
+"""Columns of ``durable runs`` a narrow terminal drops, first to last (run id and status
+always stay)."""
+
+
+def runs_table(runs: list[Run], width: int | None = None) -> Table:
+    """The ``durable runs`` table. Run ids are never wrapped or cut, so they can be
+    copied at any width: the other columns give way to a ``width``-column terminal (the
+    note is cut to fit, then whole columns are left out, in :data:`RUNS_DROPPED` order)."""
+    rows: list[dict[str, Text]] = []
     for run in runs:
         note = ""
         if run.forked_from:
-            note = f"fork of {run.forked_from} @seq {run.forked_at}"
+            note = f"fork of {shown(run.forked_from)} @seq {run.forked_at}"
         elif run.parent_run_id:
-            note = f"child of {run.parent_run_id}"
+            note = f"child of {shown(run.parent_run_id)}"
         if run.error:
             first = run.error.splitlines()[0] if run.error.strip() else run.error
-            note = f"{note}; {first}" if note else first
-        created = timestamp(run.created_at)
-        if dt.date.fromtimestamp(run.created_at).year == this_year:
-            created = created[5:]  # MM-DD HH:MM:SS
-        table.add_row(
-            Text(run.run_id),
-            Text(run.name),
-            status_text(run.status),
-            created,
-            duration(run.updated_at - run.created_at) if run.finished else "",
-            str(run.last_seq),
-            Text(note, style="dim" if not run.error else "red"),
+            note = f"{note}; {shown(first)}" if note else shown(first)
+        created = timestamp(run.created_at)  # whole, so it can be pasted into --since
+        took = duration(run.updated_at - run.created_at) if run.finished else ""
+        rows.append(
+            {
+                "run id": Text(shown(run.run_id)),
+                "name": Text(shown(run.name)),
+                "status": status_text(run.status),
+                "created": Text(created),
+                "took": Text(took, justify="right"),
+                "seq": Text(str(run.last_seq), justify="right"),
+                "note": Text(note, style="dim" if not run.error else "red"),
+            }
         )
+    names = ["run id", "name", "status", "created", "took", "seq", "note"]
+    natural = {n: max([len(n), *(r[n].cell_len for r in rows)]) for n in names}
+    if not any(r["note"].plain for r in rows):
+        names.remove("note")
+    gap = 3  # one space of padding each side and the column divider
+
+    def needed(cols: list[str], note: int) -> int:
+        return sum(note if c == "note" else natural[c] for c in cols) + gap * (len(cols) - 1)
+
+    note_width = natural["note"]
+    if width is not None:
+        for drop in (None, *RUNS_DROPPED):
+            if drop is not None and drop in names:
+                names.remove(drop)
+            if "note" in names:
+                note_width = min(natural["note"], width - needed(names, 0))
+                if note_width >= 12:  # a cut note still says something
+                    break
+                continue
+            if needed(names, 0) <= width:
+                break
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), expand=False
+    )
+    for name in names:
+        right = name in ("took", "seq")
+        if name == "note":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", width=max(note_width, 4))
+        elif name in ("name", "status"):
+            table.add_column(name, overflow="fold")
+        elif name == "run id":
+            # Whole on one line whenever the terminal can hold it; an id wider than the
+            # terminal folds rather than losing its end.
+            fits = natural[name] if width is None else min(natural[name], width)
+            table.add_column(name, overflow="fold", min_width=fits)
+        else:
+            table.add_column(
+                name, no_wrap=True, min_width=natural[name], justify="right" if right else "left"
+            )
+    for row in rows:
+        table.add_row(*(row[n] for n in names))
     return table
+
+
+SNIPPET_MIN = 24
+"""Columns the snippet of a ``search`` hit needs beside the other fields; a narrower
+terminal prints each hit on two lines instead of a table."""
+
+
+def search_hits(
+    hits: Sequence[Mapping[str, Any]], snippets: list[Text], *, width: int
+) -> RenderableType:
+    """``durable search``'s matches: a table, or on a narrow terminal each hit as a line
+    of its fields and its snippet indented below, so neither the run id nor the snippet
+    is cut."""
+    fields = [
+        [
+            Text(shown(h["run_id"])),
+            Text(str(h["seq"]), justify="right"),
+            Text(shown(h["kind"])),
+            Text(shown(h["step"] or "")),
+            Text(shown(h["key"] or "")),
+        ]
+        for h in hits
+    ]
+    names = ("run id", "seq", "kind", "step", "key")
+    natural = [max([len(n), *(f[i].cell_len for f in fields)]) for i, n in enumerate(names)]
+    if sum(natural) + 3 * len(names) + SNIPPET_MIN <= width:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for i, name in enumerate(names):
+            table.add_column(
+                name,
+                no_wrap=True,
+                min_width=natural[i],
+                justify="right" if name == "seq" else "left",
+            )
+        table.add_column("snippet", overflow="fold")
+        for row, snippet in zip(fields, snippets, strict=True):
+            table.add_row(*row, snippet)
+        return table
+    lines = Text()
+    for row, snippet in zip(fields, snippets, strict=True):
+        run_id, seq, kind, step, key = row
+        head = Text.assemble(run_id, "  seq ", seq.plain, "  ", kind)
+        for extra in (step, key):
+            if extra.plain:
+                head.append("  ")
+                head.append_text(extra)
+        lines.append_text(head)
+        lines.append("\n    ")
+        lines.append_text(snippet)
+        lines.append("\n")
+    return lines
 
 
 def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> list[RenderableType]:
@@ -291,7 +522,7 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
     grid.add_column(overflow="fold")
 
     def row(label: str, value: str | Text) -> None:
-        grid.add_row(label, value if isinstance(value, Text) else Text(value))
+        grid.add_row(label, value if isinstance(value, Text) else Text(clean(value)))
 
     row("run", run.run_id)
     row("name", run.name)
@@ -319,19 +550,32 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
     row("codec", run.codec)
     out: list[RenderableType] = [grid]
     out.append(Text("\ninput", style="bold"))
-    out.append(Text(pretty_json(_decoded(journal, run.input, run, "input"))))
+    out.append(Text(clean(pretty_json(_decoded(journal, run.input, run, "input")), lines=True)))
     if run.status == "completed":
         out.append(Text("\noutput", style="bold"))
-        out.append(Text(pretty_json(_decoded(journal, run.output, run, "output"))))
+        output = pretty_json(_decoded(journal, run.output, run, "output"))
+        out.append(Text(clean(output, lines=True)))
+    for wait in waits(journal, run):
+        if not any(isinstance(o, Text) and o.plain == "\nwaiting for" for o in out):
+            out.append(Text("\nwaiting for", style="bold"))
+        deadline = wait["deadline"]
+        line = f"{wait['event'] or 'an event'} (step {wait['step'] or '?'})"
+        if isinstance(deadline, int | float):
+            line += f", until {timestamp(deadline, ms=True)}"
+        out.append(Text(clean(line)))
     if run.error:
         out.append(Text("\nerror", style="bold red"))
-        out.append(Text(run.error, style="red"))
+        out.append(Text(clean(run.error, lines=True), style="red"))
+    trace = failure_traceback(journal, run)
+    if trace is not None:
+        out.append(Text("\ntraceback", style="bold red"))
+        out.append(Text(clean(trace.rstrip("\n"), lines=True), style="red"))
     return out
 
 
 def pretty_json(value: Any) -> str:
-    """A JSON-ready value, indented."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """A JSON-ready value, indented (as :func:`json_text`: exact, and safe to print)."""
+    return json_text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def diff_table(d: Diff, *, before: str = "old", after: str = "new") -> Table:
@@ -342,20 +586,24 @@ def diff_table(d: Diff, *, before: str = "old", after: str = "new") -> Table:
     table.add_column(f"{before} → {after}", overflow="fold")
     rows: list[tuple[str, str, Text]] = []
     for path, value in d.added.items():
-        rows.append((path, "+", Text(compact_json(value), style="green")))
+        rows.append((path, "+", Text(json_text(compact_json(value)), style="green")))
     for path, value in d.removed.items():
-        rows.append((path, "-", Text(compact_json(value), style="red")))
+        rows.append((path, "-", Text(json_text(compact_json(value)), style="red")))
     for path, (old, new) in d.changed.items():
         rows.append(
             (
                 path,
                 "~",
-                Text.assemble((compact_json(old), "red"), " → ", (compact_json(new), "green")),
+                Text.assemble(
+                    (json_text(compact_json(old)), "red"),
+                    " → ",
+                    (json_text(compact_json(new)), "green"),
+                ),
             )
         )
     for path, mark, text in sorted(rows, key=lambda r: r[0]):
         style = {"+": "green", "-": "red", "~": "yellow"}[mark]
-        table.add_row(Text(mark, style=style), Text(path), text)
+        table.add_row(Text(mark, style=style), Text(shown(path)), text)
     return table
 
 
@@ -364,15 +612,36 @@ def replay_line(report: ReplayReport) -> Text:
     if report.ok:
         return Text.assemble(
             ("ok       ", "green"),
-            report.run_id,
-            f"  {report.name}  ({report.calls_replayed} calls replayed, {report.stopped})",
+            shown(report.run_id),
+            f"  {shown(report.name)}  ({report.calls_replayed} calls replayed,"
+            f" {clean(str(report.stopped))})",
         )
-    out = Text.assemble(("DIVERGED ", "bold red"), report.run_id, f"  {report.name}")
-    out.append(f"\n         {report.error}", style="red")
+    out = Text.assemble(("DIVERGED ", "bold red"), shown(report.run_id), f"  {shown(report.name)}")
+    out.append(f"\n         {clean(str(report.error), lines=True)}", style="red")
     return out
 
 
 # -- the history timeline -----------------------------------------------------------------
+
+
+def compacted_note(journal: Journal, lineage: Mapping[str, Run]) -> Text | None:
+    """For ``history``: which runs of a lineage were compacted, up to which seq, and the
+    time of the snapshot that holds their state there; ``None`` if none was."""
+    notes = []
+    for run in lineage.values():
+        if not run.horizon:
+            continue
+        taken = next((s.created_at for s in journal.snapshots(run.run_id) if s.seq == run.horizon),
+                     None)  # fmt: skip
+        when = f" (state kept from a snapshot of {timestamp(taken)})" if taken else ""
+        notes.append(f"entries up to seq {run.horizon} of {shown(run.run_id)} were compacted{when}")
+    if not notes:
+        return None
+    return Text(
+        "; ".join(notes) + ": their checkpoints are not listed, and the numbers below count"
+        " from there (`state --seq` still reads the run after it)",
+        style="dim",
+    )
 
 
 def _details(cp: Checkpoint) -> Text:
@@ -388,16 +657,27 @@ def _details(cp: Checkpoint) -> Text:
             "" if cp.kind == "run.failed" else (" (final)" if d.get("final") else " (will retry)")
         )
         parts.append(f"{d.get('type', 'error')}: {d.get('error')}{final}")
-    if cp.set_keys:
+    if cp.body_set_keys:
+        parts.append("body set " + ", ".join(cp.body_set_keys))
+    if cp.body_deleted_keys:
+        parts.append("body deleted " + ", ".join(cp.body_deleted_keys))
+    if cp.set_keys and cp.kind != "run.forked":  # a fork's edits are listed above
         parts.append("set " + ", ".join(cp.set_keys))
     if cp.deleted_keys:
         parts.append("deleted " + ", ".join(cp.deleted_keys))
-    if cp.emitted:
-        parts.append(f"emitted {len(cp.emitted)}")
-    if cp.consumed:
-        parts.append(f"consumed {len(cp.consumed)}")
+    # A workflow step's completion names the event types it took and emitted.
+    emitted = d.get("emitted") if isinstance(d.get("emitted"), list) else None
+    if emitted:
+        parts.append("emitted " + ", ".join(str(e) for e in emitted))
+    elif cp.emitted:
+        parts.append(plural(len(cp.emitted), "event") + " emitted")
+    consumed = d.get("consumed") if isinstance(d.get("consumed"), str) else None
+    if consumed:
+        parts.append(f"consumed {consumed}")
+    elif cp.consumed:
+        parts.append(plural(len(cp.consumed), "event") + " consumed")
     style = "red" if cp.kind.endswith("failed") else ""
-    return Text("; ".join(parts), style=style)
+    return Text(clean("; ".join(parts)), style=style)
 
 
 class Timeline:
@@ -447,7 +727,10 @@ class Timeline:
         """Print what is buffered and a one-line summary."""
         self.flush()
         if self.count == 0:
-            self.console.print(Text("(no checkpoints: the run has not completed a step yet)"))
+            if self.run.horizon:
+                self.console.print(Text("(no checkpoints after the compacted entries)"))
+            else:
+                self.console.print(Text("(no checkpoints: the run has not completed a step yet)"))
             return
         span = self.run.updated_at - self.run.created_at
         self.console.print(
@@ -475,7 +758,7 @@ class Timeline:
         return " " * lo + self.fill * (hi - lo)
 
     def _cells(self, cp: Checkpoint) -> dict[str, Text]:
-        kind = Text(cp.kind, style=KIND_STYLES.get(cp.kind, ""))
+        kind = Text(shown(cp.kind, 40), style=KIND_STYLES.get(cp.kind, ""))
         number = Text(str(cp.number))
         if cp.run_id != self.run.run_id:
             number.append("*", style="dim")  # inherited from the run this one forked from
@@ -487,7 +770,7 @@ class Timeline:
             "#": number,
             "seq": Text(str(cp.seq)),
             "kind": kind,
-            "step": Text(cp.step or ""),
+            "step": Text(shown(cp.step or "")),
             "try": Text("" if cp.attempt is None else str(cp.attempt)),
             "started": Text(when),
             "duration": Text(duration(cp.duration)),

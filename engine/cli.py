@@ -9,6 +9,11 @@ Errors are one line on stderr and an exit code: 0 ok, 1 a check failed (a replay
 diverged, ``verify`` found problems, ``recover`` could not resume a run), 2 bad usage
 or bad input (unknown run, step out of range, a file that is not a journal, JSON that
 does not parse). Set ``DURABLE_TRACEBACK=1`` to see the traceback behind an error.
+
+Reading runs no code from the journal and needs none of the user's: a pickled payload
+is unpickled only with ``--trust-pickle`` or the journal's key in ``$DURABLE_HMAC_KEY``,
+and a value whose class is not imported (see ``--import``) shows as its stored fields
+and class name, not rebuilt. Commands that execute runs need the user's modules.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import sys
 import tempfile
 import threading
@@ -30,9 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlite_utils
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from journal import (
@@ -45,7 +49,9 @@ from journal import (
     MigrationReport,
     RetentionPolicy,
     Run,
+    ancestors,
     copy_journal,
+    fork_lineage,
     is_url,
     redact_location,
     resolve_path,
@@ -58,7 +64,7 @@ from .errors import EngineError
 from .registry import import_user_modules
 from .replay import replay, replay_all
 from .runtime import Engine, RecoveryReport, configure
-from .timetravel import CHECKPOINT_KINDS, diff, fork, iter_history, state_at
+from .timetravel import NUMBERED_KINDS, diff, fork, iter_history, state_at
 
 __all__ = ["cli", "main"]
 
@@ -66,7 +72,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DB_KEY = "durable.db"
 PATH_KEY = "durable.path"
+IMPORTS_KEY = "durable.imports"
+TRUST_KEY = "durable.trust_pickle"
 IMPORT_ENV = "DURABLE_IMPORT"
+HMAC_KEY_ENV = "DURABLE_HMAC_KEY"
 TRACEBACK_ENV = "DURABLE_TRACEBACK"
 
 
@@ -79,7 +88,8 @@ class Failure(click.ClickException):
     exit_code = 2
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()) or "unknown error")
+        # One line, and no escape sequence from a journal or an argument reaches the terminal.
+        super().__init__(render.clean(" ".join(message.split())) or "unknown error")
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
@@ -97,7 +107,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # includes json.JSONDecodeError and UnicodeDecodeError
     sqlite3.Error,
     OSError,
+    OverflowError,  # a number too large for SQLite or for a date
 )
+
+MAX_INT = 2**63 - 1
+"""The largest number an integer option takes: SQLite's (and PostgreSQL's) bigint."""
 
 
 class DurableGroup(click.Group):
@@ -107,15 +121,47 @@ class DurableGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            raise _one_line(exc) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except Failure:
+            raise
+        except click.ClickException as exc:  # click's own usage errors, as one line too
+            raise _one_line(exc) from exc
+        except (click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except USER_ERRORS as exc:
             if os.environ.get(TRACEBACK_ENV):
                 raise
             raise Failure(_describe(exc, ctx.meta.get(PATH_KEY))) from exc
+
+
+_NO_ARGS: type[click.ClickException] = getattr(
+    click.exceptions, "NoArgsIsHelpError", Failure
+)  # click >= 8.2: `durable` alone prints its help
+
+
+def _one_line(exc: click.ClickException) -> click.ClickException:
+    """A click error as every other error is shown: one ``error: ...`` line, and for a
+    usage error the command whose ``--help`` explains it."""
+    if isinstance(exc, Failure | _NO_ARGS):
+        return exc
+    message = exc.format_message()
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message = f"{message} (see: {exc.ctx.command_path} --help)"
+    return (CheckFailed if exc.exit_code == 1 else Failure)(message)
 
 
 def _describe(exc: BaseException, path: str | None) -> str:
@@ -168,6 +214,42 @@ def code_options(fn: F) -> F:
     )(fn)
 
 
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value:
+            ctx.meta[key] = value
+
+    return callback
+
+
+def trust_option(fn: F) -> F:
+    """``--trust-pickle``: unpickle payloads even without the journal's HMAC key."""
+    return click.option(
+        "--trust-pickle",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember(TRUST_KEY),
+        help="Unpickle pickled payloads (unpickling runs code: only for journals whose every "
+        "writer you trust). Without it, and without the journal's key in $DURABLE_HMAC_KEY, "
+        "they show as 'pickled value, N bytes, not decoded'.",
+    )(fn)
+
+
+def read_options(fn: F) -> F:
+    """``--import MODULE`` and ``--trust-pickle`` for commands that only read."""
+    fn = click.option(
+        "--import",
+        "imports",
+        metavar="MODULE",
+        multiple=True,
+        expose_value=False,
+        callback=_remember(IMPORTS_KEY),
+        help="Import MODULE first (repeatable; also $DURABLE_IMPORT, comma-separated), so "
+        "values of its classes are rebuilt; without it they show as their stored fields.",
+    )(fn)
+    return trust_option(fn)
+
+
 if TYPE_CHECKING:
     _ParamType = click.ParamType[float, Any]
 else:  # click < 8.2 has no generic ParamType
@@ -183,20 +265,67 @@ class Timestamp(_ParamType):
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
         if isinstance(value, int | float):
-            return float(value)
+            return self._in_range(float(value), str(value), param, ctx)
         text = str(value).strip()
         try:
-            return float(text)
+            return self._in_range(float(text), text, param, ctx)
         except ValueError:
             pass
         try:
             when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             self.fail(f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00)", param, ctx)
-        return when.timestamp()
+        try:
+            seconds = when.timestamp()
+        except (OverflowError, OSError, ValueError):
+            self.fail(f"{text!r} is out of range for a time (years 1 to 9999)", param, ctx)
+        return self._in_range(seconds, text, param, ctx)
+
+    def _in_range(
+        self, seconds: float, text: str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        # Times are shown as dates: a number no date can hold is refused here, not
+        # half-way through printing.
+        try:
+            dt.datetime.fromtimestamp(seconds)
+        except (OverflowError, OSError, ValueError):
+            self.fail(f"{text!r} is out of range for a time (years 1 to 9999)", param, ctx)
+        return seconds
 
 
 TIMESTAMP = Timestamp()
+
+
+if TYPE_CHECKING:
+    _IntType = click.ParamType[int, Any]
+else:
+    _IntType = click.ParamType
+
+
+class Number(_IntType):
+    """A whole number from ``low`` to :data:`MAX_INT` (what the journal's integers hold)."""
+
+    name = "integer"
+
+    def __init__(self, low: int = 0) -> None:
+        self.low = low
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number", param, ctx)
+        if number < self.low:
+            self.fail(f"{number} is below {self.low}", param, ctx)
+        if number > MAX_INT:
+            self.fail(f"{number} is too large (at most {MAX_INT})", param, ctx)
+        return number
+
+
+COUNT = Number(0)
 
 
 # -- opening the journal and the engine -------------------------------------------------
@@ -227,13 +356,22 @@ def _path(ctx: click.Context) -> str:
     return _existing(path)
 
 
+def _trust(ctx: click.Context) -> dict[str, Any]:
+    """The reader's trust options: ``--trust-pickle`` and ``$DURABLE_HMAC_KEY``."""
+    return {
+        "trust_pickle": bool(ctx.meta.get(TRUST_KEY)),
+        "hmac_key": os.environ.get(HMAC_KEY_ENV) or None,
+    }
+
+
 @contextlib.contextmanager
 def _reader(ctx: click.Context) -> Iterator[Journal]:
-    """The journal, opened read-only. Modules in $DURABLE_IMPORT are imported first:
-    decoding never imports code, so typed values need their classes imported."""
+    """The journal, opened read-only. Modules of --import and $DURABLE_IMPORT are imported
+    first: decoding never imports code, so typed values need their classes imported to be
+    rebuilt (without them they read as placeholders)."""
     path = _path(ctx)
-    _import_user_code(())
-    journal = Journal(path, readonly=True)
+    _import_user_code(tuple(ctx.meta.get(IMPORTS_KEY, ())))
+    journal = Journal(path, readonly=True, **_trust(ctx))
     try:
         yield journal
     finally:
@@ -243,7 +381,7 @@ def _reader(ctx: click.Context) -> Iterator[Journal]:
 @contextlib.contextmanager
 def _writer(ctx: click.Context) -> Iterator[Journal]:
     """The journal, opened for writing."""
-    journal = Journal(_path(ctx))
+    journal = Journal(_path(ctx), **_trust(ctx))
     try:
         yield journal
     finally:
@@ -280,8 +418,12 @@ def _code_engine(
     (``engine.configure``), so code that runs finds it as its own."""
     path = _path(ctx)
     _import_user_code(imports)
-    options = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
-    eng = configure(Journal(path, readonly=True) if readonly else path, **options)
+    options: dict[str, Any] = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
+    trust = _trust(ctx)
+    if readonly:
+        eng = configure(Journal(path, readonly=True, **trust), **options)
+    else:
+        eng = configure(path, **trust, **options)
     try:
         eng.journal  # opens now: a bad file fails before anything runs  # noqa: B018
         yield eng
@@ -290,7 +432,7 @@ def _code_engine(
 
 
 def _emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+    click.echo(render.json_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str)))
 
 
 def _parse_json(text: str, what: str) -> Any:
@@ -305,30 +447,23 @@ def _parse_json(text: str, what: str) -> Any:
 
 def _lineage(journal: Journal, run: Run) -> dict[str, Run]:
     """The run and every run it was forked from, by id."""
-    out = {run.run_id: run}
-    while run.forked_from is not None:
-        run = journal.get_run(run.forked_from)
-        out[run.run_id] = run
-    return out
+    return {r.run_id: r for r in ancestors(journal, run)}
 
 
 def _count_checkpoints(journal: Journal, run: Run) -> int:
     """Checkpoints of a run, numbered as ``history`` numbers them (a fork counts its
     sources' up to the fork point), from the retained entries, by SQL."""
-    kinds = sorted(CHECKPOINT_KINDS)
+    kinds = sorted(NUMBERED_KINDS)
     marks = ",".join("?" * len(kinds))
-    total, upto = 0, run.last_seq
-    while True:
+    total = 0
+    for source, upto in fork_lineage(journal, run):
         rows = journal.query(
             "SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
             f" AND kind IN ({marks})",
-            [run.run_id, upto, *kinds],
+            [source.run_id, upto, *kinds],
         )
         total += int(rows[0]["n"])
-        if run.forked_from is None:
-            return total
-        upto = run.forked_at or 0
-        run = journal.get_run(run.forked_from)
+    return total
 
 
 # -- the group ----------------------------------------------------------------------------
@@ -362,14 +497,15 @@ def cli() -> None:
 @click.option("--until", type=TIMESTAMP, help="Only runs created before this time.")
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=COUNT,
     default=100,
     show_default=True,
     metavar="N",
     help="At most N runs (0: no limit).",
 )
-@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip N runs.")
+@click.option("--offset", type=COUNT, default=0, metavar="N", help="Skip N runs.")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def runs(
@@ -400,7 +536,7 @@ def runs(
     if not found:
         console.print("no runs")
         return
-    console.print(render.runs_table(found))
+    console.print(render.runs_table(found, width=console.width))
     more = " (more with --offset/--limit)" if limit and len(found) == limit else ""
     console.print(Text(f"{render.plural(len(found), 'run')}{more}", style="dim"))
 
@@ -408,6 +544,7 @@ def runs(
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
@@ -426,15 +563,18 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """A run's timeline of checkpoints.
 
     One row per checkpoint (a step's end, a timer, an event, the run's end) with its
-    seq, step key, attempt, start, duration and the state keys it set or deleted.
-    Streams, so a run of any length prints at once. The numbers in the first column
-    are the N that `state --at N`, `diff` and `fork --at` take.
+    seq, step key, attempt, start, duration, the state keys the step set or deleted,
+    those the body changed after the previous step returned ("body set"), and a
+    workflow step's event types. Streams, so a run of any length prints at once. The
+    numbers in the first column are the N that `state --at N`, `diff` and `fork --at`
+    take; a fork's checkpoints are numbered as its source's.
     """
     with _read_engine(ctx) as eng:
         run = eng.journal.get_run(run_id)
@@ -445,20 +585,27 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
             out.write("[")
             for i, cp in enumerate(itertools.chain([head] if head else [], checkpoints)):
                 out.write(",\n  " if i else "\n  ")
-                out.write(json.dumps(render.checkpoint_json(cp), ensure_ascii=False, default=str))
+                doc = json.dumps(render.checkpoint_json(cp), ensure_ascii=False, default=str)
+                out.write(render.json_text(doc))
             out.write("\n]\n" if head else "]\n")
             out.flush()
             return
         console = render.make_console()
         lineage = _lineage(eng.journal, run)
-        title = Text.assemble(("run ", "bold"), run.run_id, f"  {run.name}  ")
+        title = Text.assemble(
+            ("run ", "bold"), render.shown(run.run_id), f"  {render.shown(run.name)}  "
+        )
         title.append_text(render.status_text(run.status))
         if run.forked_from:
             title.append(
-                f"\n(checkpoints marked * are inherited from {run.forked_from}, forked at seq "
+                f"\n(checkpoints marked * are inherited from {render.shown(run.forked_from)},"
+                f" forked at seq "
                 f"{run.forked_at})"
             )
         console.print(title)
+        note = render.compacted_note(eng.journal, lineage)
+        if note is not None:
+            console.print(note)
         timeline = render.Timeline(console, run, lineage)
         for cp in checkpoints:
             timeline.add(cp)
@@ -468,11 +615,16 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
-    "--at", "step", type=int, metavar="N", help="After checkpoint N (see `history`; 0: the start)."
+    "--at",
+    "step",
+    type=COUNT,
+    metavar="N",
+    help="After checkpoint N (see `history`; 0: the start).",
 )
-@click.option("--seq", type=int, metavar="SEQ", help="After the run's entry SEQ.")
+@click.option("--seq", type=COUNT, metavar="SEQ", help="After the run's entry SEQ.")
 @click.option("--time", "when", type=TIMESTAMP, help="As it was at this time.")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def state(
@@ -500,7 +652,9 @@ def state(
         where = f"at {render.timestamp(when, ms=True)}"
     console.print(
         Text.assemble(
-            ("state of ", "bold"), view.run_id, f" {where} (seq {view.seq})".replace("  ", " ")
+            ("state of ", "bold"),
+            render.shown(view.run_id),
+            f" {where} (seq {view.seq})".replace("  ", " "),
         )
     )
     console.print_json(data=view.to_dict())
@@ -515,10 +669,11 @@ def state(
 
 @cli.command(name="diff")
 @click.argument("run_id", metavar="RUN")
-@click.argument("a", type=int)
-@click.argument("b", type=int)
+@click.argument("a", type=COUNT)
+@click.argument("b", type=COUNT)
 @click.option("--other", metavar="RUN2", help="Compare with checkpoint B of RUN2 instead.")
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def diff_cmd(
@@ -535,8 +690,8 @@ def diff_cmd(
         _emit_json({"run_id": run_id, "a": a, "b": b, "other": other, **render.diff_json(d)})
         return
     console = render.make_console()
-    before = f"{run_id} step {a}"
-    after = f"{other or run_id} step {b}"
+    before = f"{render.shown(run_id)} step {a}"
+    after = f"{render.shown(other or run_id)} step {b}"
     console.print(Text.assemble(("diff ", "bold"), before, " → ", after))
     if d.empty:
         console.print("no differences")
@@ -555,6 +710,7 @@ def diff_cmd(
     "--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+@read_options
 @db_option
 @click.pass_context
 def export(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> None:
@@ -570,9 +726,31 @@ def export(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> Non
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
-    with open(output, "w", encoding="utf-8", newline="") as f:
+    with _private_file(output) as f:
         f.write(text)
     render.make_console(stderr=True).print(Text(f"wrote {output} ({len(text)} characters)"))
+
+
+@contextlib.contextmanager
+def _private_file(path: str) -> Iterator[Any]:
+    """``path`` opened for writing text, readable by its owner only (0600): an export
+    holds every payload of a run. A new file is created so; an existing regular file is
+    set to 0600 before it is emptied (if that is not allowed, it is left as it was). A
+    device or pipe (``/dev/stdout``) is written as it is."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError as exc:
+                raise OSError(exc.errno, "cannot set the file's mode to 0600", path) from exc
+            os.ftruncate(fd, 0)
+        f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
 
 @cli.command()
@@ -587,48 +765,45 @@ def export(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> Non
     help="At most N matches.",
 )
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_json: bool) -> None:
     """Full-text search over the journal's payloads.
 
-    Which step set this value? Every entry's payload, and every run's input (as
-    seq 0, kind run.input), is decoded into a temporary FTS5 index (the journal
-    file is only read); the matching entries print best first. All the words of
-    TEXT must match, as whole words.
+    Which step set this value? Every entry's payload, every run's input (as seq 0,
+    kind run.input) and a compacted run's values as its oldest snapshot holds them
+    (kind snapshot) are decoded into a temporary FTS5 index (the journal file is only
+    read); the matching entries print best first. All the words of TEXT must match,
+    as whole words.
     """
     with _reader(ctx) as journal:
         hits = _search(journal, text, run_id, limit)
     if as_json:
-        _emit_json([{**h, "snippet": _highlight(h["snippet"], colour=False).plain} for h in hits])
+        _emit_json(
+            [
+                {**h, "snippet": _highlight(h["snippet"], colour=False, safe=False).plain}
+                for h in hits
+            ]
+        )
         return
     console = render.make_console()
     if not hits:
         console.print(Text(f"no entry matches {text!r}"))
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("run id", "seq", "kind", "step", "key"):
-        table.add_column(name, no_wrap=True, justify="right" if name == "seq" else "left")
-    table.add_column("snippet", overflow="fold")
-    for hit in hits:
-        table.add_row(
-            Text(hit["run_id"]),
-            str(hit["seq"]),
-            Text(hit["kind"]),
-            Text(hit["step"] or ""),
-            Text(hit["key"] or ""),
-            _highlight(hit["snippet"], colour=console.is_terminal and not console.no_color),
-        )
-    console.print(table)
+    colour = console.is_terminal and not console.no_color
+    snippets = [_highlight(hit["snippet"], colour=colour) for hit in hits]
+    console.print(render.search_hits(hits, snippets, width=console.width))
     console.print(Text(render.plural(len(hits), "match", "matches"), style="dim"))
 
 
 _OPEN, _CLOSE = "\x02", "\x03"
 
 
-def _highlight(snippet: str, *, colour: bool) -> Text:
+def _highlight(snippet: str, *, colour: bool, safe: bool = True) -> Text:
     out = Text()
-    for i, part in enumerate(snippet.replace(_CLOSE, _OPEN).split(_OPEN)):
+    for i, raw in enumerate(snippet.replace(_CLOSE, _OPEN).split(_OPEN)):
+        part = render.clean(raw) if safe else raw
         if i % 2:
             out.append(part, style="bold yellow") if colour else out.append(f"[{part}]")
         else:
@@ -717,14 +892,16 @@ def _documents(
     """One row per run input and per retained entry with a payload, decoded to JSON text."""
     done = 0
     for run in runs:
+        where = f"run {run.run_id!r} input"
         yield {
             "run_id": run.run_id,
             "seq": 0,
             "kind": "run.input",
             "step": None,
             "key": None,
-            "text": _text(journal.decode, run.input, run.codec, where=f"run {run.run_id!r} input"),
+            "text": _text(journal.decode, run.input, run.codec, where=where, strict=False),
         }
+        yield from _snapshot_documents(journal, run)
         for row in rows_of(run):
             entry = Entry(**row)
             yield {
@@ -733,11 +910,33 @@ def _documents(
                 "kind": entry.kind,
                 "step": entry.step,
                 "key": entry.key,
-                "text": _text(journal.decode_entry, entry),
+                "text": _text(journal.decode_entry, entry, strict=False),
             }
             done += 1
             if done % 500 == 0:
                 tick(done, total)
+
+
+def _snapshot_documents(journal: Journal, run: Run) -> Iterator[dict[str, Any]]:
+    """A compacted run's values as its horizon snapshot holds them (kind ``snapshot``, one
+    row per key): the entries that set them are gone, the values are not."""
+    if not run.horizon:
+        return
+    try:
+        values = journal.state_at(run.run_id, run.horizon).values
+    except (DecodeError, JournalError) as exc:
+        values = {"": f"(undecodable: {exc})"}
+    for key, value in values.items():
+        if key.startswith("@"):  # a workflow's own bookkeeping
+            continue
+        yield {
+            "run_id": run.run_id,
+            "seq": run.horizon,
+            "kind": "snapshot",
+            "step": None,
+            "key": key,
+            "text": _text(lambda v: v, value),
+        }
 
 
 def _text(decode: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
@@ -762,7 +961,7 @@ def _parse_edit(item: str) -> tuple[str, Any]:
 @click.option(
     "--at",
     "at",
-    type=int,
+    type=COUNT,
     required=True,
     metavar="N",
     help="Fork after checkpoint N (see `history`).",
@@ -778,6 +977,7 @@ def _parse_edit(item: str) -> tuple[str, Any]:
 @click.option("--wait", is_flag=True, help="Wait for the fork to finish and print its outcome.")
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def fork_cmd(
@@ -808,14 +1008,16 @@ def fork_cmd(
             if as_json:
                 _emit_json(doc)
             else:
-                click.echo(handle.run_id)
+                click.echo(render.clean(handle.run_id))
             # The fork runs on this process's threads: wait for it before closing.
             handle.wait()
             return
         final = handle.wait()
         doc.update(status=final.status, error=final.error)
         doc["output"] = to_jsonable(
-            eng.journal.decode(final.output, final.codec, where=f"run {final.run_id!r} output")
+            eng.journal.decode(
+                final.output, final.codec, where=f"run {final.run_id!r} output", run_id=final.run_id
+            )
         )
     if as_json:
         _emit_json(doc)
@@ -836,7 +1038,7 @@ def fork_cmd(
 
 
 @cli.command(name="replay")
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--until", type=click.IntRange(min=1), metavar="N", help="Stop after N replayed calls."
 )
@@ -853,6 +1055,7 @@ def fork_cmd(
 )
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def replay_cmd(
@@ -893,10 +1096,7 @@ def replay_cmd(
     else:
         console = render.make_console()
         for report in reports:
-            console.print(render.replay_line(report))
-            if report.divergence:
-                for key, value in report.divergence.items():
-                    console.print(Text(f"         {key}: {value}"))
+            console.print(render.replay_line(report))  # the error says where and what
         if run_id is None:
             console.print(
                 Text(
@@ -914,6 +1114,7 @@ def replay_cmd(
 @click.argument("event_json", metavar="EVENT-JSON")
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def send(
@@ -937,7 +1138,8 @@ def send(
     if as_json:
         _emit_json({"run_id": run_id, "event_id": to_jsonable(event_id)})
     else:
-        click.echo(f"sent {event.get('type', 'event')} to {run_id} (journaled as {event_id})")
+        sent = f"sent {event.get('type', 'event')} to {run_id} (journaled as {event_id})"
+        click.echo(render.clean(sent))
 
 
 @cli.command()
@@ -960,19 +1162,22 @@ def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
     if as_json:
         _emit_json({"run_id": run_id, "status": status, "cancelled": cancelled})
     elif cancelled:
-        click.echo(f"{run_id}: cancelled")
+        click.echo(f"{render.clean(run_id)}: cancelled")
     else:
-        click.echo(f"{run_id}: already {status}, left as it is")
+        click.echo(f"{render.clean(run_id)}: already {render.clean(status)}, left as it is")
 
 
 def _report_lines(
     console: Console, report: RecoveryReport, journal: Journal, *, final: bool
 ) -> None:
     for handle in report.handles:
-        status = journal.get_run(handle.run_id).status if final else "resumed"
-        console.print(
-            Text.assemble(("recovered ", "bold"), handle.run_id, ": ") + render.status_text(status)
-        )
+        run = journal.get_run(handle.run_id)
+        if final:
+            line = Text.assemble(("recovered ", "bold"), handle.run_id, ": ")
+            console.print(line + render.status_text(run.status))
+        else:  # a worker's claim: epoch 1 is a run's first execution, more a resumed one
+            verb = "started " if run.epoch <= 1 else "resumed "
+            console.print(Text.assemble((verb, "bold"), handle.run_id))
     for rid, exc in report.errors.items():
         console.print(Text.assemble(("not recovered ", "bold red"), rid, f": {exc}"))
 
@@ -983,6 +1188,7 @@ def _report_lines(
 )
 @code_options
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def recover(
@@ -1043,6 +1249,7 @@ def recover(
     "about this long after it died.",
 )
 @code_options
+@trust_option
 @db_option
 @click.pass_context
 def worker(
@@ -1112,7 +1319,7 @@ def worker(
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--keep-snapshots",
     type=click.IntRange(min=1),
@@ -1135,6 +1342,7 @@ def worker(
 )
 @click.option("--reclaim", is_flag=True, help="Then return the freed pages to the OS.")
 @output_options
+@trust_option
 @db_option
 @click.pass_context
 def compact(
@@ -1159,9 +1367,10 @@ def compact(
     totals = {"runs_compacted": 0, "entries_deleted": 0, "snapshots_deleted": 0}
     horizons: dict[str, int] = {}
     with _writer(ctx) as journal:
-        targets = (
-            [run_id] if run_id is not None else [r.run_id for r in journal.list_runs(limit=None)]
+        runs_seen = (
+            [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
         )
+        targets = [r.run_id for r in runs_seen]
         with render.progress("compacting", total=len(targets)) as tick:
             for i, rid in enumerate(targets, 1):
                 report = journal.compact(rid, policy)
@@ -1179,15 +1388,44 @@ def compact(
         f"compacted {totals['runs_compacted']} runs: {totals['entries_deleted']} entries and "
         f"{totals['snapshots_deleted']} snapshots deleted"
     )
+    if not totals["runs_compacted"]:
+        console.print(Text(_nothing_compacted(runs_seen, policy), style="dim"))
     for rid, horizon in horizons.items():
         console.print(Text(f"  {rid}: horizon now seq {horizon}"))
     if pages is not None:
         console.print(f"reclaimed {pages} pages")
 
 
+def _nothing_compacted(runs: list[Run], policy: RetentionPolicy) -> str:
+    """Why a compaction deleted nothing, from what it was given."""
+    if not runs:
+        return "nothing to compact: the journal has no runs"
+    skipped = [r for r in runs if not r.finished and not policy.include_active]
+    reasons = []
+    if skipped:
+        reasons.append(
+            f"{render.plural(len(skipped), 'run is', 'runs are')} unfinished "
+            "(--include-active compacts them too)"
+        )
+    rest = len(runs) - len(skipped)
+    if rest:
+        k = policy.keep_snapshots
+        kept = ("the newest snapshot" if k == 1 else f"the newest {k} snapshots") + (
+            " (--keep-snapshots)"
+        )
+        if policy.keep_seconds is not None:
+            kept += f" and entries newer than {policy.keep_seconds:g} s (--keep-seconds)"
+        reasons.append(
+            f"{render.plural(rest, 'run has', 'runs have')} no entry older than {kept}, "
+            "or an unfinished fork still reads them"
+        )
+    return "nothing to compact: " + "; ".join(reasons)
+
+
 @cli.command()
-@click.argument("run_id", metavar="RUN", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
 @output_options
+@read_options
 @db_option
 @click.pass_context
 def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
@@ -1197,6 +1435,8 @@ def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
     snapshot against the fold of its entries (of RUN, or of every run).
     """
     with _reader(ctx) as journal, render.progress("verifying") as tick:
+        if run_id is not None:
+            journal.get_run(run_id)  # an unknown run is bad input (2), not a failed check (1)
         report = journal.verify(run_id, progress=tick)
     if as_json:
         _emit_json(
@@ -1326,17 +1566,31 @@ def _print_migration(report: MigrationReport) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback).")
 @click.option("--port", default=8321, type=click.IntRange(1, 65535), show_default=True)
 @click.option("--readonly", is_flag=True, help="Offer no action; refuse writes.")
+@click.option(
+    "--token",
+    envvar="DURABLE_UI_TOKEN",
+    metavar="TOKEN",
+    help="The access token every request must carry (16+ characters of A-Z a-z 0-9 . _ ~ -;"
+    " also $DURABLE_UI_TOKEN). Default: a random one per launch.",
+)
 @code_options
+@trust_option
 @db_option
 @click.pass_context
 def ui_cmd(
-    ctx: click.Context, host: str, port: int, readonly: bool, imports: tuple[str, ...]
+    ctx: click.Context,
+    host: str,
+    port: int,
+    readonly: bool,
+    token: str | None,
+    imports: tuple[str, ...],
 ) -> None:
     """Serve a local web view of the journal's runs (needs the ui extra).
 
     Runs, timelines, the state at any step, diffs; fork, send and cancel unless
     read-only (the default when the journal is not writable). Binds to loopback
-    unless --host says otherwise.
+    unless --host says otherwise. Prints the address to open, with its access
+    token: every page and API call needs it.
     """
     path = _path(ctx)
     try:
@@ -1346,7 +1600,7 @@ def ui_cmd(
     extra = [m for m in os.environ.get(IMPORT_ENV, "").split(",") if m.strip()]
     try:
         serve(path, host=host, port=port, readonly=True if readonly else None,
-              imports=[*imports, *extra])  # fmt: skip
+              imports=[*imports, *extra], token=token, **_trust(ctx))  # fmt: skip
     except ImportError as exc:
         raise Failure(str(exc)) from exc
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from journal import Entry, EntryKind, HorizonError, Journal, Run
+from journal import Entry, EntryKind, HorizonError, Journal, Run, fork_lineage
 
 from .errors import NonDeterminismError
 
@@ -37,13 +37,9 @@ FORK_STEP = "@fork"
 
 
 def lineage(journal: Journal, run: Run) -> list[tuple[str, int]]:
-    """``(run_id, last seq used)`` from the root run down to ``run``, for forks."""
-    chain = [(run.run_id, run.last_seq)]
-    while run.forked_from is not None:
-        upto = run.forked_at or 0
-        run = journal.get_run(run.forked_from)
-        chain.append((run.run_id, upto))
-    return chain[::-1]
+    """``(run_id, last seq used)`` from the root run down to ``run``, for forks
+    (a fork cycle in a crafted journal raises :class:`~journal.LineageCycle`)."""
+    return [(r.run_id, upto) for r, upto in fork_lineage(journal, run)]
 
 
 def load_history(journal: Journal, run: Run) -> History:

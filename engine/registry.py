@@ -44,8 +44,9 @@ def import_user_modules(names: Sequence[str]) -> None:
             ) from exc
 
 
-def resolve(name: str, *, run_id: str | None = None) -> Any:
-    """The durable function or workflow recorded as ``name``: registry first, then import."""
+def resolve(name: str, *, run_id: str | None = None, doing: str = "recovering") -> Any:
+    """The durable function or workflow recorded as ``name``: registry first, then import.
+    ``doing`` names what needs it in the error (recovering, forking, replaying)."""
     found = _REGISTRY.get(name)
     if found is not None:
         return found
@@ -58,7 +59,8 @@ def resolve(name: str, *, run_id: str | None = None) -> Any:
     except (ImportError, AttributeError) as exc:
         raise FunctionNotFound(
             f"cannot import {name!r}{where}: {exc}. Import the module that defines it "
-            "before recovering, or keep the old name importable",
+            f"before {doing} (on the command line: --import MODULE), or keep the old name "
+            "importable",
             name=name,
             run_id=run_id,
         ) from exc

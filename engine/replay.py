@@ -50,7 +50,7 @@ def replay(run_id: str, *, until: int | None = None, engine: Engine | None = Non
     """
     eng = engine or default_engine()
     run = eng.journal.get_run(run_id)
-    target = resolve(run.name, run_id=run_id)
+    target = resolve(run.name, run_id=run_id, doing="replaying")
     if hasattr(target, "replay_run"):
         report: ReplayReport = target.replay_run(eng, run, until=until)
         return report

@@ -26,12 +26,14 @@ from journal import (
     JournalBusy,
     JournalClosed,
     JournalError,
+    JournalFull,
     JsonSerializer,
     LeaseHeld,
     NewEntry,
     Run,
     RunEnded,
     SnapshotPolicy,
+    fork_lineage,
 )
 
 from .committer import GroupCommitter
@@ -142,7 +144,8 @@ class RecoveryReport:
     """What :meth:`Engine.recover` did: the runs it resumed and the ones it could not."""
 
     handles: list[RunHandle] = field(default_factory=list)
-    errors: dict[str, EngineError] = field(default_factory=dict)
+    errors: dict[str, EngineError | JournalError] = field(default_factory=dict)
+    """Runs left alone: their function cannot be imported, or their lineage is damaged."""
     leased: dict[str, float] = field(default_factory=dict)
     """Unfinished runs another worker holds: seconds until their lease expires."""
 
@@ -158,6 +161,10 @@ class Engine:
     ``Engine()`` uses ``$DURABLE_DB`` or ``./durable.db``. A worker owns each run
     it executes through a lease of ``lease_seconds``, renewed by a heartbeat;
     a run whose lease expired is recovered by whichever engine claims it first.
+
+    Pickled payloads decode with ``codec`` (or a function's own codec) when it is a
+    pickle codec, with ``hmac_key``, or with ``trust_pickle=True``; the codec column
+    of a row alone never unpickles (see :class:`journal.Journal`).
     """
 
     def __init__(
@@ -167,6 +174,7 @@ class Engine:
         durability: Durability = "full",
         codec: Codec | None = None,
         hmac_key: bytes | str | None = None,
+        trust_pickle: bool = False,
         snapshots: SnapshotPolicy | None = None,
         lease_seconds: float = 30.0,
         owner: str | None = None,
@@ -176,6 +184,7 @@ class Engine:
             "durability": durability,
             "codec": codec,
             "hmac_key": hmac_key,
+            "trust_pickle": trust_pickle,
             "snapshots": snapshots,
         }
         self._journal: Journal | None = db if isinstance(db, Journal) else None
@@ -467,8 +476,10 @@ class Engine:
     ) -> RunHandle:
         """Create a fork of ``source`` at ``seq`` with ``edits`` and execute it (see ``fork``)."""
         journal = self.journal
-        target = resolve(source.name, run_id=source.run_id)
-        codec = journal.codec_named(source.codec)
+        target = resolve(source.name, run_id=source.run_id, doing="forking")
+        # The source's codec, with its options if its function or workflow gave it one
+        # (the fork's execution binds it to the fork and its sources).
+        codec = self._codec_of(source)
         where = f"run {source.run_id!r} input"
         entries = [
             journal.entry(
@@ -486,7 +497,7 @@ class Engine:
                 new_run_id,
                 name=source.name,
                 kind=source.kind,
-                input=journal.decode(source.input, source.codec, where=where),
+                input=None if source.input is None else codec.decode(source.input, where=where),
                 codec=codec,
                 status="running",
                 entries=entries,
@@ -651,6 +662,10 @@ class Engine:
     def _record_failure(self, ex: RunExecution, exc: BaseException) -> None:
         if isinstance(exc, RunCancelled | FencedOff) or not isinstance(exc, Exception):
             return  # cancelled: the canceller wrote it; fenced or dying: write nothing
+        if isinstance(exc, JournalFull):
+            # Not the run's fault: leave it unfinished for another worker once there is space.
+            ex.journal.release(ex.run_id, ex.epoch)
+            return
         diverged = isinstance(exc, NonDeterminismError)
         message = f"{'diverged: ' if diverged else ''}{type(exc).__qualname__}: {exc}"
         with contextlib.suppress(EngineError, ConflictError):
@@ -829,6 +844,13 @@ class Engine:
             except FunctionNotFound as exc:
                 report.errors[run.run_id] = exc
                 continue
+            if run.forked_from is not None:
+                try:
+                    # A crafted journal's fork links may loop: left alone and reported.
+                    fork_lineage(journal, run)
+                except JournalError as exc:
+                    report.errors[run.run_id] = exc
+                    continue
             claimed = self._claim_existing(run)
             if claimed is None:
                 continue

@@ -2,13 +2,27 @@
 
 A run's *checkpoints* are the entries that end a unit of work (a step's
 completion or failed attempt, a timer, a child run, an event, the run's end);
-checkpoint N is numbered from 1 in the order of the journal, and for a fork the
-numbering runs on from its source's checkpoints up to the fork point.
+checkpoint N is numbered from 1 in the order of the journal. A fork inherits its
+source's checkpoints up to the fork point N; its own ``run.forked`` checkpoint (the
+state with the fork's edits) is numbered N too, so step N+1 of a fork is step N+1 of
+its source and diffs across runs compare like with like.
+
+Each checkpoint says which state keys changed since the previous one, in two parts:
+``set_keys``/``deleted_keys``, what the step itself changed, and
+``body_set_keys``/``body_deleted_keys``, what the function's body changed after the
+previous checkpoint (so after that step's result), before this one. Both are in the
+state at this checkpoint.
+
+Reading needs none of the user's code and runs none: values are decoded with
+``strict=False``, so a value whose class cannot be imported here, or a pickle the
+journal does not trust, reads as a :class:`journal.Undecoded` placeholder. Only
+:func:`fork`, which executes, needs the run's code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -63,6 +77,8 @@ class Checkpoint:
     emitted: tuple[str, ...] = ()
     consumed: tuple[str, ...] = ()
     detail: Mapping[str, Any] = field(default_factory=dict)
+    body_set_keys: tuple[str, ...] = ()
+    body_deleted_keys: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -85,6 +101,8 @@ class Checkpoint:
             "duration": self.duration,
             "set_keys": list(self.set_keys),
             "deleted_keys": list(self.deleted_keys),
+            "body_set_keys": list(self.body_set_keys),
+            "body_deleted_keys": list(self.body_deleted_keys),
             "emitted": list(self.emitted),
             "consumed": list(self.consumed),
             "detail": to_jsonable(dict(self.detail)),
@@ -102,6 +120,10 @@ class Checkpoint:
             parts.append("set " + ", ".join(self.set_keys))
         if self.deleted_keys:
             parts.append("deleted " + ", ".join(self.deleted_keys))
+        if self.body_set_keys:
+            parts.append("body set " + ", ".join(self.body_set_keys))
+        if self.body_deleted_keys:
+            parts.append("body deleted " + ", ".join(self.body_deleted_keys))
         return " ".join(parts)
 
 
@@ -116,49 +138,121 @@ def iter_history(run_id: str, *, engine: Engine | None = None) -> Iterator[Check
     number = 0
     for segment_id, upto in lineage(journal, run):
         segment = journal.get_run(segment_id)
-        first = segment.horizon + 1
-        pending: dict[str, list[str]] = {"set": [], "deleted": [], "emitted": [], "consumed": []}
-        for entry in journal.read(segment_id, first, upto):
-            kind = entry.kind
-            internal = (entry.key or "").startswith("@")  # a workflow's own bookkeeping
-            if kind in (K.STATE_SET, K.STATE_APPENDED) and not internal:
-                pending["set"].append(entry.key or "")
-            elif kind == K.STATE_DELETED and not internal:
-                pending["deleted"].append(entry.key or "")
-            elif kind == K.EVENT_EMITTED and entry.step is not None:
-                pending["emitted"].append(entry.key or "")
-            elif kind == K.EVENT_CONSUMED:
-                pending["consumed"].append(entry.key or "")
-            if kind not in CHECKPOINT_KINDS:
-                continue
-            number += 1
-            payload = _payload(journal, entry)
-            detail = payload if isinstance(payload, dict) else {}
-            name = split_key(entry.step)[0] if entry.step and "#" in entry.step else entry.step
-            yield Checkpoint(
-                number=number,
-                run_id=segment_id,
-                seq=entry.seq,
-                first_seq=first,
-                kind=kind,
-                step=entry.step if entry.step != FORK_STEP else None,
-                name=name,
-                attempt=detail.get("attempt"),
-                started_at=detail.get("started"),
-                ended_at=entry.ts,
-                set_keys=tuple(dict.fromkeys(pending["set"])),
-                deleted_keys=tuple(dict.fromkeys(pending["deleted"])),
-                emitted=tuple(pending["emitted"]),
-                consumed=tuple(pending["consumed"]),
-                detail={k: v for k, v in detail.items() if k not in ("result", "started")},
+        for cp in _segment_history(journal, segment_id, segment.horizon + 1, upto, number):
+            number = cp.number
+            yield cp
+
+
+class _Changes:
+    """The mutations seen since the previous checkpoint: the step's own and the body's."""
+
+    def __init__(self) -> None:
+        self.own: dict[str, list[str]] = {"set": [], "deleted": []}
+        self.body: dict[str, list[str]] = {"set": [], "deleted": []}
+        self.emitted: list[str] = []
+        self.consumed: list[str] = []
+
+    def add(self, entry: Any) -> None:
+        kind = entry.kind
+        if (entry.key or "").startswith("@"):  # a workflow's own bookkeeping
+            return
+        what = {K.STATE_SET: "set", K.STATE_APPENDED: "set", K.STATE_DELETED: "deleted"}.get(kind)
+        if what is not None:
+            # Mutations carry the key of the step that made them; the body's carry none.
+            (self.body if entry.step is None else self.own)[what].append(entry.key or "")
+        elif kind == K.EVENT_EMITTED and entry.step is not None:
+            self.emitted.append(entry.key or "")
+        elif kind == K.EVENT_CONSUMED:
+            self.consumed.append(entry.key or "")
+
+    def fields(self, step: str | None) -> dict[str, tuple[str, ...]]:
+        own, body = self.own, self.body
+        if step is None:  # a checkpoint of the run itself: whoever made them, the body did
+            body = {k: own[k] + body[k] for k in own}
+            own = {"set": [], "deleted": []}
+        return {
+            "set_keys": tuple(dict.fromkeys(own["set"])),
+            "deleted_keys": tuple(dict.fromkeys(own["deleted"])),
+            "body_set_keys": tuple(dict.fromkeys(body["set"])),
+            "body_deleted_keys": tuple(dict.fromkeys(body["deleted"])),
+            "emitted": tuple(self.emitted),
+            "consumed": tuple(self.consumed),
+        }
+
+
+def _segment_history(
+    journal: Journal, segment_id: str, first: int, upto: int, number: int
+) -> Iterable[Checkpoint]:
+    """The checkpoints of one run of a lineage, numbered on from ``number``."""
+    changes = _Changes()
+    forked: Any = None  # a fork's run.forked entry, held until its edits are read
+    last_seq = first - 1
+    for entry in journal.read(segment_id, first, upto):
+        if forked is not None and entry.step != FORK_STEP:
+            yield _checkpoint(
+                journal, forked, segment_id, first=1, seq=last_seq, number=number, changes=changes
             )
-            pending = {"set": [], "deleted": [], "emitted": [], "consumed": []}
-            first = entry.seq + 1
+            changes, forked, first = _Changes(), None, last_seq + 1
+        last_seq = entry.seq
+        if forked is not None:
+            changes.own["set" if entry.kind != K.STATE_DELETED else "deleted"].append(
+                entry.key or ""
+            )
+            continue
+        changes.add(entry)
+        if entry.kind == K.RUN_FORKED:
+            forked = entry  # not numbered: it stands at its source's checkpoint N
+            continue
+        if entry.kind not in CHECKPOINT_KINDS:
+            continue
+        number += 1
+        yield _checkpoint(
+            journal, entry, segment_id, first=first, seq=entry.seq, number=number, changes=changes
+        )
+        changes, first = _Changes(), entry.seq + 1
+    if forked is not None:
+        yield _checkpoint(
+            journal, forked, segment_id, first=1, seq=last_seq, number=number, changes=changes
+        )
+
+
+def _checkpoint(
+    journal: Journal,
+    entry: Any,
+    segment_id: str,
+    *,
+    first: int,
+    seq: int,
+    number: int,
+    changes: _Changes,
+) -> Checkpoint:
+    payload = _payload(journal, entry)
+    detail = payload if isinstance(payload, dict) else {}
+    name = split_key(entry.step)[0] if entry.step and "#" in entry.step else entry.step
+    step = entry.step if entry.step != FORK_STEP else None
+    fields = changes.fields(step)
+    if entry.kind == K.RUN_FORKED:  # the edits are the fork's own
+        fields["set_keys"], fields["body_set_keys"] = fields["body_set_keys"], ()
+        fields["deleted_keys"], fields["body_deleted_keys"] = fields["body_deleted_keys"], ()
+    return Checkpoint(
+        number=number,
+        run_id=segment_id,
+        seq=seq,
+        first_seq=first,
+        kind=entry.kind,
+        step=step,
+        name=name,
+        attempt=detail.get("attempt"),
+        started_at=detail.get("started"),
+        ended_at=entry.ts,
+        detail={k: v for k, v in detail.items() if k not in ("result", "started")},
+        **fields,
+    )
 
 
 def _payload(journal: Journal, entry: Any) -> Any:
     if entry.kind in (K.STEP_FAILED, K.RUN_FAILED, K.STEP_COMPLETED, K.RUN_FORKED, K.TIMER_STARTED):
-        return journal.decode_entry(entry)
+        return journal.decode_entry(entry, strict=False)
     return None
 
 
@@ -182,40 +276,53 @@ class StateView:
         return {k: to_jsonable(v) for k, v in self.values.items()}
 
 
+NUMBERED_KINDS = CHECKPOINT_KINDS - {K.RUN_FORKED}
+"""Checkpoints that take a number of their own (a fork's ``run.forked`` takes its fork
+point's)."""
+
+
 def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
-    """(run id, seq) of checkpoint ``step``, without reading more than needed."""
+    """(run id, seq) of checkpoint ``step``, without reading more than needed. Step N of a
+    fork forked at N is the fork's state with its edits."""
     if step < 0:
         raise StepNotFound(f"run {run.run_id!r}: step numbers start at 1 (0 is the start)")
-    if step == 0:
-        chain = lineage(journal, run)
-        return chain[0][0], 0
     chain = lineage(journal, run)
-    kinds = ",".join(f"'{k}'" for k in sorted(CHECKPOINT_KINDS))
+    kinds = ",".join(f"'{k}'" for k in sorted(NUMBERED_KINDS))
     remaining = step
-    for segment_id, upto in chain:
+    for i, (segment_id, upto) in enumerate(chain):
+        if remaining == 0 and i == 0:
+            return segment_id, 0
         horizon = journal.get_run(segment_id).horizon
         if horizon:
             # Checkpoints below the horizon are gone, so steps from here on can no longer
             # be counted: refuse rather than answer with another step.
             raise HorizonError(
                 f"run {segment_id!r} was compacted up to seq {horizon}: its steps can no "
-                "longer be numbered; ask by seq= instead",
+                "longer be numbered; ask by seq instead (--seq on the command line)",
                 run_id=segment_id,
                 horizon=horizon,
             )
-        rows = journal.query(
-            f"SELECT seq FROM entries WHERE run_id = ? AND seq <= ? AND kind IN ({kinds})"
-            " ORDER BY seq LIMIT 1 OFFSET ?",
-            [segment_id, upto, remaining - 1],
+        count = int(
+            journal.query(
+                f"SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
+                f" AND kind IN ({kinds})",
+                [segment_id, upto],
+            )[0]["n"]
         )
-        if rows:
+        last = i == len(chain) - 1
+        if remaining == 0 and (count or last):
+            # Past the end of a source: the fork point, as this fork has it, edits included
+            # (a fork forked at its own fork point passes on to its fork).
+            return segment_id, _fork_point(journal, segment_id)
+        # The last checkpoint of a source is the fork point: the fork's own state there.
+        if 0 < remaining < count or (remaining == count and last):
+            rows = journal.query(
+                f"SELECT seq FROM entries WHERE run_id = ? AND seq <= ? AND kind IN ({kinds})"
+                " ORDER BY seq LIMIT 1 OFFSET ?",
+                [segment_id, upto, remaining - 1],
+            )
             return segment_id, int(rows[0]["seq"])
-        count = journal.query(
-            f"SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
-            f" AND kind IN ({kinds})",
-            [segment_id, upto],
-        )[0]["n"]
-        remaining -= int(count)
+        remaining -= count
     raise StepNotFound(
         f"run {run.run_id!r} has {step - remaining} checkpoints; there is no step {step}",
         run_id=run.run_id,
@@ -223,16 +330,26 @@ def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
     )
 
 
+def _fork_point(journal: Journal, fork_id: str) -> int:
+    """The seq that ends a fork's preamble: its ``run.forked`` entry and its edits."""
+    rows = journal.query(
+        "SELECT max(seq) AS seq FROM entries WHERE run_id = ? AND (kind = ? OR step = ?)",
+        [fork_id, K.RUN_FORKED, FORK_STEP],
+    )
+    return int(rows[0]["seq"] or 0)
+
+
 def state_at(
     run_id: str,
-    *,
     step: int | None = None,
+    *,
     seq: int | None = None,
     time: float | None = None,
     engine: Engine | None = None,
 ) -> StateView:
-    """The run's state after checkpoint ``step``, after its own ``seq``, or at ``time``
-    (a Unix timestamp); the latest state if none is given. Costs at most one snapshot
+    """The run's state after checkpoint ``step`` (``state_at(run_id, 3)``, as the CLI's
+    ``--at 3``), after its own ``seq``, or at ``time`` (a Unix timestamp); the latest
+    state if none is given. Costs at most one snapshot
     interval of entries, whatever the run's length."""
     if sum(x is not None for x in (step, seq, time)) > 1:
         raise ValueError("give at most one of step=, seq=, time=")
@@ -248,10 +365,11 @@ def state_at(
         found = rows[0]["seq"]
         if found is None:
             if run.forked_from is None:
-                raise StepNotFound(f"run {run_id!r} has no entry at or before time {time}")
+                when = dt.datetime.fromtimestamp(time).astimezone().isoformat(timespec="seconds")
+                raise StepNotFound(f"run {run_id!r} has no entry at or before {when}")
             found = 0
         target_seq = int(found)
-    folded = journal.state_at(target_run, target_seq)
+    folded = journal.state_at(target_run, target_seq, strict=False)
     return StateView(
         run_id=target_run,
         seq=folded.seq,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel
 
-from journal import Codec, EntryKind, Run, RunEnded, to_jsonable
+from journal import Codec, ConflictError, EntryKind, Run, RunEnded, to_jsonable
 
 from .context import Context
 from .errors import EngineError, FencedOff, WrongFunction
@@ -234,6 +234,7 @@ class Workflow:
         return self._engine or default_engine()
 
     def _codec_for(self, engine: Engine) -> Codec:
+        # The workflow's own codec is bound to each run it executes (Engine._bind_codec).
         return self._codec or engine.journal.codec
 
     # -- running ---------------------------------------------------------------------------
@@ -550,7 +551,8 @@ class WorkflowHandler(RunHandle):
         return await asyncio.get_running_loop().run_in_executor(None, self.result)
 
     async def stream_events(self) -> AsyncIterator[Event]:
-        """Events the run's steps write to the stream, until the run ends (this process)."""
+        """Events the run's steps write to the stream, each once the commit that journals
+        it returned, until the run ends (this process)."""
         while self._run is None or self._run.loop is None:
             if self._future is not None and self._future.done():
                 return
@@ -617,13 +619,24 @@ def send_event(
     codec = ex.codec if isinstance(ex, WorkflowRun) else eng._codec_of(run)
     entry = journal.entry(K.EVENT_RECEIVED, {"to": None, "event": event}, key=key,
                           codec=codec, path="event")  # fmt: skip
-    try:
-        journal.append(run_id, [entry], expected_seq=None,
-                       status="pending" if run.status == "waiting" else None)  # fmt: skip
-    except RunEnded as exc:  # it ended since it was read: nothing was written
-        raise RunFinished(
-            f"run {run_id!r} is {exc.status}; it takes no more events", run_id=run_id
-        ) from exc
+    while True:
+        # Appended after the seq whose status was read: a wait that parks the run
+        # meanwhile conflicts, so a parked run always gets "pending" with its answer
+        # (and is claimed at once if its holder died), never stays parked beside it.
+        try:
+            journal.append(run_id, [entry], expected_seq=run.last_seq,
+                           status="pending" if run.status == "waiting" else None)  # fmt: skip
+            break
+        except RunEnded as exc:  # it ended since it was read: final, nothing was written
+            raise RunFinished(
+                f"run {run_id!r} is {exc.status}; it takes no more events", run_id=run_id
+            ) from exc
+        except ConflictError:
+            run = journal.get_run(run_id)
+            if run.finished:
+                raise RunFinished(
+                    f"run {run_id!r} is {run.status}; it takes no more events", run_id=run_id
+                ) from None
     journal.notify(WAKE_CHANNEL, run_id)  # a parked run resumes now, not at the next poll
     if isinstance(ex, WorkflowRun):
         ex.poke()

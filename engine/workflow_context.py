@@ -203,9 +203,10 @@ class WorkflowContext(Context[Any]):
         self._scope.sent.append((event, step))
 
     def write_event_to_stream(self, event: Event) -> None:
-        """Stream ``event`` to ``handler.stream_events()`` now; journaled with the step."""
+        """Stream ``event`` to ``handler.stream_events()``: journaled with the step's
+        commit (or its next ``wait_for_event``) and shown once that commit returns, so
+        a failed attempt's events are never shown."""
         self._scope.streamed.append(event)
-        self._scope.run.stream(event)
 
     def collect_events(self, event: Event, expected: list[type[Event]]) -> list[Event] | None:
         """Buffer ``event``; once one of each ``expected`` type is buffered, return them

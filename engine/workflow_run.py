@@ -7,6 +7,13 @@ commit holds its ``event.consumed``, its store changes, its streamed events, the
 deliveries of the events it returned or sent, and its ``step.completed``: so a
 crashed run is rebuilt from the latest snapshot plus the tail, and only the
 deliveries still pending (the steps that were in flight) are dispatched again.
+
+Two orderings hold on the run's loop. A waiter is registered and offered the pending
+events from outside in one stretch without an await, and every event absorbed later is
+offered to the registered waiters: an answer that lands while the wait's own record
+commits cannot fall between the two. And a streamed event reaches the live stream only
+after the commit that journals it returned: the stream never shows what the journal
+does not hold.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +33,7 @@ from journal import (
     DatabaseUnavailable,
     EntryKind,
     FoldedState,
+    JournalFull,
     NewEntry,
     Run,
 )
@@ -220,6 +229,10 @@ class WorkflowRun:
             self._finish_with(exc)
         except (asyncio.CancelledError, GeneratorExit):
             raise
+        except JournalFull as exc:
+            # Not the run's fault: leave it unfinished for another worker once there is space.
+            self.journal.release(self.run_id, self.epoch)
+            self._finish_with(exc)
         except Exception as exc:
             await self._fail(info.name, exc)
         except BaseException as exc:
@@ -278,6 +291,7 @@ class WorkflowRun:
                 update = {"status": "running", "wake_at": None}
             await self.commit(entries, final=stop is not None, **update)
             self._apply(scope, entries)
+            self._publish(scope.streamed)
             if update.get("status"):
                 self.status = update["status"]
             if stop is not None:
@@ -304,8 +318,10 @@ class WorkflowRun:
                 raise StepTimeout(
                     f"step {info.name!r} timed out after {info.spec.timeout}s", step=info.name
                 ) from None
+        # A sync step runs in a thread, never on the loop: it may block (I/O, a lock)
+        # and every run of this loop would stall with it.
         if info.spec.timeout is None:
-            return invoke()
+            return await asyncio.to_thread(invoke)
         try:
             return await asyncio.wait_for(asyncio.to_thread(invoke), info.spec.timeout)
         except (asyncio.TimeoutError, TimeoutError):
@@ -395,11 +411,20 @@ class WorkflowRun:
 
     # -- commits and what others append ---------------------------------------------------
 
-    async def commit(self, entries: list[NewEntry], *, final: bool = False, **update: Any) -> None:
+    async def commit(
+        self,
+        entries: list[NewEntry],
+        *,
+        final: bool = False,
+        update_for: Callable[[], dict[str, Any]] | None = None,
+        **update: Any,
+    ) -> dict[str, Any]:
         """Append through the group committer; absorb external events and retry on conflict.
 
         ``final`` marks the run's terminal commit: once it is submitted, other commits
-        (a step still in flight, a late wait) raise instead of landing after it."""
+        (a step still in flight, a late wait) raise instead of landing after it.
+        ``update_for``, if given, computes the run update again before each try (what
+        a conflict absorbed may change it); the update that landed is returned."""
         if final:
             self.ended = True
         unreachable = 0
@@ -408,13 +433,15 @@ class WorkflowRun:
                 raise _RunEnded(f"run {self.run_id!r} has ended", run_id=self.run_id)
             if self.cancel_requested.is_set():
                 await self._absorb()
+            if update_for is not None:
+                update = update_for()
             expected = self.seq
             self.seq += len(entries)
             try:
                 await self.engine.committer().submit(
                     AppendRequest(self.run_id, entries, expected, self.epoch, **update)
                 )
-                return
+                return update
             except ConflictError:
                 await self._absorb()
             except DatabaseUnavailable as exc:
@@ -459,12 +486,11 @@ class WorkflowRun:
             if item.get("to") is not None or key in self.claimed:
                 continue
             event = item["event"]
-            waiter = next((w for w in self.waiters if w.matches(event)), None)
+            waiter = next(
+                (w for w in self.waiters if not w.future.done() and w.matches(event)), None
+            )
             if waiter is not None:
-                self.claimed.add(key)
-                self.waiters.remove(waiter)
-                if not waiter.future.done():
-                    waiter.future.set_result(key)
+                self._hand(waiter, key)
                 continue
             targets = self.workflow.accepting(type(event))
             if not targets:
@@ -514,11 +540,14 @@ class WorkflowRun:
 
     # -- what steps call through their context -------------------------------------------
 
-    def stream(self, event: Event) -> None:
-        """Deliver a streamed event to every in-process listener now."""
-        self.streamed_history.append(event)
-        for queue in self.stream_queues:
-            queue.put_nowait(event)
+    def _publish(self, events: list[Event]) -> None:
+        """Hand streamed events to every in-process listener: called on the run's loop,
+        only once the commit that journals them has returned, so the live stream never
+        shows an event the journal does not hold (a failed attempt's, say)."""
+        for event in events:
+            self.streamed_history.append(event)
+            for queue in self.stream_queues:
+                queue.put_nowait(event)
 
     def collect(
         self, scope: StepScope, event: Event, expected: list[type[Event]]
@@ -560,49 +589,97 @@ class WorkflowRun:
         scope.waits += 1
         record_key = f"{INTERNAL}wait/{scope.delivery}/{scope.waits}"
         assert self.loop is not None
-        future: asyncio.Future[str] = self.loop.create_future()
-        waiter = _Waiter(scope, event_type, requirements, future)
-        for key, item in self.pending.items():
-            if item.get("to") is None and key not in self.claimed and waiter.matches(item["event"]):
-                self.claimed.add(key)
-                future.set_result(key)
-                break
-        record = self.values.get(record_key)
-        if record is None:
-            deadline = None if timeout is None else time.time() + timeout
-            record = {"deadline": deadline, "type": event_type.__name__}
-            entries = [self.journal.entry(K.STATE_SET, record, key=record_key, step=scope.step,
-                                          codec=self.codec)]  # fmt: skip
-            if waiter_event is not None:
-                self.stream(waiter_event)
-                entries.append(self.journal.entry(K.EVENT_STREAMED, waiter_event,
-                                                  step=scope.step, codec=self.codec))  # fmt: skip
-            waiting = not future.done()
-            parked: dict[str, Any] = {"status": "waiting", "wake_at": deadline} if waiting else {}
-            await self.commit(entries, **parked)
-            self.values[record_key] = record
-            if waiting:
-                self.status = "waiting"
-        elif waiter_event is not None and not future.done():
-            self.stream(waiter_event)  # re-announce in this process; the journal has it
-        if not future.done():
-            self.waiters.append(waiter)
-        deadline = record["deadline"]
+        waiter = _Waiter(scope, event_type, requirements, self.loop.create_future())
+        # Registered, and offered what is already pending, in one stretch of the loop
+        # with no await: an event absorbed later (while the wait's record commits, by a
+        # conflict's re-read, a poke or the watcher) is routed to it by _route_external;
+        # one absorbed earlier is found here. There is no moment in between to lose it.
+        self.waiters.append(waiter)
+        self._offer(waiter)
+        taken = False
         try:
+            record = self.values.get(record_key)
+            if record is None:
+                record = await self._park(
+                    scope, waiter, key=record_key, timeout=timeout, waiter_event=waiter_event
+                )
+            elif waiter_event is not None and not waiter.future.done():
+                self._publish([waiter_event])  # re-announce in this process; journaled before
+            deadline = record["deadline"]
             remaining = None if deadline is None else max(0.0, deadline - time.time())
-            key = await asyncio.wait_for(asyncio.shield(future), remaining)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise WaitTimeout(
-                f"step {scope.step!r} waited for {event_type.__name__} past its timeout",
-                step=scope.step,
-            ) from None
+            try:
+                key = await asyncio.wait_for(asyncio.shield(waiter.future), remaining)
+            except (asyncio.TimeoutError, TimeoutError):
+                if not waiter.future.done():
+                    raise WaitTimeout(
+                        f"step {scope.step!r} waited for {event_type.__name__} past its timeout",
+                        step=scope.step,
+                    ) from None
+                key = waiter.future.result()
+            taken = True
         finally:
-            if waiter in self.waiters:
-                self.waiters.remove(waiter)
+            self._drop(waiter, taken)
         scope.consumed.append(key)
         scope.delete(record_key)
         event: Event = self.pending[key]["event"]
         return event
+
+    async def _park(
+        self,
+        scope: StepScope,
+        waiter: _Waiter,
+        *,
+        key: str,
+        timeout: float | None,
+        waiter_event: Event | None,
+    ) -> dict[str, Any]:
+        """Journal a new wait (and what the step streamed so far, so that whoever answers
+        has seen it); mark the run waiting unless the answer is already in."""
+        deadline = None if timeout is None else time.time() + timeout
+        record = {"deadline": deadline, "type": waiter.event_type.__name__}
+        shown = [*scope.streamed, *([waiter_event] if waiter_event is not None else [])]
+        entries = [
+            self.journal.entry(K.STATE_SET, record, key=key, step=scope.step, codec=self.codec)
+        ]
+        entries += [
+            self.journal.entry(K.EVENT_STREAMED, ev, step=scope.step, codec=self.codec)
+            for ev in shown
+        ]
+
+        def parking() -> dict[str, Any]:
+            # Decided again on each try: the re-read after a conflict may have handed
+            # this waiter its answer, and a run parked with its answer in would sleep
+            # until its deadline if this process died.
+            return {} if waiter.future.done() else {"status": "waiting", "wake_at": deadline}
+
+        landed = await self.commit(entries, update_for=parking)
+        self.values[key] = record
+        scope.streamed.clear()
+        if landed:
+            self.status = "waiting"
+        self._publish(shown)
+        return record
+
+    def _offer(self, waiter: _Waiter) -> None:
+        """Hand ``waiter`` the first pending event from outside that it matches."""
+        for key, item in self.pending.items():
+            if item.get("to") is None and key not in self.claimed and waiter.matches(item["event"]):
+                self._hand(waiter, key)
+                return
+
+    def _hand(self, waiter: _Waiter, key: str) -> None:
+        self.claimed.add(key)
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+        waiter.future.set_result(key)
+
+    def _drop(self, waiter: _Waiter, taken: bool) -> None:
+        """The wait is over: unregister it; an event handed to it but not taken (the
+        step failed meanwhile) is released for the next wait."""
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+        if not taken and waiter.future.done() and not waiter.future.cancelled():
+            self.claimed.discard(waiter.future.result())
 
 
 class _RunEnded(EngineError):

@@ -9,8 +9,8 @@ SQLite spelling; a backend rewrites what its database spells differently.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -24,20 +24,26 @@ def is_url(location: str) -> bool:
     return location.startswith(URL_SCHEMES)
 
 
+_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
 def redact(location: str) -> str:
     """``location`` as messages show it: a URL's password hidden wherever the URL gives
-    it (after the user name, or as a ``password=`` parameter); a path as it is."""
+    it (after the user name, or as a ``password=`` parameter); a path as it is.
+
+    Done on the text, not on a parse: a URL that does not parse (a bad IPv6 literal, a
+    raw ``/`` or ``@`` in the password) still has it hidden. Everything between the user
+    name's ``:`` and the last ``@`` is hidden, which may hide more than the password,
+    never less.
+    """
     if not is_url(location):
         return location
-    parts = urllib.parse.urlsplit(location)
-    shown = parts.netloc
-    if parts.password is not None:
-        shown = shown.replace(f":{parts.password}@", ":***@", 1)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    shown_query = urllib.parse.urlencode(
-        [(k, "***" if k == "password" else v) for k, v in query], safe="*"
-    )
-    return urllib.parse.urlunsplit(parts._replace(netloc=shown, query=shown_query))
+    scheme, _, rest = location.partition("://")
+    at = rest.rfind("@")
+    if at >= 0 and ":" in rest[:at]:
+        rest = f"{rest[:at].split(':', 1)[0]}:***{rest[at:]}"
+    rest = _PASSWORD_PARAM.sub(r"\1***", rest)
+    return f"{scheme}://{rest}"
 
 
 class Cursor(Protocol):
@@ -83,11 +89,18 @@ class Backend:
 
     # -- SQL that differs ---------------------------------------------------------------
     run_select: str
-    """The run columns for ``SELECT ... FROM runs``, in :data:`RUN_FIELDS` order."""
+    """The run columns for ``SELECT ... FROM runs``, in :data:`RUN_FIELDS` order, then
+    the row's checksum (NULL in a journal older than version 3)."""
+    sealed: bool = True
+    """Whether run rows carry a checksum (schema version 3 on; an older journal opened
+    read-only is not upgraded)."""
     last_seq: str
     """The expression of a run's last seq in ``SELECT ... FROM runs``."""
     guard: str
     """``(last_seq, epoch, status)`` of run ``?``, locking the row against other writers."""
+    sealed_guard: str
+    """``(last_seq, epoch)``, then the row's sealed columns (SEALED_FIELDS, status among
+    them) and its checksum, locking the row against other writers."""
     stores_last_seq: bool
     """Whether every append also writes ``runs.last_seq``/``updated_at`` (else derived)."""
     for_update: str

@@ -32,12 +32,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._backend import Backend, CommitUnknown, Cursor, Listener, redact
-from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION
+from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs
 from .errors import (
+    BadJournalURL,
     ConnectionLost,
     DatabaseUnavailable,
     JournalBusy,
     JournalError,
+    JournalFull,
     NotAJournalError,
     SchemaVersionError,
 )
@@ -87,7 +89,8 @@ DDL = (
         horizon          BIGINT NOT NULL DEFAULT 0,
         meta             TEXT NOT NULL DEFAULT '{}',
         queue            TEXT,
-        priority         INTEGER NOT NULL DEFAULT 0
+        priority         INTEGER NOT NULL DEFAULT 0,
+        checksum         BIGINT NOT NULL
     )
     """,
     "CREATE INDEX runs_by_status ON runs(status, wake_at, lease_expires_at)",
@@ -123,7 +126,10 @@ DDL = (
     """,
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # version 3: run rows are checksummed (reseal_runs fills the column for old rows).
+    3: ("ALTER TABLE runs ADD COLUMN checksum BIGINT NOT NULL DEFAULT 0",),
+}
 """Statements taking a PostgreSQL journal to each version (the first one was 2)."""
 
 _BUSY = (
@@ -141,18 +147,79 @@ def split_url(url: str) -> tuple[str, str, str]:
     The password is hidden wherever the URL gives it: after the user name, or as a
     ``password=`` parameter.
     """
-    parts = urllib.parse.urlsplit(url)
+    shown = redact(url)
+    if _RAW_PERCENT.search(url):
+        raise BadJournalURL(
+            f"the journal URL {shown!r} has a '%' not followed by two hex digits:"
+            " write a literal % as %25 (in a password too)",
+            location=shown,
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access: a bad port raises here
+    except ValueError as exc:
+        # urllib's message may quote a piece of a mis-parsed password: say it in our words.
+        text = str(exc).lower()
+        reason = (
+            "a bad port (a number from 1 to 65535)"
+            if "port" in text
+            else "a bad IPv6 address (write it in brackets: [::1]:5432)"
+            if "ipv" in text
+            else "it is malformed"
+        )
+        raise BadJournalURL(
+            f"the journal URL {shown!r} does not parse: {reason}", location=shown
+        ) from None
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     schemas = [v for k, v in query if k == "schema"]
     schema = schemas[-1] if schemas else DEFAULT_SCHEMA
     if not _IDENTIFIER.fullmatch(schema):
-        raise ValueError(
+        raise BadJournalURL(
             f"schema={schema!r} in the journal URL: use lower-case letters, digits and _ "
-            "(at most 63, not starting with a digit)"
+            "(at most 63, not starting with a digit)",
+            location=shown,
         )
     rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
     conninfo = urllib.parse.urlunsplit(parts._replace(query=rest))
-    return conninfo, schema, redact(url)
+    try:
+        conninfo_to_dict(conninfo)  # libpq's own parse: unknown parameters, bad values
+    except psycopg.Error as exc:
+        message = _scrub(_quoted_names_only(_first_line(exc), url), url)
+        raise BadJournalURL(
+            f"the journal URL {shown!r} is not valid for libpq: {message}", location=shown
+        ) from None
+    return conninfo, schema, shown
+
+
+_RAW_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _quoted_names_only(message: str, url: str) -> str:
+    """libpq quotes the token it choked on: keep it only if it is a plain parameter name
+    that cannot be a piece of the password (it is not found before the URL's last ``@``)."""
+    _, _, rest = url.partition("://")
+    before_at = rest[: max(rest.rfind("@"), 0)]
+
+    def keep(match: re.Match[str]) -> str:
+        name = match.group(1)
+        plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name) and name not in before_at
+        return f'"{name}"' if plain else '"…"'
+
+    return re.sub(r'"([^"]*)"', keep, message)
+
+
+def _scrub(message: str, url: str) -> str:
+    """``message`` with any password the URL holds (as written or decoded) hidden."""
+    secrets: set[str] = set()
+    _, _, rest = url.partition("://")
+    at = rest.rfind("@")
+    if at >= 0 and ":" in rest[:at]:
+        secrets.add(rest[:at].split(":", 1)[1])
+    secrets.update(m.group(1) for m in re.finditer(r"(?i)[?&]password=([^&#]*)", rest))
+    for secret in sorted(secrets | {urllib.parse.unquote(x) for x in secrets}, key=len)[::-1]:
+        if secret:
+            message = message.replace(secret, "***")
+    return message
 
 
 class PostgresBackend(Backend):
@@ -168,7 +235,10 @@ class PostgresBackend(Backend):
     no_limit = None
     last_seq = "runs.last_seq"
     guard = "SELECT last_seq, epoch, status FROM runs WHERE run_id = ? FOR UPDATE"
-    run_select = ", ".join(f"runs.{f}" for f in RUN_FIELDS)
+    sealed_guard = (
+        f"SELECT last_seq, epoch, {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ? FOR UPDATE"
+    )
+    run_select = ", ".join(f"runs.{f}" for f in (*RUN_FIELDS, "checksum"))
 
     def __init__(self, url: str, *, durability: str, busy_timeout_ms: int, readonly: bool) -> None:
         self.conninfo, self.schema, self.location = split_url(url)
@@ -319,6 +389,9 @@ class PostgresBackend(Backend):
             )
         if version < SCHEMA_VERSION and not self.readonly:
             self._migrate()
+        elif version < 3:  # read-only, not upgraded: its rows carry no checksum yet
+            self.sealed = False
+            self.run_select = ", ".join(f"runs.{f}" for f in RUN_FIELDS) + ", NULL"
 
     def _version(self) -> int:
         row = self.conn.execute(
@@ -365,6 +438,8 @@ class PostgresBackend(Backend):
             for target in range(self._version() + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
                     self.conn.execute(statement)
+                if target == 3:
+                    reseal_runs(self.execute)
             self.conn.execute(
                 "UPDATE journal_meta SET value = %s WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),
@@ -496,9 +571,17 @@ class PostgresBackend(Backend):
             if self._in_transaction():
                 self.conn.execute("ROLLBACK")
 
-    def translate(self, exc: BaseException, where: str) -> JournalError:
+    def translate(self, exc: BaseException, where: str) -> JournalError:  # noqa: PLR0911 - one return per kind of error
         if isinstance(exc, JournalError):
             return exc
+        if isinstance(exc, pg_errors.DiskFull):  # SQLSTATE 53100
+            return JournalFull(
+                f"{where}: the PostgreSQL server at {self.location!r} is out of disk space "
+                f"({_first_line(exc)}); nothing was written. Free space on the server, then "
+                "resume the run: its lease was given up, so `durable recover` or a worker "
+                "takes it",
+                where=where,
+            )
         if isinstance(exc, _BUSY):
             return JournalBusy(
                 f"{where}: rows stayed locked by another writer past busy_timeout "

@@ -7,8 +7,12 @@ the same tables is in ``_postgres.py``.)
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
 APPLICATION_ID = 0x44524231  # "DRB1": tells a journal from any other SQLite file
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 RUN_FIELDS = (
     "run_id",
@@ -37,6 +41,56 @@ RUN_FIELDS = (
     "priority",
 )
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
+SEALED_FIELDS = (
+    "run_id",
+    "kind",
+    "name",
+    "status",
+    "codec",
+    "input",
+    "output",
+    "error",
+    "created_at",
+    "parent_run_id",
+    "forked_from",
+    "forked_at",
+    "code_version",
+    "snapshot_every",
+    "horizon",
+    "meta",
+    "queue",
+    "priority",
+)
+"""The run columns ``runs.checksum`` covers: what a run means. Left out are those the
+engine rewrites as it works (last_seq and updated_at on every append, the lease,
+epoch and wake time), so that the per-step path never has to reseal the row."""
+SEALED_COLUMNS = ", ".join(SEALED_FIELDS)
+SEALED_INDEX = tuple(RUN_FIELDS.index(f) for f in SEALED_FIELDS)
+"""Where each sealed field is in a row read in RUN_FIELDS order."""
+
+
+def run_checksum(values: Sequence[Any]) -> int:
+    """CRC-32 over a run's sealed columns (``values`` in SEALED_FIELDS order).
+
+    Each value is tagged with its type and length, so NULL, ``"None"``, ``b""``, ``0``
+    and ``"0"`` all differ, and a value moved from one column to the next is caught.
+    """
+    crc = 0
+    for value in values:
+        if value is None:
+            crc = zlib.crc32(b"n\x1f", crc)
+        elif isinstance(value, bytes | bytearray | memoryview):
+            crc = zlib.crc32(value, zlib.crc32(b"b%d:" % len(value), crc))
+        elif isinstance(value, str):
+            data = value.encode("utf-8", "surrogatepass")
+            crc = zlib.crc32(data, zlib.crc32(b"s%d:" % len(data), crc))
+        elif isinstance(value, int):
+            crc = zlib.crc32(b"i%d\x1f" % value, crc)
+        else:
+            crc = zlib.crc32(f"{type(value).__name__}:{value!r}\x1f".encode(), crc)
+    return crc
+
+
 ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts, checksum"
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -46,6 +100,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX runs_by_queue ON runs(status, queue, priority DESC, created_at)",
     ),
+    # version 3: run rows are checksummed (reseal_runs fills the column for old rows).
+    3: ("ALTER TABLE runs ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0",),
 }
 """Statements taking a journal from the version before each key to that version."""
 
@@ -75,7 +131,8 @@ DDL = (
         horizon          INTEGER NOT NULL DEFAULT 0,
         meta             TEXT NOT NULL DEFAULT '{}',
         queue            TEXT,
-        priority         INTEGER NOT NULL DEFAULT 0
+        priority         INTEGER NOT NULL DEFAULT 0,
+        checksum         INTEGER NOT NULL
     )
     """,
     "CREATE INDEX runs_by_queue ON runs(status, queue, priority DESC, created_at)",
@@ -110,3 +167,12 @@ DDL = (
     ) WITHOUT ROWID
     """,
 )
+
+
+def reseal_runs(execute: Any) -> int:
+    """Compute ``runs.checksum`` for every row (the upgrade to version 3); ``execute``
+    runs one statement with ``?`` placeholders and returns a cursor. Returns the rows."""
+    rows = execute(f"SELECT {SEALED_COLUMNS} FROM runs").fetchall()
+    for row in rows:
+        execute("UPDATE runs SET checksum = ? WHERE run_id = ?", (run_checksum(row), row[0]))
+    return len(rows)

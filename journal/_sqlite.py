@@ -14,11 +14,20 @@ from typing import Any
 import apsw
 
 from ._backend import Backend, CommitUnknown
-from ._schema import APPLICATION_ID, DDL, MIGRATIONS, RUN_FIELDS, SCHEMA_VERSION
+from ._schema import (
+    APPLICATION_ID,
+    DDL,
+    MIGRATIONS,
+    RUN_FIELDS,
+    SCHEMA_VERSION,
+    SEALED_FIELDS,
+    reseal_runs,
+)
 from .errors import (
     CorruptionError,
     JournalBusy,
     JournalError,
+    JournalFull,
     NotAJournalError,
     SchemaVersionError,
 )
@@ -44,7 +53,7 @@ _UPDATED_AT = (
     "max(runs.updated_at, coalesce("
     "(SELECT e.ts FROM entries e WHERE e.run_id = runs.run_id ORDER BY e.seq DESC LIMIT 1), 0))"
 )
-_SINCE = {"queue": (2, "NULL"), "priority": (2, "0")}
+_SINCE = {"queue": (2, "NULL"), "priority": (2, "0"), "checksum": (3, "NULL")}
 """Columns added by a schema version: a read-only view of an older file shows a default."""
 
 
@@ -58,7 +67,7 @@ def _run_select(version: int) -> str:
             return _SINCE[f][1]
         return f"runs.{f}"
 
-    return ", ".join(column(f) for f in RUN_FIELDS)
+    return ", ".join(column(f) for f in (*RUN_FIELDS, "checksum"))
 
 
 def translate(exc: BaseException, where: str, path: str | None = None) -> JournalError:
@@ -70,6 +79,14 @@ def translate(exc: BaseException, where: str, path: str | None = None) -> Journa
             f"{where}: the journal stayed locked by another writer past busy_timeout; "
             "retry, or raise busy_timeout",
             where=where,
+        )
+    if isinstance(exc, apsw.FullError):
+        return JournalFull(
+            f"{where}: the disk holding the journal {path or ''!r} is full (or the file reached "
+            "its size limit); nothing was written. Free space, then resume the run: its lease "
+            "was given up, so `durable recover` or a worker takes it",
+            where=where,
+            path=path,
         )
     if isinstance(exc, apsw.NotADBError):
         return NotAJournalError(f"{where}: not an SQLite database ({exc})", where=where, path=path)
@@ -236,6 +253,8 @@ def _migrate(conn: apsw.Connection, path: str) -> None:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 conn.execute(statement)
+            if target == 3:
+                reseal_runs(conn.execute)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -308,7 +327,13 @@ class SqliteBackend(Backend):
         )
         version = one(self.conn, "PRAGMA user_version")
         self.run_select = _run_select(version)
+        self.sealed = version >= 3
         self.guard = f"SELECT {LAST_SEQ}, runs.epoch, runs.status FROM runs WHERE runs.run_id = ?"
+        sealed = ", ".join(f"runs.{f}" for f in SEALED_FIELDS)
+        self.sealed_guard = (
+            f"SELECT {LAST_SEQ}, runs.epoch, {sealed}, runs.checksum FROM runs"
+            " WHERE runs.run_id = ?"
+        )
         # The hot path calls apsw directly: at durability "process" a commit is
         # ~15 µs and a wrapper's call shows.
         self.execute = self.conn.execute  # type: ignore[method-assign,assignment]
@@ -325,7 +350,9 @@ class SqliteBackend(Backend):
             # A COMMIT that raised may still have committed: the caller re-reads.
             self.rollback()
             raise CommitUnknown(
-                f"{where}: COMMIT failed ({exc}); outcome unknown", where=where
+                f"{where}: COMMIT failed ({exc}); outcome unknown",
+                where=where,
+                full=isinstance(exc, apsw.FullError),  # the caller says so if it did not land
             ) from exc
 
     def rollback(self) -> None:

@@ -1,7 +1,13 @@
 """Codecs: how inputs, step results and state become bytes, and back.
 
 A codec's ``name`` is stored in the ``codec`` column next to every payload it
-wrote; :func:`codec_for_name` picks the decoder when reading.
+wrote; :func:`codec_for_name` picks the decoder when reading. The column alone never
+makes a reader unpickle: a pickle codec decodes only when the reader configured it,
+holds the journal's HMAC key, or passed ``trust_pickle=True``.
+
+Readers (:func:`decode_for_reading`) never need the user's code either: a typed value
+whose class cannot be used here, or a pickle that may not be unpickled, comes back
+as an :class:`Undecoded` placeholder holding what was stored.
 
 Framing
 =======
@@ -86,14 +92,16 @@ from pydantic import VERSION as _PYDANTIC_VERSION
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
-from .errors import DecodeError, SerializationError, SignatureError
+from .errors import DecodeError, SerializationError, SignatureError, UntrustedPayload
 
 __all__ = [
     "Codec",
     "JsonPickleSerializer",
     "JsonSerializer",
     "PickleSerializer",
+    "Undecoded",
     "codec_for_name",
+    "decode_for_reading",
     "register_type",
     "registered_name",
 ]
@@ -672,8 +680,87 @@ def _hook(o: dict[str, Any]) -> Any:
         ) from exc
 
 
+class Undecoded:
+    """A stored value shown as it was stored, not rebuilt: what read tools return for
+    a value they cannot or may not decode, instead of failing.
+
+    ``kind`` is ``"pickle"`` for a pickled payload that was not unpickled (``size``
+    its length in bytes), or the tag of a typed JSON value whose class is not
+    available here (``"model"``, ``"dataclass"``, ``"enum"``, ``"namedtuple"``;
+    ``type_name`` the stored class name, ``value`` the stored fields). ``reason``
+    says why it was not rebuilt.
+    """
+
+    __slots__ = ("kind", "reason", "size", "type_name", "value")
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        type_name: str | None = None,
+        value: Any = None,
+        size: int | None = None,
+        reason: str = "",
+    ) -> None:
+        self.kind = kind
+        self.type_name = type_name
+        self.value = value
+        self.size = size
+        self.reason = reason
+
+    @property
+    def label(self) -> str:
+        """One line for people: ``ReviewEvent(__main__) model, not rebuilt``."""
+        if self.kind == "pickle" or self.type_name is None:
+            return f"pickled value, {self.size} bytes, not decoded"
+        module, sep, qualname = self.type_name.partition(":")
+        shown = f"{qualname}({module})" if sep else self.type_name
+        return f"{shown} {self.kind}, not rebuilt"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Undecoded):
+            return NotImplemented
+        return (self.kind, self.type_name, self.value, self.size) == (
+            other.kind,
+            other.type_name,
+            other.value,
+            other.size,
+        )
+
+    def __hash__(self) -> int:  # enum members are dict keys and set items: stay hashable
+        return hash((self.kind, self.type_name, self.size))
+
+    def __repr__(self) -> str:
+        if self.kind == "pickle" or self.type_name is None:
+            return f"<{self.label}>"
+        return f"<{self.label}: {self.value!r}>"
+
+
+_REBUILT = frozenset({"enum", "model", "dataclass", "namedtuple"})
+
+
+def _reading_hook(o: dict[str, Any]) -> Any:
+    """:func:`_hook` for readers: a class that cannot be used here leaves a placeholder."""
+    if _TAG not in o:
+        return o
+    try:
+        return _hook(o)
+    except _Undecodable as exc:
+        tag = o[_TAG]
+        if tag not in _REBUILT:
+            raise
+        name = o.get("c")
+        return Undecoded(
+            tag,
+            type_name=name if isinstance(name, str) else repr(name),
+            value=o.get("v"),
+            reason=str(exc),
+        )
+
+
 _PLAIN_DECODER = json.JSONDecoder()
 _TAGGED_DECODER = json.JSONDecoder(object_hook=_hook)
+_READING_DECODER = json.JSONDecoder(object_hook=_reading_hook)
 
 
 class JsonSerializer:
@@ -735,8 +822,12 @@ class JsonSerializer:
                 return b"\x00" + packed
         return data
 
-    def decode(self, data: bytes, *, where: str = "payload") -> Any:
-        """The value encoded in ``data``; DecodeError naming ``where`` if it does not decode."""
+    def decode(self, data: bytes, *, where: str = "payload", rebuild: bool = True) -> Any:
+        """The value encoded in ``data``; DecodeError naming ``where`` if it does not decode.
+
+        ``rebuild=False`` (readers): a typed value whose class cannot be resolved or
+        does not accept the stored fields becomes an :class:`Undecoded` placeholder.
+        """
         if not isinstance(data, bytes):
             data = bytes(data)
         if not data:
@@ -747,7 +838,7 @@ class JsonSerializer:
             text = data.decode("utf-8")
             if _TAG_MARK not in data:
                 return _PLAIN_DECODER.decode(text)
-            return _TAGGED_DECODER.decode(text)
+            return (_TAGGED_DECODER if rebuild else _READING_DECODER).decode(text)
         except _Undecodable as exc:
             raise DecodeError(
                 f"cannot decode {where}: {exc}", where=where, type_name=exc.type_name
@@ -793,6 +884,7 @@ class PickleSerializer:
     ) -> None:
         _check_compression(compress_above, compress_level)
         self._key = _key_bytes(hmac_key)
+        self._unverified = False  # set by codec_for_name(trust_pickle=True) alone
         self.name = "pickle" if self._key is None else "pickle-hmac"
         self.compress_above = compress_above
         self.compress_level = compress_level
@@ -842,7 +934,7 @@ class PickleSerializer:
         view = memoryview(data)
         if self._key is not None:
             if flag not in (_PICKLE_SIGNED, _PICKLE_SIGNED_Z):
-                raise SignatureError(
+                raise UntrustedPayload(
                     f"refused {where}: it is not signed, but an HMAC key is configured; it was "
                     f"written without a key (or altered) and was not unpickled",
                     where=where,
@@ -862,11 +954,13 @@ class PickleSerializer:
                 )
             compressed = flag == _PICKLE_SIGNED_Z
         elif flag in (_PICKLE_SIGNED, _PICKLE_SIGNED_Z):
-            raise SignatureError(
-                f"cannot decode {where}: the journal was written with an HMAC key; open it with "
-                f"the same key (hmac_key=...)",
-                where=where,
-            )
+            if not self._unverified:
+                raise UntrustedPayload(
+                    f"cannot decode {where}: the journal was written with an HMAC key; open "
+                    f"it with the same key (hmac_key=...)",
+                    where=where,
+                )
+            body, compressed = view[1 + _SIG_LEN :], flag == _PICKLE_SIGNED_Z
         elif flag == _PICKLE_RAW:
             body, compressed = view, False
         elif flag == _PICKLE_Z:
@@ -891,26 +985,87 @@ JsonPickleSerializer = PickleSerializer
 """Backward-compatible alias of :class:`PickleSerializer`."""
 
 
-def codec_for_name(name: str, *, hmac_key: bytes | str | None = None) -> Codec:
+class _UntrustedPickle:
+    """Stands for a pickle codec the reader does not trust: refuses, never unpickles."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<untrusted {self.name!r} codec>"
+
+    def encode(self, value: Any, *, path: str = "value") -> bytes:
+        """Refused: the reader never configured this codec."""
+        raise SerializationError(
+            f"cannot encode value at {path}: codec {self.name!r} is not trusted here; pass "
+            f"trust_pickle=True (CLI: --trust-pickle) if you trust whoever wrote the journal",
+            path=path,
+            type_name=type(value).__qualname__,
+        )
+
+    def decode(self, data: bytes, *, where: str = "payload") -> Any:
+        """Always UntrustedPayload: pickle payloads run code when loaded."""
+        raise UntrustedPayload(
+            f"refused {where}: it is a pickled value ({len(data)} bytes) and this reader does "
+            f"not trust pickle payloads (unpickling runs code); if you trust whoever wrote "
+            f"the journal, pass trust_pickle=True (CLI: --trust-pickle), or open it with "
+            f"its HMAC key",
+            where=where,
+            codec=self.name,
+            size=len(data),
+        )
+
+
+def codec_for_name(
+    name: str, *, hmac_key: bytes | str | None = None, trust_pickle: bool = False
+) -> Codec:
     """The codec that reads payloads whose codec column is ``name``.
 
-    With ``hmac_key``, pickle codecs refuse unsigned payloads. ``"pickle-hmac"``
-    without a key raises SignatureError; an unknown name raises DecodeError.
+    A ``"pickle"`` name alone never unpickles: without ``trust_pickle`` and without
+    a key the codec returned refuses every payload (:class:`UntrustedPayload`). With
+    ``hmac_key``, pickle codecs accept only payloads whose signature verifies.
+    ``"pickle-hmac"`` without a key raises UntrustedPayload, unless ``trust_pickle``
+    (then signatures are not checked); an unknown name raises DecodeError.
     """
     if name == "json":
         return JsonSerializer()
     if name == "pickle":
+        if hmac_key is None and not trust_pickle:
+            return _UntrustedPickle(name)
         return PickleSerializer(hmac_key=hmac_key)
     if name == "pickle-hmac":
         if hmac_key is None:
-            raise SignatureError(
-                "payloads with codec 'pickle-hmac' were written with an HMAC key; open the "
-                "journal with the same key (hmac_key=...)",
-                codec=name,
-            )
+            if not trust_pickle:
+                raise UntrustedPayload(
+                    "payloads with codec 'pickle-hmac' were written with an HMAC key; open "
+                    "the journal with the same key (hmac_key=...)",
+                    codec=name,
+                )
+            codec = PickleSerializer()
+            codec._unverified = True
+            return codec
         return PickleSerializer(hmac_key=hmac_key)
     raise DecodeError(
         f"unknown codec {name!r}: this version reads 'json', 'pickle' and 'pickle-hmac'; "
         f"the journal may have been written by a newer version",
         codec=name,
     )
+
+
+def decode_for_reading(codec: Codec, data: bytes, *, where: str = "payload") -> Any:
+    """Decode ``data`` for a reader: never runs code the reader did not trust, never
+    needs the writer's classes. A pickle the codec may not unpickle, or whose classes
+    are not importable here, and a typed JSON value whose class cannot be resolved,
+    become :class:`Undecoded`; corrupt data still raises DecodeError."""
+    if isinstance(codec, JsonSerializer):
+        return codec.decode(data, where=where, rebuild=False)
+    try:
+        return codec.decode(data, where=where)
+    except UntrustedPayload as exc:
+        return Undecoded("pickle", size=len(data), reason=str(exc))
+    except DecodeError as exc:
+        if isinstance(codec, PickleSerializer) and isinstance(
+            exc.__cause__, ImportError | AttributeError
+        ):
+            return Undecoded("pickle", size=len(data), reason=str(exc))
+        raise

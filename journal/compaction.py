@@ -107,8 +107,8 @@ def _raise_horizon(journal: Journal, run: Run, horizon: int) -> int:
         db = journal.backend
         with db.transaction(f"raising the horizon of {run.run_id!r}"):
             db.execute(
-                "UPDATE runs SET horizon = ? WHERE run_id = ? AND horizon < ?",
-                (horizon, run.run_id, horizon),
+                "UPDATE runs SET horizon = ?, checksum = ? WHERE run_id = ? AND horizon < ?",
+                (horizon, journal._resealed(run.run_id, horizon=horizon), run.run_id, horizon),
             )
             db.execute("DELETE FROM snapshots WHERE run_id = ? AND seq < ?", (run.run_id, horizon))
             return int(db.changes())

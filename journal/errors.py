@@ -10,6 +10,9 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── NotAJournalError        the file is not SQLite, or is SQLite but not a journal
     ├── SchemaVersionError      the journal was written by a newer (or unknown) schema
     ├── CorruptionError         a checksum, snapshot or page does not verify
+    │   ├── RunCorrupted        a run row fails its checksum, or holds impossible values
+    │   └── LineageError        fork/parent links that loop or go deeper than allowed
+    │       └── LineageCycle    fork/parent links that form a cycle
     ├── RunNotFound             no run with that id
     ├── ConflictError           expected seq or epoch did not match: nothing was written
     │   ├── LeaseHeld           another owner holds an unexpired lease on the run
@@ -17,14 +20,18 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── HorizonError            a read before the retained (compacted) horizon
     ├── SerializationError      a value the codec cannot encode (names key path and type)
     ├── DecodeError             a stored payload that does not decode (names run and seq)
-    │   └── SignatureError      a signed pickle whose HMAC does not verify
+    │   └── SignatureError      a pickle refused unpickled: its HMAC does not verify, or
+    │       │                   it may not be trusted
+    │       └── UntrustedPayload  a pickle this reader does not trust: not unpickled
     ├── SeqOutOfRange           a seq past the run's last entry
     ├── JournalClosed           the journal was used after close()
     ├── JournalBusy             locked by another writer past the busy timeout: retry
+    ├── JournalFull             the disk (or the database's quota) is full: free space
     ├── MigrationError          a copy between journals refused: the target holds another
     │                           run with the same id, or source and target are one journal
-    └── DatabaseUnavailable     PostgreSQL unreachable, refused the login, or went away
-        └── ConnectionLost      the connection dropped mid-transaction: nothing was written
+    ├── DatabaseUnavailable     PostgreSQL unreachable, refused the login, or went away
+    │   └── ConnectionLost      the connection dropped mid-transaction: nothing was written
+    └── BadJournalURL           a postgresql:// URL that cannot be parsed (also ValueError)
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadJournalURL",
     "ConflictError",
     "ConnectionLost",
     "CorruptionError",
@@ -41,15 +49,20 @@ __all__ = [
     "JournalBusy",
     "JournalClosed",
     "JournalError",
+    "JournalFull",
     "LeaseHeld",
+    "LineageCycle",
+    "LineageError",
     "MigrationError",
     "NotAJournalError",
+    "RunCorrupted",
     "RunEnded",
     "RunNotFound",
     "SchemaVersionError",
     "SeqOutOfRange",
     "SerializationError",
     "SignatureError",
+    "UntrustedPayload",
 ]
 
 
@@ -73,6 +86,20 @@ class SchemaVersionError(JournalError):
 
 class CorruptionError(JournalError):
     """Stored data failed verification: an entry checksum, a snapshot, or the file itself."""
+
+
+class RunCorrupted(CorruptionError):
+    """A run's row fails its checksum (its status, input, output, error, lineage or
+    creation time was altered on disk) or holds values no writer stores."""
+
+
+class LineageError(CorruptionError):
+    """Following a run's fork (or parent) links went deeper than any journal needs."""
+
+
+class LineageCycle(LineageError):
+    """A run's fork (or parent) links lead back to a run already on the path: a
+    crafted or damaged journal. ``runs`` names the runs of the cycle."""
 
 
 class RunNotFound(JournalError, LookupError):
@@ -107,7 +134,15 @@ class DecodeError(JournalError):
 
 
 class SignatureError(DecodeError):
-    """A signed payload's HMAC did not verify; it was refused before unpickling."""
+    """A pickled payload refused before unpickling: its HMAC did not verify, or the
+    reader may not trust it (see :class:`UntrustedPayload`)."""
+
+
+class UntrustedPayload(SignatureError):
+    """A pickled payload this reader may not unpickle: the reader neither holds the
+    journal's HMAC key nor passed ``trust_pickle=True``, or it holds a key and the
+    payload is unsigned (or signed and it holds none). Never unpickled; read tools show
+    an :class:`~journal.Undecoded` placeholder instead."""
 
 
 class JournalClosed(JournalError):
@@ -122,6 +157,11 @@ class JournalBusy(JournalError):
     """The journal stayed locked by another writer for longer than ``busy_timeout``."""
 
 
+class JournalFull(JournalError):
+    """A write failed because the disk (or the database server's disk) is full. Nothing
+    was written and the run's lease was given up: free space, then resume the run."""
+
+
 class MigrationError(JournalError):
     """A copy between journals was refused before writing anything: the target holds a
     different run under a copied run's id, a named run is not in the source, or source
@@ -134,3 +174,8 @@ class DatabaseUnavailable(JournalError):
 
 class ConnectionLost(DatabaseUnavailable):
     """The connection dropped before COMMIT: the server rolled the transaction back."""
+
+
+class BadJournalURL(JournalError, ValueError):
+    """A ``postgresql://`` URL that cannot be parsed: a raw ``%``, an unknown parameter,
+    a bad port or IPv6 literal. The message never holds the password."""

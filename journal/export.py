@@ -85,14 +85,17 @@ def query(path: str, sql: str, params: Any = ()) -> list[dict[str, Any]]:
 
 
 def export_run(journal: Journal, run_id: str, *, format: str = "json") -> str:
-    """A run's row, entries (payloads decoded) and snapshots as JSON, or its entries as CSV."""
+    """A run's row, entries (payloads decoded) and snapshots as JSON, or its entries as CSV.
+
+    Payloads are read, not rebuilt (``strict=False``): an untrusted pickle or a value of a
+    class not importable here is exported as a placeholder (see ``Undecoded``)."""
     if format not in ("json", "csv"):
         raise ValueError(f"format must be 'json' or 'csv', got {format!r}")
     run = journal.get_run(run_id)
     entries = []
     for entry in journal.read(run_id, run.horizon + 1):
         try:
-            value = to_jsonable(journal.decode_entry(entry))
+            value = to_jsonable(journal.decode_entry(entry, strict=False))
         except DecodeError as exc:
             value = {"undecodable": str(exc)}
         entries.append(
@@ -126,7 +129,8 @@ def export_run(journal: Journal, run_id: str, *, format: str = "json") -> str:
         }
         for s in journal.snapshots(run_id)
     ]
-    decode = journal.decode
-    run_row["input"] = to_jsonable(decode(run.input, run.codec, where=f"run {run_id!r} input"))
-    run_row["output"] = to_jsonable(decode(run.output, run.codec, where=f"run {run_id!r} output"))
+    for name in ("input", "output"):
+        data = getattr(run, name)
+        value = journal.decode(data, run.codec, where=f"run {run_id!r} {name}", strict=False)
+        run_row[name] = to_jsonable(value)
     return json.dumps({"run": run_row, "entries": entries, "snapshots": snapshots}, indent=2)

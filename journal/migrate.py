@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, RUN_FIELDS
-from .errors import CorruptionError, JournalError, MigrationError
+from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, RUN_FIELDS, SEALED_INDEX, run_checksum
+from .errors import CorruptionError, JournalError, MigrationError, RunCorrupted
 from .store import _snapshot_checksum, entry_checksum
 
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ _SHOWN = 20
 """Conflicting run ids named in a :class:`MigrationError` message."""
 
 _SNAPSHOT_COLUMNS = "run_id, seq, state, codec, fingerprint, checksum, created_at"
-_INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({','.join('?' * len(RUN_FIELDS))})"
+_INSERT_RUN = (
+    f"INSERT INTO runs ({RUN_COLUMNS}, checksum) VALUES ({','.join('?' * (len(RUN_FIELDS) + 1))})"
+)
 _INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 _INSERT_ENTRIES_PG = (
     f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM unnest(?::text[], ?::bigint[],"
@@ -379,13 +381,26 @@ def _copy_run(
 
 
 def _run_row(journal: Journal, run_id: str) -> tuple[Any, ...]:
+    """The run's row as stored, without its checksum, once that is verified (a journal
+    older than version 3, opened read-only, has none to verify)."""
     rows = _rows(
         journal,
         f"SELECT {journal.backend.run_select} FROM runs WHERE run_id = ?",
         (run_id,),
         where=f"reading run {run_id!r} of {journal.where!r}",
     )
-    return _plain(rows[0])
+    *values, checksum = _plain(rows[0])
+    if journal.backend.sealed and checksum != _sealed(values):
+        raise RunCorrupted(
+            f"run {run_id!r}: its row in {journal.where!r} fails its checksum (altered on "
+            "disk); it was not copied",
+            run_id=run_id,
+        )
+    return tuple(values)
+
+
+def _sealed(values: Sequence[Any]) -> int:
+    return run_checksum([values[i] for i in SEALED_INDEX])
 
 
 def _copy_once(
@@ -400,7 +415,7 @@ def _copy_once(
     with target.lock:
         db = target.backend
         with db.transaction(f"copying run {run_id!r} into {target.where!r}"):
-            db.execute(_INSERT_RUN, row)
+            db.execute(_INSERT_RUN, (*row, _sealed(row)))
             for batch in _entry_batches(source, run_id, horizon, last):
                 if db.kind == "postgresql":
                     db.execute(

@@ -11,14 +11,29 @@ import math
 import uuid
 from typing import Any
 
+from .codecs import Undecoded
+
 __all__ = ["to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     """A JSON-ready view of a decoded value: models and dataclasses become dicts,
-    datetimes ISO strings, bytes base64, sets sorted lists; anything else its repr."""
+    datetimes ISO strings, bytes base64, sets sorted lists; anything else its repr.
+
+    An :class:`~journal.Undecoded` placeholder becomes ``{"$undecoded": label, "kind":
+    ..., "type": ..., "value": stored fields, "reason": ...}`` (``size`` for a pickle).
+    """
     if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, Undecoded):
+        doc: dict[str, Any] = {"$undecoded": value.label, "kind": value.kind}
+        if value.kind == "pickle":
+            doc["size"] = value.size
+        else:
+            doc["type"] = value.type_name
+            doc["value"] = to_jsonable(value.value)
+        doc["reason"] = value.reason
+        return doc
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, dict):

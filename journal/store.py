@@ -8,13 +8,22 @@ import os
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from ._backend import Backend, CommitUnknown, Listener, open_backend
-from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, RUN_FIELDS
-from .codecs import Codec, JsonSerializer, codec_for_name
+from ._schema import (
+    ENTRY_COLUMNS,
+    RUN_COLUMNS,
+    RUN_FIELDS,
+    SEALED_COLUMNS,
+    SEALED_FIELDS,
+    SEALED_INDEX,
+    run_checksum,
+)
+from .codecs import Codec, JsonSerializer, Undecoded, codec_for_name, decode_for_reading
 from .compaction import compact
 from .errors import (
     ConflictError,
@@ -24,16 +33,20 @@ from .errors import (
     HorizonError,
     JournalClosed,
     JournalError,
+    JournalFull,
     LeaseHeld,
+    RunCorrupted,
     RunEnded,
     RunNotFound,
     SeqOutOfRange,
     SerializationError,
+    UntrustedPayload,
 )
 from .export import export_run
 from .fold import FOLD_VERSION, FoldedState, fold
 from .ids import new_run_id
 from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
+from .lineage import ancestors
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .verify import VerifyReport, verify
@@ -148,6 +161,16 @@ def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) ->
     return zlib.crc32(state, zlib.crc32(f"{run_id}\x1f{seq}\x1f{fingerprint}".encode()))
 
 
+_GUARD_STATUS = 2
+"""Where the status is in a row read with ``guard``: ``(last_seq, epoch, status)``."""
+_SEALED_STATUS = 2 + SEALED_FIELDS.index("status")
+"""Where the status is in a row read with ``sealed_guard``: ``(last_seq, epoch, *sealed,
+checksum)``."""
+
+_KEPT_BINDINGS = 1024
+"""Runs the engine left whose own codec stays bound (see :meth:`Journal.use_codec`)."""
+
+
 def _ended(run_id: str, status: str) -> RunEnded:
     return RunEnded(
         f"run {run_id!r} is {status}: a finished run takes no more entries or changes; "
@@ -157,10 +180,45 @@ def _ended(run_id: str, status: str) -> RunEnded:
     )
 
 
-def _run_from_row(row: Sequence[Any] | None) -> Run:
+_NUMBER = (int, float)
+_SHAPE = {
+    "last_seq": (int,),
+    "epoch": (int,),
+    "updated_at": _NUMBER,
+    "owner": (str, type(None)),
+    "lease_expires_at": (*_NUMBER, type(None)),
+    "wake_at": (*_NUMBER, type(None)),
+}
+"""The types of the columns the checksum leaves out (it covers the others)."""
+
+
+def _run_from_row(row: Sequence[Any] | None, sealed: bool = True) -> Run:
+    """The run of a row read with ``run_select``, its checksum verified (``sealed``)."""
     assert row is not None
-    fields = dict(zip(RUN_FIELDS, row, strict=True))
-    fields["meta"] = json.loads(fields["meta"])
+    *values, checksum = row
+    run_id = values[0]
+    if sealed and checksum != run_checksum([values[i] for i in SEALED_INDEX]):
+        raise RunCorrupted(
+            f"run {run_id!r}: its row fails its checksum (its status, input, output, error, "
+            "lineage or creation time was altered on disk)",
+            run_id=run_id,
+        )
+    fields = dict(zip(RUN_FIELDS, values, strict=True))
+    for name, types in _SHAPE.items():
+        if not isinstance(fields[name], types):
+            raise RunCorrupted(
+                f"run {run_id!r}: its {name} column holds {fields[name]!r}, which no writer "
+                "stores (the row was altered on disk)",
+                run_id=run_id,
+            )
+    try:
+        fields["meta"] = json.loads(fields["meta"])
+    except (TypeError, ValueError) as exc:
+        raise RunCorrupted(
+            f"run {run_id!r}: its meta column is not a JSON object ({exc})", run_id=run_id
+        ) from None
+    if not isinstance(fields["meta"], dict):
+        raise RunCorrupted(f"run {run_id!r}: its meta column is not a JSON object", run_id=run_id)
     return Run(**fields)
 
 
@@ -199,6 +257,11 @@ class Journal:
     ``Journal()`` opens ``$DURABLE_DB`` or ``./durable.db``, creating it (mode
     0600) if missing. Every append names the seq it expects and, for leased runs,
     the epoch it holds, and is checked in the transaction that writes it.
+
+    Payloads decode with the codec of their ``codec`` column, but a pickled one only
+    when ``codec`` is that pickle codec, ``hmac_key`` verifies it, or
+    ``trust_pickle=True`` (unpickling runs code: trust it only for journals whose
+    every writer you trust).
     """
 
     def __init__(
@@ -212,6 +275,7 @@ class Journal:
         busy_timeout_ms: int = 30_000,
         readonly: bool = False,
         vfs: str | None = None,
+        trust_pickle: bool = False,
     ) -> None:
         self.path = resolve_path(path)
         self.durability = durability
@@ -219,9 +283,17 @@ class Journal:
         self.codec: Codec = codec or JsonSerializer()
         self.snapshot_policy = snapshots or SnapshotPolicy()
         self._hmac_key = hmac_key
+        self.trust_pickle = trust_pickle
+        # The codecs payloads decode with, by column value: the journal's own codec is
+        # here from the start (the writer's lookup stays one dict hit), and a column
+        # never picks pickle on its own. A function's own codec is bound to its runs
+        # (use_codec): to the runs in flight, then to the last ones left.
         self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
         self._run_codecs: dict[str, Codec] = {}
+        self._left_codecs: OrderedDict[str, Codec] = OrderedDict()
         self._snapshot_every: dict[str, int | None] = {}
+        self._altered: set[str] = set()
+        """Runs whose row failed its checksum when a claim read it: never claimed again."""
         self._lock = threading.RLock()
         self.entries_read = 0
         """Entries read from disk since open: lets tests prove recovery reads only a tail."""
@@ -272,28 +344,44 @@ class Journal:
             return db.execute(sql, params).fetchall()
         except db.errors as exc:
             raise db.translate(exc, where) from exc
+        except UnicodeDecodeError as exc:
+            raise CorruptionError(
+                f"{where}: a stored text is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                "the file was altered or damaged",
+                where=where,
+            ) from None
 
     # -- codecs ----------------------------------------------------------------------
 
     def use_codec(self, run_id: str, codec: Codec | None) -> None:
         """Read and write run ``run_id``'s payloads named ``codec.name`` with ``codec``
-        itself (a function's own codec, with its options: its HMAC key, its compression);
-        ``None`` forgets it. Held until forgotten: the engine forgets a run it leaves."""
-        if codec is None:
-            self._run_codecs.pop(run_id, None)
-        else:
-            self._run_codecs[run_id] = codec
+        itself (a function's own codec, with its options: its HMAC key, its compression):
+        the code configured it, so it is trusted for that run, and that run only.
+        ``None``: the engine left the run; the binding is kept among the last 1024 left,
+        so the run's result and state still read here (the cache stays bounded)."""
+        with self._lock:
+            if codec is not None:
+                self._left_codecs.pop(run_id, None)
+                self._run_codecs[run_id] = codec
+                return
+            left = self._run_codecs.pop(run_id, None)
+            if left is not None:
+                self._left_codecs[run_id] = left
+                while len(self._left_codecs) > _KEPT_BINDINGS:
+                    self._left_codecs.popitem(last=False)
 
     def codec_named(self, name: str, *, run_id: str | None = None) -> Codec:
         """The codec stored under ``name``: the one :meth:`use_codec` gave ``run_id``, else
-        one with this journal's HMAC key, if any."""
+        the journal's own, else one with this journal's HMAC key. A pickle codec the
+        journal was not configured with refuses to unpickle unless ``trust_pickle`` (see
+        :func:`~journal.codec_for_name`): a column alone never picks pickle."""
         if run_id is not None:
-            own = self._run_codecs.get(run_id)
+            own = self._run_codecs.get(run_id) or self._left_codecs.get(run_id)
             if own is not None and own.name == name:
                 return own
         codec = self._codecs.get(name)
         if codec is None:
-            codec = codec_for_name(name, hmac_key=self._hmac_key)
+            codec = codec_for_name(name, hmac_key=self._hmac_key, trust_pickle=self.trust_pickle)
             self._codecs[name] = codec
         return codec
 
@@ -302,22 +390,44 @@ class Journal:
         return (codec or self.codec).encode(value, path=path)
 
     def decode(
-        self, data: bytes | None, codec: str, *, where: str, run_id: str | None = None
+        self,
+        data: bytes | None,
+        codec: str,
+        *,
+        where: str,
+        strict: bool = True,
+        run_id: str | None = None,
     ) -> Any:
         """Decode a stored payload (of run ``run_id``: see :meth:`use_codec`); ``None``
-        stays ``None``."""
+        stays ``None``.
+
+        ``strict=False`` is for reading, not executing: a pickle this journal may not
+        unpickle, or a value whose class cannot be used here, comes back as a
+        :class:`~journal.Undecoded` placeholder instead of an error.
+        """
         if data is None:
             return None
-        return self.codec_named(codec, run_id=run_id).decode(data, where=where)
+        if strict:
+            return self.codec_named(codec, run_id=run_id).decode(data, where=where)
+        try:
+            use = self.codec_named(codec, run_id=run_id)
+        except UntrustedPayload as exc:
+            return Undecoded("pickle", size=len(data), reason=str(exc))
+        return decode_for_reading(use, data, where=where)
 
-    def decode_entry(self, entry: Entry) -> Any:
-        """Decode an entry's payload; errors name the run and seq."""
+    def decode_entry(self, entry: Entry, *, strict: bool = True) -> Any:
+        """Decode an entry's payload; errors name the run and seq (``strict``: see
+        :meth:`decode`)."""
         return self.decode(
             entry.payload,
             entry.codec,
             where=f"run {entry.run_id!r} seq {entry.seq}",
+            strict=strict,
             run_id=entry.run_id,
         )
+
+    def _read_entry(self, entry: Entry) -> Any:
+        return self.decode_entry(entry, strict=False)
 
     def entry(
         self,
@@ -467,7 +577,7 @@ class Journal:
             row = db.execute(
                 f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run.run_id,)
             ).fetchone()
-            return _run_from_row(row), False
+            return _run_from_row(row, db.sealed), False
         self._snapshot_every[run.run_id] = run.snapshot_every
         if req.entries:
             # A run created in this transaction has no entries: no guard needed.
@@ -477,11 +587,16 @@ class Journal:
     def _insert_run(self, run: Run, meta: str) -> bool:
         """Insert ``run``'s row unless its id exists; True if inserted."""
         db = self._c()
+        checksum = run_checksum(
+            (run.run_id, run.kind, run.name, run.status, run.codec, run.input, None, None,
+             run.created_at, run.parent_run_id, run.forked_from, run.forked_at,
+             run.code_version, run.snapshot_every, 0, meta, run.queue, run.priority)
+        )  # fmt: skip
         # ON CONFLICT: a concurrent creator of the same id (PostgreSQL, where writers
         # of different runs do not exclude each other) wins; the caller returns its run.
         db.execute(
-            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
-            "(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?)"
+            f"INSERT INTO runs ({RUN_COLUMNS}, checksum) VALUES "
+            "(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)"
             " ON CONFLICT (run_id) DO NOTHING",
             (
                 run.run_id,
@@ -505,9 +620,52 @@ class Journal:
                 meta,
                 run.queue,
                 run.priority,
+                checksum,
             ),
         )
         return db.changes() > 0
+
+    def _resealed(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        output: Any = UNSET,
+        error: Any = UNSET,
+        horizon: int | None = None,
+        claim: bool = False,
+        row: Sequence[Any] | None = None,
+    ) -> int:
+        """The checksum of ``run_id``'s row once the given columns change (``claim``:
+        a pending run becomes running), in the open write transaction. The row as
+        stored (``row``: its sealed columns and checksum, read here if not given) is
+        verified first: a write never reseals a row altered on disk."""
+        if row is None:
+            row = (
+                self._c()
+                .execute(f"SELECT {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ?", (run_id,))
+                .fetchone()
+            )
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
+        *values, checksum = row
+        if run_checksum(values) != checksum:
+            raise RunCorrupted(
+                f"run {run_id!r}: its row fails its checksum (altered on disk); it was not "
+                "written to",
+                run_id=run_id,
+            )
+        if claim and values[3] == "pending":
+            values[3] = "running"
+        if status is not None:
+            values[3] = status
+        if output is not UNSET:
+            values[6] = output
+        if error is not UNSET:
+            values[7] = error
+        if horizon is not None:
+            values[14] = horizon
+        return run_checksum(values)
 
     def _check_fork_point(self, source: str, at: int) -> None:
         db = self._c()
@@ -541,7 +699,15 @@ class Journal:
                 (run_id,),
                 where=f"reading run {run_id!r}",
             )
-        return _run_from_row(rows[0]) if rows else None
+        return _run_from_row(rows[0], self._c().sealed) if rows else None
+
+    def run_ids(self) -> list[str]:
+        """Every run's id, oldest first, without reading (or verifying) the rows."""
+        with self._lock:
+            rows = self._read(
+                "SELECT run_id FROM runs ORDER BY created_at, run_id", where="listing run ids"
+            )
+        return [r[0] for r in rows]
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id; raises :class:`RunNotFound`."""
@@ -577,7 +743,7 @@ class Journal:
             )
             params += [db.no_limit if limit is None else limit, offset]
             rows = self._read(sql, params, where="listing runs")
-        return [_run_from_row(r) for r in rows]
+        return [_run_from_row(r, db.sealed) for r in rows]
 
     @staticmethod
     def _run_filter(
@@ -691,8 +857,8 @@ class Journal:
             db.execute(
                 "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
                 "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
-                "updated_at = ? WHERE run_id = ?",
-                (owner, now + lease_seconds, now, run_id),
+                "checksum = ?, updated_at = ? WHERE run_id = ?",
+                (owner, now + lease_seconds, self._resealed(run_id, claim=True), now, run_id),
             )
 
     def claimable(self, *, now: float | None = None, limit: int = 100) -> list[Run]:
@@ -706,7 +872,7 @@ class Journal:
                 (t, t, t, limit),
                 where="finding claimable runs",
             )
-        return [_run_from_row(r) for r in rows]
+        return [_run_from_row(r, self._c().sealed) for r in rows]
 
     def claim_next(
         self,
@@ -728,10 +894,12 @@ class Journal:
         one limited queue take turns, and while another holds that queue's turn its
         runs are left for the next call (never waited for). Runs of functions in
         ``skip_names`` and the runs in ``skip_run_ids`` (those the caller is
-        executing) are left alone. Concurrent claimers on PostgreSQL skip each
+        executing) are left alone, and so is a run whose row fails its checksum
+        (``durable verify`` names it). Concurrent claimers on PostgreSQL skip each
         other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
         """
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
+        skip_run_ids = [*skip_run_ids, *self._altered]
         with self._lock:
             db = self._c()
             with db.transaction("claiming runs"):
@@ -775,19 +943,28 @@ class Journal:
                     if room > 0:
                         rows += candidates("queue = ?", [queue], room)
                 rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-                chosen = [r[0] for r in rows[:limit]]
-                for run_id in chosen:
+                chosen = []
+                for run_id in [r[0] for r in rows[:limit]]:
+                    try:
+                        checksum = self._resealed(run_id, claim=True)
+                    except RunCorrupted:
+                        # Altered on disk: left alone (`durable verify` names it), so that
+                        # one bad row does not stop a worker from claiming the others.
+                        self._altered.add(run_id)
+                        continue
                     db.execute(
                         "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
                         "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
-                        "updated_at = ? WHERE run_id = ?",
-                        (owner, t + lease_seconds, t, run_id),
+                        "checksum = ?, updated_at = ? WHERE run_id = ?",
+                        (owner, t + lease_seconds, checksum, t, run_id),
                     )
+                    chosen.append(run_id)
                 claimed = [
                     _run_from_row(
                         db.execute(
                             f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run_id,)
-                        ).fetchone()
+                        ).fetchone(),
+                        db.sealed,
                     )
                     for run_id in chosen
                 ]
@@ -897,9 +1074,11 @@ class Journal:
                 raise
             try:
                 db.commit(f"appending to run {run_id!r}")
-            except CommitUnknown:
+            except CommitUnknown as exc:
                 # A COMMIT that raised may still have committed: re-read to decide.
-                return self._resolve_unknown(req or AppendRequest(run_id, entries, expected, epoch))
+                return self._resolve_unknown(
+                    req or AppendRequest(run_id, entries, expected, epoch), exc
+                )
             return seq
 
     def _append_in_one_statement(
@@ -918,8 +1097,8 @@ class Journal:
             written = db.append_entries(
                 run_id, _entry_rows(run_id, entries, expected, now), expected, epoch, now
             )
-        except CommitUnknown:
-            return self._resolve_unknown(AppendRequest(run_id, entries, expected, epoch))
+        except CommitUnknown as exc:
+            return self._resolve_unknown(AppendRequest(run_id, entries, expected, epoch), exc)
         except db.errors as exc:
             raise db.translate(exc, where) from exc
         if not written:
@@ -951,7 +1130,7 @@ class Journal:
                 return [
                     r
                     if isinstance(r, JournalError)
-                    else self._resolve_unknown(req)
+                    else self._resolve_unknown(req, None)
                     if isinstance(req, AppendRequest)
                     else self._resolve_unknown_create(req)
                     for r, req in zip(results, requests, strict=True)
@@ -1062,7 +1241,7 @@ class Journal:
             return [created[i] if i in created else next(appended) for i in range(len(batch))]
         return results
 
-    def _resolve_unknown(self, req: AppendRequest) -> int:
+    def _resolve_unknown(self, req: AppendRequest, failed: CommitUnknown | None) -> int:
         # COMMIT raised: the transaction may have landed. (run_id, seq) never
         # applies twice, so re-reading last_seq decides the outcome exactly, once the
         # backend has settled it (a server may otherwise apply it after the re-read).
@@ -1077,6 +1256,17 @@ class Journal:
             raise ConnectionLost(
                 f"run {req.run_id!r}: the connection to {self.where!r} was lost during the "
                 "append and the server rolled it back; nothing was written: retry it",
+                run_id=req.run_id,
+                where=self.where,
+            )
+        if getattr(failed, "full", False):
+            # For want of space, not a conflict: say so, and what to do.
+            raise JournalFull(
+                f"run {req.run_id!r}: COMMIT failed: the disk holding the journal "
+                f"{self.where!r} is full (or the file reached its size limit). Its entries "
+                f"are not visible now (last seq is {run.last_seq}); after a failed sync they "
+                "can still appear once the file is reopened. Free space, then resume the run: "
+                "its lease was given up, so `durable recover` or a worker takes it",
                 run_id=req.run_id,
                 where=self.where,
             )
@@ -1096,22 +1286,28 @@ class Journal:
         if req.status is not None and req.status not in RUN_STATUSES:
             raise ValueError(f"unknown status {req.status!r}")
         db = self._c()
-        row = db.execute(db.guard, (run_id,)).fetchone()
+        # A change to a sealed column reads the row's sealed columns with the guard:
+        # one statement, not two, on the path that ends every run.
+        seals = req.status is not None or req.output is not UNSET or req.error is not UNSET
+        row = db.execute(db.sealed_guard if seals else db.guard, (run_id,)).fetchone()
         if (
             row is None
             or (req.expected_seq >= 0 and row[0] != req.expected_seq)
             or (req.epoch is not None and row[1] != req.epoch)
-            or row[2] in TERMINAL_STATUSES
+            or row[_SEALED_STATUS if seals else _GUARD_STATUS] in TERMINAL_STATUSES
         ):
             self._explain_conflict(req)
         base = row[0]
-        self._update_run(req, base + n, now)
+        self._update_run(req, base + n, now, row[2:] if seals else None)
         seq = self._insert(run_id, entries, base, now) if n else req.expected_seq
         self._forget_finished(req)
         return seq
 
-    def _update_run(self, req: AppendRequest, last_seq: int, now: float) -> None:
-        """Write the run-row changes ``req`` carries (status, output, lease release...)."""
+    def _update_run(
+        self, req: AppendRequest, last_seq: int, now: float, stored: Sequence[Any] | None = None
+    ) -> None:
+        """Write the run-row changes ``req`` carries (status, output, lease release...);
+        ``stored``: the row's sealed columns and checksum, if the caller read them."""
         sets = ["updated_at = ?", "last_seq = ?"]
         params: list[Any] = [now, last_seq]
         if req.status is not None:
@@ -1127,8 +1323,25 @@ class Journal:
                 params.append(value)
         if req.release:
             sets.append("owner = NULL, lease_expires_at = NULL")
+        if req.status is not None or req.output is not UNSET or req.error is not UNSET:
+            sets.append("checksum = ?")
+            params.append(
+                self._resealed(
+                    req.run_id, status=req.status, output=req.output, error=req.error, row=stored
+                )
+            )
         params.append(req.run_id)
         self._c().execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
+
+    def release(self, run_id: str, epoch: int) -> bool:
+        """Give up the lease on ``run_id`` if ``epoch`` still holds it, so another worker
+        can take the run (after a write failed for want of disk space: an UPDATE in
+        place often still fits). False if it could not be written."""
+        try:
+            self.append(run_id, (), expected_seq=None, epoch=epoch, release=True)
+        except JournalError:
+            return False
+        return True
 
     def _forget_finished(self, req: AppendRequest) -> None:
         """Drop a run that ``req`` finishes from the snapshot_every cache (after its
@@ -1158,7 +1371,7 @@ class Journal:
             row is None
             or row[0] != expected
             or (epoch is not None and row[1] != epoch)
-            or row[2] in TERMINAL_STATUSES
+            or row[_GUARD_STATUS] in TERMINAL_STATUSES
         ):
             self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
         if db.stores_last_seq:  # before the insert: a snapshot it writes reads the run
@@ -1203,7 +1416,7 @@ class Journal:
         row = db.execute(db.guard, (req.run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id)
-        raise self._conflict(req, row[0], row[1], row[2])
+        raise self._conflict(req, row[0], row[1], row[_GUARD_STATUS])
 
     @staticmethod
     def _conflict(req: AppendRequest, last_seq: int, epoch: int, status: str) -> ConflictError:
@@ -1312,54 +1525,67 @@ class Journal:
         """Identifies how a snapshot was made; one made another way is skipped, not trusted."""
         return f"fold-v{FOLD_VERSION}/{codec}"
 
-    def state_at(self, run_id: str, seq: int | None = None) -> FoldedState:
+    def state_at(self, run_id: str, seq: int | None = None, *, strict: bool = True) -> FoldedState:
         """The run's folded state after ``seq`` (default: its last entry).
 
         Reads the newest valid snapshot at or before ``seq`` and folds only the
-        entries after it, so the cost is bounded by the snapshot interval.
+        entries after it, so the cost is bounded by the snapshot interval. A fork
+        starts from its source's state at the fork point (the source's entries are
+        shared, never copied): its lineage is walked up to the first run with a
+        usable snapshot, then folded back down, iteratively.
+        ``strict=False`` reads values as :meth:`decode` does for readers.
         """
         with self._lock:
             run = self.get_run(run_id)
             target = run.last_seq if seq is None else seq
-            if target < 0 or target > run.last_seq:
-                raise SeqOutOfRange(
-                    f"run {run_id!r} has seqs 0..{run.last_seq}; seq {target} is out of range",
-                    run_id=run_id,
-                    seq=target,
-                )
-            if target < run.horizon:
-                raise HorizonError(
-                    f"run {run_id!r}: the state at seq {target} is before the retained horizon "
-                    f"(seq {run.horizon}); it was compacted away",
-                    run_id=run_id,
-                    seq=target,
-                    horizon=run.horizon,
-                )
-            base = self._snapshot_state(run, target)
-            if base is None:
-                if run.horizon > 0:
+            below: list[tuple[Run, int]] = []  # (fork, seq) to fold after its source's state
+            for current in ancestors(self, run):
+                if below:  # the fork point, checked as a read of the source at that seq
+                    target = below[-1][0].forked_at or 0
+                self._check_target(current, target)
+                base = self._snapshot_state(current, target, strict=strict)
+                if base is not None:
+                    break
+                if current.horizon > 0:
                     raise HorizonError(
-                        f"run {run_id!r}: no usable snapshot at or after the horizon "
-                        f"(seq {run.horizon}) to rebuild seq {target}",
-                        run_id=run_id,
+                        f"run {current.run_id!r}: no usable snapshot at or after the horizon "
+                        f"(seq {current.horizon}) to rebuild seq {target}",
+                        run_id=current.run_id,
                         seq=target,
-                        horizon=run.horizon,
+                        horizon=current.horizon,
                     )
-                base = self._base_state(run)
+                if current.forked_from is None:
+                    base = FoldedState()
+                    break
+                below.append((current, target))
+            assert base is not None  # the walk ends at a usable snapshot or at the root
+            decode = self.decode_entry if strict else self._read_entry
             if base.seq < target:
-                fold(base, self.read(run_id, base.seq + 1, target), self.decode_entry)
+                fold(base, self.read(current.run_id, base.seq + 1, target), decode)
+            for fork, upto in reversed(below):
+                base.seq = 0
+                if upto > 0:
+                    fold(base, self.read(fork.run_id, 1, upto), decode)
             return base
 
-    def _base_state(self, run: Run) -> FoldedState:
-        # A fork starts from its source's state at the fork point: the source's
-        # entries are shared, never copied, and never changed by the fork.
-        if run.forked_from is None:
-            return FoldedState()
-        base = self.state_at(run.forked_from, run.forked_at)
-        base.seq = 0
-        return base
+    @staticmethod
+    def _check_target(run: Run, target: int) -> None:
+        if target < 0 or target > run.last_seq:
+            raise SeqOutOfRange(
+                f"run {run.run_id!r} has seqs 0..{run.last_seq}; seq {target} is out of range",
+                run_id=run.run_id,
+                seq=target,
+            )
+        if target < run.horizon:
+            raise HorizonError(
+                f"run {run.run_id!r}: the state at seq {target} is before the retained horizon "
+                f"(seq {run.horizon}); it was compacted away",
+                run_id=run.run_id,
+                seq=target,
+                horizon=run.horizon,
+            )
 
-    def _snapshot_state(self, run: Run, seq: int) -> FoldedState | None:
+    def _snapshot_state(self, run: Run, seq: int, *, strict: bool = True) -> FoldedState | None:
         # Newest first, and only as far as the first usable one: a long run has
         # many snapshots, and reading them all would make state_at grow with it.
         db = self._c()
@@ -1371,16 +1597,25 @@ class Journal:
             )
             for snap_seq, state, codec, fingerprint, checksum in cursor:
                 if fingerprint == self.fingerprint(codec):
-                    return self._load_snapshot(
-                        run.run_id, snap_seq, bytes(state), codec, fingerprint, checksum
+                    loaded = self._load_snapshot(
+                        run.run_id, snap_seq, bytes(state), codec, fingerprint, checksum, strict
                     )
+                    if loaded is not None:
+                        return loaded
         except db.errors as exc:
             raise db.translate(exc, f"reading snapshots of {run.run_id!r}") from exc
         return None
 
     def _load_snapshot(  # noqa: PLR0917 - the snapshot row's columns, in order
-        self, run_id: str, snap_seq: int, state: bytes, codec: str, fingerprint: str, checksum: int
-    ) -> FoldedState:
+        self,
+        run_id: str,
+        snap_seq: int,
+        state: bytes,
+        codec: str,
+        fingerprint: str,
+        checksum: int,
+        strict: bool = True,
+    ) -> FoldedState | None:
         if _snapshot_checksum(run_id, snap_seq, state, fingerprint) != checksum:
             raise CorruptionError(
                 f"run {run_id!r}: snapshot at seq {snap_seq} fails its checksum",
@@ -1388,8 +1623,14 @@ class Journal:
                 seq=snap_seq,
             )
         payload = self.decode(
-            state, codec, where=f"run {run_id!r} snapshot at seq {snap_seq}", run_id=run_id
+            state,
+            codec,
+            where=f"run {run_id!r} snapshot at seq {snap_seq}",
+            strict=strict,
+            run_id=run_id,
         )
+        if isinstance(payload, Undecoded):
+            return None  # a reader may not unpickle it: the entries still tell the state
         if not isinstance(payload, dict) or set(payload) != {"values", "pending"}:
             raise DecodeError(
                 f"run {run_id!r}: snapshot at seq {snap_seq} has an unexpected shape",

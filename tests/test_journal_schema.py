@@ -12,9 +12,10 @@ from journal._schema import SCHEMA_VERSION
 
 
 def _downgrade_to_v1(path: Path) -> None:
-    """Make the file what version 1 wrote: no queue columns, user_version 1."""
+    """Make the file what version 1 wrote: no queue or checksum columns, user_version 1."""
     conn = apsw.Connection(str(path))
     for sql in (
+        "ALTER TABLE runs DROP COLUMN checksum",
         "DROP INDEX runs_by_queue",
         "ALTER TABLE runs DROP COLUMN queue",
         "ALTER TABLE runs DROP COLUMN priority",

@@ -15,6 +15,7 @@ from engine import (
     Engine,
     StepNotFound,
     configure,
+    current_context,
     diff,
     durable,
     fork,
@@ -67,6 +68,28 @@ def checkout(ctx: Context, items: list[str]) -> dict[str, Any]:
 ITEMS = ["apple", "fig", "banana"]
 
 
+@step
+def charge(amount: int) -> str:
+    current_context().state["charged"] = amount
+    return f"rcpt-{amount}"
+
+
+@step
+def ship(receipt: str) -> str:
+    current_context().state["shipped"] = True
+    return receipt.upper()
+
+
+@durable(name="tt:tagging")
+def tagging(ctx: Context) -> str:
+    ctx.state["order"] = 1
+    receipt = charge(5)
+    ctx.state["receipt"] = receipt  # follows charge#1's result
+    out = ship(receipt)
+    ctx.state["done"] = out
+    return out
+
+
 class TestHistory:
     """history() lists one checkpoint per unit of work."""
 
@@ -77,9 +100,22 @@ class TestHistory:
         assert [c.kind for c in cps] == [EntryKind.STEP_COMPLETED] * 4 + [EntryKind.RUN_COMPLETED]
         assert [c.step for c in cps[:4]] == ["price#1", "price#2", "price#3", "tax#4"]
         assert [c.number for c in cps] == [1, 2, 3, 4, 5]
-        assert cps[1].set_keys == ("cart", "subtotal")  # body mutations made before price#2
         assert cps[0].attempt == 1 and cps[0].duration is not None and cps[0].duration >= 0
-        assert cps[-1].set_keys == ("tax",)
+        assert cps[-1].body_set_keys == ("tax",) and cps[-1].set_keys == ()
+
+    def test_body_mutations_are_credited_apart_from_the_step(self) -> None:
+        """The body's mutations after price#1 (cart, subtotal) are shown on price#2's row as
+        the body's, not as price#2's own; a step's own mutation is its own."""
+        tagging.run(run_id="credit")
+        cps = history("credit")
+        assert [c.step for c in cps] == ["charge#1", "ship#2", None]
+        assert (cps[0].set_keys, cps[0].body_set_keys) == (("charged",), ("order",))
+        assert (cps[1].set_keys, cps[1].body_set_keys) == (("shipped",), ("receipt",))
+        assert (cps[2].set_keys, cps[2].body_set_keys) == ((), ("done",))
+        assert "body set receipt" in cps[1].summary() and "set shipped" in cps[1].summary()
+        # What a row names is in the state at that row, and not before it.
+        assert "receipt" in state_at("credit", 2).values
+        assert "receipt" not in state_at("credit", 1).values
 
     def test_unknown_run(self) -> None:
         """history of an unknown run is RunNotFound."""
@@ -126,7 +162,7 @@ class TestDiff:
         for prev, cur in itertools.pairwise(cps):
             d = diff("d", prev.number, cur.number)
             touched = {p.split(".")[0].split("[")[0] for p in [*d.added, *d.changed, *d.removed]}
-            assert touched == set(cur.set_keys), cur.number
+            assert touched == {*cur.set_keys, *cur.body_set_keys}, cur.number
 
     def test_nested_paths_and_values(self) -> None:
         """Nested changes are reported by path with old and new values."""
@@ -156,7 +192,36 @@ class TestFork:
             assert (fork_run.forked_from, fork_run.status) == ("src", "completed")
             assert {r.run_id for r in j.list_runs()} == {"src", "forked"}
         assert history("forked")[1].step == "price#2"  # shares the source's history
-        assert state_at("forked", step=2).values == state_at("src", step=2).values
+        # Step 2 of the fork is its source's step 2 with the edits; step N+1 on is the
+        # same step of the same code in both.
+        assert state_at("forked", step=2).values == {
+            **state_at("src", step=2).values,
+            "subtotal": 1000,
+        }
+        assert state_at("forked", step=1).values == state_at("src", step=1).values
+        assert diff("src", 2, 2, other_run_id="forked").changed == {"subtotal": (50, 1000)}
+        same = diff("src", 3, 3, other_run_id="forked")
+        assert not same.added and not same.removed and set(same.changed) == {"subtotal"}
+
+    def test_fork_checkpoints_are_numbered_as_their_source(self) -> None:
+        """A fork's run.forked checkpoint takes its fork point's number and holds the edits;
+        the checkpoints after it carry the same numbers and steps as the source's."""
+        checkout.run(ITEMS, run_id="n-src")
+        fork("n-src", at=2, state={"subtotal": 7}, new_run_id="n-fork").result(timeout=30)
+        src, forked = history("n-src"), history("n-fork")
+        assert [(c.number, c.kind) for c in forked[:3]] == [
+            (1, EntryKind.STEP_COMPLETED),
+            (2, EntryKind.STEP_COMPLETED),
+            (2, EntryKind.RUN_FORKED),
+        ]
+        assert forked[2].set_keys == ("subtotal",)
+        assert forked[3].body_set_keys == src[2].body_set_keys  # the edit is not among them
+        own = [(c.number, c.kind, c.step) for c in forked[3:]]
+        assert own == [(c.number, c.kind, c.step) for c in src[2:]]
+        # A fork of the fork, at its fork point, numbers on the same way.
+        fork("n-fork", at=2, new_run_id="n-fork2").result(timeout=30)
+        assert [c.number for c in history("n-fork2")][-3:] == [3, 4, 5]
+        assert state_at("n-fork2", 2).values["subtotal"] == 7
 
     def test_source_writes_after_the_fork_point_do_not_reach_the_fork(self, db_path: Path) -> None:
         """A fork of an unfinished run does not see what the source records later."""

@@ -9,6 +9,7 @@ another process.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -44,6 +45,12 @@ from journal import EntryKind, Journal, copy_journal
 XSS = "<script>alert(1)</script>"
 CALLS: Counter[str] = Counter()
 LOOPBACK = "http://127.0.0.1"
+
+
+def ui_client(app: Any, base_url: str = LOOPBACK) -> TestClient:
+    """A client that carries the app's access token on every request."""
+    token = app.state.token
+    return TestClient(app, base_url=base_url, headers={"Authorization": f"Bearer {token}"})
 
 
 @step
@@ -143,13 +150,13 @@ def _abandon(eng: Engine) -> None:
 
 @pytest.fixture
 def client(workload: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(workload), base_url=LOOPBACK) as c:
+    with ui_client(create_app(workload)) as c:
         yield c
 
 
 @pytest.fixture
 def ro_client(workload: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(workload, readonly=True), base_url=LOOPBACK) as c:
+    with ui_client(create_app(workload, readonly=True)) as c:
         yield c
 
 
@@ -329,6 +336,12 @@ class TestFork:
         cps = client.get(f"/api/runs/{fork_id}/history").json()["checkpoints"]
         assert [c["run_id"] for c in cps[:2]] == ["o1", "o1"]
         assert cps[2]["kind"] == EntryKind.RUN_FORKED
+        # Numbered as its source: the fork point's number, holding the edit.
+        assert [c["number"] for c in cps[:4]] == [1, 2, 2, 3]
+        assert cps[2]["set_keys"] == ["bonus"]
+        # Step 2 of the fork's page is the fork's own checkpoint, with the edit.
+        page = client.get(f"/runs/{fork_id}?step=2").text
+        assert "<dt>set</dt><dd>bonus</dd>" in page
 
     def test_fork_with_a_chosen_id(self, client: TestClient) -> None:
         resp = client.post("/api/runs/o1/fork", json={"at": 0, "run_id": "mine"})
@@ -478,7 +491,7 @@ class TestReadOnly:
 
         monkeypatch.setattr(ui_app, "writable", lambda path: False)
         app = create_app(workload, readonly=None)
-        with TestClient(app, base_url=LOOPBACK) as c:
+        with ui_client(app) as c:
             _error(c.post("/api/runs/w1/cancel", json={}), 403, "read-only")
         monkeypatch.setattr(ui_app, "writable", lambda path: True)
         app = create_app(workload, readonly=None)
@@ -545,7 +558,7 @@ class TestServer:
     """What the app refuses before any route runs, and how it opens the file."""
 
     def test_foreign_host_header_is_refused(self, workload: Path) -> None:
-        with TestClient(create_app(workload), base_url="http://evil.example") as c:
+        with ui_client(create_app(workload), "http://evil.example") as c:
             assert c.get("/api/runs").status_code == 400  # a DNS-rebinding page
 
     def test_static_files_and_headers(self, client: TestClient) -> None:
@@ -574,7 +587,7 @@ class TestPostgres:
     def test_reads_match_the_file(self, client: TestClient, pg_workload: str) -> None:
         app = create_app(pg_workload, readonly=None)  # a URL: read-write unless asked
         assert app.state.ui.readonly is False
-        with TestClient(app, base_url=LOOPBACK) as pg:
+        with ui_client(app) as pg:
             for url in ("/api/runs", "/api/runs/o1", "/api/runs/o1/history",
                         "/api/runs/o1/state?step=2", "/api/runs/o1/diff?a=0&b=3",
                         "/api/runs/o1%2Fui_test:receipt%235", "/api/runs/w1/history"):  # fmt: skip
@@ -596,7 +609,7 @@ class TestPostgres:
         )
         app = create_app(url, readonly=True)
         assert "sekrit" not in app.state.ui.path and ":***@" in app.state.ui.path
-        with TestClient(app, base_url=LOOPBACK) as pg:
+        with ui_client(app) as pg:
             _error(pg.post("/api/runs/w1/cancel", json={}), 403, "read-only")
             assert "sekrit" not in pg.get("/").text
 
@@ -613,9 +626,9 @@ class TestServe:
         assert (seen["host"], seen["port"]) == ("127.0.0.1", 8321)
         app = seen["app"]
         assert app.state.ui.readonly is False  # the file is writable
-        with TestClient(app, base_url="http://localhost:8321") as c:
+        with ui_client(app, "http://localhost:8321") as c:
             assert c.get("/api/runs").status_code == 200
-        with TestClient(app, base_url="http://192.168.1.10:8321") as c:
+        with ui_client(app, "http://192.168.1.10:8321") as c:
             assert c.get("/api/runs").status_code == 400  # not a loopback name
 
     def test_an_explicit_host(self, workload: Path, monkeypatch: Any) -> None:
@@ -625,9 +638,13 @@ class TestServe:
         monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
         serve(workload, host="0.0.0.0", port=9000, readonly=True)
         assert (seen["host"], seen["port"]) == ("0.0.0.0", 9000)
-        with TestClient(seen["app"], base_url="http://192.168.1.10:9000") as c:
-            assert c.get("/api/runs").status_code == 200  # asked for: any Host
+        own = socket.gethostname()
+        with ui_client(seen["app"], f"http://{own}:9000") as c:
+            assert c.get("/api/runs").status_code == 200  # the machine's own name
             _error(c.post("/api/runs/w1/cancel", json={}), 403, "read-only")
+        for foreign in ("http://192.0.2.200:9000", "http://evil.example:9000"):
+            with ui_client(seen["app"], foreign) as c:  # never any Host: DNS rebinding
+                assert c.get("/api/runs").status_code == 400
 
 
 def test_timeline_layout_shortens_idle_gaps(workload: Path) -> None:

@@ -1,6 +1,7 @@
 """The web UI in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-The server is uvicorn in a thread on 127.0.0.1; the browser opens the run list, a
+The server is uvicorn in a thread on 127.0.0.1; the browser is refused without the
+access token, then opens the address with it (a cookie carries it on), the run list, a
 run, picks a step on the timeline, reads the state, forks from it with an edit, and
 checks that a ``<script>`` payload shows as text and runs nothing. Screenshots go to
 the test's tmp_path. Skipped when /usr/bin/chromium is missing (CI installs it);
@@ -32,6 +33,7 @@ ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 XSS = "<script>alert(1)</script>"
+TOKEN = "browser-test-token-0123456789"
 
 if not os.path.exists(CHROMIUM):
     REASON = f"{CHROMIUM} is missing: apt-get install -y chromium"
@@ -69,7 +71,8 @@ def server(db_path: Path) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for the port
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(db_path), log_level="warning", lifespan="on")
+    app = create_app(db_path, token=TOKEN, port=port)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -106,8 +109,15 @@ def test_browse_pick_a_step_and_fork(server: str, page: Any, db_path: Path, tmp_
     # A console error would be a script failing or the CSP blocking something.
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
+    # Without the access token nothing is shown; the URL `durable ui` prints has it,
+    # and a cookie carries it from then on.
+    refused = page.goto(server + "/")
+    assert refused is not None and refused.status == 403
+    expect(page.locator("h1")).to_contain_text("access token")
+    errors.clear()  # the browser reports the 403 itself as a console error
+
     # The run list, refreshed from /api/runs while it is open.
-    page.goto(server + "/")
+    page.goto(server + f"/?token={TOKEN}")
     expect(page.locator("#runs a.rid", has_text="b1")).to_be_visible()
     with Journal(db_path) as j:  # another writer starts a run: no reload needed to see it
         j.create_run("late-arrival", name="ui_browser:tally", status="running")

@@ -25,13 +25,28 @@ def create_app(
     readonly: bool | None = False,
     imports: Sequence[str] = (),
     allowed_hosts: Sequence[str] | None = None,
+    token: str | None = None,
+    port: int | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> Starlette:
-    """The UI as an ASGI app over the journal at ``db`` (see :func:`engine.ui.app.create_app`)."""
+    """The UI as an ASGI app over the journal at ``db``; every request must carry
+    ``token`` (fresh if not given: ``app.state.token``). See
+    :func:`engine.ui.app.create_app`."""
     try:
         from .app import create_app as make  # noqa: PLC0415 - the extra is optional
     except ImportError as exc:
         raise ImportError(f"{_MISSING} ({exc})") from exc
-    return make(db, readonly=readonly, imports=imports, allowed_hosts=allowed_hosts)
+    return make(
+        db,
+        readonly=readonly,
+        imports=imports,
+        allowed_hosts=allowed_hosts,
+        token=token,
+        port=port,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
+    )
 
 
 def serve(
@@ -41,10 +56,23 @@ def serve(
     port: int = 8321,
     readonly: bool | None = None,
     imports: Sequence[str] = (),
+    token: str | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> None:
-    """Serve the UI until interrupted (see :func:`engine.ui.app.serve`)."""
+    """Serve the UI until interrupted, printing its address with the access token
+    (``token``, else a fresh one). See :func:`engine.ui.app.serve`."""
     try:
         from .app import serve as run  # noqa: PLC0415 - the extra is optional
     except ImportError as exc:
         raise ImportError(f"{_MISSING} ({exc})") from exc
-    run(db, host=host, port=port, readonly=readonly, imports=imports)
+    run(
+        db,
+        host=host,
+        port=port,
+        readonly=readonly,
+        imports=imports,
+        token=token,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
+    )

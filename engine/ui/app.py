@@ -9,13 +9,18 @@ engine, so their code must be importable here (``imports=``).
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import itertools
 import json
 import os
+import re
+import secrets
+import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -24,10 +29,10 @@ import apsw
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -58,14 +63,35 @@ from ..workflow import RunFinished, send_event
 from . import views
 from .views import BadRequest
 
-__all__ = ["LOOPBACK_HOSTS", "ReadOnly", "create_app", "serve"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "TOKEN_ENV",
+    "BadToken",
+    "BodyTooLarge",
+    "ReadOnly",
+    "create_app",
+    "machine_names",
+    "new_token",
+    "serve",
+]
 
 K = EntryKind
 T = TypeVar("T")
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-"""Host headers accepted by default: a page on another site that rebinds its own
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Host names accepted by default: a page on another site that rebinds its own
 DNS name to 127.0.0.1 still sends that name, and is turned away."""
+
+WILDCARDS = ("0.0.0.0", "::", "")
+"""Bind addresses that listen on every interface (the Host rule then takes the
+machine's own names and addresses: :func:`machine_names`)."""
+
+TOKEN_ENV = "DURABLE_UI_TOKEN"
+"""The environment variable ``durable ui`` takes a fixed token from (``--token``)."""
+
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+"""A token given by the user: long enough to guess at no rate, and safe in a URL and
+a cookie as it is."""
 
 MAX_ROWS = 300
 """Checkpoints drawn on one timeline page; longer runs page through theirs."""
@@ -91,6 +117,30 @@ class ReadOnly(EngineError):
 
 class UnsupportedMedia(EngineError):
     """An action's body must be JSON (415): a cross-site HTML form cannot send that."""
+
+
+class BodyTooLarge(EngineError):
+    """A request body past :data:`MAX_BODY` (413), refused as soon as it is seen."""
+
+
+class BadToken(EngineError, ValueError):
+    """A fixed token (``--token``, ``$DURABLE_UI_TOKEN``) that is too short or holds
+    characters a URL or a cookie cannot carry as they are."""
+
+
+def new_token() -> str:
+    """A fresh access token (256 random bits), as each launch of the UI makes one."""
+    return secrets.token_urlsafe(32)
+
+
+def check_token(token: str) -> str:
+    """``token`` if it may be used: 16 to 256 of ``A-Z a-z 0-9 . _ ~ -``."""
+    if not TOKEN_SHAPE.fullmatch(token):
+        raise BadToken(
+            f"a UI token takes 16 to 256 characters from A-Z a-z 0-9 . _ ~ - "
+            f"(got {len(token)} characters); leave it out to get a random one"
+        )
+    return token
 
 
 class UI:
@@ -122,8 +172,8 @@ class UIJournal(Journal):
     apsw's SQLite, which coordinates its own connections.
     """
 
-    def __init__(self, path: str, *, readonly: bool) -> None:
-        super().__init__(path, readonly=readonly)
+    def __init__(self, path: str, *, readonly: bool, **options: Any) -> None:
+        super().__init__(path, readonly=readonly, **options)
         self._reader = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
         self._reader.set_busy_timeout(30_000)
         self._reader_lock = threading.Lock()
@@ -193,6 +243,10 @@ def create_app(
     readonly: bool | None = False,
     imports: Sequence[str] = (),
     allowed_hosts: Sequence[str] | None = None,
+    token: str | None = None,
+    port: int | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> Starlette:
     """The UI over the journal at ``db`` (a file, which must exist: the UI never creates
     one, or a ``postgresql://`` URL).
@@ -200,8 +254,16 @@ def create_app(
     ``readonly=None`` picks read-only when the file is not writable (read-write for a
     URL). ``imports`` names
     modules to import first (the code of runs to fork or send events to).
-    ``allowed_hosts`` are the Host names served (default: loopback names only).
+    ``allowed_hosts`` are the Host names served (default: loopback names only; never
+    ``*``). Every request must carry ``token`` (a fresh one when not given; it is
+    ``app.state.token``). ``port``, if given, must be the one in the Host header.
+    Pages show pickled payloads only with ``hmac_key`` (verified) or ``trust_pickle``,
+    and values of classes not imported as their stored fields (see ``Undecoded``).
     """
+    token = new_token() if token is None else check_token(token)
+    hosts = list(LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts)
+    if "*" in hosts or any(not str(h).strip() for h in hosts):
+        raise ValueError("allowed_hosts names hosts; '*' (any Host) is not accepted")
     path = os.fspath(db)
     journal: Journal
     if is_url(path):
@@ -209,7 +271,7 @@ def create_app(
         # journal's own connection; there is no file to check or second SQLite to avoid.
         readonly = bool(readonly)
         import_modules(imports)
-        journal = Journal(path, readonly=readonly)
+        journal = Journal(path, readonly=readonly, trust_pickle=trust_pickle, hmac_key=hmac_key)
     else:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no journal at {path}")
@@ -218,7 +280,7 @@ def create_app(
         if readonly is None:
             readonly = not writable(path)
         import_modules(imports)
-        journal = UIJournal(path, readonly=readonly)
+        journal = UIJournal(path, readonly=readonly, trust_pickle=trust_pickle, hmac_key=hmac_key)
     ui = UI(journal.where, Engine(journal), readonly, _templates())
 
     @contextlib.asynccontextmanager
@@ -245,13 +307,16 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOOPBACK_HOSTS)),
             Middleware(SecurityHeaders),
+            Middleware(HostCheck, hosts=hosts, port=port),
+            Middleware(TokenGate, token=token),
+            Middleware(BodyLimit, limit=MAX_BODY),
         ],
         exception_handlers=handlers,
         lifespan=lifespan,
     )
     app.state.ui = ui
+    app.state.token = token
     return app
 
 
@@ -262,25 +327,239 @@ def serve(
     port: int = 8321,
     readonly: bool | None = None,
     imports: Sequence[str] = (),
+    token: str | None = None,
+    trust_pickle: bool = False,
+    hmac_key: bytes | str | None = None,
 ) -> None:
     """Serve the UI with uvicorn until interrupted. Binds to loopback unless ``host``
-    says otherwise; a wildcard host (``0.0.0.0``, ``::``) accepts any Host header."""
+    says otherwise; with a wildcard host (``0.0.0.0``, ``::``) the Host header must be
+    one of the machine's own names or addresses (:func:`machine_names`). Prints the
+    address to open, with the access token (``token``, else a fresh one)."""
     import uvicorn  # noqa: PLC0415 - only serving needs the server
 
     allowed = list(LOOPBACK_HOSTS)
-    if host in ("0.0.0.0", "::", ""):
-        allowed = ["*"]
-    elif host not in allowed:
-        allowed.append(host)
-    app = create_app(db, readonly=readonly, imports=imports, allowed_hosts=allowed)
+    wildcard = host in WILDCARDS
+    if wildcard:
+        allowed = sorted(machine_names())
+    elif _host_name(host) not in allowed:
+        allowed.append(_host_name(host))
+    app = create_app(
+        db,
+        readonly=readonly,
+        imports=imports,
+        allowed_hosts=allowed,
+        token=token,
+        port=port,
+        trust_pickle=trust_pickle,
+        hmac_key=hmac_key,
+    )
     ui: UI = app.state.ui
-    shown = f"[{host}]" if ":" in host else host
+    token = app.state.token
+    shown = "127.0.0.1" if wildcard else (f"[{host}]" if ":" in host else host)
     mode = "read-only" if ui.readonly else "read-write"
-    print(f"durable ui: http://{shown}:{port}/ ({mode}, journal {ui.path})", file=sys.stderr)
+    print(
+        f"durable ui: http://{shown}:{port}/?token={token} ({mode}, journal {ui.path})",
+        file=sys.stderr,
+    )
+    if wildcard:
+        print(
+            f"  from another machine: http://{socket.getfqdn()}:{port}/?token={token}",
+            file=sys.stderr,
+        )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+# -- who may ask ---------------------------------------------------------------------------
+
+
+def _host_name(host: str) -> str:
+    """A host name or address as compared: lower case, no brackets, no trailing dot."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def _split_host(header: str) -> tuple[str, int | None]:
+    """A Host header's name and port (``None`` if it gives none); ``("", None)`` if
+    it is malformed."""
+    name, port = header, ""
+    if header.startswith("["):
+        end = header.find("]")
+        if end < 0:
+            return "", None
+        name, rest = header[1:end], header[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return "", None
+        port = rest[1:]
+    elif header.count(":") == 1:
+        name, port = header.split(":")
+    elif ":" in header:
+        return "", None  # an IPv6 address must be in brackets
+    if port and not port.isdigit():
+        return "", None
+    return _host_name(name), int(port) if port else None
+
+
+def _interface_addresses() -> set[str]:
+    """The addresses of this machine's interfaces, as far as the standard library can
+    tell without extra packages (Linux: ``/proc`` for IPv6, an ioctl for IPv4)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6", encoding="ascii") as f:
+        for line in f:
+            found.add(str(ipaddress.IPv6Address(int(line.split()[0], 16))))
+    with contextlib.suppress(OSError, ImportError, AttributeError):
+        import fcntl  # noqa: PLC0415 - POSIX only
+        import struct  # noqa: PLC0415
+
+        siocgifaddr = 0x8915  # Linux
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _, name in socket.if_nameindex():
+                with contextlib.suppress(OSError):
+                    packed = struct.pack("256s", name.encode()[:15])
+                    answer = fcntl.ioctl(sock.fileno(), siocgifaddr, packed)
+                    found.add(socket.inet_ntoa(answer[20:24]))
+    return found
+
+
+def machine_names() -> set[str]:
+    """The Host names a UI bound to every interface answers to: loopback names, the
+    host name and fully qualified name, their addresses, and the interfaces' addresses."""
+    names = set(LOOPBACK_HOSTS)
+    hostname = socket.gethostname()
+    for name in {hostname, socket.getfqdn()}:
+        names.add(name)
+        with contextlib.suppress(OSError, UnicodeError):
+            for *_, addr in socket.getaddrinfo(name, None):
+                names.add(str(addr[0]).split("%")[0])
+    names |= _interface_addresses()
+    return {_host_name(n) for n in names if n}
+
+
 # -- security and errors -------------------------------------------------------------------
+
+
+class HostCheck:
+    """Refuses (400) a request whose Host is not one of ``hosts`` (or whose port is
+    not ``port``, when given): a page that rebinds its own DNS name to this machine
+    still sends that name. Unlike Starlette's TrustedHostMiddleware it reads IPv6
+    literals (``[::1]:8321``) and the port."""
+
+    def __init__(self, app: ASGIApp, hosts: Collection[str], port: int | None) -> None:
+        self.app = app
+        self.hosts = {_host_name(h) for h in hosts}
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            name, port = _split_host(Headers(scope=scope).get("host", ""))
+            default = 443 if scope.get("scheme") in ("https", "wss") else 80
+            if name not in self.hosts or (self.port is not None and (port or default) != self.port):
+                response = PlainTextResponse("Invalid host header", status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+FORBIDDEN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>durable ui: access token needed</title></head>
+<body><h1>403: this page needs the UI's access token</h1>
+<p>Open the address <code>durable ui</code> printed when it started, token included
+(<code>http://127.0.0.1:PORT/?token=&hellip;</code>): look in the terminal or log that
+started it. A UI started with <code>--token</code> or <code>$DURABLE_UI_TOKEN</code>
+takes that token. Scripts may send <code>Authorization: Bearer TOKEN</code>.</p>
+</body></html>
+"""
+
+
+class TokenGate:
+    """Every request carries the launch's token: as ``?token=`` (answered with an
+    HttpOnly, SameSite=Strict cookie that carries it from then on), as that cookie, or
+    as ``Authorization: Bearer``. Anything else gets 403. File permissions guard the
+    journal; this keeps another local user (or a page in the browser) from reading it
+    through the UI."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    def _valid(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), self.token)
+
+    @staticmethod
+    def cookie_name(scope: Scope) -> str:
+        """Cookies ignore ports: one name per port keeps two UIs on one host apart."""
+        server = scope.get("server") or ("", 0)
+        return f"durable_ui_{server[1]}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        name = self.cookie_name(scope)
+        in_query = request.query_params.get("token")
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        if in_query is not None:
+            allowed = self._valid(in_query)  # a wrong token in the URL is refused outright
+        else:
+            allowed = self._valid(request.cookies.get(name)) or (
+                scheme.lower() == "bearer" and self._valid(bearer.strip())
+            )
+        if not allowed:
+            response: Response
+            if scope["path"].startswith("/api/"):
+                message = "this API needs the UI's access token (Authorization: Bearer TOKEN)"
+                response = JSONResponse({"error": message, "type": "Forbidden"}, 403)
+            else:
+                response = HTMLResponse(FORBIDDEN_PAGE, status_code=403)
+            await response(scope, receive, send)
+            return
+        if in_query is None:
+            await self.app(scope, receive, send)
+            return
+        cookie = f"{name}={in_query}; Path=/; HttpOnly; SameSite=Strict".encode()
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+class BodyLimit:
+    """Refuses a request body past ``limit`` bytes: at once (413) if its Content-Length
+    says so, else as soon as the bytes received pass the limit (the rest is not read)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            status = 413 if declared.isdigit() else 400
+            response = JSONResponse(
+                {"error": f"the body is larger than {self.limit} bytes", "type": "BodyTooLarge"}
+                if status == 413
+                else {"error": "a bad Content-Length", "type": "BadRequest"},
+                status_code=status,
+            )
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(f"the body is larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class SecurityHeaders:
@@ -311,6 +590,7 @@ class SecurityHeaders:
 
 
 STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
+    (BodyTooLarge, 413),
     (RunNotFound, 404),
     (ReadOnly, 403),
     (UnsupportedMedia, 415),
@@ -405,7 +685,7 @@ def api_runs(request: Request) -> Response:
 
 def _decoded(journal: Journal, data: bytes | None, codec: str, where: str) -> Any:
     try:
-        return to_jsonable(journal.decode(data, codec, where=where))
+        return to_jsonable(journal.decode(data, codec, where=where, strict=False))
     except DecodeError as exc:
         return {"undecodable": str(exc)}
 
@@ -574,11 +854,11 @@ def _describe_event(journal: Journal) -> Callable[[Checkpoint], str]:
 
     def describe(cp: Checkpoint) -> str:
         try:
-            payload = journal.decode_entry(journal.read_one(cp.run_id, cp.seq))
+            payload = journal.decode_entry(journal.read_one(cp.run_id, cp.seq), strict=False)
         except JournalError:
             return ""
         event = payload.get("event") if isinstance(payload, dict) else None
-        return type(event).__name__ if event is not None else ""
+        return views.type_name(event) if event is not None else ""
 
     return describe
 
@@ -626,7 +906,7 @@ def _entries(journal: Journal, cp: Checkpoint) -> list[dict[str, Any]]:
     for entry in itertools.islice(journal.read(cp.run_id, cp.first_seq, cp.seq), MAX_ENTRIES):
         value: Any
         try:
-            raw = journal.decode_entry(entry)
+            raw = journal.decode_entry(entry, strict=False)
         except DecodeError as exc:
             value = {"undecodable": str(exc)}
         else:
@@ -659,7 +939,8 @@ def _consumed(journal: Journal, run: Run, keys: Sequence[str]) -> list[dict[str,
     found: dict[str, Any] = {}
     for row in rows:
         try:
-            payload = journal.decode_entry(journal.read_one(str(row["run_id"]), int(row["seq"])))
+            entry = journal.read_one(str(row["run_id"]), int(row["seq"]))
+            payload = journal.decode_entry(entry, strict=False)
             found[str(row["key"])] = views.events_of(payload)
         except (DecodeError, AttributeError) as exc:
             found[str(row["key"])] = {"undecodable": str(exc)}
@@ -683,16 +964,16 @@ def run_page(request: Request) -> Response:
     ctx = _page_context(ui, request, run)
     cps: list[Checkpoint] = ctx["checkpoints"]
     step: int = ctx["step"]
-    if step > len(cps):
-        raise StepNotFound(
-            f"run {run.run_id!r} has {len(cps)} checkpoints; there is no step {step}"
-        )
+    last = cps[-1].number if cps else 0  # a fork's run.forked shares its fork point's number
+    if step > last:
+        raise StepNotFound(f"run {run.run_id!r} has {last} checkpoints; there is no step {step}")
     q = request.query_params
     a = views.int_param(q.get("a"), "a", minimum=0)
     b = views.int_param(q.get("b"), "b", minimum=0)
     a = max(step - 1, 0) if a is None else a
     b = step if b is None else b
-    selected = cps[step - 1] if step >= 1 else None
+    # The last checkpoint numbered ``step``: a fork's own, where state_at(step) reads.
+    selected = next((c for c in reversed(cps) if c.number == step), None) if step >= 1 else None
     state, state_error = _guarded(lambda: state_at(run.run_id, step=step, engine=ui.engine))
     changes, diff_error = _guarded(lambda: diff(run.run_id, a, b, engine=ui.engine))
     entries, entries_error = (

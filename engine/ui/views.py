@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from journal import EntryKind, Run, to_jsonable
+from journal import EntryKind, Run, Undecoded, to_jsonable
 
 from ..timetravel import Checkpoint
 
@@ -396,10 +396,17 @@ def _layout(rows: list[Row]) -> Timeline:
     return Timeline(rows, t0, t1, compressed=bool(gaps))
 
 
+def type_name(value: Any) -> str:
+    """The class name of a decoded value; for a placeholder, the stored class's name."""
+    if isinstance(value, Undecoded):
+        return (value.type_name or value.kind).rpartition(":")[2]
+    return type(value).__name__
+
+
 def events_of(values: Mapping[str, Any]) -> dict[str, Any]:
     """``{"type": ..., **fields}`` for an event object stored in an entry payload."""
     event = values.get("event")
-    out: dict[str, Any] = {"type": type(event).__name__ if event is not None else None}
+    out: dict[str, Any] = {"type": type_name(event) if event is not None else None}
     data = to_jsonable(event)
     if isinstance(data, dict):
         out.update(data)
