@@ -1015,7 +1015,9 @@ def fork_cmd(
         final = handle.wait()
         doc.update(status=final.status, error=final.error)
         doc["output"] = to_jsonable(
-            eng.journal.decode(final.output, final.codec, where=f"run {final.run_id!r} output")
+            eng.journal.decode(
+                final.output, final.codec, where=f"run {final.run_id!r} output", run_id=final.run_id
+            )
         )
     if as_json:
         _emit_json(doc)
@@ -1155,7 +1157,8 @@ def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
     with Engine(path) as eng:
         before = eng.journal.get_run(run_id).status
         status = eng.cancel(run_id)
-    cancelled = before not in ("completed", "failed", "cancelled")
+    # A run that ended while the cancel was on its way keeps its status: not cancelled.
+    cancelled = before != "cancelled" and status == "cancelled"
     if as_json:
         _emit_json({"run_id": run_id, "status": status, "cancelled": cancelled})
     elif cancelled:

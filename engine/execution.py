@@ -111,7 +111,7 @@ class RunExecution:
         self.run_id = run.run_id
         self.epoch = run.epoch
         self.seq = run.last_seq
-        self.codec = self.journal.codec_named(run.codec)
+        self.codec = self.journal.codec_named(run.codec, run_id=run.run_id)
         self.history = history
         self.is_async = is_async
         self.replay_only = replay_only

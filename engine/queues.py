@@ -84,8 +84,6 @@ def enqueue(
         raise TypeError(f"priority must be an int, got {priority!r}")
     journal = engine.journal
     codec = fn._codec or journal.codec
-    if fn._codec is not None:
-        journal.trust_codec(fn._codec)
     name = queue or DEFAULT_QUEUE
     request = journal.new_run(
         run_id,

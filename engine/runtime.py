@@ -21,14 +21,19 @@ from journal import (
     Codec,
     ConflictError,
     CreateRequest,
+    DatabaseUnavailable,
     Durability,
     EntryKind,
     Journal,
+    JournalBusy,
+    JournalClosed,
     JournalError,
     JournalFull,
+    JsonSerializer,
     LeaseHeld,
     NewEntry,
     Run,
+    RunEnded,
     SnapshotPolicy,
     fork_lineage,
 )
@@ -59,6 +64,20 @@ __all__ = ["Engine", "RecoveryReport", "RunHandle", "configure", "default_engine
 K = EntryKind
 
 R = TypeVar("R", default=Any)
+_JSON = JsonSerializer()
+_NOT_A_FAILURE = (EngineError, ConflictError, DatabaseUnavailable, JournalBusy, JournalClosed)
+"""Errors at a run's start that are not the run's fault: it is left to recovery."""
+
+
+def _own_codec(run: Run) -> Codec | None:
+    """The codec given to ``run``'s function (``@durable(codec=...)``) or workflow class
+    (``class F(Workflow, codec=...)``), if it can be found in this process."""
+    try:
+        target = resolve(run.name, run_id=run.run_id)
+    except FunctionNotFound:
+        return None
+    own = getattr(target, "_class_codec" if isinstance(target, type) else "_codec", None)
+    return own if isinstance(own, Codec) else None
 
 
 class RunHandle(Generic[R]):
@@ -71,6 +90,7 @@ class RunHandle(Generic[R]):
         self.engine = engine
         self.run_id = run_id
         self._future = future
+        self._codec: Codec | None = None
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -117,7 +137,7 @@ class RunHandle(Generic[R]):
 
     def result(self, timeout: float | None = None) -> R:
         """The run's return value; raises :class:`RunFailed` or :class:`RunCancelled`."""
-        result: R = self.engine.outcome(self.wait(timeout))
+        result: R = self.engine.outcome(self.wait(timeout), codec=self._codec)
         return result
 
     def cancel(self) -> None:
@@ -332,8 +352,6 @@ class Engine:
         # The function's own codec, else this engine's (fn.codec would open the default
         # engine's journal, ./durable.db, when the function runs on another engine).
         codec = fn._codec or journal.codec
-        if fn._codec is not None:
-            journal.trust_codec(fn._codec)
         return journal.new_run(
             run_id,
             name=fn.name,
@@ -469,10 +487,9 @@ class Engine:
         """Create a fork of ``source`` at ``seq`` with ``edits`` and execute it (see ``fork``)."""
         journal = self.journal
         target = resolve(source.name, run_id=source.run_id, doing="forking")
-        own = getattr(target, "_codec", None)  # a function's own codec (a workflow class has none)
-        if own is not None:
-            journal.trust_codec(own)
-        codec = journal.codec_named(source.codec)
+        # The source's codec, with its options if its function or workflow gave it one
+        # (the fork's execution binds it to the fork and its sources).
+        codec = self._codec_of(source)
         where = f"run {source.run_id!r} input"
         entries = [
             journal.entry(
@@ -490,7 +507,7 @@ class Engine:
                 new_run_id,
                 name=source.name,
                 kind=source.kind,
-                input=journal.decode(source.input, source.codec, where=where),
+                input=None if source.input is None else codec.decode(source.input, where=where),
                 codec=codec,
                 status="running",
                 entries=entries,
@@ -546,10 +563,10 @@ class Engine:
         """The execution of ``run`` with its history loaded; ``fresh``: the run was just
         created by this engine, its journal holds only run.started, so nothing to load."""
         journal = self.journal
-        if fn._codec is not None:  # the function's own codec: its payloads are the code's
-            journal.trust_codec(fn._codec)
+        self._bind_codec(run, fn._codec)
         history = History() if fresh else load_history(journal, run)
-        data = journal.decode(run.input, run.codec, where=f"run {run.run_id!r} input") or {}
+        where = f"run {run.run_id!r} input"
+        data = journal.decode(run.input, run.codec, where=where, run_id=run.run_id) or {}
         ex = RunExecution(
             self,
             run,
@@ -634,16 +651,20 @@ class Engine:
     def _setup_failed(
         self, run: Run, exc: BaseException, future: concurrent.futures.Future[Any]
     ) -> None:
-        # Loading the history or the input, or a resource factory, raised before the
-        # body could start: the run fails (an Exception) and waiters are told.
-        if isinstance(exc, Exception) and not isinstance(exc, EngineError | ConflictError):
+        # Loading the history or the input, the codec, or a resource factory raised before
+        # the body could start: the run fails with the reason (an Exception; not a
+        # journal out of reach, which recovery outlives) and waiters are told.
+        if isinstance(exc, Exception) and not isinstance(exc, _NOT_A_FAILURE):
             journal = self.journal
-            codec = journal.codec_named(run.codec)
             info = {"type": type(exc).__qualname__, "error": str(exc), "during": "start"}
+            try:
+                entry = journal.entry(K.RUN_FAILED, info, codec=self._codec_of(run))
+            except JournalError:  # the run's codec is what failed: plain JSON says why
+                entry = journal.entry(K.RUN_FAILED, info, codec=_JSON)
             with contextlib.suppress(Exception):
-                journal.append(run.run_id, [journal.entry(K.RUN_FAILED, info, codec=codec)],
-                               expected_seq=None, epoch=run.epoch, status="failed",
-                               error=f"{type(exc).__qualname__}: {exc}", release=True)  # fmt: skip
+                journal.append(run.run_id, [entry], expected_seq=None, epoch=run.epoch,
+                               status="failed", error=f"{type(exc).__qualname__}: {exc}",
+                               release=True)  # fmt: skip
         if not future.done():
             future.set_exception(exc)
         self._finished(run.run_id)
@@ -670,6 +691,32 @@ class Engine:
             self._executions.pop(run_id, None)
             self._running.pop(run_id, None)
             self._leases.pop(run_id, None)
+            if self._journal is not None:
+                self._journal.use_codec(run_id, None)
+
+    # -- codecs ------------------------------------------------------------------------
+
+    def _codec_of(self, run: Run) -> Codec:
+        """The codec of ``run``'s payloads: the one its function or workflow was given
+        (with its options: an HMAC key, compression) if the run was written with it, else
+        the journal's codec of that name."""
+        own = _own_codec(run)
+        if own is not None and own.name == run.codec:
+            return own
+        return self.journal.codec_named(run.codec, run_id=run.run_id)
+
+    def _bind_codec(self, run: Run, own: Codec | None) -> Codec:
+        """The codec ``run`` executes with: ``own`` (its function's or workflow's) if the
+        run was written with it, else the journal's of that name. The journal reads and
+        writes the run (and the runs it was forked from) with it until the run leaves."""
+        journal = self.journal
+        if own is None or own.name != run.codec:
+            return journal.codec_named(run.codec, run_id=run.run_id)
+        source: Run | None = run
+        while source is not None and source.codec == own.name:
+            journal.use_codec(source.run_id, own)
+            source = journal.find_run(source.forked_from) if source.forked_from else None
+        return own
 
     # -- child runs --------------------------------------------------------------------
 
@@ -737,21 +784,23 @@ class Engine:
             RunHandle(self, run.run_id, future).wait()
         return self._outcome_record(child_id)
 
+    def _output(self, run: Run, codec: Codec | None = None) -> Any:
+        if run.output is None:
+            return None
+        use = codec if codec is not None and codec.name == run.codec else self._codec_of(run)
+        return use.decode(run.output, where=f"run {run.run_id!r} output")
+
     def _outcome_record(self, run_id: str) -> dict[str, Any]:
         run = self.journal.get_run(run_id)
         if run.status == "completed":
-            return {
-                "ok": True,
-                "result": self.journal.decode(
-                    run.output, run.codec, where=f"run {run_id!r} output"
-                ),
-            }
+            return {"ok": True, "result": self._output(run)}
         return {"ok": False, "status": run.status, "error": run.error}
 
-    def outcome(self, run: Run) -> Any:
-        """The result of a finished run, or the error it ended with."""
+    def outcome(self, run: Run, *, codec: Codec | None = None) -> Any:
+        """The result of a finished run, or the error it ended with (``codec``: the one
+        its workflow instance was given, if any)."""
         if run.status == "completed":
-            return self.journal.decode(run.output, run.codec, where=f"run {run.run_id!r} output")
+            return self._output(run, codec)
         if run.status == "cancelled":
             raise RunCancelled(f"run {run.run_id!r} was cancelled", run_id=run.run_id)
         raise RunFailed(
@@ -763,18 +812,18 @@ class Engine:
     def cancel(self, run_id: str) -> str:
         """Mark a run cancelled (journaled); its body stops at its next step boundary.
 
-        Returns the run's final status (a finished run keeps the status it has)."""
+        Returns the run's final status: a run that finished first (even while this
+        call was on its way) keeps the status it has, and nothing is written."""
         journal = self.journal
         run = journal.get_run(run_id)
         if run.finished:
             return run.status
-        journal.append(
-            run_id,
-            [journal.entry(K.RUN_CANCELLED, codec=journal.codec_named(run.codec))],
-            expected_seq=None,
-            status="cancelled",
-            release=True,
-        )
+        # No payload: only the codec's name is stored, so no key is needed to write it.
+        entry = NewEntry(kind=K.RUN_CANCELLED, payload=None, codec=run.codec)
+        try:
+            journal.append(run_id, [entry], expected_seq=None, status="cancelled", release=True)
+        except RunEnded as exc:
+            return exc.status
         ex = self._executions.get(run_id)
         if ex is not None:
             ex.cancel_requested.set()

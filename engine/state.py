@@ -50,7 +50,8 @@ class State(MutableMapping[str, Any]):
 
 class TypedState:
     """``ctx.state`` for ``Context[MyModel]``: attribute assignment is validated by
-    the model's field type and journaled under the field's name."""
+    the model's field type and journaled under the field's name (``Field(exclude=True)``
+    fields are not journaled: they come back with their default after a recovery)."""
 
     __slots__ = ("_adapters", "_ex", "_model")
 
@@ -78,7 +79,13 @@ class TypedState:
         adapter = self._adapters.get(name)
         if adapter is None:
             adapter = self._adapters[name] = TypeAdapter(field.annotation)
-        self._ex.set_value(name, adapter.validate_python(value))
+        valid = adapter.validate_python(value)
+        if field.exclude:
+            # A cache: held for this execution only, never journaled; after a recovery
+            # it starts again from its default (as a workflow's state does).
+            self._ex.values[name] = valid
+            return
+        self._ex.set_value(name, valid)
 
     def model(self) -> BaseModel:
         """The state as an instance of its model."""

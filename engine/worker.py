@@ -71,12 +71,14 @@ class Worker:
             try:
                 fn = resolve(run.name, run_id=run.run_id)
             except FunctionNotFound as exc:
-                # Left for a worker that can import it: released at once, and this
-                # worker stops claiming that function's runs.
+                # Left for a worker that can import it: released at once and pending
+                # again (not "running" with nobody running it), and this worker stops
+                # claiming that function's runs.
                 report.errors[run.run_id] = exc
                 self._unresolvable.add(run.name)
                 with contextlib.suppress(JournalError):
-                    journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch, release=True)
+                    journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch,
+                                   status="pending", release=True)  # fmt: skip
                 continue
             with eng._lock:
                 future = eng._hold(run)

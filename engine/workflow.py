@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel
 
-from journal import Codec, ConflictError, EntryKind, Run, to_jsonable
+from journal import Codec, ConflictError, EntryKind, Run, RunEnded, to_jsonable
 
 from .context import Context
 from .errors import EngineError, FencedOff, WrongFunction
@@ -152,7 +152,8 @@ class Workflow:
     """Subclass with ``@step`` methods; ``run(**kwargs)`` starts a durable run.
 
     ``class Flow(Workflow, name="jobs:flow")`` fixes the name recorded in the journal
-    (default ``module:qualname``).
+    (default ``module:qualname``); ``class Flow(Workflow, codec=...)`` gives every run of
+    the class its codec, in every process (``Flow(codec=...)`` only in this one).
 
     ``timeout`` (seconds of living time, default none) fails a run that has not
     stopped in time: it counts only time the run is executing in some process,
@@ -166,9 +167,14 @@ class Workflow:
     _steps: ClassVar[dict[str, StepInfo]] = {}
     _state_model: ClassVar[type[BaseModel] | None] = None
     _name: ClassVar[str] = ""
+    _class_codec: ClassVar[Codec | None] = None
 
-    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, name: str | None = None, codec: Codec | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
+        if codec is not None:
+            cls._class_codec = codec
         steps: dict[str, StepInfo] = {}
         model = None
         for klass in reversed(cls.__mro__):
@@ -201,7 +207,7 @@ class Workflow:
             raise WorkflowValidationError(f"{type(self).__name__} has no @step methods")
         self.timeout = timeout
         self._engine = engine
-        self._codec = codec
+        self._codec = codec or type(self)._class_codec
         self.resources = dict(resources or {})
         self.snapshot_every = snapshot_every
         self.verbose = verbose
@@ -231,10 +237,8 @@ class Workflow:
         return self._engine or default_engine()
 
     def _codec_for(self, engine: Engine) -> Codec:
-        if self._codec is None:
-            return engine.journal.codec
-        engine.journal.trust_codec(self._codec)  # the workflow's own: its payloads are ours
-        return self._codec
+        # The workflow's own codec is bound to each run it executes (Engine._bind_codec).
+        return self._codec or engine.journal.codec
 
     # -- running ---------------------------------------------------------------------------
 
@@ -327,7 +331,12 @@ class Workflow:
         with (journaled in its ``run.started`` entry); its living time so far is read from
         the journal, so the timeout counts across restarts."""
         instance = cls()
-        instance.timeout = _started_timeout(engine, run, instance.timeout)
+        try:
+            engine._bind_codec(run, instance._codec)
+            instance.timeout = _started_timeout(engine, run, instance.timeout)
+        except Exception as exc:
+            engine._setup_failed(run, exc, future)  # fails the run with the reason
+            return
         asyncio.run_coroutine_threadsafe(
             instance._execute(engine, run, future, None), engine._background_loop()
         )
@@ -340,11 +349,16 @@ class Workflow:
         handler: WorkflowHandler | None,
     ) -> Any:
         try:
-            self._codec_for(eng)
+            eng._bind_codec(run, self._codec)
             state = eng.journal.state_at(run.run_id)
             wr = WorkflowRun(
                 eng, self, run, state, resources={k: f() for k, f in self.resources.items()}
             )
+        except Exception as exc:
+            # Before its first step (state, codec, resources): the run fails with the reason.
+            eng._setup_failed(run, exc, future)
+            return None
+        try:
             if handler is not None:
                 handler._attach(wr)
             eng._executions[run.run_id] = wr
@@ -526,6 +540,7 @@ class WorkflowHandler(RunHandle[Any]):
     ) -> None:
         super().__init__(engine, run_id, future)
         self.workflow = workflow
+        self._codec = workflow._codec
         self._task: asyncio.Task[Any] | None = None
         self._run: WorkflowRun | None = None
 
@@ -608,8 +623,10 @@ def send_event(
     if not isinstance(event, Event):
         event = _event_from_mapping(run, event)
     key = f"x{new_delivery_key()[1:]}"
+    ex = eng._executions.get(run_id)
+    codec = ex.codec if isinstance(ex, WorkflowRun) else eng._codec_of(run)
     entry = journal.entry(K.EVENT_RECEIVED, {"to": None, "event": event}, key=key,
-                          codec=journal.codec_named(run.codec), path="event")  # fmt: skip
+                          codec=codec, path="event")  # fmt: skip
     while True:
         # Appended after the seq whose status was read: a wait that parks the run
         # meanwhile conflicts, so a parked run always gets "pending" with its answer
@@ -618,6 +635,10 @@ def send_event(
             journal.append(run_id, [entry], expected_seq=run.last_seq,
                            status="pending" if run.status == "waiting" else None)  # fmt: skip
             break
+        except RunEnded as exc:  # it ended since it was read: final, nothing was written
+            raise RunFinished(
+                f"run {run_id!r} is {exc.status}; it takes no more events", run_id=run_id
+            ) from exc
         except ConflictError:
             run = journal.get_run(run_id)
             if run.finished:
@@ -625,7 +646,6 @@ def send_event(
                     f"run {run_id!r} is {run.status}; it takes no more events", run_id=run_id
                 ) from None
     journal.notify(WAKE_CHANNEL, run_id)  # a parked run resumes now, not at the next poll
-    ex = eng._executions.get(run_id)
     if isinstance(ex, WorkflowRun):
         ex.poke()
     return key

@@ -168,7 +168,7 @@ class WorkflowRun:
         self.epoch = run.epoch
         self.seq = run.last_seq
         self.scanned = run.last_seq
-        self.codec = self.journal.codec_named(run.codec)
+        self.codec = self.journal.codec_named(run.codec, run_id=run.run_id)
         self.values: dict[str, Any] = state.values
         self.pending: dict[str, dict[str, Any]] = state.pending
         self.resources = resources
@@ -483,8 +483,9 @@ class WorkflowRun:
         for entry in entries:
             if entry.kind == K.EVENT_EMITTED and entry.key is not None:
                 self.pending[entry.key] = self.journal.decode(
-                    entry.payload, entry.codec, where=f"run {self.run_id!r} new event"
-                )
+                    entry.payload, entry.codec, where=f"run {self.run_id!r} new event",
+                    run_id=self.run_id,
+                )  # fmt: skip
 
     def _release_claims(self, scope: StepScope) -> None:
         for key in scope.consumed:

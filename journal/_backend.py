@@ -97,9 +97,10 @@ class Backend:
     last_seq: str
     """The expression of a run's last seq in ``SELECT ... FROM runs``."""
     guard: str
-    """``(last_seq, epoch)`` of run ``?``, locking the row against other writers."""
+    """``(last_seq, epoch, status)`` of run ``?``, locking the row against other writers."""
     sealed_guard: str
-    """The guard, then the row's sealed columns (SEALED_FIELDS) and its checksum."""
+    """``(last_seq, epoch)``, then the row's sealed columns (SEALED_FIELDS, status among
+    them) and its checksum, locking the row against other writers."""
     stores_last_seq: bool
     """Whether every append also writes ``runs.last_seq``/``updated_at`` (else derived)."""
     for_update: str
@@ -130,7 +131,7 @@ class Backend:
         now: float,
     ) -> bool:
         """Insert entry ``rows`` if the run's last seq is ``expected`` (and its epoch
-        ``epoch``), atomically; False (nothing written) if not. Raises
+        ``epoch``) and it has not ended, atomically; False (nothing written) if not. Raises
         :class:`CommitUnknown` if the outcome cannot be known."""
         raise NotImplementedError
 

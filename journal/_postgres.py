@@ -234,7 +234,7 @@ class PostgresBackend(Backend):
     blob_length = "octet_length"
     no_limit = None
     last_seq = "runs.last_seq"
-    guard = "SELECT last_seq, epoch FROM runs WHERE run_id = ? FOR UPDATE"
+    guard = "SELECT last_seq, epoch, status FROM runs WHERE run_id = ? FOR UPDATE"
     sealed_guard = (
         f"SELECT last_seq, epoch, {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ? FOR UPDATE"
     )
@@ -495,7 +495,8 @@ class PostgresBackend(Backend):
         )
         statement = (
             "WITH g AS (UPDATE runs SET last_seq = %s, updated_at = %s WHERE run_id = %s"
-            " AND last_seq = %s AND (%s::bigint IS NULL OR epoch = %s) RETURNING run_id)"
+            " AND last_seq = %s AND (%s::bigint IS NULL OR epoch = %s)"
+            " AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING run_id)"
             f" INSERT INTO entries ({ENTRY_COLUMNS}) SELECT v.* FROM (VALUES {values})"
             f" AS v({ENTRY_COLUMNS}) CROSS JOIN g"
         )

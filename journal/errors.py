@@ -15,7 +15,8 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     │       └── LineageCycle    fork/parent links that form a cycle
     ├── RunNotFound             no run with that id
     ├── ConflictError           expected seq or epoch did not match: nothing was written
-    │   └── LeaseHeld           another owner holds an unexpired lease on the run
+    │   ├── LeaseHeld           another owner holds an unexpired lease on the run
+    │   └── RunEnded            the run is completed, failed or cancelled: it takes no writes
     ├── HorizonError            a read before the retained (compacted) horizon
     ├── SerializationError      a value the codec cannot encode (names key path and type)
     ├── DecodeError             a stored payload that does not decode (names run and seq)
@@ -55,6 +56,7 @@ __all__ = [
     "MigrationError",
     "NotAJournalError",
     "RunCorrupted",
+    "RunEnded",
     "RunNotFound",
     "SchemaVersionError",
     "SeqOutOfRange",
@@ -110,6 +112,13 @@ class ConflictError(JournalError):
 
 class LeaseHeld(ConflictError):
     """Another owner holds an unexpired lease on the run."""
+
+
+class RunEnded(ConflictError):
+    """The run has a terminal status (``status``: completed, failed or cancelled): nothing
+    is appended to it or changed in it any more; nothing was written."""
+
+    status: str
 
 
 class HorizonError(JournalError):

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
@@ -18,6 +19,7 @@ from ._schema import (
     RUN_COLUMNS,
     RUN_FIELDS,
     SEALED_COLUMNS,
+    SEALED_FIELDS,
     SEALED_INDEX,
     run_checksum,
 )
@@ -34,6 +36,7 @@ from .errors import (
     JournalFull,
     LeaseHeld,
     RunCorrupted,
+    RunEnded,
     RunNotFound,
     SeqOutOfRange,
     SerializationError,
@@ -158,6 +161,25 @@ def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) ->
     return zlib.crc32(state, zlib.crc32(f"{run_id}\x1f{seq}\x1f{fingerprint}".encode()))
 
 
+_GUARD_STATUS = 2
+"""Where the status is in a row read with ``guard``: ``(last_seq, epoch, status)``."""
+_SEALED_STATUS = 2 + SEALED_FIELDS.index("status")
+"""Where the status is in a row read with ``sealed_guard``: ``(last_seq, epoch, *sealed,
+checksum)``."""
+
+_KEPT_BINDINGS = 1024
+"""Runs the engine left whose own codec stays bound (see :meth:`Journal.use_codec`)."""
+
+
+def _ended(run_id: str, status: str) -> RunEnded:
+    return RunEnded(
+        f"run {run_id!r} is {status}: a finished run takes no more entries or changes; "
+        "nothing was written",
+        run_id=run_id,
+        status=status,
+    )
+
+
 _NUMBER = (int, float)
 _SHAPE = {
     "last_seq": (int,),
@@ -262,10 +284,13 @@ class Journal:
         self.snapshot_policy = snapshots or SnapshotPolicy()
         self._hmac_key = hmac_key
         self.trust_pickle = trust_pickle
-        # The codecs payloads decode with, by column value. The journal's own codec and
-        # those the code hands over (trust_codec) are here from the start: the writer's
-        # lookup stays one dict hit, and a column never picks pickle on its own.
+        # The codecs payloads decode with, by column value: the journal's own codec is
+        # here from the start (the writer's lookup stays one dict hit), and a column
+        # never picks pickle on its own. A function's own codec is bound to its runs
+        # (use_codec): to the runs in flight, then to the last ones left.
         self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
+        self._run_codecs: dict[str, Codec] = {}
+        self._left_codecs: OrderedDict[str, Codec] = OrderedDict()
         self._snapshot_every: dict[str, int | None] = {}
         self._altered: set[str] = set()
         """Runs whose row failed its checksum when a claim read it: never claimed again."""
@@ -328,29 +353,53 @@ class Journal:
 
     # -- codecs ----------------------------------------------------------------------
 
-    def codec_named(self, name: str) -> Codec:
-        """The codec stored under ``name`` (with this journal's HMAC key, if any). A
-        pickle codec this journal was not configured with refuses to unpickle unless
-        ``trust_pickle`` (see :func:`~journal.codec_for_name`)."""
+    def use_codec(self, run_id: str, codec: Codec | None) -> None:
+        """Read and write run ``run_id``'s payloads named ``codec.name`` with ``codec``
+        itself (a function's own codec, with its options: its HMAC key, its compression):
+        the code configured it, so it is trusted for that run, and that run only.
+        ``None``: the engine left the run; the binding is kept among the last 1024 left,
+        so the run's result and state still read here (the cache stays bounded)."""
+        with self._lock:
+            if codec is not None:
+                self._left_codecs.pop(run_id, None)
+                self._run_codecs[run_id] = codec
+                return
+            left = self._run_codecs.pop(run_id, None)
+            if left is not None:
+                self._left_codecs[run_id] = left
+                while len(self._left_codecs) > _KEPT_BINDINGS:
+                    self._left_codecs.popitem(last=False)
+
+    def codec_named(self, name: str, *, run_id: str | None = None) -> Codec:
+        """The codec stored under ``name``: the one :meth:`use_codec` gave ``run_id``, else
+        the journal's own, else one with this journal's HMAC key. A pickle codec the
+        journal was not configured with refuses to unpickle unless ``trust_pickle`` (see
+        :func:`~journal.codec_for_name`): a column alone never picks pickle."""
+        if run_id is not None:
+            own = self._run_codecs.get(run_id) or self._left_codecs.get(run_id)
+            if own is not None and own.name == name:
+                return own
         codec = self._codecs.get(name)
         if codec is None:
             codec = codec_for_name(name, hmac_key=self._hmac_key, trust_pickle=self.trust_pickle)
             self._codecs[name] = codec
         return codec
 
-    def trust_codec(self, codec: Codec) -> None:
-        """Decode payloads stored under ``codec.name`` with ``codec``: the code configured
-        it (a function's own codec), so its payloads are the code's own. The journal's
-        own codec keeps its name."""
-        if self._codecs.get(codec.name) is not self.codec:
-            self._codecs[codec.name] = codec
-
     def encode(self, value: Any, *, codec: Codec | None = None, path: str = "value") -> bytes:
         """Encode ``value``; raises :class:`SerializationError` naming ``path`` on failure."""
         return (codec or self.codec).encode(value, path=path)
 
-    def decode(self, data: bytes | None, codec: str, *, where: str, strict: bool = True) -> Any:
-        """Decode a stored payload; ``None`` stays ``None``.
+    def decode(
+        self,
+        data: bytes | None,
+        codec: str,
+        *,
+        where: str,
+        strict: bool = True,
+        run_id: str | None = None,
+    ) -> Any:
+        """Decode a stored payload (of run ``run_id``: see :meth:`use_codec`); ``None``
+        stays ``None``.
 
         ``strict=False`` is for reading, not executing: a pickle this journal may not
         unpickle, or a value whose class cannot be used here, comes back as a
@@ -359,9 +408,9 @@ class Journal:
         if data is None:
             return None
         if strict:
-            return self.codec_named(codec).decode(data, where=where)
+            return self.codec_named(codec, run_id=run_id).decode(data, where=where)
         try:
-            use = self.codec_named(codec)
+            use = self.codec_named(codec, run_id=run_id)
         except UntrustedPayload as exc:
             return Undecoded("pickle", size=len(data), reason=str(exc))
         return decode_for_reading(use, data, where=where)
@@ -370,7 +419,11 @@ class Journal:
         """Decode an entry's payload; errors name the run and seq (``strict``: see
         :meth:`decode`)."""
         return self.decode(
-            entry.payload, entry.codec, where=f"run {entry.run_id!r} seq {entry.seq}", strict=strict
+            entry.payload,
+            entry.codec,
+            where=f"run {entry.run_id!r} seq {entry.seq}",
+            strict=strict,
+            run_id=entry.run_id,
         )
 
     def _read_entry(self, entry: Entry) -> Any:
@@ -736,7 +789,7 @@ class Journal:
         """
         run = self.get_run(run_id)
         if output is not UNSET:
-            output = self.codec_named(run.codec).encode(output, path="output")
+            output = self.codec_named(run.codec, run_id=run_id).encode(output, path="output")
         self.append(
             run_id,
             (),
@@ -794,10 +847,7 @@ class Journal:
                 raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
             status, holder, expires = row
             if status in TERMINAL_STATUSES:
-                raise ConflictError(
-                    f"run {run_id!r} is {status}; a finished run cannot be claimed",
-                    run_id=run_id,
-                )
+                raise _ended(run_id, status)
             if holder not in (None, owner) and (expires or 0) > now and not steal:
                 raise LeaseHeld(
                     f"run {run_id!r} is leased by {holder!r} for {expires - now:.1f}s more",
@@ -941,8 +991,8 @@ class Journal:
             db = self._c()
             with db.transaction(f"renewing the lease on {run_id!r}"):
                 db.execute(
-                    "UPDATE runs SET lease_expires_at = ? "
-                    "WHERE run_id = ? AND owner = ? AND epoch = ?",
+                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
+                    " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
                     (expires, run_id, owner, epoch),
                 )
                 if db.changes() == 0:
@@ -1125,16 +1175,17 @@ class Journal:
                 requests.append(item)
         if not requests:
             return [created[i] for i in range(len(batch))]
-        guards: dict[str, list[int]] = {}
+        guards: dict[str, list[Any]] = {}
         ids = sorted({req.run_id for req in requests})
         for lo in range(0, len(ids), 500):
             chunk = ids[lo : lo + 500]
-            for run_id, last_seq, epoch in db.execute(
-                f"SELECT runs.run_id, {db.last_seq}, runs.epoch FROM runs WHERE runs.run_id"
-                f" IN ({','.join('?' * len(chunk))}) ORDER BY runs.run_id{db.for_update}",
+            for run_id, last_seq, epoch, status in db.execute(
+                f"SELECT runs.run_id, {db.last_seq}, runs.epoch, runs.status FROM runs WHERE"
+                f" runs.run_id IN ({','.join('?' * len(chunk))}) ORDER BY runs.run_id"
+                f"{db.for_update}",
                 chunk,
             ):
-                guards[run_id] = [last_seq, epoch]
+                guards[run_id] = [last_seq, epoch, status]
         results: list[int | JournalError] = []
         rows: list[tuple[Any, ...]] = []
         updates: list[tuple[AppendRequest, int]] = []
@@ -1148,11 +1199,13 @@ class Journal:
                     )
                 )
                 continue
-            base, epoch = guard
-            if (req.expected_seq >= 0 and base != req.expected_seq) or (
-                req.epoch is not None and epoch != req.epoch
+            base, epoch, status = guard
+            if (
+                (req.expected_seq >= 0 and base != req.expected_seq)
+                or (req.epoch is not None and epoch != req.epoch)
+                or status in TERMINAL_STATUSES
             ):
-                results.append(self._conflict(req, base, epoch))
+                results.append(self._conflict(req, base, epoch, status))
                 continue
             n = len(req.entries)
             if n:
@@ -1161,6 +1214,8 @@ class Journal:
                 if self.snapshot_policy.crosses(base, base + n, every):
                     snapshots.append((req.run_id, base + n))
             guard[0] = base + n
+            if req.status is not None:
+                guard[2] = req.status  # a later request of this batch sees the run ended
             if not _only_entries(req):
                 updates.append((req, base + n))
             results.append(base + n if n else req.expected_seq)
@@ -1239,6 +1294,7 @@ class Journal:
             row is None
             or (req.expected_seq >= 0 and row[0] != req.expected_seq)
             or (req.epoch is not None and row[1] != req.epoch)
+            or row[_SEALED_STATUS if seals else _GUARD_STATUS] in TERMINAL_STATUSES
         ):
             self._explain_conflict(req)
         base = row[0]
@@ -1311,7 +1367,12 @@ class Journal:
         """
         db = self._c()
         row = db.execute(db.guard, (run_id,)).fetchone()
-        if row is None or row[0] != expected or (epoch is not None and row[1] != epoch):
+        if (
+            row is None
+            or row[0] != expected
+            or (epoch is not None and row[1] != epoch)
+            or row[_GUARD_STATUS] in TERMINAL_STATUSES
+        ):
             self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
         if db.stores_last_seq:  # before the insert: a snapshot it writes reads the run
             db.execute(
@@ -1355,10 +1416,12 @@ class Journal:
         row = db.execute(db.guard, (req.run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id)
-        raise self._conflict(req, row[0], row[1])
+        raise self._conflict(req, row[0], row[1], row[_GUARD_STATUS])
 
     @staticmethod
-    def _conflict(req: AppendRequest, last_seq: int, epoch: int) -> ConflictError:
+    def _conflict(req: AppendRequest, last_seq: int, epoch: int, status: str) -> ConflictError:
+        if status in TERMINAL_STATUSES:
+            return _ended(req.run_id, status)
         if req.epoch is not None and epoch != req.epoch:
             return ConflictError(
                 f"run {req.run_id!r}: fenced off: this writer holds epoch {req.epoch} but the "
@@ -1560,7 +1623,11 @@ class Journal:
                 seq=snap_seq,
             )
         payload = self.decode(
-            state, codec, where=f"run {run_id!r} snapshot at seq {snap_seq}", strict=strict
+            state,
+            codec,
+            where=f"run {run_id!r} snapshot at seq {snap_seq}",
+            strict=strict,
+            run_id=run_id,
         )
         if isinstance(payload, Undecoded):
             return None  # a reader may not unpickle it: the entries still tell the state
@@ -1585,7 +1652,7 @@ class Journal:
         db = self._c()
         state = self.state_at(run_id, seq)
         (codec_name,) = db.execute("SELECT codec FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        codec = self.codec_named(codec_name)
+        codec = self.codec_named(codec_name, run_id=run_id)
         data = codec.encode(state.to_payload(), path=f"snapshot of {run_id!r} at seq {seq}")
         fingerprint = self.fingerprint(codec.name)
         db.execute(

@@ -340,6 +340,31 @@ def test_function_codec_is_trusted_by_its_engine(tmp_path: Path) -> None:
         j.state_at("p")  # another reader, which never ran the function, does not trust it
 
 
+def test_function_codec_is_trusted_for_its_own_runs_only(tmp_path: Path) -> None:
+    """The engine trusts a function's pickle codec for that function's runs, not for every
+    row whose codec column says ``pickle``: a run planted beside them is not unpickled."""
+    path = tmp_path / "fn.db"
+    marker = tmp_path / "PWNED"
+
+    @durable(name="read_safety:pickled_own", codec=PickleSerializer())
+    def pickled(ctx: Context, n: int) -> int:
+        ctx.state["s"] = {n}
+        return n
+
+    eng = configure(str(path))
+    try:
+        assert pickled.run(1, run_id="p") == 1
+        eng.journal.create_run("planted", name="m:other", input={})
+        with pytest.raises(UntrustedPayload):
+            eng.journal.decode(planted(marker), "pickle", where="t", run_id="planted")
+        value = eng.journal.decode(planted(marker), "pickle", where="t", strict=False)
+        assert isinstance(value, Undecoded)
+        assert eng.journal.state_at("p").values == {"s": {1}}  # its own run still reads
+    finally:
+        eng.close()
+    assert not marker.exists()
+
+
 # -- an HMAC-keyed journal -------------------------------------------------------------------
 
 

@@ -827,7 +827,7 @@ async def api_cancel(request: Request) -> Response:
         return before, ui.engine.cancel(run_id)
 
     before, status = await run_in_threadpool(cancel)
-    cancelled = before not in ("completed", "failed", "cancelled")
+    cancelled = before != "cancelled" and status == "cancelled"
     return JSONResponse({"run_id": run_id, "status": status, "cancelled": cancelled})
 
 
