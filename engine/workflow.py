@@ -21,10 +21,10 @@ from pydantic import BaseModel
 from journal import Codec, EntryKind, Run, to_jsonable
 
 from .context import Context
-from .errors import EngineError, FencedOff, WrongFunction
+from .errors import EngineError, FencedOff, WorkerStopping, WrongFunction
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from .queues import WAKE_CHANNEL
-from .registry import qualified_name, register, resolve
+from .registry import qualified_name, register, resolve, warn_if_local
 from .replay import ReplayReport
 from .runtime import Engine, RunHandle, default_engine
 from .steps import StepSpec
@@ -181,6 +181,8 @@ class Workflow:
         cls._state_model = model
         # A stable name (class Flow(Workflow, name="jobs:flow")) survives moving or
         # renaming the class, and a script's workflows are not all "__main__:...".
+        if name is None:
+            warn_if_local(cls, "workflow")
         cls._name = name or qualified_name(cls)
         register(cls._name, cls)
 
@@ -329,18 +331,29 @@ class Workflow:
         handler: WorkflowHandler | None,
     ) -> Any:
         try:
-            state = eng.journal.state_at(run.run_id)
-            wr = WorkflowRun(
-                eng, self, run, state, resources={k: f() for k, f in self.resources.items()}
-            )
+            try:
+                state = eng.journal.state_at(run.run_id)
+                wr = WorkflowRun(
+                    eng, self, run, state, resources={k: f() for k, f in self.resources.items()}
+                )
+            except Exception as exc:
+                if handler is not None:
+                    raise
+                # Resuming (a worker, recover, a fork): this process cannot, which is no
+                # reason to fail the run; it is marked and left for one that can.
+                eng._cannot_resume(run, exc, future)
+                return None
             if handler is not None:
                 handler._attach(wr)
             eng._executions[run.run_id] = wr
             eng._ensure_heartbeat()
+            eng._resumed(run)
             result = await wr.main()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            if isinstance(exc, WorkerStopping):
+                eng._let_go(run.run_id, run.epoch)
             # The outcome travels to the handler through the future; re-raising here
             # would let a dying run's exception stop the whole event loop.
             if not future.done():

@@ -36,6 +36,7 @@ from .errors import (
     RunCancelled,
     StepFailed,
     StepTimeout,
+    WorkerStopping,
 )
 from .events import Event, StopEvent
 from .execution import RECONNECT_PAUSE
@@ -117,6 +118,9 @@ class WorkflowRun:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[Any] | None = None
         self.finished = False
+        self.stopping = False
+        """Set when the worker stops: no new step starts; the run ends, without writing,
+        once the steps in flight have committed (or wait for an outside event)."""
         self.ended = False
         """Set once the run's terminal commit (completed or failed) was submitted: any
         other commit after it is refused, so nothing is journaled after the run's end."""
@@ -170,12 +174,34 @@ class WorkflowRun:
             for queue in self.stream_queues:
                 queue.put_nowait(_END)
 
+    def stop(self) -> None:
+        """The worker is stopping (callable from any thread): see :attr:`stopping`."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        self.stopping = True
+        self._check_stopped()
+
+    def _check_stopped(self) -> None:
+        if not self.stopping:
+            return
+        parked = {w.scope.delivery for w in self.waiters}
+        if all(key in parked for key in self.tasks):
+            self._finish_with(
+                WorkerStopping(
+                    f"run {self.run_id!r}: the worker is stopping; the run paused at a step "
+                    "boundary and its lease was released",
+                    run_id=self.run_id,
+                )
+            )
+
     def waiting_for_input(self) -> bool:
         """True when the run is parked on ``wait_for_event`` with no work in flight."""
         return any(k.startswith(f"{INTERNAL}wait/") for k in self.values)
 
     def _dispatch(self) -> None:
-        if self.done is not None and self.done.done():
+        if self.stopping or (self.done is not None and self.done.done()):
             return  # the run's outcome is decided (stopped, failed, dying): start nothing
         for key, item in list(self.pending.items()):
             step = item.get("to")
@@ -228,6 +254,7 @@ class WorkflowRun:
             self._finish_with(exc)
         finally:
             self.tasks.pop(delivery, None)
+            self._check_stopped()
 
     async def _attempts(self, info: StepInfo, delivery: str, event: Event) -> None:
         attempts_key = f"{INTERNAL}attempts/{delivery}"
@@ -486,6 +513,7 @@ class WorkflowRun:
         # Another process's send_event or cancel shows as a newer last seq.
         while True:
             await asyncio.sleep(POLL_SECONDS)
+            self._check_stopped()  # a step that parked on wait_for_event after the stop
             try:
                 run = self.journal.get_run(self.run_id)
                 if self.cancel_requested.is_set() or run.status == "cancelled":
