@@ -718,7 +718,7 @@ class Engine:
         error.__cause__ = exc
         self._blocked[run.run_id] = error
         update: dict[str, Any] = {}
-        if run.queue is not None and run.last_seq == 0:
+        if run.queue is not None and run.last_seq <= 1:  # only its run.started entry
             update["status"] = "pending"
         journal = self.journal
         with contextlib.suppress(Exception):

@@ -79,7 +79,7 @@ class Worker:
                 self._unresolvable.add(run.name)
                 # A queued run that never started goes back to pending, not "running"
                 # with no owner.
-                back = {"status": "pending"} if run.queue is not None and run.last_seq == 0 else {}
+                back = {"status": "pending"} if run.queue is not None and run.last_seq <= 1 else {}
                 with contextlib.suppress(JournalError):
                     journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch,
                                    release=True, **back)  # fmt: skip
