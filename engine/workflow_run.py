@@ -148,6 +148,8 @@ class WorkflowRun:
             remaining = None if timeout is None else self.run.created_at + timeout - time.time()
             if remaining is None or remaining > 0:  # past its timeout: fail, run no step
                 await self._route_external()
+                if self.engine._stopping.is_set():  # claimed as its worker began to stop
+                    self._stop_now()
                 self._dispatch()
                 if not self.tasks and not self.done.done() and not self.waiting_for_input():
                     raise EngineError(
