@@ -1144,14 +1144,17 @@ def worker(
             )
         )
         eng.worker(poll_interval=poll, stop=stop, on_recover=on_recover, concurrency=concurrency)
-        if eng._running:
-            console.print(
-                Text(
-                    f"stopping: {render.plural(len(eng._running), 'run')} in flight finish "
-                    f"their current step (at most {grace}s; signal again to abandon them)"
+
+        def on_begin(in_flight: list[str]) -> None:
+            if in_flight:
+                console.print(
+                    Text(
+                        f"stopping: {render.plural(len(in_flight), 'run')} in flight finish "
+                        f"their current step (at most {grace}s; signal again to abandon them)"
+                    )
                 )
-            )
-        report = eng.drain(grace, abandon=abandon)
+
+        report = eng.drain(grace, abandon=abandon, on_begin=on_begin)
         console.print(Text(f"worker stopped: {report.summary()}"))
     code = 128 + received[-1] if abandon.is_set() and received else 0
     if report.abandoned:

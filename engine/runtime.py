@@ -736,7 +736,13 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch, error=None)
 
-    def drain(self, grace: float = 30.0, *, abandon: threading.Event | None = None) -> StopReport:
+    def drain(
+        self,
+        grace: float = 30.0,
+        *,
+        abandon: threading.Event | None = None,
+        on_begin: Callable[[list[str]], None] | None = None,
+    ) -> StopReport:
         """Stop the runs executing here at their next step boundary and release their leases.
 
         Each run finishes the step it is in (and commits it), starts no other, and stops
@@ -744,12 +750,15 @@ class Engine:
         ``grace`` seconds (or once ``abandon`` is set) are abandoned: their leases are
         released anyway and that step runs again on the next worker (at-least-once).
         Stop claiming first (the worker's stop event) so nothing new starts here.
+        ``on_begin`` is called with the runs in flight once none can start a new step.
         """
         report = StopReport()
         self._stopping.set()
         with self._lock:
             runs = dict(self._leases)
             executions = list(self._executions.values())
+        if on_begin is not None:
+            on_begin(list(runs))
         for ex in executions:
             stop = getattr(ex, "stop", None)
             if stop is not None:

@@ -203,6 +203,8 @@ class WorkflowRun:
         return any(k.startswith(f"{INTERNAL}wait/") for k in self.values)
 
     def _dispatch(self) -> None:
+        if self.engine._stopping.is_set():
+            self.stopping = True  # before stop() reaches this loop: start nothing more
         if self.stopping or (self.done is not None and self.done.done()):
             return  # the run's outcome is decided (stopped, failed, dying): start nothing
         for key, item in list(self.pending.items()):
