@@ -19,6 +19,7 @@ import time
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,7 @@ class Program:
         self.db = root / "durable.db"
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", AGENT_LEASE="1")
         self.env.pop("DURABLE_DB", None)
+        self.procs: list[subprocess.Popen[str]] = []
 
     def effects(self) -> Counter[str]:
         path = self.root / "effects.log"
@@ -192,7 +194,7 @@ class Program:
         (self.root / "barrier").touch()
 
     def script(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        return self._started(
             [sys.executable, "agent.py", *args],
             cwd=self.root,
             env={**self.env, **env},
@@ -202,7 +204,7 @@ class Program:
         )
 
     def cli(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        return self._started(
             [sys.executable, "-m", "engine.cli", "--db", str(self.db), *args],
             cwd=self.root,
             env={**self.env, **env},
@@ -210,6 +212,11 @@ class Program:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    def _started(self, *args: object, **kwargs: object) -> subprocess.Popen[str]:
+        proc: subprocess.Popen[str] = subprocess.Popen(*args, **kwargs)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc
 
     def worker(self, *args: str, **env: str) -> Output:
         return Output(self.cli("worker", "--import", "agent", "--poll", "0.05", *args, **env))
@@ -237,6 +244,16 @@ class Program:
         finally:
             proc.kill()
             proc.communicate(timeout=TIMEOUT)
+
+
+def _communicate(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """The output of a process that should end by itself; killed if it does not."""
+    try:
+        return proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"{proc.args} did not end within {TIMEOUT}s: {out}{err}")
 
 
 class Output:
@@ -281,8 +298,13 @@ def _plain(payload: bytes | None) -> bytes:
 
 
 @pytest.fixture
-def program(tmp_path: Path) -> Program:
-    return Program(tmp_path)
+def program(tmp_path: Path) -> Iterator[Program]:
+    prog = Program(tmp_path)
+    yield prog
+    for proc in prog.procs:  # a failed test leaves no process behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
 
 
 # -- item: scripts recover ----------------------------------------------------------------
@@ -406,7 +428,7 @@ def test_recover_reports_a_run_that_cannot_resume_instead_of_hanging(program: Pr
     program.kill_in(program.script("agent", AGENT_RESOURCES="1"), "act-start")
     time.sleep(1.2)  # the script's 1 s lease lapses
     proc = program.cli("recover", "--import", "agent", AGENT_BROKEN="1", AGENT_RESOURCES="1")
-    out, err = proc.communicate(timeout=TIMEOUT)
+    out, err = _communicate(proc)
     assert proc.returncode == 1, out + err
     assert "agent-1" in out and "the tool server is down" in out
     assert program.run("agent-1").owner is None  # type: ignore[attr-defined]
@@ -517,7 +539,7 @@ def test_recover_reports_runs_held_by_a_lease_and_waits_for_them(program: Progra
     owner = program.run("agent-1").owner  # type: ignore[attr-defined]
     started = time.monotonic()
     proc = program.cli("recover", "--import", "agent", "--json")
-    out, err = proc.communicate(timeout=TIMEOUT)
+    out, err = _communicate(proc)
     assert proc.returncode == 0, out + err
     assert time.monotonic() - started < 30  # it does not wait for the lease
     doc = json.loads(out)
@@ -526,12 +548,12 @@ def test_recover_reports_runs_held_by_a_lease_and_waits_for_them(program: Progra
     assert held["run_id"] == "agent-1" and held["owner"] == owner
     assert 0 < held["seconds_left"] <= 60
     proc = program.cli("recover", "--import", "agent")
-    out, _ = proc.communicate(timeout=TIMEOUT)
+    out, _ = _communicate(proc)
     assert "nothing to recover" not in out and "held agent-1" in out and owner in out
     with Journal(program.db) as j:  # the dead owner's lease: 10 s from now, not 60
         j.claim_run("agent-1", owner, lease_seconds=10)
     proc = program.cli("recover", "--import", "agent", "--wait")
-    out, err = proc.communicate(timeout=TIMEOUT)
+    out, err = _communicate(proc)
     assert proc.returncode == 0, out + err
     assert f"waiting for agent-1: held by {owner}" in out
     assert "recovered agent-1" in out and "completed" in out
