@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .context import Context, current_context, idempotency_key
 from .durable import DurableFunction, durable
 from .errors import (
+    CannotResume,
     EngineError,
     FencedOff,
     FunctionNotFound,
@@ -23,13 +24,15 @@ from .errors import (
     RunIdConflict,
     StepFailed,
     StepTimeout,
+    WorkerStopping,
     WrongFunction,
 )
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from .policies import RetryPolicy
 from .queues import Queue
+from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
-from .runtime import Engine, RecoveryReport, RunHandle, configure, default_engine
+from .runtime import Engine, RecoveryReport, RunHandle, StopReport, configure, default_engine
 from .state import State, TypedState
 from .steps import StepSpec, step
 from .timetravel import (
@@ -61,12 +64,16 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 
-def recover(*, wait: bool = True, timeout: float | None = None) -> RecoveryReport:
-    """Resume every unfinished run of the default engine's journal whose lease expired."""
-    return default_engine().recover(wait=wait, timeout=timeout)
+def recover(
+    *, wait: bool = True, timeout: float | None = None, wait_leased: bool = False
+) -> RecoveryReport:
+    """Resume every unfinished run of the default engine's journal whose lease expired;
+    runs still held by a lease are reported (``wait_leased``: waited for)."""
+    return default_engine().recover(wait=wait, timeout=timeout, wait_leased=wait_leased)
 
 
 __all__ = [
+    "CannotResume",
     "Checkpoint",
     "Context",
     "Diff",
@@ -100,10 +107,13 @@ __all__ = [
     "StepSpec",
     "StepTimeout",
     "StopEvent",
+    "StopReport",
     "Store",
     "TypedState",
+    "UnrecoverableDefinition",
     "WaitTimeout",
     "Worker",
+    "WorkerStopping",
     "Workflow",
     "WorkflowCheckpoint",
     "WorkflowContext",

@@ -1186,35 +1186,70 @@ def _report_lines(
 @click.option(
     "--timeout", type=float, metavar="SECONDS", help="How long to wait for each resumed run."
 )
+@click.option(
+    "--wait",
+    "wait_leased",
+    is_flag=True,
+    help="Also wait for runs another owner still holds (its lease has not expired: its "
+    "worker may be alive, or died less than a lease ago) and resume them once it lapses.",
+)
 @code_options
 @output_options
 @trust_option
 @db_option
 @click.pass_context
 def recover(
-    ctx: click.Context, timeout: float | None, imports: tuple[str, ...], as_json: bool
+    ctx: click.Context,
+    timeout: float | None,
+    wait_leased: bool,
+    imports: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Resume every run whose owner died, once.
 
     Claims each unfinished run whose lease expired, resumes it from its first
-    unrecorded step and waits for it. Exit status 1 if a run could not be resumed
-    (its function cannot be imported: see --import).
+    unrecorded step and waits for it. Runs still held by an unexpired lease are
+    listed with their owner and the seconds left (--wait waits for them). Exit
+    status 1 if a run could not be resumed (its function cannot be imported: see
+    --import; or its journal does not decode here).
     """
     with _code_engine(ctx, imports) as eng:
-        report = eng.recover(wait=True, timeout=timeout)
+        if wait_leased and not as_json:
+            console = render.make_console()
+            now = time.time()
+            for run in eng.journal.list_runs(status=["pending", "running", "waiting"]):
+                left = (run.lease_expires_at or 0) - now
+                if run.owner is not None and left > 0:
+                    console.print(
+                        Text(f"waiting for {run.run_id}: held by {run.owner} for {left:.1f}s more")
+                    )
+        report = eng.recover(wait=True, timeout=timeout, wait_leased=wait_leased)
         statuses = {h.run_id: eng.journal.get_run(h.run_id).status for h in report.handles}
         if as_json:
             _emit_json(
                 {
                     "resumed": [{"run_id": r, "status": s} for r, s in statuses.items()],
                     "errors": {rid: str(exc) for rid, exc in report.errors.items()},
+                    "held": [
+                        {"run_id": rid, "owner": report.owners.get(rid), "seconds_left": left}
+                        for rid, left in sorted(report.leased.items())
+                    ],
                 }
             )
         else:
             console = render.make_console()
-            if not report.handles and not report.errors:
+            if not report.handles and not report.errors and not report.leased:
                 console.print("nothing to recover")
             _report_lines(console, report, eng.journal, final=True)
+            for rid, left in sorted(report.leased.items()):
+                console.print(
+                    Text.assemble(
+                        ("held ", "bold yellow"),
+                        rid,
+                        f": leased by {report.owners.get(rid)} for {left:.1f}s more; "
+                        "left alone (its worker may be alive); --wait to wait for it",
+                    )
+                )
     if report.errors:
         raise CheckFailed(f"{render.plural(len(report.errors), 'run')} could not be recovered")
 
@@ -1248,6 +1283,14 @@ def recover(
     help="Lease on each run, renewed every third of it: a dead worker's runs resume "
     "about this long after it died.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On stop, how long runs in flight get to reach their next step boundary.",
+)
 @code_options
 @trust_option
 @db_option
@@ -1258,61 +1301,77 @@ def worker(
     max_seconds: float | None,
     concurrency: int,
     lease: float,
+    grace: float,
     imports: tuple[str, ...],
 ) -> None:
-    """Claim and execute runs until Ctrl-C: enqueued ones, and those whose owner died.
+    """Claim and execute runs until stopped: enqueued ones, and those whose owner died.
 
     Any number of workers (on any number of hosts, with a PostgreSQL journal) share
     the work: each run is leased by one of them at a time. Queued runs go highest
-    priority first, within each queue's concurrency limit. On stop (Ctrl-C or
-    --max-seconds) it waits for the runs it is executing; a second Ctrl-C abandons
-    them to the next worker (their leases expire).
+    priority first, within each queue's concurrency limit.
+
+    SIGTERM, Ctrl-C or --max-seconds stop it like a service: it claims nothing more,
+    each run in flight finishes the step it is in (at most --grace seconds), and
+    their leases are released so another worker resumes them at once; exit status 0.
+    A second signal abandons the runs in flight at once (leases still released; the
+    steps they were in run again on the next worker): exit status 128 + signal.
     """
     stop = threading.Event()
+    abandon = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if stop.is_set():
+            abandon.set()
+        stop.set()
+
     if max_seconds is not None:
         timer = threading.Timer(max_seconds, stop.set)
         timer.daemon = True
         timer.start()
     with _code_engine(ctx, imports, lease_seconds=lease) as eng:
         console = render.make_console()
-        handles: list[Any] = []
-
         reported: set[str] = set()
 
         def on_recover(report: RecoveryReport) -> None:
-            handles.extend(report.handles)
             fresh = {rid: exc for rid, exc in report.errors.items() if rid not in reported}
             reported.update(fresh)  # a run that cannot be imported is reported once
             _report_lines(console, RecoveryReport(report.handles, fresh), eng.journal, final=False)
 
+        def on_cannot_resume(run_id: str, exc: EngineError) -> None:
+            console.print(Text.assemble(("not resumed ", "bold red"), run_id, f": {exc}"))
+
+        eng.on_cannot_resume.append(on_cannot_resume)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
         console.print(
             Text(
                 f"worker {eng.owner} on {eng.journal.where}: {concurrency} at once, "
-                f"polling every {poll}s, Ctrl-C to stop"
+                f"polling every {poll}s, Ctrl-C or SIGTERM to stop"
             )
         )
-        try:
-            eng.worker(
-                poll_interval=poll, stop=stop, on_recover=on_recover, concurrency=concurrency
-            )
-        except KeyboardInterrupt:
-            stop.set()
-        running = [h for h in handles if not eng.journal.get_run(h.run_id).finished]
-        if running:
-            console.print(Text(f"stopping: waiting for {len(running)} runs in flight"))
-        try:
-            for h in running:
-                h.wait()
-        except KeyboardInterrupt:
-            console.print(Text("abandoned the runs in flight; a worker will recover them"))
-            sys.stdout.flush()
-            os._exit(128 + signal.SIGINT)
-        for h in handles:
-            console.print(
-                Text.assemble(h.run_id, ": ")
-                + render.status_text(eng.journal.get_run(h.run_id).status)
-            )
-        console.print("worker stopped")
+        eng.worker(poll_interval=poll, stop=stop, on_recover=on_recover, concurrency=concurrency)
+
+        def on_begin(in_flight: list[str]) -> None:
+            if in_flight:
+                console.print(
+                    Text(
+                        f"stopping: {render.plural(len(in_flight), 'run')} in flight finish "
+                        f"their current step (at most {grace}s; signal again to abandon them)"
+                    )
+                )
+
+        report = eng.drain(grace, abandon=abandon, on_begin=on_begin)
+        console.print(Text(f"worker stopped: {report.summary()}"))
+    code = 128 + received[-1] if abandon.is_set() and received else 0
+    if report.abandoned:
+        # Their threads are still inside user code: do not wait for them at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        sys.exit(code)
 
 
 # -- maintenance ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from journal import Codec, Run
 from .context import Context
 from .execution import current_execution, current_step
 from .queues import Queue, enqueue, queue_name
-from .registry import qualified_name, register
+from .registry import qualified_name, register, warn_if_local
 from .runtime import Engine, RunHandle, default_engine
 
 __all__ = ["DurableFunction", "durable"]
@@ -82,6 +82,8 @@ class DurableFunction(Generic[P, R]):
     ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
+        if name is None:
+            warn_if_local(fn, "durable function", stacklevel=4)
         self.name = name or qualified_name(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_ctx, self.state_model = _context_parameter(fn)
@@ -266,10 +268,11 @@ def durable(
 
     A first parameter named ``ctx`` (or annotated ``Context``) receives the run's
     :class:`Context`; callers do not pass it. ``name`` fixes the name recorded in
-    the journal (default ``module:qualname``), so renaming the function later does
-    not strand runs in flight. ``resources`` maps names to factories called on
-    start and on recovery (never serialized). ``queue`` is where
-    :meth:`DurableFunction.enqueue` puts its runs.
+    the journal (default ``module:qualname``; a script run as ``python agent.py``
+    records ``agent:qualname``, what a worker importing ``agent`` finds), so
+    renaming the function later does not strand runs in flight. ``resources`` maps
+    names to factories called on start and on recovery (never serialized). ``queue``
+    is where :meth:`DurableFunction.enqueue` puts its runs.
     """
 
     def decorate(func: Callable[..., Any]) -> DurableFunction[Any, Any]:

@@ -9,7 +9,9 @@
     ├── RunFailed             awaiting a run that ended in failure
     ├── RunCancelled          the run was cancelled (raised in its body at a step boundary)
     ├── FencedOff             this worker lost the run's lease; it stopped without writing
-    │   └── JournalUnreachable  ... or could not reach the journal's database to commit
+    │   ├── JournalUnreachable  ... or could not reach the journal's database to commit
+    │   └── WorkerStopping      ... or is stopping: the run paused at a step boundary
+    ├── CannotResume          this process cannot resume a run (marked with the reason)
     ├── FunctionNotFound      a recorded function or workflow can no longer be imported
     ├── RunIdConflict         a run id that exists with other input
     │   └── WrongFunction     ... or that belongs to another function
@@ -25,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CannotResume",
     "EngineError",
     "FencedOff",
     "FunctionNotFound",
@@ -37,6 +40,7 @@ __all__ = [
     "RunIdConflict",
     "StepFailed",
     "StepTimeout",
+    "WorkerStopping",
     "WrongFunction",
 ]
 
@@ -78,6 +82,17 @@ class FencedOff(EngineError):
 class JournalUnreachable(FencedOff):
     """A commit failed twice because the journal's database could not be reached; the run
     stopped without writing, and recovery resumes it from its last commit."""
+
+
+class WorkerStopping(FencedOff):
+    """The worker executing the run is stopping: the run stopped at a step boundary
+    without writing, and its lease was released for another worker to resume it."""
+
+
+class CannotResume(EngineError):
+    """This process could not resume the run: its recorded data does not decode here, or
+    a resource factory raised. The run is left unfinished, its lease released and the
+    reason in its ``error``; ``reason`` holds it."""
 
 
 class FunctionNotFound(EngineError):

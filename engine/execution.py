@@ -32,6 +32,7 @@ from journal import (
 )
 
 from .errors import (
+    EngineError,
     FencedOff,
     JournalUnreachable,
     NotInRun,
@@ -39,6 +40,7 @@ from .errors import (
     RunFailed,
     StepFailed,
     StepTimeout,
+    WorkerStopping,
 )
 from .hashing import args_hash
 from .recorded import History, RecordedCall, call_key
@@ -257,9 +259,22 @@ class RunExecution:
 
     # -- steps -----------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """The worker is stopping: raise at the next step boundary (see Engine.drain)."""
+        self.cancel_requested.set()
+
+    def _interrupted(self) -> EngineError:
+        if self.engine._stopping.is_set():
+            return WorkerStopping(
+                f"run {self.run_id!r}: the worker is stopping; the run paused at a step "
+                "boundary and its lease was released",
+                run_id=self.run_id,
+            )
+        return RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+
     def _begin_call(self) -> int:
-        if self.cancel_requested.is_set():
-            raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+        if self.cancel_requested.is_set() or self.engine._stopping.is_set():
+            raise self._interrupted()
         self.next_index += 1
         return self.next_index
 
@@ -459,12 +474,12 @@ class RunExecution:
             if remaining > 0 and not self.replay_only:
                 await asyncio.sleep(remaining)
             if self.cancel_requested.is_set():
-                raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+                raise self._interrupted()
             self.body_buffer.append(self.journal.entry(K.TIMER_FIRED, step=key, codec=self.codec))
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0 and not self.replay_only and self.cancel_requested.wait(seconds):
-            raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+            raise self._interrupted()
 
     def patched(self, change_id: str) -> bool:
         """True on new code paths: runs recorded before the change replay the old path."""

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -41,6 +42,7 @@ from journal import (
 from .committer import GroupCommitter
 from .context import Context
 from .errors import (
+    CannotResume,
     EngineError,
     FencedOff,
     FunctionNotFound,
@@ -48,6 +50,7 @@ from .errors import (
     ResultTimeout,
     RunCancelled,
     RunFailed,
+    WorkerStopping,
     WrongFunction,
 )
 from .execution import _CURRENT_RUN, RunExecution, child_outcome
@@ -59,9 +62,17 @@ from .runids import check_same_start
 if TYPE_CHECKING:
     from .durable import DurableFunction
 
-__all__ = ["Engine", "RecoveryReport", "RunHandle", "configure", "default_engine"]
+__all__ = [
+    "Engine",
+    "RecoveryReport",
+    "RunHandle",
+    "StopReport",
+    "configure",
+    "default_engine",
+]
 
 K = EntryKind
+log = logging.getLogger("durable.engine")
 
 R = TypeVar("R", default=Any)
 _JSON = JsonSerializer()
@@ -106,6 +117,8 @@ class RunHandle(Generic[R]):
         if self._future is not None:
             try:
                 self._future.result(timeout)
+            except CannotResume:
+                raise  # waiting on would only see it stay unfinished
             except concurrent.futures.TimeoutError:
                 # Also TimeoutError itself (3.11+): a run that failed with a timeout of
                 # its own is done, and its outcome is read from the journal below.
@@ -146,6 +159,26 @@ class RunHandle(Generic[R]):
 
 
 @dataclass
+class StopReport:
+    """What stopping a worker did to the runs it was executing (see :meth:`Engine.drain`)."""
+
+    finished: list[str] = field(default_factory=list)
+    """Runs that ended (completed, failed, cancelled) while the worker stopped."""
+    paused: list[str] = field(default_factory=list)
+    """Runs stopped at a step boundary, their lease released: another worker goes on."""
+    abandoned: list[str] = field(default_factory=list)
+    """Runs still inside a step when the grace ran out: their lease released, that step
+    runs again on the next worker (at-least-once)."""
+
+    def summary(self) -> str:
+        """One line: how many runs ended, paused and were abandoned."""
+        return (
+            f"{len(self.finished)} finished, {len(self.paused)} paused at a step boundary, "
+            f"{len(self.abandoned)} abandoned mid-step; leases released"
+        )
+
+
+@dataclass
 class RecoveryReport:
     """What :meth:`Engine.recover` did: the runs it resumed and the ones it could not."""
 
@@ -154,6 +187,8 @@ class RecoveryReport:
     """Runs left alone: their function cannot be imported, or their lineage is damaged."""
     leased: dict[str, float] = field(default_factory=dict)
     """Unfinished runs another worker holds: seconds until their lease expires."""
+    owners: dict[str, str] = field(default_factory=dict)
+    """The owner holding each run in ``leased``."""
 
     @property
     def run_ids(self) -> list[str]:
@@ -213,6 +248,11 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat: threading.Thread | None = None
         self._closed = threading.Event()
+        # Set by drain(): runs stop at their next step boundary and start no new step.
+        self._stopping = threading.Event()
+        # Runs this engine failed to resume (see _cannot_resume): not claimed again here.
+        self._blocked: dict[str, CannotResume] = {}
+        self.on_cannot_resume: list[Callable[[str, CannotResume], None]] = []
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -532,8 +572,10 @@ class Engine:
         if run.run_id in self._running:
             return self._running[run.run_id]
         held = run.owner is not None and (run.lease_expires_at or 0) > time.time()
-        if held or run.queue is not None:
-            return None  # held elsewhere, or queued: a worker takes it, within its limit
+        if held or run.queue is not None or run.run_id in self._blocked or self._stopping.is_set():
+            # Held elsewhere, or queued (a worker takes it, within its limit), or it
+            # failed to resume here already, or this engine is stopping.
+            return None
         try:
             target = resolve(run.name, run_id=run.run_id)
         except FunctionNotFound:
@@ -592,10 +634,11 @@ class Engine:
         try:
             ex, args, kwargs = self._prepare(fn, run, fresh=fresh)
         except BaseException as exc:
-            self._setup_failed(run, exc, future)
+            self._setup_failed(run, exc, future, resumed=not fresh)
             raise
         self._executions[run.run_id] = ex
         self._ensure_heartbeat()
+        self._resumed(run)
         return ex, args, kwargs
 
     def _execute_sync(
@@ -649,12 +692,22 @@ class Engine:
             self._finished(run.run_id)
 
     def _setup_failed(
-        self, run: Run, exc: BaseException, future: concurrent.futures.Future[Any]
+        self,
+        run: Run,
+        exc: BaseException,
+        future: concurrent.futures.Future[Any],
+        *,
+        resumed: bool = False,
     ) -> None:
         # Loading the history or the input, the codec, or a resource factory raised before
         # the body could start: the run fails with the reason (an Exception; not a
-        # journal out of reach, which recovery outlives) and waiters are told.
-        if isinstance(exc, Exception) and not isinstance(exc, _NOT_A_FAILURE):
+        # journal out of reach, which recovery outlives) and waiters are told. A run
+        # being resumed is not failed for it: this process may lack what it needs.
+        ours = isinstance(exc, Exception) and not isinstance(exc, _NOT_A_FAILURE)
+        if ours and resumed:
+            self._cannot_resume(run, exc, future)
+            return
+        if ours:
             journal = self.journal
             info = {"type": type(exc).__qualname__, "error": str(exc), "during": "start"}
             try:
@@ -670,6 +723,9 @@ class Engine:
         self._finished(run.run_id)
 
     def _record_failure(self, ex: RunExecution, exc: BaseException) -> None:
+        if isinstance(exc, WorkerStopping):
+            self._let_go(ex.run_id, ex.epoch)
+            return
         if isinstance(exc, RunCancelled | FencedOff) or not isinstance(exc, Exception):
             return  # cancelled: the canceller wrote it; fenced or dying: write nothing
         if isinstance(exc, JournalFull):
@@ -717,6 +773,94 @@ class Engine:
             journal.use_codec(source.run_id, own)
             source = journal.find_run(source.forked_from) if source.forked_from else None
         return own
+
+    def _let_go(self, run_id: str, epoch: int) -> None:
+        """Release the lease on a run this engine stops executing unfinished, so another
+        worker resumes it at once rather than when the lease would have expired."""
+        journal = self._journal
+        if journal is None or journal.closed:
+            return
+        with contextlib.suppress(Exception):
+            journal.append(run_id, [], expected_seq=None, epoch=epoch, release=True)
+            journal.notify(WAKE_CHANNEL, run_id)
+
+    def _cannot_resume(
+        self, run: Run, exc: BaseException, future: concurrent.futures.Future[Any]
+    ) -> None:
+        """This process failed to resume ``run`` before its body ran (its recorded data
+        does not decode here, a resource factory raised): the run stays unfinished with
+        the reason as its error and its lease released (a queued run that never started
+        goes back to ``pending``); this engine does not claim it again, and waiters get
+        :class:`CannotResume` instead of waiting for a run nobody here can execute."""
+        reason = f"cannot resume: {type(exc).__qualname__}: {exc}"
+        error = CannotResume(f"run {run.run_id!r} {reason}", run_id=run.run_id, reason=reason)
+        error.__cause__ = exc
+        self._blocked[run.run_id] = error
+        update: dict[str, Any] = {}
+        if run.queue is not None and run.last_seq <= 1:  # only its run.started entry
+            update["status"] = "pending"
+        journal = self.journal
+        with contextlib.suppress(Exception):
+            journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch, error=reason,
+                           release=True, **update)  # fmt: skip
+        if not future.done():
+            future.set_exception(error)
+        for callback in list(self.on_cannot_resume):
+            with contextlib.suppress(Exception):
+                callback(run.run_id, error)
+
+    def _resumed(self, run: Run) -> None:
+        """A run resumed here after another process could not: clear the reason it showed."""
+        if run.error and run.error.startswith("cannot resume:") and not run.finished:
+            with contextlib.suppress(Exception):
+                self.journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch, error=None)
+
+    def drain(
+        self,
+        grace: float = 30.0,
+        *,
+        abandon: threading.Event | None = None,
+        on_begin: Callable[[list[str]], None] | None = None,
+    ) -> StopReport:
+        """Stop the runs executing here at their next step boundary and release their leases.
+
+        Each run finishes the step it is in (and commits it), starts no other, and stops
+        without writing: another worker resumes it at once. Runs still inside a step after
+        ``grace`` seconds (or once ``abandon`` is set) are abandoned: their leases are
+        released anyway and that step runs again on the next worker (at-least-once).
+        Stop claiming first (the worker's stop event) so nothing new starts here.
+        ``on_begin`` is called with the runs in flight once none can start a new step.
+        """
+        report = StopReport()
+        self._stopping.set()
+        with self._lock:
+            runs = dict(self._leases)
+            executions = list(self._executions.values())
+        if on_begin is not None:
+            on_begin(list(runs))
+        for ex in executions:
+            stop = getattr(ex, "stop", None)
+            if stop is not None:
+                stop()
+        deadline = time.monotonic() + max(grace, 0.0)
+        while self._running and time.monotonic() < deadline:
+            if abandon is not None and abandon.is_set():
+                break
+            time.sleep(0.02)
+        with self._lock:
+            left = dict(self._leases)
+        for run_id, epoch in left.items():
+            self._let_go(run_id, epoch)
+            report.abandoned.append(run_id)
+        with self._lock:
+            for run_id in left:
+                self._leases.pop(run_id, None)  # the heartbeat stops renewing it
+        for run_id in runs:
+            if run_id in left:
+                continue
+            found = self._journal.find_run(run_id) if self._journal is not None else None
+            (report.finished if found is None or found.finished else report.paused).append(run_id)
+        return report
 
     # -- child runs --------------------------------------------------------------------
 
@@ -830,21 +974,63 @@ class Engine:
         return "cancelled"
 
     def recover(
-        self, *, wait: bool = True, limit: int = 1000, timeout: float | None = None
+        self,
+        *,
+        wait: bool = True,
+        limit: int = 1000,
+        timeout: float | None = None,
+        wait_leased: bool = False,
     ) -> RecoveryReport:
         """Claim every unfinished run whose lease expired and resume it.
 
         Completed steps return their recorded results without running; each run
         goes on live from its first unrecorded step. A run whose function cannot
-        be imported is left untouched and reported in ``errors``.
+        be imported, or that cannot resume here, is reported in ``errors``. Runs
+        another owner still holds (a lease not yet expired: its worker may be alive,
+        or died less than a lease ago) are reported in ``leased`` and ``owners``;
+        with ``wait_leased`` recovery waits for their leases to lapse (or the runs to
+        finish) and resumes them too, for at most ``timeout`` seconds.
         """
         report = RecoveryReport()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._recover_pass(report, limit)
+        while wait_leased and report.leased:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            pause = min(max(min(report.leased.values()) + 0.05, 0.05), 1.0)
+            time.sleep(pause if left is None else min(pause, left))
+            self._recover_pass(report, limit)
+        if report.leased:
+            log.info(
+                "recover: %d unfinished runs are held by another owner's lease: %s",
+                len(report.leased),
+                ", ".join(
+                    f"{rid} ({report.owners.get(rid)}, {left:.1f}s left)"
+                    for rid, left in sorted(report.leased.items())
+                ),
+            )
+        if wait:
+            for handle in list(report.handles):
+                try:
+                    handle.wait(timeout)
+                except CannotResume as exc:
+                    report.handles.remove(handle)
+                    report.errors[handle.run_id] = exc
+        return report
+
+    def _recover_pass(self, report: RecoveryReport, limit: int) -> None:
         journal = self.journal
         now = time.time()
+        report.leased.clear()
+        report.owners.clear()
         for run in journal.list_runs(status=["pending", "running", "waiting"], limit=limit):
             if run.owner not in (None, self.owner) and (run.lease_expires_at or 0) > now:
                 report.leased[run.run_id] = run.lease_expires_at - now  # type: ignore[operator]
+                report.owners[run.run_id] = str(run.owner)
         for run in journal.claimable(limit=limit):
+            if run.run_id in self._blocked or run.run_id in report.errors:
+                continue
             if run.parent_run_id is not None:
                 parent = journal.find_run(run.parent_run_id)
                 if parent is not None and not parent.finished:
@@ -867,10 +1053,6 @@ class Engine:
             claimed_run, future = claimed
             fn.launch(self, claimed_run, future)
             report.handles.append(RunHandle(self, run.run_id, future))
-        if wait:
-            for handle in report.handles:
-                handle.wait(timeout)
-        return report
 
     def worker(
         self,
@@ -879,19 +1061,23 @@ class Engine:
         stop: threading.Event | None = None,
         on_recover: Callable[[RecoveryReport], None] | None = None,
         concurrency: int = 8,
-    ) -> None:
+        grace: float | None = None,
+    ) -> StopReport | None:
         """Claim and execute runs nobody holds until ``stop`` is set: ``durable worker``.
 
         Takes enqueued runs (highest priority, then oldest, within each queue's
         limit), runs whose owner died (lease expired) and parked runs that are due,
         at most ``concurrency`` at once. Wakes on notification (PostgreSQL) or
-        every ``poll_interval`` seconds.
+        every ``poll_interval`` seconds. The runs in flight go on when it returns,
+        unless ``grace`` is given: then they stop at their next step boundary (see
+        :meth:`drain`) and the report of that is returned.
         """
         from .worker import Worker  # noqa: PLC0415 - worker imports this module
 
         Worker(self, concurrency=concurrency, poll_interval=poll_interval).run(
             stop or threading.Event(), on_recover
         )
+        return None if grace is None else self.drain(grace)
 
 
 _DEFAULT: Engine | None = None

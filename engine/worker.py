@@ -23,7 +23,7 @@ from .queues import WAKE_CHANNEL, queue_limits
 from .registry import resolve
 
 if TYPE_CHECKING:
-    from .runtime import Engine, RecoveryReport
+    from .runtime import Engine, RecoveryReport, StopReport
 
 __all__ = ["Worker"]
 
@@ -42,6 +42,7 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self._unresolvable: set[str] = set()
+        self._stop = threading.Event()
 
     def in_flight(self) -> int:
         """Runs this engine is executing now."""
@@ -65,7 +66,8 @@ class Worker:
             skip_names=sorted(self._unresolvable),
             # A run executing here whose lease ran out (a stall) is not claimed again:
             # the heartbeat renews it, or another worker takes it and fences this one.
-            skip_run_ids=list(eng._running),
+            # Nor is one this engine failed to resume: it would fail the same way.
+            skip_run_ids=[*eng._running, *eng._blocked],
         )
         for run in runs:
             try:
@@ -76,9 +78,12 @@ class Worker:
                 # claiming that function's runs.
                 report.errors[run.run_id] = exc
                 self._unresolvable.add(run.name)
+                # A queued run that never started goes back to pending, not "running"
+                # with no owner.
+                back = {"status": "pending"} if run.queue is not None and run.last_seq <= 1 else {}
                 with contextlib.suppress(JournalError):
                     journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch,
-                                   status="pending", release=True)  # fmt: skip
+                                   release=True, **back)  # fmt: skip
                 continue
             with eng._lock:
                 future = eng._hold(run)
@@ -88,10 +93,15 @@ class Worker:
 
     def run(
         self,
-        stop: threading.Event,
+        stop: threading.Event | None = None,
         on_claim: Callable[[RecoveryReport], None] | None = None,
     ) -> None:
-        """Claim and execute until ``stop`` is set."""
+        """Claim and execute until ``stop`` is set (or :meth:`stop` is called). The runs
+        in flight go on when this returns: :meth:`stop` or :meth:`Engine.drain` stops
+        them at a step boundary."""
+        if stop is not None:
+            self._stop = stop
+        stop = self._stop
         listener = self.engine.journal.listener(WAKE_CHANNEL)
         try:
             while not stop.is_set():
@@ -111,6 +121,16 @@ class Worker:
                 self._idle(listener, stop, busy)
         finally:
             listener.close()
+
+    def stop(self, grace: float = 30.0, *, abandon: threading.Event | None = None) -> StopReport:
+        """Stop like a service: claim nothing more, let each run in flight reach its next
+        step boundary (at most ``grace`` seconds), commit, and release the leases so
+        another worker resumes them at once. Runs still inside a step after ``grace``
+        (or once ``abandon`` is set) are abandoned, their leases released anyway: that
+        step runs again elsewhere (at-least-once). Call from another thread than
+        :meth:`run`'s, or after it returned."""
+        self._stop.set()
+        return self.engine.drain(grace, abandon=abandon)
 
     def _idle(self, listener: Listener, stop: threading.Event, busy: int | None) -> None:
         # Until the poll interval passes, a notification arrives, or fewer than

@@ -21,10 +21,10 @@ from pydantic import BaseModel
 from journal import Codec, ConflictError, EntryKind, Run, RunEnded, to_jsonable
 
 from .context import Context
-from .errors import EngineError, FencedOff, WrongFunction
+from .errors import EngineError, FencedOff, WorkerStopping, WrongFunction
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from .queues import WAKE_CHANNEL
-from .registry import qualified_name, register, resolve
+from .registry import qualified_name, register, resolve, warn_if_local
 from .replay import ReplayReport
 from .runids import check_same_start
 from .runtime import Engine, RunHandle, default_engine
@@ -190,6 +190,8 @@ class Workflow:
         cls._state_model = model
         # A stable name (class Flow(Workflow, name="jobs:flow")) survives moving or
         # renaming the class, and a script's workflows are not all "__main__:...".
+        if name is None:
+            warn_if_local(cls, "workflow")
         cls._name = name or qualified_name(cls)
         register(cls._name, cls)
 
@@ -355,18 +357,23 @@ class Workflow:
                 eng, self, run, state, resources={k: f() for k, f in self.resources.items()}
             )
         except Exception as exc:
-            # Before its first step (state, codec, resources): the run fails with the reason.
-            eng._setup_failed(run, exc, future)
+            # Before its first step (state, codec, resources): a run started here fails
+            # with the reason; one being resumed (a worker, recover, a fork) is marked and
+            # left for a process that can (this one may lack what it needs).
+            eng._setup_failed(run, exc, future, resumed=handler is None)
             return None
         try:
             if handler is not None:
                 handler._attach(wr)
             eng._executions[run.run_id] = wr
             eng._ensure_heartbeat()
+            eng._resumed(run)
             result = await wr.main()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            if isinstance(exc, WorkerStopping):
+                eng._let_go(run.run_id, run.epoch)
             # The outcome travels to the handler through the future; re-raising here
             # would let a dying run's exception stop the whole event loop.
             if not future.done():

@@ -46,6 +46,7 @@ from .errors import (
     RunCancelled,
     StepFailed,
     StepTimeout,
+    WorkerStopping,
 )
 from .events import Event, StopEvent
 from .execution import RECONNECT_PAUSE
@@ -186,6 +187,9 @@ class WorkflowRun:
         self.finished = False
         self.clock = LivingClock(journaled_living(self.journal, run))
         self._clock_moved: asyncio.Event | None = None
+        self.stopping = False
+        """Set when the worker stops: no new step starts; the run ends, without writing,
+        once the steps in flight have committed (or wait for an outside event)."""
         self.ended = False
         """Set once the run's terminal commit (completed or failed) was submitted: any
         other commit after it is refused, so nothing is journaled after the run's end."""
@@ -215,6 +219,8 @@ class WorkflowRun:
             # Past its timeout (living time, from the journal): fail, run no step.
             if timeout is None or self.clock.living() < timeout:
                 await self._route_external()
+                if self.engine._stopping.is_set():  # claimed as its worker began to stop
+                    self._stop_now()
                 self._dispatch()
                 if not self.tasks and not self.done.done() and not self.waiting_for_input():
                     raise EngineError(
@@ -271,12 +277,36 @@ class WorkflowRun:
             if self._clock_moved is not None:
                 self._clock_moved.set()
 
+    def stop(self) -> None:
+        """The worker is stopping (callable from any thread): see :attr:`stopping`."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        self.stopping = True
+        self._check_stopped()
+
+    def _check_stopped(self) -> None:
+        if not self.stopping:
+            return
+        parked = {w.scope.delivery for w in self.waiters}
+        if all(key in parked for key in self.tasks):
+            self._finish_with(
+                WorkerStopping(
+                    f"run {self.run_id!r}: the worker is stopping; the run paused at a step "
+                    "boundary and its lease was released",
+                    run_id=self.run_id,
+                )
+            )
+
     def waiting_for_input(self) -> bool:
         """True when the run is parked on ``wait_for_event`` with no work in flight."""
         return any(k.startswith(f"{INTERNAL}wait/") for k in self.values)
 
     def _dispatch(self) -> None:
-        if self.done is not None and self.done.done():
+        if self.engine._stopping.is_set():
+            self.stopping = True  # before stop() reaches this loop: start nothing more
+        if self.stopping or (self.done is not None and self.done.done()):
             return  # the run's outcome is decided (stopped, failed, dying): start nothing
         for key, item in list(self.pending.items()):
             step = item.get("to")
@@ -335,6 +365,7 @@ class WorkflowRun:
         finally:
             self.tasks.pop(delivery, None)
             self._tick()
+            self._check_stopped()
 
     async def _attempts(self, info: StepInfo, delivery: str, event: Event) -> None:
         attempts_key = f"{INTERNAL}attempts/{delivery}"
@@ -607,6 +638,7 @@ class WorkflowRun:
         # Another process's send_event or cancel shows as a newer last seq.
         while True:
             await asyncio.sleep(POLL_SECONDS)
+            self._check_stopped()  # a step that parked on wait_for_event after the stop
             try:
                 run = self.journal.get_run(self.run_id)
                 if self.cancel_requested.is_set() or run.status == "cancelled":

@@ -93,6 +93,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 from .errors import DecodeError, SerializationError, SignatureError, UntrustedPayload
+from .naming import MAIN, main_module_for, recorded_module, search_user_modules
 
 __all__ = [
     "Codec",
@@ -148,7 +149,8 @@ _RESOLVED: dict[str, type[Any]] = {}  # "module:qualname" -> class, found by imp
 
 
 def _default_name(cls: type[Any]) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+    # A script's classes are recorded under its import name, not "__main__" (naming.py).
+    return f"{recorded_module(cls.__module__)}:{cls.__qualname__}"
 
 
 def _registrable(cls: type[Any]) -> bool:
@@ -228,7 +230,13 @@ def _import_class(name: str, kind: str) -> type[Any]:
     # Decoding is data only: it never imports a module (importing runs its top-level
     # code). The module must already be imported: the engine imports the code of a run
     # before reading it, and tools take --import.
-    obj: Any = sys.modules.get(module_name)
+    obj: Any = main_module_for(module_name) or sys.modules.get(module_name)
+    if module_name == MAIN and not hasattr(obj, qualname.split(".")[0]):
+        # Recorded by a script before scripts were recorded under their import name:
+        # the class is looked up in the modules the user asked to import.
+        found = search_user_modules(qualname)
+        if isinstance(found, type):
+            return found
     if obj is None:
         raise _Undecodable(
             f"{kind} type {name!r} cannot be resolved: module {module_name!r} is not "

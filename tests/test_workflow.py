@@ -207,7 +207,7 @@ class TestState:
     def test_unencodable_store_value_fails_at_the_set(self, db_path: Path) -> None:
         """A value the codec cannot encode fails at ctx.store.set, naming the key."""
 
-        class Bad(Workflow):
+        class Bad(Workflow, name="test_workflow:Bad"):
             @step
             async def go(self, ctx: Context, ev: StartEvent) -> StopEvent:
                 await ctx.store.set("conn", object())
@@ -256,7 +256,7 @@ class TestValidation:
     def test_sent_event_nobody_accepts_fails_the_run(self) -> None:
         """An event sent at run time that no step accepts fails the run, naming it."""
 
-        class Sends(Workflow):
+        class Sends(Workflow, name="test_workflow:Sends"):
             @step
             async def a(self, ctx: Context, ev: StartEvent) -> StopEvent:
                 ctx.send_event(Done(i=1, v=1))
