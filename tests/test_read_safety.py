@@ -6,7 +6,7 @@ recomputed, so only the codec decision stops it). Every read path (CLI commands,
 pages and API, the Python read API) must leave the marker absent, show a placeholder
 and succeed. Then the same with an HMAC-keyed journal, with ``--trust-pickle`` (the
 control: the pickle does load), and with a journal whose classes lived in a
-``__main__`` that the reader cannot import.
+script (recorded under the script's import name) that the reader cannot import.
 """
 
 from __future__ import annotations
@@ -542,7 +542,7 @@ def test_cli_reads_without_the_classes(typed: Path, args: list[str]) -> None:
     result = invoke(typed, args)
     assert result.exit_code == 0, result.output
     if args[0] in ("show", "state", "export", "diff"):
-        assert "ReviewEvent(__main__) model, not rebuilt" in result.output
+        assert "ReviewEvent(writer) model, not rebuilt" in result.output
         assert "great" in result.output
 
 
@@ -551,10 +551,10 @@ def test_cli_state_values_keep_their_structure(typed: Path) -> None:
     values = json.loads(invoke(typed, ["state", TYPED, "--json"]).output)
     values = values.get("values", values)
     assert values["review"]["value"] == {"text": "great", "stars": 5}
-    assert values["review"]["type"] == "__main__:ReviewEvent"
-    assert values["lines"][0]["$undecoded"] == "Line(__main__) dataclass, not rebuilt"
+    assert values["review"]["type"] == "writer:ReviewEvent"
+    assert values["lines"][0]["$undecoded"] == "Line(writer) dataclass, not rebuilt"
     assert values["lines"][0]["value"] == {"sku": "a", "qty": 2}
-    assert values["colour"]["$undecoded"] == "Colour(__main__) enum, not rebuilt"
+    assert values["colour"]["$undecoded"] == "Colour(writer) enum, not rebuilt"
     assert values["point"]["value"] == [1, 2]
 
 
@@ -564,7 +564,7 @@ def test_ui_reads_without_the_classes(typed: Path) -> None:
             response = client.get(url)
             assert response.status_code == 200, (url, response.text[:500])
         page = client.get(f"/runs/{TYPED}?step=1").text
-        assert "ReviewEvent(__main__) model, not rebuilt" in page
+        assert "ReviewEvent(writer) model, not rebuilt" in page
         output = client.get(f"/api/runs/{TYPED}").json()["output"]
         assert output["value"] == {"text": "great", "stars": 5}
 
@@ -573,7 +573,7 @@ def test_python_read_api_without_the_classes(typed: Path) -> None:
     with Engine(str(typed)) as eng:
         review = state_at(TYPED, engine=eng).values["review"]
         assert isinstance(review, Undecoded)
-        assert (review.kind, review.type_name) == ("model", "__main__:ReviewEvent")
+        assert (review.kind, review.type_name) == ("model", "writer:ReviewEvent")
         assert review.value == {"text": "great", "stars": 5}
         assert set(diff(TYPED, 0, 2, engine=eng).added) >= {"review", "lines"}
         assert history(TYPED, engine=eng)
@@ -611,30 +611,27 @@ def test_recover_still_needs_the_classes(typed: Path) -> None:
     with Journal(str(typed), readonly=True) as j:
         run = j.get_run("stuck-run")
     assert run.status == "failed" and run.error is not None
-    assert "DecodeError" in run.error and "__main__:ReviewEvent" in run.error
+    assert "DecodeError" in run.error and "writer:ReviewEvent" in run.error
     assert "executed with placeholders" not in run.error
 
 
 def test_import_option_rebuilds(typed: Path, tmp_path: Path, monkeypatch: Any) -> None:
     """--import MODULE on a read command: the classes are found and values rebuilt."""
-    module = tmp_path / "typed_classes.py"
-    module.write_text(
-        "import sys\nfrom pydantic import BaseModel\n"
+    # The classes' own module (a script's classes are recorded under its import name),
+    # without the script's runs: what a reader imports to see the values rebuilt.
+    (tmp_path / "writer.py").write_text(
+        "from pydantic import BaseModel\n"
         "class ReviewEvent(BaseModel):\n    text: str\n    stars: int\n"
-        "sys.modules['__main__'].ReviewEvent = ReviewEvent\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    main = sys.modules["__main__"]
     try:
-        result = invoke(typed, ["state", TYPED, "--json", "--import", "typed_classes"])
+        result = invoke(typed, ["state", TYPED, "--json", "--import", "writer"])
         assert result.exit_code == 0, result.output
         values = json.loads(result.output)
         values = values.get("values", values)
         assert values["review"] == {"text": "great", "stars": 5}
     finally:
-        if hasattr(main, "ReviewEvent"):
-            delattr(main, "ReviewEvent")
-        sys.modules.pop("typed_classes", None)
+        sys.modules.pop("writer", None)
 
 
 def test_marker_helper_is_live(tmp_path: Path) -> None:

@@ -329,7 +329,7 @@ def test_a_script_killed_mid_step_is_recovered_by_the_worker(program: Program, n
     program.wait_status("agent-1", "completed")
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.finish() == 0, worker.text()
-    assert "recovered agent-1" in worker.text()
+    assert "resumed agent-1" in worker.text()
     with Journal(program.db, readonly=True) as j:
         run = j.get_run("agent-1")
         assert j.decode(run.output, run.codec, where="output") == "search:1"
