@@ -41,26 +41,10 @@ RUN_FIELDS = (
     "priority",
 )
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
-SEALED_FIELDS = (
-    "run_id",
-    "kind",
-    "name",
-    "status",
-    "codec",
-    "input",
-    "output",
-    "error",
-    "created_at",
-    "parent_run_id",
-    "forked_from",
-    "forked_at",
-    "code_version",
-    "snapshot_every",
-    "horizon",
-    "meta",
-    "queue",
-    "priority",
+UNSEALED_FIELDS = frozenset(
+    ("updated_at", "last_seq", "epoch", "owner", "lease_expires_at", "wake_at")
 )
+SEALED_FIELDS = tuple(f for f in RUN_FIELDS if f not in UNSEALED_FIELDS)
 """The run columns ``runs.checksum`` covers: what a run means. Left out are those the
 engine rewrites as it works (last_seq and updated_at on every append, the lease,
 epoch and wake time), so that the per-step path never has to reseal the row."""
