@@ -332,10 +332,10 @@ class TestLineageCycle:
         bearer = {"Authorization": f"Bearer {app.state.token}"}
         with TestClient(app, base_url="http://127.0.0.1", headers=bearer) as c:
             page = c.get("/runs/fn-fork")
-            assert page.status_code == 500 and "cycle" in page.text
+            assert page.status_code == 422 and "cycle" in page.text
             for path in ("/api/runs/fn-fork/history", "/api/runs/fn-fork/state?step=1"):
                 answer = c.get(path)
-                assert answer.status_code == 500, (path, answer.text)
+                assert answer.status_code == 422, (path, answer.text)
                 assert answer.json()["type"] == "LineageCycle"
 
     def test_self_fork_and_parent_cycle(self, upgraded: Path) -> None:

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from journal import (
     ConflictError,
+    CorruptionError,
     DecodeError,
     EntryKind,
     HorizonError,
@@ -596,7 +597,7 @@ STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int],
     (UnsupportedMedia, 415),
     ((BadRequest, StepNotFound, SeqOutOfRange), 400),
     ((FunctionNotFound, WrongFunction, RunFinished, HorizonError, ConflictError, ImportError), 409),
-    (DecodeError, 422),  # a payload whose type cannot be imported here: pass imports=
+    ((DecodeError, CorruptionError), 422),  # a stored value or row that does not verify
     (JournalBusy, 503),
     (ValueError, 400),  # bad event fields (pydantic's ValidationError) and other bad input
 )
