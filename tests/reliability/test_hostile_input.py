@@ -30,6 +30,7 @@ from engine import (
     Context,
     Engine,
     Event,
+    RunIdConflict,
     StartEvent,
     StepFailed,
     StopEvent,
@@ -155,7 +156,9 @@ class TestRunIds:
             EntryKind.RUN_COMPLETED,
         ]
         assert dict(state_at(rid, step=1, engine=eng).values) == {"k": rid}
-        assert eng.call(echo, ("k", "again"), {}, run_id=rid) == rid  # idempotent by id
+        assert eng.call(echo, ("k", rid), {}, run_id=rid) == rid  # idempotent by id and input
+        with pytest.raises(RunIdConflict):
+            eng.call(echo, ("k", "again"), {}, run_id=rid)  # the id names another input
         check_untouched(eng.journal, before, {rid})
         OUTCOMES[f"run id: {label}"] = "round-trips"
 
