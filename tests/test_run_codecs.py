@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from engine import (
+    CannotResume,
     Context,
     Engine,
     RunFailed,
@@ -242,22 +243,31 @@ def _failed(j: Journal, run_id: str, *words: str) -> None:
     assert run.owner is None
 
 
-def test_a_codec_that_fails_at_start_fails_the_run(tmp_path: Path) -> None:
-    """A run whose payloads need a key nobody here has fails with the reason (recorded in
-    plain JSON, since its own codec cannot write), never left running."""
+def test_a_run_whose_codec_is_missing_here_is_marked_then_resumed_with_it(
+    tmp_path: Path,
+) -> None:
+    """Recovering a run whose payloads need a key this process lacks: refused before
+    anything is unpickled, the run marked with the reason and its lease free (never held,
+    never looped); a process with the key resumes it to the end."""
     with Journal(tmp_path / "j.db", hmac_key=b"gone") as j:
         j.create_run("s", name=typed_job.name, status="running",
                      codec=PickleSerializer(hmac_key=b"gone"),
                      input={"args": [1], "kwargs": {}})  # fmt: skip
     with Engine(tmp_path / "j.db") as eng:
         report = eng.recover()
-        assert report.run_ids == ["s"]
+        assert report.run_ids == []
         # Without the key a pickle-hmac payload is untrusted (UntrustedPayload, a
         # SignatureError): refused before anything is unpickled.
-        with pytest.raises(RunFailed, match="UntrustedPayload"):
-            report.handles[0].result(timeout=30)
-        _failed(eng.journal, "s", "UntrustedPayload")
-        assert eng.journal.read_one("s", 1).codec == "json"
+        assert isinstance(report.errors["s"], CannotResume)
+        run = eng.journal.get_run("s")
+        assert run.error is not None and run.error.startswith("cannot resume: UntrustedPayload")
+        assert run.owner is None and run.lease_expires_at is None
+    with Engine(tmp_path / "j.db", hmac_key=b"gone") as eng:
+        report = eng.recover()
+        assert report.run_ids == ["s"]
+        assert report.handles[0].result(timeout=30) == [1, "hot", "hot"]
+        run = eng.journal.get_run("s")
+        assert (run.status, run.error) == ("completed", None)
 
 
 def test_a_workflow_resource_that_fails_at_start_fails_the_run(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ import apsw
 import pytest
 
 from journal import Entry, EntryKind, Journal, Run
+from journal._schema import reseal_runs
 
 REPO = Path(__file__).resolve().parents[1]
 PROCS = REPO / "tests" / "_procs"
@@ -542,7 +543,9 @@ def answer(db: str, log: Path, run_id: str, form: str, parked: View) -> View:
 
 
 def age(db: str, run_id: str, seconds: float) -> None:
-    """Move the run's start ``seconds`` into the past: the human answered that late."""
+    """Move the run's start ``seconds`` into the past: the human answered that late. The
+    row is resealed (its creation time is covered by its checksum), as the journal would
+    have written it."""
     if db.startswith("postgresql://"):
         import psycopg
 
@@ -550,16 +553,19 @@ def age(db: str, run_id: str, seconds: float) -> None:
 
         conninfo, schema, _ = split_url(db)
         with psycopg.connect(conninfo, autocommit=True) as pg:
+            pg.execute(f"SET search_path TO {schema}")
             pg.execute(
-                f"UPDATE {schema}.runs SET created_at = created_at - %s WHERE run_id = %s",
+                "UPDATE runs SET created_at = created_at - %s WHERE run_id = %s",
                 (seconds, run_id),
             )
+            reseal_runs(lambda sql, params=(): pg.execute(sql.replace("?", "%s"), params))
         return
     conn = apsw.Connection(db)
     try:
         conn.execute(
             "UPDATE runs SET created_at = created_at - ? WHERE run_id = ?", (seconds, run_id)
         )
+        reseal_runs(conn.execute)
     finally:
         conn.close()
 
