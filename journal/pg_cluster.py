@@ -24,7 +24,7 @@ import urllib.parse
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ClusterUnavailable", "TempCluster", "find_bindir"]
+__all__ = ["ClusterUnavailable", "TempCluster", "find_bindir", "wait_for_sessions_to_end"]
 
 _TOOLS = ("initdb", "pg_ctl", "postgres", "createdb")
 # A throwaway cluster needs no fsync at init; trust is safe on 127.0.0.1 and its own socket.
@@ -231,3 +231,28 @@ class TempCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def wait_for_sessions_to_end(url: str, application_name: str, timeout: float = 30.0) -> None:
+    """Wait until the server holds no session named ``application_name`` (``$PGAPPNAME``).
+
+    A client killed with a COMMIT already sent leaves a server backend that still carries
+    it out: what the journal holds "at the kill" is only known once that backend is gone.
+    """
+    import psycopg  # here: the module is importable without the PostgreSQL extra
+
+    from journal._postgres import split_url
+
+    conninfo, _, _ = split_url(url)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (application_name,),
+            ).fetchone()
+            if row is None or row[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{row[0]} session(s) named {application_name!r} remain")
+            time.sleep(0.01)

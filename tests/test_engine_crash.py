@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any
 import pytest
 
 from journal import Entry, EntryKind, Journal, Run
+from journal.pg_cluster import wait_for_sessions_to_end
 
 REPO = Path(__file__).resolve().parents[1]
 PROCS = REPO / "tests" / "_procs"
@@ -79,7 +81,8 @@ def spawn(
         env["ENGINE_CRASH_AT"] = crash_at
     if announce:
         env["ENGINE_CRASH_ANNOUNCE"] = "1"
-    return subprocess.Popen(
+    env["PGAPPNAME"] = name = f"durable-test-{uuid.uuid4().hex[:12]}"
+    proc = subprocess.Popen(
         [sys.executable, str(CHILD), mode, *map(str, args)],
         cwd=log.parent,
         env=env,
@@ -88,6 +91,20 @@ def spawn(
         stderr=subprocess.PIPE,
         text=True,
     )
+    _SESSION_NAMES[proc.pid] = name
+    return proc
+
+
+# A killed client's COMMIT may still be carried out by its server backend: each child
+# names its PostgreSQL sessions, and what a kill left is read once they are gone.
+_SESSION_NAMES: dict[int, str] = {}
+
+
+def settle(db: str, proc: subprocess.Popen[str]) -> None:
+    """Wait until the killed child's server sessions (PostgreSQL) have ended."""
+    name = _SESSION_NAMES.pop(proc.pid, None)
+    if name is not None and db.startswith(("postgresql://", "postgres://")):
+        wait_for_sessions_to_end(db, name)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
@@ -221,6 +238,7 @@ def _after_kill(
     out, err = finish(proc)
     assert_sigkilled(proc, out, err, where)
     db, log = place.db, place.log
+    settle(db, proc)
     before = view(db, run_id)
     assert before.run.status == "running", f"{where}: killed run is {before.run.status}"
     assert before.verified, f"{where}: the journal left by the kill fails verify()"

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ import pytest
 
 from journal import Entry, EntryKind, Journal, Run
 from journal._schema import reseal_runs
+from journal.pg_cluster import wait_for_sessions_to_end
 
 REPO = Path(__file__).resolve().parents[1]
 PROCS = REPO / "tests" / "_procs"
@@ -90,7 +92,8 @@ def spawn(mode: str, *args: object, log: Path, env: dict[str, str] | None = None
         WF_LOG=str(log),
         **(env or {}),
     )
-    return subprocess.Popen(
+    environ["PGAPPNAME"] = name = f"durable-test-{uuid.uuid4().hex[:12]}"
+    proc = subprocess.Popen(
         [sys.executable, str(CHILD), mode, *map(str, args)],
         cwd=log.parent,
         env=environ,
@@ -99,6 +102,20 @@ def spawn(mode: str, *args: object, log: Path, env: dict[str, str] | None = None
         stderr=subprocess.PIPE,
         text=True,
     )
+    _SESSION_NAMES[proc.pid] = name
+    return proc
+
+
+# A killed client's COMMIT may still be carried out by its server backend: each child
+# names its PostgreSQL sessions, and what a kill left is read once they are gone.
+_SESSION_NAMES: dict[int, str] = {}
+
+
+def settle(db: str, proc: Popen) -> None:
+    """Wait until the killed child's server sessions (PostgreSQL) have ended."""
+    name = _SESSION_NAMES.pop(proc.pid, None)
+    if name is not None and db.startswith(("postgresql://", "postgres://")):
+        wait_for_sessions_to_end(db, name)
 
 
 def finish(proc: Popen) -> tuple[str, str]:
@@ -267,6 +284,7 @@ def start_fan(place: Place, run_id: str, env: dict[str, str] | None = None) -> P
 def after_kill(proc: Popen, place: Place, run_id: str, where: str) -> Crash:
     """The journal and the log as the killed child left them (which must be sound)."""
     db, log = place.db, place.log
+    settle(db, proc)
     before = view(db, run_id)
     assert before.run.status == "running", f"{where}: killed run is {before.run.status}"
     assert before.verified, f"{where}: the journal left by the kill fails verify()"
