@@ -209,13 +209,14 @@ class LogLine:
     run_id: str
     what: str
     token: str
+    epoch: int  # the claim the execution ran under
 
 
 def read_log(path: Path) -> list[LogLine]:
     lines = []
     for i, text in enumerate(path.read_text().splitlines()):
-        _, pid, run_id, what, token = text.split(" ")
-        lines.append(LogLine(i, int(pid), run_id, what, token))
+        _, pid, run_id, what, token, epoch = text.split(" ")
+        lines.append(LogLine(i, int(pid), run_id, what, token, int(epoch)))
     return lines
 
 
@@ -238,10 +239,11 @@ def check_drained(journal: Journal, log: list[LogLine], n: int, disturbed: set[i
     run's uncommitted step again, and go on with the run."""
     out = Outcome(executions=len(log))
     by_step: dict[tuple[str, str], list[LogLine]] = defaultdict(list)
-    last_of: dict[tuple[int, str], int] = {}  # (pid, run) -> index of that pid's last line
+    # (pid, run, epoch) -> index of the last line of that claim of the run by that pid
+    last_of: dict[tuple[int, str, int], int] = {}
     for line in log:
         by_step[line.run_id, line.what].append(line)
-        last_of[line.pid, line.run_id] = line.index
+        last_of[line.pid, line.run_id, line.epoch] = line.index
     expected_steps = {str(k) for k in range(1, workload.STEPS + 1)}
     run_ids = {f"mw-{i}" for i in range(n)}
     assert {r for r, _ in by_step} == run_ids, "steps logged for runs that were never queued"
@@ -260,8 +262,8 @@ def check_drained(journal: Journal, log: list[LogLine], n: int, disturbed: set[i
             result = journal.decode_entry(e)["result"]
             committers.add(result["pid"])
             runs_of_step = by_step[run_id, str(k)]
-            pids = [line.pid for line in runs_of_step if line.pid not in cut_off]
-            assert len(pids) == len(set(pids)), f"{run_id} step {k}: a worker ran it twice"
+            claims = [(line.pid, line.epoch) for line in runs_of_step if line.pid not in cut_off]
+            assert len(claims) == len(set(claims)), f"{run_id} step {k}: a claim ran it twice"
             committed = [line for line in runs_of_step if line.token == result["token"]]
             assert len(committed) == 1 and committed[0].pid == result["pid"], (
                 f"{run_id} step {k}: the committed execution {result} is not in the log"
@@ -275,7 +277,8 @@ def check_drained(journal: Journal, log: list[LogLine], n: int, disturbed: set[i
                     f"{run_id} step {k} also ran on worker {line.pid}, which was never "
                     "killed, stopped or cut off: a completed step ran again"
                 )
-                assert line.pid in cut_off or last_of[line.pid, run_id] == line.index, (
+                last = last_of[line.pid, run_id, line.epoch]
+                assert line.pid in cut_off or last == line.index, (
                     f"{run_id} step {k}: worker {line.pid} went on after an execution whose "
                     "completion was not committed (not fenced off)"
                 )

@@ -6,11 +6,13 @@ named by ``$MULTIWORKER_LOG`` (one ``write`` on an ``O_APPEND`` descriptor, then
 ``fsync``) *before* it returns, so the file is the cross-process record of what really
 ran, in the order it ran::
 
-    <time> <pid> <run_id> <step> <token>
+    <time> <pid> <run_id> <step> <token> <epoch>
 
 ``token`` is fresh per execution and is also the step's result, beside the pid: the
 journal then names the one execution of each step it committed, and the test can tell
 it from executions whose completion never committed (a worker killed, or fenced off).
+``epoch`` is the claim the execution ran under: a worker fenced off may claim the same
+run again later (its new owner died), and that later claim is a new epoch.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ _fd: int | None = None
 _fd_lock = threading.Lock()
 
 
-def _log(run_id: str, what: str) -> str:
+def _log(what: str) -> str:
     """Append one line (one write, then fsync) naming this execution; return its token."""
     global _fd
+    ctx = current_context()
+    epoch = ctx._ex.epoch  # the claim this execution runs under
     token = uuid.uuid4().hex[:12]
-    line = f"{time.time():.6f} {os.getpid()} {run_id} {what} {token}\n".encode()
+    line = f"{time.time():.6f} {os.getpid()} {ctx.run_id} {what} {token} {epoch}\n".encode()
     with _fd_lock:
         if _fd is None:
             _fd = os.open(os.environ["MULTIWORKER_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -62,7 +66,7 @@ def _next(acc: int, k: int) -> int:
 @step
 def work(acc: int, k: int) -> dict[str, Any]:
     """The side effect (logged), a little time in flight, and who did it."""
-    token = _log(current_context().run_id, str(k))
+    token = _log(str(k))
     time.sleep(random.uniform(0, 0.004))  # widen the window a kill can land in
     return {"value": _next(acc, k), "pid": os.getpid(), "token": token}
 
@@ -79,7 +83,7 @@ def job(i: int) -> int:
 @step
 def mark(what: str) -> str:
     """Log ``begin`` or ``end`` of a limited run."""
-    return _log(current_context().run_id, what)
+    return _log(what)
 
 
 @step
