@@ -28,6 +28,7 @@ from .errors import (
     WrongFunction,
 )
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from .logs import ReplayFilter
 from .policies import RetryPolicy
 from .queues import Queue
 from .registry import UnrecoverableDefinition
@@ -91,6 +92,7 @@ __all__ = [
     "NotInRun",
     "Queue",
     "RecoveryReport",
+    "ReplayFilter",
     "ReplayReport",
     "ResultTimeout",
     "RetryPolicy",

@@ -12,6 +12,7 @@ from typing_extensions import TypeVar
 
 from .errors import NotInRun
 from .execution import current_step, require_execution
+from .logs import RunLog
 from .state import State, TypedState
 
 if TYPE_CHECKING:
@@ -52,6 +53,13 @@ class Context(Generic[StateT]):
     def replaying(self) -> bool:
         """True while the body is catching up with the journal after a restart."""
         return self._ex.history.replaying
+
+    @property
+    def log(self) -> RunLog:
+        """A logger (``durable.run``) that is silent while the body replays, so each
+        message is said once per run, not once per recovery; records carry ``run_id``
+        and ``step``."""
+        return RunLog(self.run_id, lambda: self.replaying)
 
     def now(self) -> dt.datetime:
         """The current UTC time, journaled: a replay returns the same instant."""
