@@ -22,6 +22,7 @@ from .codecs import (
     registered_name,
 )
 from .compaction import CompactionReport
+from .encryption import EncryptedCodec
 from .errors import (
     BadJournalURL,
     ConflictError,
@@ -29,6 +30,7 @@ from .errors import (
     CorruptionError,
     DatabaseUnavailable,
     DecodeError,
+    EncryptedPayload,
     HorizonError,
     JournalBusy,
     JournalClosed,
@@ -91,6 +93,8 @@ __all__ = [
     "DatabaseUnavailable",
     "DecodeError",
     "Durability",
+    "EncryptedCodec",
+    "EncryptedPayload",
     "Entry",
     "EntryKind",
     "FoldedState",

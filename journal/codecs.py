@@ -92,7 +92,14 @@ from pydantic import VERSION as _PYDANTIC_VERSION
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
-from .errors import DecodeError, SerializationError, SignatureError, UntrustedPayload
+from .encryption import PREFIX, EncryptedCodec, keys_from_env
+from .errors import (
+    DecodeError,
+    EncryptedPayload,
+    SerializationError,
+    SignatureError,
+    UntrustedPayload,
+)
 from .naming import MAIN, main_module_for, recorded_module, search_user_modules
 
 __all__ = [
@@ -693,10 +700,10 @@ class Undecoded:
     a value they cannot or may not decode, instead of failing.
 
     ``kind`` is ``"pickle"`` for a pickled payload that was not unpickled (``size``
-    its length in bytes), or the tag of a typed JSON value whose class is not
-    available here (``"model"``, ``"dataclass"``, ``"enum"``, ``"namedtuple"``;
-    ``type_name`` the stored class name, ``value`` the stored fields). ``reason``
-    says why it was not rebuilt.
+    its length in bytes), ``"encrypted"`` for one sealed with a key not held here, or
+    the tag of a typed JSON value whose class is not available here (``"model"``,
+    ``"dataclass"``, ``"enum"``, ``"namedtuple"``; ``type_name`` the stored class name,
+    ``value`` the stored fields). ``reason`` says why it was not rebuilt.
     """
 
     __slots__ = ("kind", "reason", "size", "type_name", "value")
@@ -719,6 +726,8 @@ class Undecoded:
     @property
     def label(self) -> str:
         """One line for people: ``ReviewEvent(__main__) model, not rebuilt``."""
+        if self.kind == "encrypted":
+            return f"encrypted value, {self.size} bytes, not decrypted"
         if self.kind == "pickle" or self.type_name is None:
             return f"pickled value, {self.size} bytes, not decoded"
         module, sep, qualname = self.type_name.partition(":")
@@ -739,7 +748,7 @@ class Undecoded:
         return hash((self.kind, self.type_name, self.size))
 
     def __repr__(self) -> str:
-        if self.kind == "pickle" or self.type_name is None:
+        if self.kind in ("pickle", "encrypted") or self.type_name is None:
             return f"<{self.label}>"
         return f"<{self.label}: {self.value!r}>"
 
@@ -1035,6 +1044,13 @@ def codec_for_name(
     ``"pickle-hmac"`` without a key raises UntrustedPayload, unless ``trust_pickle``
     (then signatures are not checked); an unknown name raises DecodeError.
     """
+    if name.startswith(PREFIX):  # an encrypted stage over the codec named after it
+        inner = codec_for_name(name[len(PREFIX) :], hmac_key=hmac_key, trust_pickle=trust_pickle)
+        try:
+            keys = keys_from_env()
+        except ValueError as exc:
+            raise DecodeError(f"cannot read the encryption keys: {exc}", codec=name) from None
+        return EncryptedCodec(inner, keys)
     if name == "json":
         return JsonSerializer()
     if name == "pickle":
@@ -1054,7 +1070,8 @@ def codec_for_name(
             return codec
         return PickleSerializer(hmac_key=hmac_key)
     raise DecodeError(
-        f"unknown codec {name!r}: this version reads 'json', 'pickle' and 'pickle-hmac'; "
+        f"unknown codec {name!r}: this version reads 'json', 'pickle' and 'pickle-hmac', "
+        f"each optionally encrypted ('aesgcm:json'); "
         f"the journal may have been written by a newer version",
         codec=name,
     )
@@ -1065,6 +1082,12 @@ def decode_for_reading(codec: Codec, data: bytes, *, where: str = "payload") -> 
     needs the writer's classes. A pickle the codec may not unpickle, or whose classes
     are not importable here, and a typed JSON value whose class cannot be resolved,
     become :class:`Undecoded`; corrupt data still raises DecodeError."""
+    if isinstance(codec, EncryptedCodec):
+        try:
+            plain = codec.decrypt(data, where=where)
+        except EncryptedPayload as exc:
+            return Undecoded("encrypted", size=len(data), reason=str(exc))
+        return decode_for_reading(codec.inner, plain, where=where)
     if isinstance(codec, JsonSerializer):
         return codec.decode(data, where=where, rebuild=False)
     try:

@@ -23,6 +23,7 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     │   └── SignatureError      a pickle refused unpickled: its HMAC does not verify, or
     │       │                   it may not be trusted
     │       └── UntrustedPayload  a pickle this reader does not trust: not unpickled
+    │   └── EncryptedPayload    sealed with a key this reader does not hold
     ├── SeqOutOfRange           a seq past the run's last entry
     ├── JournalClosed           the journal was used after close()
     ├── JournalBusy             locked by another writer past the busy timeout: retry
@@ -45,6 +46,7 @@ __all__ = [
     "CorruptionError",
     "DatabaseUnavailable",
     "DecodeError",
+    "EncryptedPayload",
     "HorizonError",
     "JournalBusy",
     "JournalClosed",
@@ -143,6 +145,11 @@ class UntrustedPayload(SignatureError):
     journal's HMAC key nor passed ``trust_pickle=True``, or it holds a key and the
     payload is unsigned (or signed and it holds none). Never unpickled; read tools show
     an :class:`~journal.Undecoded` placeholder instead."""
+
+
+class EncryptedPayload(DecodeError):
+    """A payload encrypted with a key this reader does not hold (``key_id`` names it);
+    read tools show an :class:`~journal.Undecoded` placeholder instead."""
 
 
 class JournalClosed(JournalError):

@@ -239,9 +239,9 @@ def wait_for_sessions_to_end(url: str, application_name: str, timeout: float = 3
     A client killed with a COMMIT already sent leaves a server backend that still carries
     it out: what the journal holds "at the kill" is only known once that backend is gone.
     """
-    import psycopg  # here: the module is importable without the PostgreSQL extra
+    import psycopg  # noqa: PLC0415 - the module imports without the PostgreSQL extra
 
-    from journal._postgres import split_url
+    from journal._postgres import split_url  # noqa: PLC0415 - psycopg imported on use
 
     conninfo, _, _ = split_url(url)
     deadline = time.monotonic() + timeout
