@@ -19,6 +19,7 @@ and class name, not rebuilt. Commands that execute runs need the user's modules.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import itertools
@@ -47,9 +48,11 @@ from journal import (
     JournalError,
     MigrationError,
     MigrationReport,
+    Retention,
     RetentionPolicy,
     Run,
     ancestors,
+    apply_retention,
     copy_journal,
     fork_lineage,
     is_url,
@@ -1254,6 +1257,28 @@ def recover(
         raise CheckFailed(f"{render.plural(len(report.errors), 'run')} could not be recovered")
 
 
+def retention_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--delete-completed-after``, ``--delete-failed-after`` and ``--compact-after``."""
+    days = click.FloatRange(min=0)
+    for flag, help_text in reversed(
+        [
+            ("--delete-completed-after", "Delete completed runs DAYS after they ended."),
+            ("--delete-failed-after", "Delete failed and cancelled runs DAYS after they ended."),
+            ("--compact-after", "Keep only the final state of runs DAYS after they ended."),
+        ]
+    ):
+        fn = click.option(flag, type=days, metavar="DAYS", help=help_text)(fn)
+    return fn
+
+
+def _retention(
+    completed: float | None, failed: float | None, compact_after: float | None
+) -> Retention | None:
+    if completed is None and failed is None and compact_after is None:
+        return None
+    return Retention(completed_days=completed, failed_days=failed, compact_days=compact_after)
+
+
 @cli.command()
 @click.option(
     "--poll",
@@ -1291,6 +1316,7 @@ def recover(
     metavar="SECONDS",
     help="On stop, how long runs in flight get to reach their next step boundary.",
 )
+@retention_options
 @code_options
 @trust_option
 @db_option
@@ -1303,6 +1329,9 @@ def worker(
     lease: float,
     grace: float,
     imports: tuple[str, ...],
+    delete_completed_after: float | None,
+    delete_failed_after: float | None,
+    compact_after: float | None,
 ) -> None:
     """Claim and execute runs until stopped: enqueued ones, and those whose owner died.
 
@@ -1315,7 +1344,11 @@ def worker(
     their leases are released so another worker resumes them at once; exit status 0.
     A second signal abandons the runs in flight at once (leases still released; the
     steps they were in run again on the next worker): exit status 128 + signal.
+
+    With --delete-completed-after, --delete-failed-after or --compact-after, it
+    also applies that retention in the background, once an hour (see prune).
     """
+    retention = _retention(delete_completed_after, delete_failed_after, compact_after)
     stop = threading.Event()
     abandon = threading.Event()
     received: list[int] = []
@@ -1351,7 +1384,13 @@ def worker(
                 f"polling every {poll}s, Ctrl-C or SIGTERM to stop"
             )
         )
-        eng.worker(poll_interval=poll, stop=stop, on_recover=on_recover, concurrency=concurrency)
+        eng.worker(
+            poll_interval=poll,
+            stop=stop,
+            on_recover=on_recover,
+            concurrency=concurrency,
+            retention=retention,
+        )
 
         def on_begin(in_flight: list[str]) -> None:
             if in_flight:
@@ -1453,6 +1492,46 @@ def compact(
         console.print(Text(f"  {rid}: horizon now seq {horizon}"))
     if pages is not None:
         console.print(f"reclaimed {pages} pages")
+
+
+@cli.command()
+@retention_options
+@output_options
+@trust_option
+@db_option
+@click.pass_context
+def prune(
+    ctx: click.Context,
+    *,
+    delete_completed_after: float | None,
+    delete_failed_after: float | None,
+    compact_after: float | None,
+    as_json: bool,
+) -> None:
+    """Apply a retention policy once: delete and compact finished runs past their age.
+
+    A run is deleted with its history; one that a fork or a child run still refers
+    to is kept (and said why). Safe to interrupt and to run beside workers: a pass
+    cut short is finished by the next. `durable worker` takes the same options and
+    applies them in the background.
+    """
+    policy = _retention(delete_completed_after, delete_failed_after, compact_after)
+    if policy is None:
+        raise click.UsageError(
+            "say what to prune: --delete-completed-after, --delete-failed-after or --compact-after"
+        )
+    with _writer(ctx) as journal:
+        report = apply_retention(journal, policy)
+    if as_json:
+        _emit_json(dataclasses.asdict(report))
+        return
+    console = render.make_console()
+    console.print(
+        f"deleted {render.plural(len(report.deleted), 'run')}, compacted "
+        f"{render.plural(len(report.compacted), 'run')}: {report.entries_deleted} entries removed"
+    )
+    for rid, why in report.kept.items():
+        console.print(Text.assemble(("kept ", "yellow"), rid, f": {why}"))
 
 
 def _nothing_compacted(runs: list[Run], policy: RetentionPolicy) -> str:

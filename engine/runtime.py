@@ -33,6 +33,7 @@ from journal import (
     JsonSerializer,
     LeaseHeld,
     NewEntry,
+    Retention,
     Run,
     RunEnded,
     SnapshotPolicy,
@@ -1062,6 +1063,7 @@ class Engine:
         on_recover: Callable[[RecoveryReport], None] | None = None,
         concurrency: int = 8,
         grace: float | None = None,
+        retention: Retention | None = None,
     ) -> StopReport | None:
         """Claim and execute runs nobody holds until ``stop`` is set: ``durable worker``.
 
@@ -1070,11 +1072,12 @@ class Engine:
         at most ``concurrency`` at once. Wakes on notification (PostgreSQL) or
         every ``poll_interval`` seconds. The runs in flight go on when it returns,
         unless ``grace`` is given: then they stop at their next step boundary (see
-        :meth:`drain`) and the report of that is returned.
+        :meth:`drain`) and the report of that is returned. With ``retention`` it also
+        deletes and compacts finished runs past their age, in the background.
         """
         from .worker import Worker  # noqa: PLC0415 - worker imports this module
 
-        Worker(self, concurrency=concurrency, poll_interval=poll_interval).run(
+        Worker(self, concurrency=concurrency, poll_interval=poll_interval, retention=retention).run(
             stop or threading.Event(), on_recover
         )
         return None if grace is None else self.drain(grace)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from journal import JournalError, Listener
+from journal import JournalError, Listener, Retention, apply_retention
 
 from .errors import FunctionNotFound
 from .queues import WAKE_CHANNEL, queue_limits
@@ -35,10 +35,18 @@ _SLICE = 0.05  # longest sleep between checks of the stop event and of free slot
 class Worker:
     """Claims and executes runs for one engine; see :meth:`Engine.worker`."""
 
-    def __init__(self, engine: Engine, *, concurrency: int = 8, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        retention: Retention | None = None,
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.engine = engine
+        self.retention = retention
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self._unresolvable: set[str] = set()
@@ -103,6 +111,15 @@ class Worker:
             self._stop = stop
         stop = self._stop
         listener = self.engine.journal.listener(WAKE_CHANNEL)
+        keeper = None
+        if self.retention is not None:
+            keeper = threading.Thread(
+                target=self._keep,
+                args=(self.retention, stop),
+                name="durable-retention",
+                daemon=True,
+            )
+            keeper.start()
         try:
             while not stop.is_set():
                 try:
@@ -121,6 +138,8 @@ class Worker:
                 self._idle(listener, stop, busy)
         finally:
             listener.close()
+            if keeper is not None:
+                keeper.join()
 
     def stop(self, grace: float = 30.0, *, abandon: threading.Event | None = None) -> StopReport:
         """Stop like a service: claim nothing more, let each run in flight reach its next
@@ -131,6 +150,22 @@ class Worker:
         :meth:`run`'s, or after it returned."""
         self._stop.set()
         return self.engine.drain(grace, abandon=abandon)
+
+    def _keep(self, retention: Retention, stop: threading.Event) -> None:
+        # Retention in the background, once at start then every ``retention.every``
+        # seconds; a pass interrupted by a crash is finished by the next one.
+        while not stop.is_set():
+            try:
+                report = apply_retention(self.engine.journal, retention)
+            except JournalError as exc:
+                log.warning("worker %s: retention failed (%s); retrying", self.engine.owner, exc)
+            else:
+                if report.deleted or report.compacted:
+                    log.info(
+                        "retention: %d runs deleted, %d compacted, %d entries removed",
+                        len(report.deleted), len(report.compacted), report.entries_deleted,
+                    )  # fmt: skip
+            stop.wait(retention.every)
 
     def _idle(self, listener: Listener, stop: threading.Event, busy: int | None) -> None:
         # Until the poll interval passes, a notification arrives, or fewer than

@@ -57,6 +57,7 @@ from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .render import to_jsonable
+from .retention import Retention, RetentionReport, apply_retention
 from .store import (
     DEFAULT_PATH,
     ENV_VAR,
@@ -115,7 +116,9 @@ __all__ = [
     "NewEntry",
     "NotAJournalError",
     "PickleSerializer",
+    "Retention",
     "RetentionPolicy",
+    "RetentionReport",
     "Run",
     "RunCorrupted",
     "RunEnded",
@@ -132,6 +135,7 @@ __all__ = [
     "__version__",
     "ancestors",
     "appended_items",
+    "apply_retention",
     "codec_for_name",
     "copy_journal",
     "decode_for_reading",

@@ -119,11 +119,14 @@ def _delete_below(journal: Journal, run_id: str, batch: int) -> int:
     db = journal.backend
     while True:
         with journal.lock, db.transaction(f"compacting {run_id!r}"):
-            lo, horizon = db.execute(
+            row = db.execute(
                 "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
                 " FROM runs WHERE run_id = ?",
                 (run_id, run_id),
             ).fetchone()
+            if row is None:  # the run was deleted meanwhile (retention in another process)
+                return total
+            lo, horizon = row
             if lo is None or lo > horizon:
                 return total
             db.execute(
