@@ -132,9 +132,10 @@ class Worker:
                     continue
                 if on_claim is not None and (report.handles or report.errors):
                     on_claim(report)
-                # Having claimed, more may be waiting (behind the slots or a queue's
-                # limit): claim again as soon as one of our runs ends.
-                busy = self.in_flight() if report.handles else None
+                # More may be waiting (behind the slots or a queue's limit, or woken by
+                # an enqueue while every slot was taken): claim again as soon as one of
+                # our runs ends, not at the next poll.
+                busy = self.in_flight() or None
                 self._idle(listener, stop, busy)
         finally:
             listener.close()

@@ -334,3 +334,29 @@ def test_an_event_resumes_a_parked_run_on_another_worker_at_once(pg_schema_url: 
         stop.set()
         t.join(10)
         worker_engine.close()
+
+
+
+def test_a_freed_slot_claims_the_next_run_at_once(eng: Engine) -> None:
+    """A full worker woken by an enqueue (nothing it can claim yet) claims that run as
+    soon as its own run ends, not at its next poll (60 s away here)."""
+    GATE["hold"] = threading.Event()
+    first = gated.enqueue(0, run_id="g0")
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=eng.worker, kwargs={"stop": stop, "concurrency": 1, "poll_interval": 60}
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 15
+        while eng.journal.get_run("g0").status != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = gated.enqueue(1, run_id="g1")  # wakes the full worker (PostgreSQL)
+        time.sleep(0.3)  # let the wake-up find no free slot
+        GATE["hold"].set()
+        assert first.result(timeout=15) == 0
+        assert second.result(timeout=15) == 1
+    finally:
+        GATE["hold"].set()
+        stop.set()
+        worker.join(10)
