@@ -145,6 +145,37 @@ def ours_growth(workdir: Path, *, api: str, durability: str, steps: int) -> Samp
     return Sample(elapsed, steps, {**extra, "durability_note": _NOTE[durability]})
 
 
+class TenTick(Event):
+    x: int
+    i: int
+
+
+class TenFlow(Workflow):
+    """The llamaindex peers' workflow: ten steps, each setting ``x`` in the store."""
+
+    @step
+    async def add(self, ctx: Context, ev: StartEvent | TenTick) -> TenTick | StopEvent:
+        x, i = (ev.x, 0) if isinstance(ev, StartEvent) else (ev.x, ev.i)
+        x, i = x + 1, i + 1
+        await ctx.store.set("x", x)
+        return StopEvent(result=x) if i == engine_bench.STEPS else TenTick(x=x, i=i)
+
+
+def ours_workflow_sequential(workdir: Path, *, durability: str, runs: int, warmup: int) -> Sample:
+    eng = configure(workdir / "durable.db", durability=durability)
+    flow = TenFlow()
+    for i in range(warmup):
+        flow.run(x=i).result(timeout=60)
+    start = time.perf_counter()
+    for i in range(runs):
+        assert flow.run(x=i).result(timeout=60) == i + engine_bench.STEPS
+    elapsed = time.perf_counter() - start
+    eng.close()
+    ops = runs * engine_bench.STEPS
+    return Sample(elapsed, ops, {"us_per_step": elapsed / ops * 1e6,
+                                 "durability_note": _NOTE[durability]})  # fmt: skip
+
+
 # -- the peers (a subprocess in the peer's venv) -------------------------------------------
 
 
@@ -200,6 +231,8 @@ def _sequential(quick: bool) -> Scenario:
                 {"runs": peer_runs, "api": "graph", "durability": "async"},
             ),
             ("llamaindex", "llamaindex", {"runs": peer_runs}),
+            # Its runs take seconds each (result and event polling on SQLite): fewer.
+            ("llama-agents-dbos", "llamadbos", {"runs": max(3, peer_runs // 5)}),
         ],
         quick,
     )
@@ -212,6 +245,8 @@ def _sequential(quick: bool) -> Scenario:
                   {"durability": "full", "runs": runs_full, "warmup": 3}),
         Contender("durable/process", f"{__name__}:ours_sequential",
                   {"durability": "process", "runs": runs_process, "warmup": 3}, checked=False),
+        Contender("workflow/full", f"{__name__}:ours_workflow_sequential",
+                  {"durability": "full", "runs": runs_full, "warmup": 3}, checked=False),
     ]  # fmt: skip
     names = [c.name for c in ours + peers]
     return Scenario(

@@ -63,6 +63,14 @@ PEERS: dict[str, Peer] = {
             ("llama-index-workflows==2.26.1",),
             ("llama-index-workflows",),
         ),
+        # LlamaIndex's durable runtime. 0.7.0 does not launch with DBOS 3.x (it builds
+        # Queue objects, which DBOS 3 refuses): the last 2.x release, pinned.
+        Peer(
+            "llamadbos",
+            "LlamaIndex workflows on DBOS (llama-agents-dbos)",
+            ("llama-agents-dbos==0.7.0", "dbos==2.31.1"),
+            ("llama-agents-dbos", "dbos", "llama-index-workflows"),
+        ),
     )
 }
 
