@@ -251,11 +251,11 @@ class TestRunList:
             html = c.get("/?limit=10&offset=10").text
             assert '<span id="total">24</span>' in html
             assert 'data-status="failed" href="/?limit=10&amp;status=failed"' in html
-            assert "page 2 of 3 · runs 11–20 of 24" in html
+            assert "page 2 of 3 · runs 11\N{EN DASH}20 of 24" in html
             assert 'rel="prev" href="/?limit=10&amp;offset=0"' in html
             assert 'rel="next" href="/?limit=10&amp;offset=20"' in html
             last = c.get("/?limit=10&offset=20").text
-            assert 'rel="next"' not in last and "runs 21–24 of 24" in last
+            assert 'rel="next"' not in last and "runs 21\N{EN DASH}24 of 24" in last
 
     def test_durations(self, many: Path) -> None:
         with Journal(many) as j:

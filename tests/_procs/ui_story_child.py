@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from engine import configure
-
 import ui_story_workload
+
+from engine import configure
 
 if __name__ == "__main__":
     db, run_id, lease = sys.argv[1:4]
