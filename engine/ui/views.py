@@ -371,13 +371,12 @@ def build_timeline(
 
 def _takeover_row(t: Takeover) -> Row:
     epoch = f"epoch {t.epoch - 1} → {t.epoch}" if t.epoch else "a new claim"
-    note = f"{epoch} · lease wait {fmt_duration(t.wait)}"
     title = (
         f"owner changed before #{t.number}: no entry from {fmt_time(t.since)} to "
-        f"{fmt_time(t.resumed)} ({fmt_duration(t.wait)}: the dead owner's lease wait and "
-        f"the replay); {epoch}"
+        f"{fmt_time(t.resumed)} ({fmt_duration(t.wait)}: work lost with the dead owner, its "
+        f"lease running out, the replay); {epoch}"
     )
-    row = Row(label="owner changed", kind="takeover", numbers=[t.number], note=note)
+    row = Row(label="owner changed", kind="takeover", numbers=[t.number], note=epoch)
     row.spans.append(_Span(t.since, t.resumed, "takeover", t.number, title))
     return row
 
