@@ -186,6 +186,8 @@ class TestStepPage:
         for n in (0, 99):
             resp = client.get(f"/runs/crashed-1/steps/{n}")
             assert resp.status_code == 400 and f"no step {n}" in resp.text
+        resp = client.get("/runs/crashed-1/steps/two")
+        assert resp.status_code == 400 and "step must be an integer" in resp.text
         assert client.get("/runs/ghost/steps/1").status_code == 404
 
     def test_run_page_links_to_it(self, client: TestClient) -> None:

@@ -288,7 +288,7 @@ def create_app(
     routes = [
         Route("/", runs_page),
         Route("/runs/{run_id:path}/live", live_fragment),
-        Route("/runs/{run_id:path}/steps/{number:int}", step_page),
+        Route("/runs/{run_id:path}/steps/{number}", step_page),
         Route("/runs/{run_id:path}", run_page),
         Route("/api/runs", api_runs),
         Route("/api/runs/{run_id:path}/history", api_history),
@@ -1014,7 +1014,7 @@ def step_page(request: Request) -> Response:
     ui = _ui(request)
     journal = ui.journal
     run = journal.get_run(_run_id(request))
-    number: int = request.path_params["number"]
+    number = views.int_param(request.path_params["number"], "step", minimum=0) or 0
     cps = list(iter_history(run.run_id, engine=ui.engine))
     cp = next((c for c in reversed(cps) if c.number == number), None) if number >= 1 else None
     if cp is None:
