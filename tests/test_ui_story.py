@@ -308,3 +308,24 @@ def test_counts_follow_new_runs(many: Path) -> None:
             j.create_run("late", name="n", status="pending")
         time.sleep(0.01)
         assert c.get("/api/runs").json()["counts"]["pending"] == before + 1
+
+
+@pytest.mark.postgres
+def test_the_list_reads_the_same_on_postgres(many: Path, pg_schema_url: str) -> None:
+    """Search (case, wildcards), counts and pages on PostgreSQL match the file's."""
+    from journal import copy_journal
+
+    with Journal(many, readonly=True) as src, Journal(pg_schema_url) as dst:
+        assert copy_journal(src, dst).ok
+    app = create_app(pg_schema_url, readonly=True)
+    token = {"Authorization": f"Bearer {app.state.token}"}
+    with TestClient(app, base_url="http://127.0.0.1", headers=token) as pg, ui_client(many) as f:
+        queries = [
+            "q=run-1", "q=RUN-05", "q=name:a:job", "q=%25", "q=_", "q=id:job",
+            "limit=5&offset=5", "status=failed", "q=run-0+name:a:job&status=failed",
+        ]  # fmt: skip
+        for query in queries:
+            on_pg, on_file = pg.get(f"/api/runs?{query}"), f.get(f"/api/runs?{query}")
+            assert on_pg.status_code == on_file.status_code == 200, (query, on_pg.text)
+            assert on_pg.json() == on_file.json(), query
+        assert pg.get("/?q=run-1&limit=3").status_code == 200
