@@ -120,6 +120,24 @@ class TestTakeover:
         assert [m.number for m in marks] == [1, 2] and {m.epoch for m in marks} == {None}
 
 
+def test_an_expired_lease_is_said_on_the_in_progress_row() -> None:
+    """A running run whose owner stopped renewing: the next worker takes it over."""
+    from dataclasses import replace
+
+    from engine.ui.story import Owners
+    from engine.ui.views import build_timeline
+
+    now = 1000.0
+    run = replace(_run(epoch=1), status="running", owner="host:42:abc", lease_expires_at=now - 5)
+    owners = Owners("host:42:abc", run.owner, 1, run.lease_expires_at, ())
+    assert owners.lease_expired(now)
+    live = build_timeline(run, [], now=now, owners=owners).rows[-1]
+    assert live.kind == "live" and "lease of host:42:abc expired" in live.note
+    held = replace(owners, lease_expires_at=now + 5)
+    assert not held.lease_expired(now)
+    assert "lease of" not in build_timeline(run, [], now=now, owners=held).rows[-1].note
+
+
 def _run(epoch: int) -> Any:
     from journal import Run
 
