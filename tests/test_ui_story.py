@@ -312,6 +312,7 @@ class TestRunList:
             assert c.get("/api/runs?offset=99999999999999999999").status_code == 400
             assert c.get("/api/runs?offset=-1").status_code == 400
             assert _ids(c, "offset=1000") == []
+            assert "no runs past 1000 (of 24)" in c.get("/?offset=1000").text
 
     def test_the_search_box_is_text(self, many: Path) -> None:
         with ui_client(many) as c:
