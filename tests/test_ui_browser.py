@@ -215,17 +215,18 @@ def artefacts(tmp_path: Path) -> Path:
 
 
 def assert_fully_shown(page: Any, selector: str) -> int:
-    """Every element ``selector`` matches is on screen whole (not clipped, not cut)."""
-    items = page.locator(selector)
-    count = int(items.count())
-    assert count > 0, f"nothing matches {selector}"
-    for i in range(count):
-        box = items.nth(i).evaluate(VISIBLE_JS)
-        where = f"{selector} #{i} ({items.nth(i).inner_text()!r}) at {page.viewport_size}"
+    """Every element ``selector`` matches is on screen whole (not clipped, not cut).
+    Measured in one script call: the list's live refresh may replace rows meanwhile."""
+    boxes = page.locator(selector).evaluate_all(
+        f"els => els.map(el => [el.innerText, ({VISIBLE_JS})(el)])"
+    )
+    assert boxes, f"nothing matches {selector}"
+    for i, (text, box) in enumerate(boxes):
+        where = f"{selector} #{i} ({text!r}) at {page.viewport_size}"
         assert box["width"] > 0 and box["height"] > 0, where
         assert box["shown"] >= box["width"] - 0.5, f"{where} is cut: {box}"
         assert box["scroll"] <= box["client"] + 1 or box["client"] == 0, f"{where}: {box}"
-    return count
+    return len(boxes)
 
 
 def assert_no_sideways_scroll(page: Any) -> None:
