@@ -217,8 +217,10 @@ def artefacts(tmp_path: Path) -> Path:
 def assert_fully_shown(page: Any, selector: str) -> int:
     """Every element ``selector`` matches is on screen whole (not clipped, not cut).
     Measured in one script call: the list's live refresh may replace rows meanwhile."""
-    boxes = page.locator(selector).evaluate_all(
-        f"els => els.map(el => [el.innerText, ({VISIBLE_JS})(el)])"
+    boxes = page.evaluate(
+        "sel => Array.from(document.querySelectorAll(sel),"
+        f" el => [el.innerText, ({VISIBLE_JS})(el)])",
+        selector,
     )
     assert boxes, f"nothing matches {selector}"
     for i, (text, box) in enumerate(boxes):
@@ -270,8 +272,9 @@ def test_the_run_story_at_two_widths(db_path: Path, tmp_path: Path) -> None:
                 assert_fully_shown(page, "#runs a.rid")
                 assert_fully_shown(page, "#runs td.dur")
                 assert_fully_shown(page, "#runs .status")
-                for box in page.locator("#runs a.rid, #runs .status").evaluate_all(
-                    "els => els.map(e => e.getClientRects().length)"
+                for box in page.evaluate(
+                    "Array.from(document.querySelectorAll('#runs a.rid, #runs .status'),"
+                    " e => e.getClientRects().length)"
                 ):
                     assert box == 1, "an id or a status is broken over lines"
                 assert_no_sideways_scroll(page)

@@ -72,7 +72,9 @@ def crash_and_recover(db: Path, run_id: str, lease: float = 1.0) -> dict[str, An
             assert child.poll() is None, f"the child exited early: {child.communicate()}"
             assert time.monotonic() < deadline, "the child never completed two steps"
             time.sleep(0.01)
-        time.sleep(0.2)  # inside step 3, which hangs
+        # Inside step 3, which hangs. Long enough that the silence counts as a takeover
+        # (MIN_SILENCE) even if a busy machine let the lease lapse before the kill.
+        time.sleep(0.6)
     finally:
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=60)
