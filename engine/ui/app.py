@@ -56,12 +56,11 @@ from journal import (
 from journal.kinds import RUN_STATUSES
 
 from ..errors import EngineError, FunctionNotFound, WrongFunction
-from ..recorded import lineage
 from ..registry import import_user_modules
 from ..runtime import Engine
 from ..timetravel import Checkpoint, StepNotFound, diff, fork, iter_history, state_at
 from ..workflow import RunFinished, send_event
-from . import views
+from . import runlist, steps, story, views
 from .views import BadRequest
 
 __all__ = [
@@ -96,9 +95,6 @@ a cookie as it is."""
 
 MAX_ROWS = 300
 """Checkpoints drawn on one timeline page; longer runs page through theirs."""
-
-MAX_ENTRIES = 200
-"""Journal entries listed for one selected checkpoint."""
 
 MAX_BODY = 1 << 20
 """Largest action body accepted, in bytes (a fork's edited state is the big one)."""
@@ -292,6 +288,7 @@ def create_app(
     routes = [
         Route("/", runs_page),
         Route("/runs/{run_id:path}/live", live_fragment),
+        Route("/runs/{run_id:path}/steps/{number}", step_page),
         Route("/runs/{run_id:path}", run_page),
         Route("/api/runs", api_runs),
         Route("/api/runs/{run_id:path}/history", api_history),
@@ -656,32 +653,39 @@ def _run_id(request: Request) -> str:
     return run_id
 
 
-def _list_runs(ui: UI, request: Request) -> tuple[list[Run], dict[str, Any]]:
+MAX_OFFSET = 10**12
+"""Largest list offset accepted: past it a database's integer would overflow."""
+
+
+def _list_runs(ui: UI, request: Request) -> tuple[runlist.Page, dict[str, Any]]:
     q = request.query_params
     filters: dict[str, Any] = {
+        "q": q.get("q") or None,
         "status": views.status_param(q.getlist("status"), RUN_STATUSES),
         "name": q.get("name") or None,
         "since": views.time_param(q.get("since"), "since"),
         "until": views.time_param(q.get("until"), "until"),
-        "limit": views.int_param(q.get("limit"), "limit", minimum=1, maximum=1000) or 100,
-        "offset": views.int_param(q.get("offset"), "offset", minimum=0) or 0,
+        "limit": views.int_param(q.get("limit"), "limit", minimum=1, maximum=1000)
+        or runlist.DEFAULT_LIMIT,
+        "offset": views.int_param(q.get("offset"), "offset", minimum=0, maximum=MAX_OFFSET) or 0,
     }
-    runs = ui.journal.list_runs(
-        status=filters["status"],
-        name=filters["name"],
-        created_after=filters["since"],
-        created_before=filters["until"],
-        limit=filters["limit"],
-        offset=filters["offset"],
-        newest_first=True,
-    )
-    return runs, filters
+    page = runlist.list_page(ui.journal, {**filters, "search": runlist.parse_search(filters["q"])})
+    return page, filters
 
 
 def api_runs(request: Request) -> Response:
-    """``GET /api/runs?status=&name=&since=&until=&limit=&offset=``: newest first."""
-    runs, filters = _list_runs(_ui(request), request)
-    return JSONResponse({"runs": [views.run_doc(r) for r in runs], "filters": filters})
+    """``GET /api/runs?q=&status=&name=&since=&until=&limit=&offset=``: newest first,
+    with the total that matches, counts by status, and the next page's offset."""
+    page, filters = _list_runs(_ui(request), request)
+    return JSONResponse(
+        {
+            "runs": [views.run_doc(r) for r in page.runs],
+            "filters": filters,
+            "total": page.total,
+            "counts": page.counts,
+            "next_offset": page.next_offset,
+        }
+    )
 
 
 def _decoded(journal: Journal, data: bytes | None, codec: str, where: str) -> Any:
@@ -838,15 +842,29 @@ async def api_cancel(request: Request) -> Response:
 def runs_page(request: Request) -> Response:
     """The run list; a script refreshes its rows from ``/api/runs`` every second."""
     ui = _ui(request)
-    runs, filters = _list_runs(ui, request)
+    page, filters = _list_runs(ui, request)
     names = [str(r["name"]) for r in ui.journal.query("SELECT DISTINCT name FROM runs ORDER BY 1")]
     q = request.query_params
-    form = {k: q.get(k, "") for k in ("name", "since", "until", "limit")}
+    form = {k: q.get(k, "") for k in ("q", "name", "since", "until", "limit")}
     form["status"] = ",".join(filters["status"] or [])
+
+    def page_url(**change: Any) -> str:
+        params: dict[str, Any] = {**{k: v for k, v in form.items() if v}, **change}
+        return "/?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
     return ui.templates.TemplateResponse(
         request,
         "runs.html",
-        {"ui": ui, "runs": runs, "names": names, "statuses": RUN_STATUSES, "form": form},
+        {
+            "ui": ui,
+            "page": page,
+            "runs": page.runs,
+            "names": names,
+            "statuses": RUN_STATUSES,
+            "form": form,
+            "page_url": page_url,
+            "now": time.time(),
+        },
     )
 
 
@@ -864,6 +882,31 @@ def _describe_event(journal: Journal) -> Callable[[Checkpoint], str]:
     return describe
 
 
+def default_step(cps: Sequence[Checkpoint]) -> int:
+    """The checkpoint a run page opens on: the last step's (what the run last did, with
+    the state it changed), else the last checkpoint, else the start (0)."""
+    ends = (K.STEP_COMPLETED, K.STEP_FAILED)
+    last_step = next((c for c in reversed(cps) if c.kind in ends), None)
+    if last_step is not None:
+        return last_step.number
+    return cps[-1].number if cps else 0
+
+
+def failure(cps: Sequence[Checkpoint]) -> dict[str, Any] | None:
+    """A failed run's error and traceback, as its ``run.failed`` entry recorded them."""
+    end = cps[-1] if cps else None
+    if end is None or end.kind != K.RUN_FAILED:
+        return None
+    detail = to_jsonable(dict(end.detail))
+    trace = detail.get("traceback")
+    return {
+        "type": str(detail.get("type") or "error"),
+        "error": str(detail.get("error") or ""),
+        "traceback": trace if isinstance(trace, str) else None,
+        "number": end.number,
+    }
+
+
 def _page_context(ui: UI, request: Request, run: Run) -> dict[str, Any]:
     """Header and timeline: what the live fragment re-renders as the run moves on."""
     q = request.query_params
@@ -871,14 +914,17 @@ def _page_context(ui: UI, request: Request, run: Run) -> dict[str, Any]:
     offset = views.int_param(q.get("offset"), "offset", minimum=0)
     cps = list(iter_history(run.run_id, engine=ui.engine))
     if step is None:
-        step = cps[-1].number if cps else 0
+        step = default_step(cps)
     if offset is None:  # the page of checkpoints that holds the selected one
         offset = max(0, min(step - 1 - MAX_ROWS // 2, len(cps) - MAX_ROWS))
     window = cps[offset : offset + MAX_ROWS]
+    owners = story.owners(ui.journal, run, cps)
     timeline = views.build_timeline(
-        run, window, now=time.time(), describe_event=_describe_event(ui.journal)
+        run, window, now=time.time(), describe_event=_describe_event(ui.journal), owners=owners
     )
     return {
+        "owners": owners,
+        "failure": failure(cps),
         "ui": ui,
         "run": run,
         "related": _related(ui.journal, run),
@@ -899,53 +945,6 @@ def live_fragment(request: Request) -> Response:
     ui = _ui(request)
     run = ui.journal.get_run(_run_id(request))
     return ui.templates.TemplateResponse(request, "_live.html", _page_context(ui, request, run))
-
-
-def _entries(journal: Journal, cp: Checkpoint) -> list[dict[str, Any]]:
-    """The journal entries that make up checkpoint ``cp``, payloads decoded."""
-    out = []
-    for entry in itertools.islice(journal.read(cp.run_id, cp.first_seq, cp.seq), MAX_ENTRIES):
-        value: Any
-        try:
-            raw = journal.decode_entry(entry, strict=False)
-        except DecodeError as exc:
-            value = {"undecodable": str(exc)}
-        else:
-            is_event = entry.kind in (K.EVENT_EMITTED, K.EVENT_RECEIVED) and isinstance(raw, dict)
-            value = views.events_of(raw) if is_event else to_jsonable(raw)
-        out.append(
-            {
-                "seq": entry.seq,
-                "kind": entry.kind,
-                "step": entry.step,
-                "key": entry.key,
-                "value": value,
-                "ts": entry.ts,
-            }
-        )
-    return out
-
-
-def _consumed(journal: Journal, run: Run, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """The events a step consumed, found by delivery key where they were emitted or
-    received (in the run or, for a fork, in its sources)."""
-    if not keys:
-        return []
-    segments = [r for r, _ in lineage(journal, run)]
-    rows = journal.query(
-        f"SELECT run_id, seq, key FROM entries WHERE key IN ({','.join('?' * len(keys))})"
-        f" AND run_id IN ({','.join('?' * len(segments))}) AND kind IN (?, ?)",
-        [*keys, *segments, K.EVENT_EMITTED, K.EVENT_RECEIVED],
-    )
-    found: dict[str, Any] = {}
-    for row in rows:
-        try:
-            entry = journal.read_one(str(row["run_id"]), int(row["seq"]))
-            payload = journal.decode_entry(entry, strict=False)
-            found[str(row["key"])] = views.events_of(payload)
-        except (DecodeError, AttributeError) as exc:
-            found[str(row["key"])] = {"undecodable": str(exc)}
-    return [{"key": k, "event": found.get(k)} for k in keys]
 
 
 def _guarded(call: Callable[[], T]) -> tuple[T | None, str | None]:
@@ -978,12 +977,12 @@ def run_page(request: Request) -> Response:
     state, state_error = _guarded(lambda: state_at(run.run_id, step=step, engine=ui.engine))
     changes, diff_error = _guarded(lambda: diff(run.run_id, a, b, engine=ui.engine))
     entries, entries_error = (
-        ([], None) if selected is None else _guarded(lambda: _entries(journal, selected))
+        ([], None) if selected is None else _guarded(lambda: steps.entries_of(journal, selected))
     )
     consumed, _ = (
         ([], None)
         if selected is None
-        else _guarded(lambda: _consumed(journal, run, selected.consumed))
+        else _guarded(lambda: steps.consumed_by(journal, run, selected.consumed))
     )
     values = state.to_dict() if state is not None else {}
     waiting: list[str] = []
@@ -1007,3 +1006,48 @@ def run_page(request: Request) -> Response:
         detail=to_jsonable(dict(selected.detail)) if selected is not None else {},
     )
     return ui.templates.TemplateResponse(request, "run.html", ctx)
+
+
+def step_page(request: Request) -> Response:
+    """One checkpoint: its inputs and result, then the state it changed, then the journal
+    entries it is made of."""
+    ui = _ui(request)
+    journal = ui.journal
+    run = journal.get_run(_run_id(request))
+    number = views.int_param(request.path_params["number"], "step", minimum=0) or 0
+    cps = list(iter_history(run.run_id, engine=ui.engine))
+    cp = next((c for c in reversed(cps) if c.number == number), None) if number >= 1 else None
+    if cp is None:
+        last = cps[-1].number if cps else 0
+        raise StepNotFound(f"run {run.run_id!r} has {last} checkpoints; there is no step {number}")
+    entries, entries_error = _guarded(lambda: steps.entries_of(journal, cp))
+    entries = entries or []
+    consumed, _ = _guarded(lambda: steps.consumed_by(journal, run, cp.consumed))
+    before, before_error = _guarded(
+        lambda: state_at(run.run_id, step=number - 1, engine=ui.engine).to_dict()
+    )
+    output = (
+        _decoded(journal, run.output, run.codec, f"run {run.run_id!r} output")
+        if cp.kind == K.RUN_COMPLETED
+        else None
+    )
+    index = cps.index(cp)
+    ctx = {
+        "ui": ui,
+        "run": run,
+        "cp": cp,
+        "kinds": {"step": (K.STEP_COMPLETED, K.STEP_FAILED)},
+        "consumed": consumed or [],
+        "before": before or {},
+        "before_error": before_error,
+        "outcome": steps.outcome(cp, entries, output),
+        "mutations": steps.mutations(cp, entries),
+        "emitted": [e for e in entries if e["kind"] == K.EVENT_EMITTED and e["step"]],
+        "entries": entries,
+        "entries_error": entries_error,
+        "digest": next((e["key"] for e in entries if e["seq"] == cp.seq), None),
+        "prev": cps[index - 1].number if index > 0 else None,
+        "next": cps[index + 1].number if index + 1 < len(cps) else None,
+        "detail": to_jsonable(dict(cp.detail)),
+    }
+    return ui.templates.TemplateResponse(request, "step.html", ctx)

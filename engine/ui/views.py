@@ -14,6 +14,7 @@ from typing import Any
 from journal import EntryKind, Run, Undecoded, to_jsonable
 
 from ..timetravel import Checkpoint
+from .story import Owners, Takeover
 
 K = EntryKind
 
@@ -225,9 +226,12 @@ def build_timeline(
     *,
     now: float,
     describe_event: Callable[[Checkpoint], str] = lambda cp: "",
+    owners: Owners | None = None,
 ) -> Timeline:
-    """Group checkpoints into Gantt rows and lay their bars out on one time axis."""
+    """Group checkpoints into Gantt rows and lay their bars out on one time axis; with
+    ``owners``, a row marks each takeover (the silence before another owner went on)."""
     rows: list[Row] = []
+    takeovers = {(t.run_id, t.seq): t for t in owners.takeovers} if owners else {}
     open_rows: dict[tuple[str, str, str], Row] = {}  # (segment, kind of row, step key)
     # A failed attempt records no start; it began, at the latest, when the previous unit
     # of work ended (or when the run was created, for the run's first one).
@@ -245,6 +249,10 @@ def build_timeline(
         return row
 
     for cp in checkpoints:
+        taken = takeovers.get((cp.run_id, cp.seq))
+        if taken is not None:
+            rows.append(_takeover_row(taken))
+            open_rows.clear()  # the new owner's attempts are rows of their own
         start_guess = prev_end if prev_end is not None else cp.ended_at
         kind = cp.kind
         if kind in (K.STEP_COMPLETED, K.STEP_FAILED):
@@ -340,10 +348,14 @@ def build_timeline(
     if not run.finished:
         what = {"waiting": "waiting for an event", "pending": "pending (next worker resumes it)"}
         live = Row(label=what.get(run.status, run.status), kind="live")
+        if owners is not None and owners.lease_expired(now):
+            expired = fmt_time(owners.lease_expires_at, date=False)
+            live.note = f"lease of {owners.current} expired {expired}: next worker takes over"
         if run.wake_at is not None and run.wake_at > now:
             wake = fmt_time(run.wake_at, date=False)
             # A waiting run's wake-up time is its wait's timeout; otherwise it is asleep.
-            live.note = f"times out {wake}" if run.status == "waiting" else f"sleeping until {wake}"
+            wait = f"times out {wake}" if run.status == "waiting" else f"sleeping until {wake}"
+            live.note = live.note or wait
         since = f"{run.status} since {fmt_time(last)}"
         live.spans.append(_Span(last, max(now, last), "live", None, since))
         rows.append(live)
@@ -357,6 +369,18 @@ def build_timeline(
     return _layout(rows)
 
 
+def _takeover_row(t: Takeover) -> Row:
+    epoch = f"epoch {t.epoch - 1} → {t.epoch}" if t.epoch else "a new claim"
+    title = (
+        f"owner changed before #{t.number}: no entry from {fmt_time(t.since)} to "
+        f"{fmt_time(t.resumed)} ({fmt_duration(t.wait)}: work lost with the dead owner, its "
+        f"lease running out, the replay); {epoch}"
+    )
+    row = Row(label="owner changed", kind="takeover", numbers=[t.number], note=epoch)
+    row.spans.append(_Span(t.since, t.resumed, "takeover", t.number, title))
+    return row
+
+
 def _layout(rows: list[Row]) -> Timeline:
     """Place bars on a 0..TRACK axis. Idle stretches that no bar covers and that are
     longer than a quarter of the busy time (a fork made a day after its source, a run
@@ -367,7 +391,9 @@ def _layout(rows: list[Row]) -> Timeline:
     t0 = min(s.start for s in spans)
     t1 = max(s.end if s.end is not None else s.start for s in spans)
     merged: list[list[float]] = []
-    for s in sorted(spans, key=lambda s: s.start):
+    # A takeover's silence is idle time: shortened like any other when it is long.
+    busy_spans = [s for s in spans if s.cls != "takeover"]
+    for s in sorted(busy_spans, key=lambda s: s.start):
         end = s.end if s.end is not None else s.start
         if merged and s.start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)

@@ -19,6 +19,16 @@
       pad(d.getMilliseconds(), 3);
   }
 
+  // The same format as the server's fmt_duration.
+  function fmtDuration(s) {
+    s = Math.max(s, 0);
+    if (s < 1e-3) return Math.round(s * 1e6) + " µs";
+    if (s < 1) return Math.round(s * 1e3) + " ms";
+    if (s < 60) return s.toFixed(1) + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + Math.floor(s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  }
+
   function runUrl(id) { return "/runs/" + encodeURIComponent(id); }
 
   function el(tag, props, children) {
@@ -59,18 +69,22 @@
   // -- the run list ----------------------------------------------------------------------
 
   function runRow(run) {
-    const relation = el("td");
+    const relation = el("td", { className: "c-rel" });
+    const end = run.finished ? run.updated_at : Date.now() / 1000;
+    const duration = el("td", { className: "dur", textContent: fmtDuration(end - run.created_at) });
+    if (!run.finished) duration.append(" ", el("span", { className: "muted", textContent: "so far" }));
     if (run.parent_run_id) relation.append("child of ", link(run.parent_run_id));
     if (run.forked_from) relation.append("fork of ", link(run.forked_from));
     const error = run.error || "";
     const cells = [
       el("td", {}, [el("a", { className: "rid", href: runUrl(run.run_id), textContent: run.run_id })]),
       el("td", { textContent: run.name }),
-      el("td", { textContent: run.kind }),
+      el("td", { className: "c-kind", textContent: run.kind }),
       el("td", {}, [el("span", { className: "status s-" + run.status, textContent: run.status })]),
       el("td", { textContent: fmtTime(run.created_at) }),
-      el("td", { textContent: fmtTime(run.updated_at) }),
-      el("td", { className: "num", textContent: String(run.last_seq) }),
+      duration,
+      el("td", { className: "c-updated", textContent: fmtTime(run.updated_at) }),
+      el("td", { className: "num c-seq", textContent: String(run.last_seq) }),
       relation,
       el("td", { className: "err", textContent: error.length > 120 ? error.slice(0, 117) + "..." : error }),
     ];
@@ -89,6 +103,11 @@
       last = key;
       runsTable.tBodies[0].replaceChildren(...data.runs.map(runRow));
       document.getElementById("runs-empty").hidden = data.runs.length > 0;
+      const total = document.getElementById("total");
+      if (total) total.textContent = String(data.total);
+      for (const count of document.querySelectorAll("#counts [data-status] .n")) {
+        count.textContent = String(data.counts[count.parentNode.dataset.status] || 0);
+      }
     });
   }
 
