@@ -571,7 +571,7 @@ class Engine:
             return None
         if run.run_id in self._running:
             return self._running[run.run_id]
-        held = run.owner is not None and (run.lease_expires_at or 0) > time.time()
+        held = run.owner is not None and (run.lease_expires_at or 0) > self.journal.clock()
         if held or run.queue is not None or run.run_id in self._blocked or self._stopping.is_set():
             # Held elsewhere, or queued (a worker takes it, within its limit), or it
             # failed to resume here already, or this engine is stopping.
@@ -1021,7 +1021,7 @@ class Engine:
 
     def _recover_pass(self, report: RecoveryReport, limit: int) -> None:
         journal = self.journal
-        now = time.time()
+        now = journal.clock()  # leases are measured by the journal's clock, not this host's
         report.leased.clear()
         report.owners.clear()
         for run in journal.list_runs(status=["pending", "running", "waiting"], limit=limit):
