@@ -913,10 +913,12 @@ class Journal:
         limits: dict[str, int] | None = None,
         skip_names: Sequence[str] = (),
         skip_run_ids: Sequence[str] = (),
+        run_ids: Sequence[str] | None = None,
         now: float | None = None,
     ) -> list[Run]:
         """Claim up to ``limit`` runs nobody holds, highest priority then oldest first:
-        the durable queue's dequeue.
+        the durable queue's dequeue, and the one door every run is claimed through
+        when it belongs to a queue (``run_ids``: only among these runs).
 
         Claimable as in :meth:`claimable`, except child runs whose parent is still
         unfinished (the parent resumes them). ``limits`` caps how many runs of each
@@ -930,6 +932,8 @@ class Journal:
         """
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
         skip_run_ids = [*skip_run_ids, *self._altered]
+        if run_ids is not None and not run_ids:
+            return []
         with self._lock:
             db = self._c()
             with db.transaction("claiming runs"):
@@ -954,11 +958,12 @@ class Journal:
                     ).fetchall()
 
                 marks = ",".join("?" * len(limits))
-                rows = candidates(
-                    f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1",
-                    list(limits),
-                    limit,
-                )
+                unlimited = f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1"
+                among: list[Any] = list(limits)
+                if run_ids is not None:
+                    unlimited += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+                    among += run_ids
+                rows = candidates(unlimited, among, limit)
                 for queue in sorted(limits):
                     # Counting then claiming a limited queue must not interleave with
                     # another claimer's; a stalled claimer holds up that queue only.
@@ -971,7 +976,13 @@ class Journal:
                     ).fetchone()
                     room = min(limits[queue] - active, limit)
                     if room > 0:
-                        rows += candidates("queue = ?", [queue], room)
+                        # The queue's next runs by priority; a run named in run_ids goes
+                        # only if it is among them (it does not jump the queue).
+                        rows += [
+                            r
+                            for r in candidates("queue = ?", [queue], room)
+                            if run_ids is None or r[0] in run_ids
+                        ]
                 rows.sort(key=lambda r: (-r[1], r[2], r[0]))
                 chosen = []
                 for run_id in [r[0] for r in rows[:limit]]:
