@@ -571,8 +571,9 @@ class Journal:
             lease_seconds if owner else None,
         )
 
-    def _create(self, req: CreateRequest) -> tuple[Run, bool]:
-        """Carry out ``req`` in the open transaction."""
+    def _create(self, req: CreateRequest, clock: list[float] | None = None) -> tuple[Run, bool]:
+        """Carry out ``req`` in the open transaction (``clock``: the journal's time,
+        read once for a whole batch)."""
         db = self._c()
         run = req.run
         for ref in (run.parent_run_id, run.forked_from):
@@ -583,7 +584,11 @@ class Journal:
         if req.lease_seconds is not None:
             # By the journal's clock, as every claim measures it: a lease written by a
             # host whose clock is off would end too soon (and be stolen) or too late.
-            run = replace(run, lease_expires_at=db.clock() + req.lease_seconds)
+            if clock is None:
+                clock = []
+            if not clock:
+                clock.append(db.clock())
+            run = replace(run, lease_expires_at=clock[0] + req.lease_seconds)
         if not self._insert_run(run, req.meta):
             row = db.execute(
                 f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run.run_id,)
@@ -1206,10 +1211,11 @@ class Journal:
         db = self._c()
         created: dict[int, tuple[Run, bool] | JournalError] = {}
         requests: list[AppendRequest] = []
+        clock: list[float] = []  # one read of the journal's clock for the batch's leases
         for i, item in enumerate(batch):
             if isinstance(item, CreateRequest):
                 try:
-                    created[i] = self._create(item)
+                    created[i] = self._create(item, clock)
                 except JournalError as exc:
                     created[i] = exc
             else:
