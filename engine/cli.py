@@ -31,7 +31,6 @@ import stat
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -559,7 +558,7 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
             _emit_json(render.run_json(run, journal, checkpoints=count))
             return
         console = render.make_console()
-        for part in render.run_detail(run, journal, checkpoints=count, now=time.time()):
+        for part in render.run_detail(run, journal, checkpoints=count, now=journal.clock()):
             console.print(part)
 
 
@@ -1219,7 +1218,7 @@ def recover(
     with _code_engine(ctx, imports) as eng:
         if wait_leased and not as_json:
             console = render.make_console()
-            now = time.time()
+            now = eng.journal.clock()
             for run in eng.journal.list_runs(status=["pending", "running", "waiting"]):
                 left = (run.lease_expires_at or 0) - now
                 if run.owner is not None and left > 0:

@@ -55,7 +55,7 @@ from .errors import (
     WrongFunction,
 )
 from .execution import _CURRENT_RUN, RunExecution, child_outcome
-from .queues import WAKE_CHANNEL
+from .queues import WAKE_CHANNEL, queue_limits
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
 from .runids import check_same_start
@@ -190,6 +190,9 @@ class RecoveryReport:
     """Unfinished runs another worker holds: seconds until their lease expires."""
     owners: dict[str, str] = field(default_factory=dict)
     """The owner holding each run in ``leased``."""
+    queued: list[str] = field(default_factory=list)
+    """Runs waiting for a place in their queue (its limit was reached): recovery takes
+    them as places free up (when it waits), highest priority first."""
 
     @property
     def run_ids(self) -> list[str]:
@@ -424,13 +427,29 @@ class Engine:
                 return run, None, False, False
             if run.run_id in self._running:
                 return run, self._running[run.run_id], False, False
-            try:
-                run = self.journal.claim_run(
-                    run.run_id, self.owner, lease_seconds=self.lease_seconds
-                )
-            except LeaseHeld:
+            taken = self._take(run)
+            if taken is None:
                 return run, None, False, False
+            run = taken
         return run, self._hold(run), True, created
+
+    def _take(self, run: Run) -> Run | None:
+        """Claim an existing unfinished run: a run of a queue through the queue's door
+        (:meth:`journal.Journal.claim_next`: its limit across every worker, its
+        priorities), any other directly. None if another owner holds it, it ended, or
+        its queue has no room for it now. Call under ``_lock``."""
+        if run.queue is not None:
+            claimed = self.journal.claim_next(
+                self.owner,
+                lease_seconds=self.lease_seconds,
+                limits=queue_limits(),
+                run_ids=[run.run_id],
+            )
+            return claimed[0] if claimed else None
+        try:
+            return self.journal.claim_run(run.run_id, self.owner, lease_seconds=self.lease_seconds)
+        except (LeaseHeld, RunEnded):
+            return None
 
     def _started_entry(self, codec: Codec) -> NewEntry:
         cached = self._started.get(codec.name)
@@ -454,10 +473,10 @@ class Engine:
             if run.run_id in self._running:
                 return None
             try:
-                claimed = self.journal.claim_run(
-                    run.run_id, self.owner, lease_seconds=self.lease_seconds
-                )
-            except (LeaseHeld, ConflictError):
+                claimed = self._take(run)
+            except ConflictError:
+                return None
+            if claimed is None:
                 return None
             return claimed, self._hold(claimed)
 
@@ -543,6 +562,9 @@ class Engine:
                 for k, v in edits.items()
             ),
         ]
+        # A fork of a queued run joins its queue, and is claimed through the queue's
+        # door like any of its runs: it runs here now only if the queue has room.
+        queued = source.queue is not None
         with self._lock:
             run, created = journal.create_run(
                 new_run_id,
@@ -550,17 +572,25 @@ class Engine:
                 kind=source.kind,
                 input=None if source.input is None else codec.decode(source.input, where=where),
                 codec=codec,
-                status="running",
+                status="pending" if queued else "running",
                 entries=entries,
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
+                owner=None if queued else self.owner,
+                lease_seconds=None if queued else self.lease_seconds,
                 forked_from=source.run_id,
                 forked_at=seq,
+                queue=source.queue,
+                priority=source.priority,
             )
             if not created:
                 raise WrongFunction(
                     f"cannot fork into {run.run_id!r}: a run with that id exists", run_id=run.run_id
                 )
+            if queued:
+                taken = self._take(run)
+                if taken is None:  # left for a worker, when the queue has room
+                    journal.notify(WAKE_CHANNEL, run.run_id)
+                    return RunHandle(self, run.run_id)
+                run = taken
             future = self._hold(run)
         target.launch(self, run, future)
         return RunHandle(self, run.run_id, future)
@@ -572,7 +602,7 @@ class Engine:
             return None
         if run.run_id in self._running:
             return self._running[run.run_id]
-        held = run.owner is not None and (run.lease_expires_at or 0) > time.time()
+        held = run.owner is not None and (run.lease_expires_at or 0) > self.journal.clock()
         if held or run.queue is not None or run.run_id in self._blocked or self._stopping.is_set():
             # Held elsewhere, or queued (a worker takes it, within its limit), or it
             # failed to resume here already, or this engine is stopping.
@@ -985,7 +1015,10 @@ class Engine:
         """Claim every unfinished run whose lease expired and resume it.
 
         Completed steps return their recorded results without running; each run
-        goes on live from its first unrecorded step. A run whose function cannot
+        goes on live from its first unrecorded step. Runs of a queue are claimed as
+        a worker claims them: never more at once than the queue's limit, highest
+        priority first; those held back are in ``queued``, and with ``wait`` recovery
+        takes them as places free up. A run whose function cannot
         be imported, or that cannot resume here, is reported in ``errors``. Runs
         another owner still holds (a lease not yet expired: its worker may be alive,
         or died less than a lease ago) are reported in ``leased`` and ``owners``;
@@ -1011,6 +1044,19 @@ class Engine:
                     for rid, left in sorted(report.leased.items())
                 ),
             )
+        while wait and report.queued:
+            # A queue's limit held some runs back: take them as places free up (ours
+            # ending, or another worker's), within the timeout.
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            ours = [h._future for h in report.handles if h._future and not h._future.done()]
+            pause = 0.5 if left is None else min(0.5, left)
+            if ours:
+                concurrent.futures.wait(ours, pause, concurrent.futures.FIRST_COMPLETED)
+            else:
+                time.sleep(pause)
+            self._recover_pass(report, limit)
         if wait:
             for handle in list(report.handles):
                 try:
@@ -1022,38 +1068,69 @@ class Engine:
 
     def _recover_pass(self, report: RecoveryReport, limit: int) -> None:
         journal = self.journal
-        now = time.time()
+        now = journal.clock()  # leases are measured by the journal's clock, not this host's
         report.leased.clear()
         report.owners.clear()
         for run in journal.list_runs(status=["pending", "running", "waiting"], limit=limit):
             if run.owner not in (None, self.owner) and (run.lease_expires_at or 0) > now:
                 report.leased[run.run_id] = run.lease_expires_at - now  # type: ignore[operator]
                 report.owners[run.run_id] = str(run.owner)
+        # Looked at before claiming, so that a run that cannot resume here is reported
+        # and left alone rather than claimed.
+        skip = {*self._blocked, *report.errors, *self._running}
+        vetted: dict[str, Run] = {}
         for run in journal.claimable(limit=limit):
-            if run.run_id in self._blocked or run.run_id in report.errors:
+            if run.run_id in skip:
                 continue
             if run.parent_run_id is not None:
                 parent = journal.find_run(run.parent_run_id)
                 if parent is not None and not parent.finished:
                     continue  # the parent resumes it when it reaches the call
-            try:
-                fn = resolve(run.name, run_id=run.run_id)
-            except FunctionNotFound as exc:
-                report.errors[run.run_id] = exc
+            problem = self._cannot_recover(run)
+            if problem is not None:
+                report.errors[run.run_id] = problem
+                skip.add(run.run_id)
                 continue
-            if run.forked_from is not None:
-                try:
-                    # A crafted journal's fork links may loop: left alone and reported.
-                    fork_lineage(journal, run)
-                except JournalError as exc:
-                    report.errors[run.run_id] = exc
-                    continue
-            claimed = self._claim_existing(run)
-            if claimed is None:
-                continue
-            claimed_run, future = claimed
-            fn.launch(self, claimed_run, future)
+            vetted[run.run_id] = run
+        if not vetted:
+            report.queued.clear()
+            return
+        # Claimed through the queue's door, as a worker claims: a queue's limit holds
+        # across recovery and workers, and its runs go highest priority first.
+        claimed = journal.claim_next(
+            self.owner,
+            lease_seconds=self.lease_seconds,
+            limit=len(vetted),
+            limits=queue_limits(),
+            skip_run_ids=sorted(skip),
+            run_ids=sorted(vetted),
+        )
+        for run in claimed:
+            fn = resolve(run.name, run_id=run.run_id)
+            with self._lock:
+                future = self._hold(run)
+            fn.launch(self, run, future)
             report.handles.append(RunHandle(self, run.run_id, future))
+        taken = {run.run_id for run in claimed}
+        limited = queue_limits()
+        held = [r for r in vetted.values() if r.run_id not in taken and r.queue in limited]
+        held.sort(key=lambda r: (-r.priority, r.created_at, r.run_id))
+        report.queued[:] = [r.run_id for r in held]
+
+    def _cannot_recover(self, run: Run) -> EngineError | JournalError | None:
+        """Why ``run`` cannot resume here (its function cannot be imported, its fork
+        lineage is damaged), or None."""
+        try:
+            resolve(run.name, run_id=run.run_id)
+        except FunctionNotFound as exc:
+            return exc
+        if run.forked_from is not None:
+            try:
+                # A crafted journal's fork links may loop: left alone and reported.
+                fork_lineage(self.journal, run)
+            except JournalError as exc:
+                return exc
+        return None
 
     def worker(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -176,6 +177,11 @@ class Backend:
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         """Rows of an ad-hoc statement run where it cannot write."""
         raise NotImplementedError
+
+    def clock(self) -> float:
+        """Now, in Unix seconds, by the clock leases are measured by: this host's for a
+        journal file (one machine); the server's on PostgreSQL (see its override)."""
+        return time.time()
 
     def take_turns(self, key: int) -> bool:
         """Try to be the only open transaction that took ``key`` (a journal file's write

@@ -424,7 +424,15 @@ class PostgresBackend(Backend):
         with self.transaction(f"creating the journal schema in {self.location!r}"):
             # Workers starting together: one creates, the others wait and find it made.
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            if self.conn.execute("SELECT to_regclass('journal_meta')").fetchone()[0]:  # type: ignore[index]
+            # Asked of the catalog tables, read afresh after the wait: to_regclass goes
+            # through this session's name caches, which an advisory lock does not
+            # refresh, so it could miss the tables the holder just committed.
+            made = self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'journal_meta')",
+                (self.schema,),
+            ).fetchone()
+            if made and made[0]:
                 return
             self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             for statement in DDL:
@@ -627,6 +635,13 @@ class PostgresBackend(Backend):
             raise self.translate(exc, "running a query") from exc
         except psycopg.Error as exc:
             raise JournalError(f"query failed: {_first_line(exc)}", sql=sql) from exc
+
+    def clock(self) -> float:
+        # The server's clock, as it is now (not the transaction's start): every host
+        # sharing the journal measures leases by this one clock, so a host whose own
+        # clock is off neither steals live leases nor writes leases that last too long.
+        row = self.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()
+        return float(row[0])
 
     def take_turns(self, key: int) -> bool:
         # Never wait: a claimer stalled inside its claim (SIGSTOP, GC) would hold up

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,26 @@ class JournalContract:
         assert [r.run_id for r in j.claimable()] == ["r"]
         assert j.claim_run("r", "b").owner == "b"
         assert j.claimable() == []
+
+    def test_leases_are_measured_by_the_journal_clock(self, j: Journal) -> None:
+        """Every lease written (creation with an owner, claim, takeover, renewal) runs
+        from :meth:`Journal.clock`'s now, read as it is written."""
+        lease = 60.0
+
+        def granted(write: Callable[[], float | None]) -> None:
+            before = j.clock()
+            expires = write()
+            after = j.clock()
+            assert expires is not None and before + lease <= expires <= after + lease
+
+        granted(lambda: j.create_run("r", name="f", owner="a", lease_seconds=lease)[0]
+                .lease_expires_at)  # fmt: skip
+        granted(lambda: j.claim_run("r", "a", lease_seconds=lease).lease_expires_at)
+        granted(lambda: j.claim_run("r", "b", lease_seconds=lease, steal=True).lease_expires_at)
+        granted(lambda: j.renew_lease("r", "b", 3, lease))
+        j.create_run("q", name="f")
+        granted(lambda: j.claim_next("c", lease_seconds=lease)[0].lease_expires_at)
+        assert abs(j.clock() - time.time()) < 60  # this host's clock is right here
 
     def test_stale_epoch_is_fenced_off(self, j: Journal) -> None:
         """A writer whose lease was taken over gets ConflictError and writes nothing."""

@@ -10,7 +10,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
 from ._backend import Backend, CommitUnknown, Listener, open_backend
@@ -229,6 +229,8 @@ class CreateRequest:
     run: Run
     entries: Sequence[NewEntry]
     meta: str
+    lease_seconds: float | None = None
+    """With an owner: the lease, measured by the journal's clock when the row is written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,10 +564,16 @@ class Journal:
                   len(entries), epoch, owner, lease, wake_at, parent_run_id, forked_from,
                   forked_at, code_version, snapshot_every, 0, dict(meta or {}), queue,
                   priority)  # fmt: skip
-        return CreateRequest(run, tuple(entries), json.dumps(meta) if meta else "{}")
+        return CreateRequest(
+            run,
+            tuple(entries),
+            json.dumps(meta) if meta else "{}",
+            lease_seconds if owner else None,
+        )
 
-    def _create(self, req: CreateRequest) -> tuple[Run, bool]:
-        """Carry out ``req`` in the open transaction."""
+    def _create(self, req: CreateRequest, clock: list[float] | None = None) -> tuple[Run, bool]:
+        """Carry out ``req`` in the open transaction (``clock``: the journal's time,
+        read once for a whole batch)."""
         db = self._c()
         run = req.run
         for ref in (run.parent_run_id, run.forked_from):
@@ -573,6 +581,14 @@ class Journal:
                 raise RunNotFound(f"no run {ref!r} in {self.where!r}", run_id=ref)
         if run.forked_from is not None:
             self._check_fork_point(run.forked_from, run.forked_at or 0)
+        if req.lease_seconds is not None:
+            # By the journal's clock, as every claim measures it: a lease written by a
+            # host whose clock is off would end too soon (and be stolen) or too late.
+            if clock is None:
+                clock = []
+            if not clock:
+                clock.append(db.clock())
+            run = replace(run, lease_expires_at=clock[0] + req.lease_seconds)
         if not self._insert_run(run, req.meta):
             row = db.execute(
                 f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run.run_id,)
@@ -816,16 +832,16 @@ class Journal:
         Raises :class:`LeaseHeld` if another owner's lease has not expired (unless
         ``steal``), and :class:`ConflictError` if the run has finished.
         """
-        now = time.time()
+        granted: list[float] = []
         with self._lock:
             db = self._c()
             try:
-                self._claim(run_id, owner, lease_seconds, steal, now)
+                self._claim(run_id, owner, lease_seconds, steal, granted)
             except CommitUnknown:
                 # Ours if the lease carries our owner and expiry; else not claimed.
                 db.settle()
                 run = self.get_run(run_id)
-                if run.owner == owner and run.lease_expires_at == now + lease_seconds:
+                if run.owner == owner and granted and run.lease_expires_at == granted[0]:
                     return run
                 raise ConflictError(
                     f"run {run_id!r}: the claim's COMMIT failed and the run is not ours now "
@@ -835,14 +851,18 @@ class Journal:
         return self.get_run(run_id)
 
     def _claim(
-        self, run_id: str, owner: str, lease_seconds: float, steal: bool, now: float
+        self, run_id: str, owner: str, lease_seconds: float, steal: bool, granted: list[float]
     ) -> None:
+        """Claim in a transaction; the expiry written is appended to ``granted`` before
+        the COMMIT (which may fail with its outcome unknown)."""
         db = self._c()
         with db.transaction(f"claiming run {run_id!r}"):
             row = db.execute(
                 "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?" + db.for_update,
                 (run_id,),
             ).fetchone()
+            # Read once the row is locked: the lease is judged, and granted, as of now.
+            now = db.clock()
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
             status, holder, expires = row
@@ -860,12 +880,27 @@ class Journal:
                 "checksum = ?, updated_at = ? WHERE run_id = ?",
                 (owner, now + lease_seconds, self._resealed(run_id, claim=True), now, run_id),
             )
+            granted.append(now + lease_seconds)
+
+    def clock(self) -> float:
+        """Now, in Unix seconds, by the clock every lease in this journal is measured by:
+        the PostgreSQL server's (one clock for every host sharing the journal), or this
+        host's for a journal file. Compare ``Run.lease_expires_at`` with this."""
+        with self._lock:
+            return self._clock()
+
+    def _clock(self) -> float:
+        db = self._c()
+        try:
+            return db.clock()
+        except db.errors as exc:
+            raise db.translate(exc, "reading the journal's clock") from exc
 
     def claimable(self, *, now: float | None = None, limit: int = 100) -> list[Run]:
         """Unfinished runs nobody holds: pending, running with an expired lease, or
         waiting with a due wake time. Oldest first."""
-        t = time.time() if now is None else now
         with self._lock:
+            t = self._clock() if now is None else now
             rows = self._read(
                 f"SELECT {self._c().run_select} FROM runs WHERE {_CLAIMABLE}"
                 " ORDER BY created_at LIMIT ?",
@@ -883,10 +918,12 @@ class Journal:
         limits: dict[str, int] | None = None,
         skip_names: Sequence[str] = (),
         skip_run_ids: Sequence[str] = (),
+        run_ids: Sequence[str] | None = None,
         now: float | None = None,
     ) -> list[Run]:
         """Claim up to ``limit`` runs nobody holds, highest priority then oldest first:
-        the durable queue's dequeue.
+        the durable queue's dequeue, and the one door every run is claimed through
+        when it belongs to a queue (``run_ids``: only among these runs).
 
         Claimable as in :meth:`claimable`, except child runs whose parent is still
         unfinished (the parent resumes them). ``limits`` caps how many runs of each
@@ -900,12 +937,14 @@ class Journal:
         """
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
         skip_run_ids = [*skip_run_ids, *self._altered]
+        if run_ids is not None and not run_ids:
+            return []
         with self._lock:
             db = self._c()
             with db.transaction("claiming runs"):
                 # Read inside the transaction, after any wait for the lock: a lease
                 # granted must run lease_seconds from the claim, not from before it.
-                t = time.time() if now is None else now
+                t = db.clock() if now is None else now
                 where = [_CLAIMABLE, _PARENT_DONE]
                 params: list[Any] = [t, t, t]
                 if skip_names:
@@ -924,11 +963,12 @@ class Journal:
                     ).fetchall()
 
                 marks = ",".join("?" * len(limits))
-                rows = candidates(
-                    f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1",
-                    list(limits),
-                    limit,
-                )
+                unlimited = f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1"
+                among: list[Any] = list(limits)
+                if run_ids is not None:
+                    unlimited += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+                    among += run_ids
+                rows = candidates(unlimited, among, limit)
                 for queue in sorted(limits):
                     # Counting then claiming a limited queue must not interleave with
                     # another claimer's; a stalled claimer holds up that queue only.
@@ -941,7 +981,13 @@ class Journal:
                     ).fetchone()
                     room = min(limits[queue] - active, limit)
                     if room > 0:
-                        rows += candidates("queue = ?", [queue], room)
+                        # The queue's next runs by priority; a run named in run_ids goes
+                        # only if it is among them (it does not jump the queue).
+                        rows += [
+                            r
+                            for r in candidates("queue = ?", [queue], room)
+                            if run_ids is None or r[0] in run_ids
+                        ]
                 rows.sort(key=lambda r: (-r[1], r[2], r[0]))
                 chosen = []
                 for run_id in [r[0] for r in rows[:limit]]:
@@ -986,10 +1032,10 @@ class Journal:
 
     def renew_lease(self, run_id: str, owner: str, epoch: int, lease_seconds: float) -> float:
         """Extend a held lease; raises :class:`ConflictError` if the epoch moved on."""
-        expires = time.time() + lease_seconds
         with self._lock:
             db = self._c()
             with db.transaction(f"renewing the lease on {run_id!r}"):
+                expires = db.clock() + lease_seconds
                 db.execute(
                     "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
                     " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
@@ -1165,10 +1211,11 @@ class Journal:
         db = self._c()
         created: dict[int, tuple[Run, bool] | JournalError] = {}
         requests: list[AppendRequest] = []
+        clock: list[float] = []  # one read of the journal's clock for the batch's leases
         for i, item in enumerate(batch):
             if isinstance(item, CreateRequest):
                 try:
-                    created[i] = self._create(item)
+                    created[i] = self._create(item, clock)
                 except JournalError as exc:
                     created[i] = exc
             else:
