@@ -42,6 +42,9 @@ from .errors import (
     RunCorrupted,
     RunEnded,
     RunNotFound,
+    ScheduleConflict,
+    ScheduleCorrupted,
+    ScheduleNotFound,
     SchemaVersionError,
     SeqOutOfRange,
     SerializationError,
@@ -53,8 +56,10 @@ from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
 from .lineage import MAX_LINEAGE_DEPTH, ancestors, fork_lineage
 from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
-from .records import Entry, NewEntry, Run, SnapshotInfo
+from .records import Entry, NewEntry, Run, ScheduleRecord, SnapshotInfo
 from .render import to_jsonable
+from .schedules import Schedules
+from .tags import check_tags, parse_tag
 from .store import (
     DEFAULT_PATH,
     ENV_VAR,
@@ -116,6 +121,11 @@ __all__ = [
     "RunCorrupted",
     "RunEnded",
     "RunNotFound",
+    "ScheduleConflict",
+    "ScheduleCorrupted",
+    "ScheduleNotFound",
+    "ScheduleRecord",
+    "Schedules",
     "SchemaVersionError",
     "SeqOutOfRange",
     "SerializationError",
@@ -128,12 +138,14 @@ __all__ = [
     "__version__",
     "ancestors",
     "appended_items",
+    "check_tags",
     "codec_for_name",
     "copy_journal",
     "decode_for_reading",
     "fold",
     "fork_lineage",
     "is_url",
+    "parse_tag",
     "redact_location",
     "register_type",
     "registered_name",
