@@ -21,6 +21,7 @@ from journal import JournalError, Listener
 from .errors import FunctionNotFound
 from .queues import WAKE_CHANNEL, queue_limits
 from .registry import resolve
+from .schedules import fire_in_worker, store_declared
 
 if TYPE_CHECKING:
     from .runtime import Engine, RecoveryReport, StopReport
@@ -42,6 +43,7 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self._unresolvable: set[str] = set()
+        self._next_tick: float | None = None
         self._stop = threading.Event()
 
     def in_flight(self) -> int:
@@ -104,7 +106,13 @@ class Worker:
         stop = self._stop
         listener = self.engine.journal.listener(WAKE_CHANNEL)
         try:
+            store_declared(self.engine)
+        except JournalError as exc:
+            log.warning("worker %s: storing schedules failed (%s)", self.engine.owner, exc)
+        try:
             while not stop.is_set():
+                # Ticks due now become pending runs, claimed below like any other.
+                self._next_tick = fire_in_worker(self.engine)
                 try:
                     report = self.claim_once()
                 except JournalError as exc:
@@ -133,9 +141,12 @@ class Worker:
         return self.engine.drain(grace, abandon=abandon)
 
     def _idle(self, listener: Listener, stop: threading.Event, busy: int | None) -> None:
-        # Until the poll interval passes, a notification arrives, or fewer than
-        # ``busy`` runs are in flight here.
-        deadline = time.monotonic() + self.poll_interval
+        # Until the poll interval passes, a schedule's next tick comes, a notification
+        # arrives, or fewer than ``busy`` runs are in flight here.
+        wait = self.poll_interval
+        if self._next_tick is not None:
+            wait = max(0.0, min(wait, self._next_tick - time.time()))
+        deadline = time.monotonic() + wait
         while not stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
