@@ -567,7 +567,6 @@ def runs(
 
 @cli.command()
 @output_options
-@read_options
 @db_option
 @click.pass_context
 def schedules(ctx: click.Context, *, as_json: bool) -> None:
