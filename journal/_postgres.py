@@ -60,16 +60,16 @@ _SCHEMA_LOCK = 0x44524231
 # Version 4: run tags (indexing the sealed "tags" object of runs.meta) and schedules.
 _V4 = (
     """
-    CREATE TABLE run_tags (
+    CREATE TABLE IF NOT EXISTS run_tags (
         key    TEXT NOT NULL,
         value  TEXT NOT NULL,
         run_id TEXT NOT NULL REFERENCES runs(run_id),
         PRIMARY KEY (key, value, run_id)
     )
     """,
-    "CREATE INDEX run_tags_by_run ON run_tags(run_id)",
+    "CREATE INDEX IF NOT EXISTS run_tags_by_run ON run_tags(run_id)",
     """
-    CREATE TABLE schedules (
+    CREATE TABLE IF NOT EXISTS schedules (
         name       TEXT PRIMARY KEY,
         target     TEXT NOT NULL,
         cron       TEXT NOT NULL,
@@ -87,7 +87,7 @@ _V4 = (
         checksum   BIGINT NOT NULL
     )
     """,
-    "CREATE INDEX schedules_by_next ON schedules(paused, next_at)",
+    "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
 )
 
 DDL = (

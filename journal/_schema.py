@@ -102,16 +102,16 @@ runs, and when); paused, next_at and updated_at change as workers fire it."""
 # its index, written in the run's creating transaction) and schedules.
 _V4_SQLITE = (
     """
-    CREATE TABLE run_tags (
+    CREATE TABLE IF NOT EXISTS run_tags (
         key    TEXT NOT NULL,
         value  TEXT NOT NULL,
         run_id TEXT NOT NULL REFERENCES runs(run_id),
         PRIMARY KEY (key, value, run_id)
     ) WITHOUT ROWID
     """,
-    "CREATE INDEX run_tags_by_run ON run_tags(run_id)",
+    "CREATE INDEX IF NOT EXISTS run_tags_by_run ON run_tags(run_id)",
     """
-    CREATE TABLE schedules (
+    CREATE TABLE IF NOT EXISTS schedules (
         name       TEXT PRIMARY KEY,
         target     TEXT NOT NULL,
         cron       TEXT NOT NULL,
@@ -129,7 +129,7 @@ _V4_SQLITE = (
         checksum   INTEGER NOT NULL
     )
     """,
-    "CREATE INDEX schedules_by_next ON schedules(paused, next_at)",
+    "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {

@@ -1534,7 +1534,11 @@ class Journal:
 
     def _verified(self, row: Sequence[Any]) -> Entry:
         run_id, seq, kind, step, key, payload, codec, ts, checksum = row
-        if entry_checksum(run_id, seq, kind, step, key, payload, codec, ts) != checksum:
+        # A damaged record can change a column's stored type (a BLOB read back as TEXT).
+        if (
+            not isinstance(payload, bytes | None)
+            or entry_checksum(run_id, seq, kind, step, key, payload, codec, ts) != checksum
+        ):
             raise CorruptionError(
                 f"run {run_id!r} seq {seq}: checksum mismatch (the entry was altered on disk)",
                 run_id=run_id,
