@@ -141,3 +141,17 @@ class TestCli:
         out = CliRunner().invoke(cli, ["--db", str(db_path), "runs", "--tag", bad])
         assert out.exit_code == 2
         assert "--tag" in out.output and "Traceback" not in out.output
+
+
+def test_migrate_keeps_tags_findable(tmp_path: Path, journal_location: str) -> None:
+    """``copy_journal`` indexes the copied runs' tags in the target."""
+    from journal import copy_journal
+
+    source = tmp_path / "source.db"
+    with Journal(source) as journal:
+        journal.create_run("a", name="n", tags={"customer": "acme"})
+        journal.create_run("b", name="n")
+    with Journal(source, readonly=True) as src, Journal(journal_location) as dst:
+        assert copy_journal(src, dst).ok
+        assert [r.run_id for r in dst.list_runs(tags={"customer": "acme"})] == ["a"]
+        assert dst.get_run("a").tags == {"customer": "acme"}
