@@ -142,11 +142,17 @@ class Schedules:
                     record = _replace(record, paused=old.paused, created_at=old.created_at)
                     db.execute("DELETE FROM schedules WHERE name = ?", (record.name,))
                 values = _values(record)
+                # ON CONFLICT: a concurrent adder of the same name (PostgreSQL, where the
+                # row lock above locks nothing yet) wins; its schedule is returned.
                 db.execute(
                     f"INSERT INTO schedules ({SCHEDULE_COLUMNS}, checksum)"
-                    f" VALUES ({','.join('?' * (len(values) + 1))})",
+                    f" VALUES ({','.join('?' * (len(values) + 1))})"
+                    " ON CONFLICT (name) DO NOTHING",
                     (*values, run_checksum(values[:SCHEDULE_SEALED])),
                 )
+                inserted = db.changes() > 0
+        if not inserted:
+            return self.get(record.name), False
         return record, True
 
     def advance(self, name: str, expected: float, next_at: float | None) -> bool:
