@@ -145,7 +145,9 @@ class Worker:
         # arrives, or fewer than ``busy`` runs are in flight here.
         wait = self.poll_interval
         if self._next_tick is not None:
-            wait = max(0.0, min(wait, self._next_tick - time.time()))
+            # At least a slice: a tick that stays due (a schedule that cannot fire) must
+            # not turn this loop into a busy one.
+            wait = max(_SLICE, min(wait, self._next_tick - time.time()))
         deadline = time.monotonic() + wait
         while not stop.is_set():
             left = deadline - time.monotonic()
