@@ -59,7 +59,6 @@ from .policies import Durability, RetentionPolicy, SnapshotPolicy
 from .records import Entry, NewEntry, Run, ScheduleRecord, SnapshotInfo
 from .render import to_jsonable
 from .schedules import Schedules
-from .tags import check_tags, parse_tag
 from .store import (
     DEFAULT_PATH,
     ENV_VAR,
@@ -69,6 +68,7 @@ from .store import (
     Journal,
     resolve_path,
 )
+from .tags import check_tags, parse_tag
 from .verify import VerifyReport
 
 try:
