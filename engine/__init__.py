@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .context import Context, current_context, idempotency_key
 from .durable import DurableFunction, durable
 from .errors import (
+    BadSchedule,
     CannotResume,
     EngineError,
     FencedOff,
@@ -34,6 +35,18 @@ from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
 from .runtime import Engine, RecoveryReport, RunHandle, StopReport, configure, default_engine
+from .schedules import (
+    LATE_GRACE,
+    MissedTicks,
+    Schedule,
+    add_schedule,
+    fire_schedules,
+    list_schedules,
+    pause_schedule,
+    remove_schedule,
+    resume_schedule,
+    tick_run_id,
+)
 from .state import State, TypedState
 from .steps import StepSpec, step
 from .timetravel import (
@@ -74,6 +87,8 @@ def recover(
 
 
 __all__ = [
+    "LATE_GRACE",
+    "BadSchedule",
     "CannotResume",
     "Checkpoint",
     "Context",
@@ -87,6 +102,7 @@ __all__ = [
     "HumanResponseEvent",
     "InputRequiredEvent",
     "JournalUnreachable",
+    "MissedTicks",
     "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
@@ -101,6 +117,7 @@ __all__ = [
     "RunFinished",
     "RunHandle",
     "RunIdConflict",
+    "Schedule",
     "StartEvent",
     "State",
     "StateView",
@@ -124,19 +141,26 @@ __all__ = [
     "WorkflowValidationError",
     "WrongFunction",
     "__version__",
+    "add_schedule",
     "configure",
     "current_context",
     "default_engine",
     "diff",
     "durable",
+    "fire_schedules",
     "fork",
     "history",
     "idempotency_key",
     "iter_history",
+    "list_schedules",
+    "pause_schedule",
     "recover",
+    "remove_schedule",
     "replay",
     "replay_all",
+    "resume_schedule",
     "send_event",
     "state_at",
     "step",
+    "tick_run_id",
 ]

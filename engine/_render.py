@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich import box
 from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
@@ -34,7 +35,16 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from journal import DecodeError, Entry, EntryKind, Journal, JournalError, Run, to_jsonable
+from journal import (
+    DecodeError,
+    Entry,
+    EntryKind,
+    Journal,
+    JournalError,
+    Run,
+    ScheduleRecord,
+    to_jsonable,
+)
 
 from .replay import ReplayReport
 from .timetravel import Checkpoint, Diff, StateView
@@ -332,6 +342,7 @@ def run_json(
         "forked_from": run.forked_from,
         "forked_at": run.forked_at,
         "error": run.error,
+        "tags": run.tags,
     }
     if journal is not None:
         doc["input"] = _decoded(journal, run.input, run, "input")
@@ -812,3 +823,55 @@ class Timeline:
             table.add_row(*(row[name] for name in self.headers))
         self.console.print(table)
         self.rows = []
+
+
+def schedule_json(record: ScheduleRecord) -> dict[str, Any]:
+    """A stored schedule as JSON (its input left encoded: it is the runs' input)."""
+    return {
+        "name": record.name,
+        "target": record.target,
+        "cron": record.cron,
+        "timezone": record.timezone,
+        "missed": record.missed,
+        "queue": record.queue,
+        "tags": record.tags,
+        "origin": record.origin,
+        "paused": record.paused,
+        "next_at": record.next_at,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def schedules_table(records: list[ScheduleRecord], *, now: float) -> Table:
+    """The ``durable schedules`` table: the next tick in the schedule's own time zone."""
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("name", "function", "cron", "time zone", "missed", "state", "next tick"):
+        table.add_column(name)
+    for record in records:
+        if record.paused:
+            state, next_tick = Text("paused", style="yellow"), Text("")
+        else:
+            state = Text("active", style="green")
+            next_tick = Text("none" if record.next_at is None else _next_tick(record, now))
+        table.add_row(
+            Text(shown(record.name)),
+            Text(shown(record.target)),
+            Text(shown(record.cron)),
+            Text(shown(record.timezone)),
+            Text(record.missed),
+            state,
+            next_tick,
+        )
+    return table
+
+
+def _next_tick(record: ScheduleRecord, now: float) -> str:
+    assert record.next_at is not None
+    try:
+        zone: dt.tzinfo = ZoneInfo(record.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = dt.timezone.utc
+    when = dt.datetime.fromtimestamp(record.next_at, zone).isoformat(timespec="seconds")
+    left = record.next_at - now
+    return f"{when} ({'due now' if left <= 0 else 'in ' + duration(left)})"

@@ -31,6 +31,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,9 +53,11 @@ from journal import (
     Run,
     ancestors,
     apply_retention,
+    check_tags,
     copy_journal,
     fork_lineage,
     is_url,
+    parse_tag,
     redact_location,
     resolve_path,
     to_jsonable,
@@ -447,6 +450,18 @@ def _parse_json(text: str, what: str) -> Any:
         ) from exc
 
 
+def _tags(values: tuple[str, ...]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for text in values:
+        try:
+            key, value = parse_tag(text)
+            check_tags({key: value})
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="'--tag'") from None
+        tags[key] = value
+    return tags
+
+
 def _lineage(journal: Journal, run: Run) -> dict[str, Run]:
     """The run and every run it was forked from, by id."""
     return {r.run_id: r for r in ancestors(journal, run)}
@@ -506,6 +521,14 @@ def cli() -> None:
     help="At most N runs (0: no limit).",
 )
 @click.option("--offset", type=COUNT, default=0, metavar="N", help="Skip N runs.")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=lambda _ctx, _param, values: _tags(values),
+    help="Only runs tagged KEY=VALUE (repeatable: every one).",
+)
 @output_options
 @read_options
 @db_option
@@ -519,6 +542,7 @@ def runs(
     until: float | None,
     limit: int,
     offset: int,
+    tags: dict[str, str],
     as_json: bool,
 ) -> None:
     """List runs, oldest first."""
@@ -530,6 +554,7 @@ def runs(
             created_before=until,
             limit=limit or None,
             offset=offset,
+            tags=tags or None,
         )
     if as_json:
         _emit_json([render.run_json(r) for r in found])
@@ -541,6 +566,25 @@ def runs(
     console.print(render.runs_table(found, width=console.width))
     more = " (more with --offset/--limit)" if limit and len(found) == limit else ""
     console.print(Text(f"{render.plural(len(found), 'run')}{more}", style="dim"))
+
+
+@cli.command()
+@output_options
+@db_option
+@click.pass_context
+def schedules(ctx: click.Context, *, as_json: bool) -> None:
+    """List schedules with their next tick, by name."""
+    with _reader(ctx) as journal:
+        found = journal.schedules.all()
+    if as_json:
+        _emit_json([render.schedule_json(s) for s in found])
+        return
+    console = render.make_console()
+    if not found:
+        console.print("no schedules")
+        return
+    console.print(render.schedules_table(found, now=time.time()))
+    console.print(Text(render.plural(len(found), "schedule"), style="dim"))
 
 
 @cli.command()

@@ -6,18 +6,19 @@ import concurrent.futures
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
 
-from journal import Codec, Run
+from journal import Codec, Run, check_tags
 
 from .context import Context
 from .execution import current_execution, current_step
 from .queues import Queue, enqueue, queue_name
 from .registry import qualified_name, register, warn_if_local
 from .runtime import Engine, RunHandle, default_engine
+from .schedules import Schedule, declare
 
 __all__ = ["DurableFunction", "durable"]
 
@@ -79,6 +80,8 @@ class DurableFunction(Generic[P, R]):
         resources: dict[str, Callable[[], Any]] | None = None,
         snapshot_every: int | None = None,
         queue: str | Queue | None = None,
+        tags: Mapping[str, str] | None = None,
+        schedule: str | Schedule | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -92,7 +95,11 @@ class DurableFunction(Generic[P, R]):
         self.resources = dict(resources or {})
         self.snapshot_every = snapshot_every
         self.queue = queue_name(queue)
+        self.tags = check_tags(tags)
+        self.schedule = Schedule(schedule) if isinstance(schedule, str) else schedule
         register(self.name, self)
+        if self.schedule is not None:
+            declare(self, self.schedule)
 
     @property
     def engine(self) -> Engine:
@@ -140,18 +147,40 @@ class DurableFunction(Generic[P, R]):
         self: DurableFunction[P, _Async[T]], *args: Any, run_id: str | None, **kwargs: Any
     ) -> RunHandle[T]: ...
     @overload
+    def start(
+        self: DurableFunction[P, _Async[T]],
+        *args: Any,
+        tags: Mapping[str, str] | None,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[T]: ...
+    @overload
     def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
     @overload
     def start(self, *args: Any, run_id: str | None, **kwargs: Any) -> RunHandle[R]: ...
+    @overload
+    def start(
+        self,
+        *args: Any,
+        tags: Mapping[str, str] | None,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[R]: ...
     def start(  # type: ignore[misc]
-        self, *args: Any, run_id: str | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> RunHandle[Any]:
         """Start a run in the background and return its handle at once.
 
         Starting an existing ``run_id`` with the same arguments returns that run: it is
-        never executed twice. Other arguments raise :class:`RunIdConflict`.
+        never executed twice. Other arguments raise :class:`RunIdConflict`. ``tags``
+        (str to str) are added to the function's own (``@durable(tags=...)``), stored
+        with the run and indexed: ``journal.list_runs(tags=...)`` finds it.
         """
-        return self.engine.start(self, args, kwargs, run_id=run_id)
+        return self.engine.start(self, args, kwargs, run_id=run_id, tags=tags)
 
     @overload
     def enqueue(
@@ -179,6 +208,16 @@ class DurableFunction(Generic[P, R]):
         self: DurableFunction[P, _Async[T]], *args: Any, priority: int, **kwargs: Any
     ) -> RunHandle[T]: ...
     @overload
+    def enqueue(
+        self: DurableFunction[P, _Async[T]],
+        *args: Any,
+        tags: Mapping[str, str] | None,
+        run_id: str | None = None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[T]: ...
+    @overload
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
     @overload
     def enqueue(
@@ -195,12 +234,23 @@ class DurableFunction(Generic[P, R]):
     ) -> RunHandle[R]: ...
     @overload
     def enqueue(self, *args: Any, priority: int, **kwargs: Any) -> RunHandle[R]: ...
+    @overload
+    def enqueue(
+        self,
+        *args: Any,
+        tags: Mapping[str, str] | None,
+        run_id: str | None = None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[R]: ...
     def enqueue(  # type: ignore[misc]
         self,
         *args: Any,
         run_id: str | None = None,
         queue: str | Queue | None = None,
         priority: int = 0,
+        tags: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> RunHandle[Any]:
         """Queue a run for a worker (``durable worker``) and return its handle at once.
@@ -208,7 +258,8 @@ class DurableFunction(Generic[P, R]):
         ``queue`` defaults to the function's (``@durable(queue=...)``), else
         ``"default"``; higher ``priority`` runs are claimed first. Enqueuing an
         existing ``run_id`` with the same arguments returns that run: it is never
-        queued twice. Other arguments raise :class:`RunIdConflict`.
+        queued twice. Other arguments raise :class:`RunIdConflict`. ``tags`` are added
+        to the function's own, as for :meth:`start`.
         """
         return enqueue(
             self.engine,
@@ -218,6 +269,7 @@ class DurableFunction(Generic[P, R]):
             run_id=run_id,
             queue=queue_name(queue) or self.queue,
             priority=priority,
+            tags={**self.tags, **tags} if tags else self.tags or None,
         )
 
     def launch(self, engine: Engine, run: Run, future: concurrent.futures.Future[Any]) -> None:
@@ -251,6 +303,8 @@ def durable(
     resources: dict[str, Callable[[], Any]] | None = None,
     snapshot_every: int | None = None,
     queue: str | Queue | None = None,
+    tags: Mapping[str, str] | None = None,
+    schedule: str | Schedule | None = None,
 ) -> _Decorator: ...
 
 
@@ -263,6 +317,8 @@ def durable(
     resources: dict[str, Callable[[], Any]] | None = None,
     snapshot_every: int | None = None,
     queue: str | Queue | None = None,
+    tags: Mapping[str, str] | None = None,
+    schedule: str | Schedule | None = None,
 ) -> Any:
     """Make a function durable: each call is a journaled run that survives crashes.
 
@@ -272,7 +328,10 @@ def durable(
     records ``agent:qualname``, what a worker importing ``agent`` finds), so
     renaming the function later does not strand runs in flight. ``resources`` maps
     names to factories called on start and on recovery (never serialized). ``queue``
-    is where :meth:`DurableFunction.enqueue` puts its runs.
+    is where :meth:`DurableFunction.enqueue` puts its runs. ``tags`` (str to str) are
+    stored with each run and indexed. ``schedule`` (a cron expression, or a
+    :class:`Schedule` with a time zone and a missed-ticks policy) makes every worker
+    start a run, with no arguments, on each tick.
     """
 
     def decorate(func: Callable[..., Any]) -> DurableFunction[Any, Any]:
@@ -284,6 +343,8 @@ def durable(
             resources=resources,
             snapshot_every=snapshot_every,
             queue=queue,
+            tags=tags,
+            schedule=schedule,
         )
 
     return decorate(fn) if fn is not None else decorate

@@ -15,6 +15,7 @@
     ├── FunctionNotFound      a recorded function or workflow can no longer be imported
     ├── RunIdConflict         a run id that exists with other input
     │   └── WrongFunction     ... or that belongs to another function
+    ├── BadSchedule           a cron expression, time zone or missed-ticks policy that is not valid
     ├── NotInRun              a run-only helper (ctx access, idempotency key) used outside a run
     └── ResultTimeout         ``handle.result(timeout)`` expired before the run ended
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadSchedule",
     "CannotResume",
     "EngineError",
     "FencedOff",
@@ -106,6 +108,11 @@ class RunIdConflict(EngineError):
 
 class WrongFunction(RunIdConflict):
     """The run id exists but belongs to a different function."""
+
+
+class BadSchedule(EngineError, ValueError):
+    """A schedule that cannot fire: a cron expression ``cronsim`` refuses, a time zone
+    ``zoneinfo`` does not know, or an unknown missed-ticks policy."""
 
 
 class NotInRun(EngineError, RuntimeError):

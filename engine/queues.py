@@ -8,6 +8,7 @@ once than its :class:`Queue` allows across every worker sharing the journal.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,7 @@ def enqueue(
     run_id: str | None,
     queue: str | None,
     priority: int,
+    tags: Mapping[str, str] | None = None,
 ) -> RunHandle:
     """Write a pending run of ``fn`` for a worker to execute; return its handle at once.
 
@@ -96,6 +98,7 @@ def enqueue(
         snapshot_every=fn.snapshot_every,
         queue=name,
         priority=priority,
+        tags=tags,
     )
     run, created = journal.create(request)
     if not created:

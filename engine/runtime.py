@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic
 
@@ -357,10 +357,12 @@ class Engine:
         kwargs: dict[str, Any],
         run_id: str | None,
         parent: str | None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool, bool]:
         """Create or find the run; return it, the future to wait on, whether we execute
         it, and whether we just created it (then its history is known to be empty)."""
-        request = self._run_request(fn, args, kwargs, run_id, parent)
+        request = self._run_request(fn, args, kwargs, run_id, parent, tags=tags)
         with self._lock:
             run, created = self.journal.create(request)
             if not created and parent is None:
@@ -390,8 +392,11 @@ class Engine:
         kwargs: dict[str, Any],
         run_id: str | None,
         parent: str | None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> CreateRequest:
-        """The new run of ``fn``, owned by this engine from its first commit."""
+        """The new run of ``fn``, owned by this engine from its first commit; its tags are
+        ``fn``'s (``@durable(tags=...)``) updated by ``tags``."""
         journal = self.journal
         # The function's own codec, else this engine's (fn.codec would open the default
         # engine's journal, ./durable.db, when the function runs on another engine).
@@ -408,6 +413,7 @@ class Engine:
             lease_seconds=self.lease_seconds,
             parent_run_id=parent,
             snapshot_every=fn.snapshot_every,
+            tags={**fn.tags, **tags} if tags else fn.tags or None,
         )
 
     def _claimed(
@@ -518,9 +524,10 @@ class Engine:
         kwargs: dict[str, Any],
         *,
         run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunHandle:
         """Start (or attach to) a run in the background; return its handle at once."""
-        run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None)
+        run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None, tags=tags)
         if execute:
             assert future is not None
             self._launch(fn, run, future, fresh=fresh)

@@ -21,6 +21,7 @@ from journal import JournalError, Listener, Retention, apply_retention
 from .errors import FunctionNotFound
 from .queues import WAKE_CHANNEL, queue_limits
 from .registry import resolve
+from .schedules import fire_in_worker, store_declared
 
 if TYPE_CHECKING:
     from .runtime import Engine, RecoveryReport, StopReport
@@ -50,6 +51,7 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self._unresolvable: set[str] = set()
+        self._next_tick: float | None = None
         self._stop = threading.Event()
 
     def in_flight(self) -> int:
@@ -121,7 +123,13 @@ class Worker:
             )
             keeper.start()
         try:
+            store_declared(self.engine)
+        except JournalError as exc:
+            log.warning("worker %s: storing schedules failed (%s)", self.engine.owner, exc)
+        try:
             while not stop.is_set():
+                # Ticks due now become pending runs, claimed below like any other.
+                self._next_tick = fire_in_worker(self.engine)
                 try:
                     report = self.claim_once()
                 except JournalError as exc:
@@ -169,9 +177,14 @@ class Worker:
             stop.wait(retention.every)
 
     def _idle(self, listener: Listener, stop: threading.Event, busy: int | None) -> None:
-        # Until the poll interval passes, a notification arrives, or fewer than
-        # ``busy`` runs are in flight here.
-        deadline = time.monotonic() + self.poll_interval
+        # Until the poll interval passes, a schedule's next tick comes, a notification
+        # arrives, or fewer than ``busy`` runs are in flight here.
+        wait = self.poll_interval
+        if self._next_tick is not None:
+            # At least a slice: a tick that stays due (a schedule that cannot fire) must
+            # not turn this loop into a busy one.
+            wait = max(_SLICE, min(wait, self._next_tick - time.time()))
+        deadline = time.monotonic() + wait
         while not stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:

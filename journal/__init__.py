@@ -44,6 +44,9 @@ from .errors import (
     RunCorrupted,
     RunEnded,
     RunNotFound,
+    ScheduleConflict,
+    ScheduleCorrupted,
+    ScheduleNotFound,
     SchemaVersionError,
     SeqOutOfRange,
     SerializationError,
@@ -55,9 +58,10 @@ from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
 from .lineage import MAX_LINEAGE_DEPTH, ancestors, fork_lineage
 from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
-from .records import Entry, NewEntry, Run, SnapshotInfo
+from .records import Entry, NewEntry, Run, ScheduleRecord, SnapshotInfo
 from .render import to_jsonable
 from .retention import Retention, RetentionReport, apply_retention
+from .schedules import Schedules
 from .store import (
     DEFAULT_PATH,
     ENV_VAR,
@@ -67,6 +71,7 @@ from .store import (
     Journal,
     resolve_path,
 )
+from .tags import check_tags, parse_tag
 from .verify import VerifyReport
 
 try:
@@ -123,6 +128,11 @@ __all__ = [
     "RunCorrupted",
     "RunEnded",
     "RunNotFound",
+    "ScheduleConflict",
+    "ScheduleCorrupted",
+    "ScheduleNotFound",
+    "ScheduleRecord",
+    "Schedules",
     "SchemaVersionError",
     "SeqOutOfRange",
     "SerializationError",
@@ -136,12 +146,14 @@ __all__ = [
     "ancestors",
     "appended_items",
     "apply_retention",
+    "check_tags",
     "codec_for_name",
     "copy_journal",
     "decode_for_reading",
     "fold",
     "fork_lineage",
     "is_url",
+    "parse_tag",
     "redact_location",
     "register_type",
     "registered_name",

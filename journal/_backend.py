@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+from ._schema import SCHEMA_VERSION
 from .errors import JournalError
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -95,6 +96,8 @@ class Backend:
     sealed: bool = True
     """Whether run rows carry a checksum (schema version 3 on; an older journal opened
     read-only is not upgraded)."""
+    schema_version: int = SCHEMA_VERSION
+    """The journal's schema version (older only when opened read-only, not upgraded)."""
     last_seq: str
     """The expression of a run's last seq in ``SELECT ... FROM runs``."""
     guard: str

@@ -57,6 +57,39 @@ _SETTLE_TIMEOUT_MS = 10_000
 # One advisory lock key for schema creation and upgrades ("DRB1", as in a file's header).
 _SCHEMA_LOCK = 0x44524231
 
+# Version 4: run tags (indexing the sealed "tags" object of runs.meta) and schedules.
+_V4 = (
+    """
+    CREATE TABLE IF NOT EXISTS run_tags (
+        key    TEXT NOT NULL,
+        value  TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        PRIMARY KEY (key, value, run_id)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS run_tags_by_run ON run_tags(run_id)",
+    """
+    CREATE TABLE IF NOT EXISTS schedules (
+        name       TEXT PRIMARY KEY,
+        target     TEXT NOT NULL,
+        cron       TEXT NOT NULL,
+        timezone   TEXT NOT NULL,
+        missed     TEXT NOT NULL,
+        codec      TEXT NOT NULL,
+        input      BYTEA,
+        tags       TEXT NOT NULL DEFAULT '{}',
+        queue      TEXT,
+        origin     TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        paused     INTEGER NOT NULL DEFAULT 0,
+        next_at    DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION NOT NULL,
+        checksum   BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
+)
+
 DDL = (
     """
     CREATE TABLE journal_meta (
@@ -124,11 +157,14 @@ DDL = (
         PRIMARY KEY (run_id, seq)
     )
     """,
+    *_V4,
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version 3: run rows are checksummed (reseal_runs fills the column for old rows).
     3: ("ALTER TABLE runs ADD COLUMN checksum BIGINT NOT NULL DEFAULT 0",),
+    # version 4: run tags and schedules (no run carries tags yet: nothing to fill).
+    4: _V4,
 }
 """Statements taking a PostgreSQL journal to each version (the first one was 2)."""
 
@@ -395,6 +431,8 @@ class PostgresBackend(Backend):
         elif version < 3:  # read-only, not upgraded: its rows carry no checksum yet
             self.sealed = False
             self.run_select = ", ".join(f"runs.{f}" for f in RUN_FIELDS) + ", NULL"
+        if version < SCHEMA_VERSION and self.readonly:
+            self.schema_version = version
 
     def _version(self) -> int:
         row = self.conn.execute(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 APPLICATION_ID = 0x44524231  # "DRB1": tells a journal from any other SQLite file
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 RUN_FIELDS = (
     "run_id",
@@ -77,6 +77,61 @@ def run_checksum(values: Sequence[Any]) -> int:
 
 ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts, checksum"
 
+SCHEDULE_FIELDS = (
+    "name",
+    "target",
+    "cron",
+    "timezone",
+    "missed",
+    "codec",
+    "input",
+    "tags",
+    "queue",
+    "origin",
+    "created_at",
+    "paused",
+    "next_at",
+    "updated_at",
+)
+SCHEDULE_COLUMNS = ", ".join(SCHEDULE_FIELDS)
+SCHEDULE_SEALED = 11
+"""``schedules.checksum`` covers the first SCHEDULE_SEALED fields (what the schedule
+runs, and when); paused, next_at and updated_at change as workers fire it."""
+
+# Version 4: run tags (the sealed copy is the "tags" object of runs.meta; run_tags is
+# its index, written in the run's creating transaction) and schedules.
+_V4_SQLITE = (
+    """
+    CREATE TABLE IF NOT EXISTS run_tags (
+        key    TEXT NOT NULL,
+        value  TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        PRIMARY KEY (key, value, run_id)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS run_tags_by_run ON run_tags(run_id)",
+    """
+    CREATE TABLE IF NOT EXISTS schedules (
+        name       TEXT PRIMARY KEY,
+        target     TEXT NOT NULL,
+        cron       TEXT NOT NULL,
+        timezone   TEXT NOT NULL,
+        missed     TEXT NOT NULL,
+        codec      TEXT NOT NULL,
+        input      BLOB,
+        tags       TEXT NOT NULL DEFAULT '{}',
+        queue      TEXT,
+        origin     TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        paused     INTEGER NOT NULL DEFAULT 0,
+        next_at    REAL,
+        updated_at REAL NOT NULL,
+        checksum   INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
+)
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version 2: the durable queue (enqueue with a queue name and a priority).
     2: (
@@ -86,6 +141,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # version 3: run rows are checksummed (reseal_runs fills the column for old rows).
     3: ("ALTER TABLE runs ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0",),
+    # version 4: run tags and schedules (no run carries tags yet: nothing to fill).
+    4: _V4_SQLITE,
 }
 """Statements taking a journal from the version before each key to that version."""
 
@@ -150,6 +207,7 @@ DDL = (
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID
     """,
+    *_V4_SQLITE,
 )
 
 

@@ -328,6 +328,7 @@ class SqliteBackend(Backend):
         version = one(self.conn, "PRAGMA user_version")
         self.run_select = _run_select(version)
         self.sealed = version >= 3
+        self.schema_version = version
         self.guard = f"SELECT {LAST_SEQ}, runs.epoch, runs.status FROM runs WHERE runs.run_id = ?"
         sealed = ", ".join(f"runs.{f}" for f in SEALED_FIELDS)
         self.sealed_guard = (

@@ -11,9 +11,12 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── SchemaVersionError      the journal was written by a newer (or unknown) schema
     ├── CorruptionError         a checksum, snapshot or page does not verify
     │   ├── RunCorrupted        a run row fails its checksum, or holds impossible values
+    │   ├── ScheduleCorrupted   a schedule row fails its checksum
     │   └── LineageError        fork/parent links that loop or go deeper than allowed
     │       └── LineageCycle    fork/parent links that form a cycle
     ├── RunNotFound             no run with that id
+    ├── ScheduleNotFound        no schedule with that name
+    ├── ScheduleConflict        a schedule of that name exists with another definition
     ├── ConflictError           expected seq or epoch did not match: nothing was written
     │   ├── LeaseHeld           another owner holds an unexpired lease on the run
     │   └── RunEnded            the run is completed, failed or cancelled: it takes no writes
@@ -60,6 +63,9 @@ __all__ = [
     "RunCorrupted",
     "RunEnded",
     "RunNotFound",
+    "ScheduleConflict",
+    "ScheduleCorrupted",
+    "ScheduleNotFound",
     "SchemaVersionError",
     "SeqOutOfRange",
     "SerializationError",
@@ -95,6 +101,11 @@ class RunCorrupted(CorruptionError):
     creation time was altered on disk) or holds values no writer stores."""
 
 
+class ScheduleCorrupted(CorruptionError):
+    """A schedule's row fails its checksum (what it runs, or when, was altered on disk):
+    it fires nothing until it is removed or added again."""
+
+
 class LineageError(CorruptionError):
     """Following a run's fork (or parent) links went deeper than any journal needs."""
 
@@ -106,6 +117,15 @@ class LineageCycle(LineageError):
 
 class RunNotFound(JournalError, LookupError):
     """No run with the given id exists in this journal."""
+
+
+class ScheduleNotFound(JournalError, LookupError):
+    """No schedule with the given name exists in this journal."""
+
+
+class ScheduleConflict(JournalError):
+    """A schedule of that name exists with another definition: pass ``replace=True`` to
+    change it, or use another name."""
 
 
 class ConflictError(JournalError):

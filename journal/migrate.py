@@ -22,6 +22,7 @@ is copied is copied again, and reported if it keeps changing.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -399,6 +400,15 @@ def _run_row(journal: Journal, run_id: str) -> tuple[Any, ...]:
     return tuple(values)
 
 
+def _tags_of(meta: Any) -> dict[str, str]:
+    """The tags a copied run's sealed meta column holds (indexed in the target)."""
+    try:
+        tags = json.loads(meta).get("tags")
+    except (TypeError, ValueError, AttributeError):
+        return {}
+    return tags if isinstance(tags, dict) else {}
+
+
 def _sealed(values: Sequence[Any]) -> int:
     return run_checksum([values[i] for i in SEALED_INDEX])
 
@@ -416,6 +426,9 @@ def _copy_once(
         db = target.backend
         with db.transaction(f"copying run {run_id!r} into {target.where!r}"):
             db.execute(_INSERT_RUN, (*row, _sealed(row)))
+            tags = _tags_of(fields["meta"])
+            if tags:
+                target.index_tags(run_id, tags)
             for batch in _entry_batches(source, run_id, horizon, last):
                 if db.kind == "postgresql":
                     db.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Entry", "NewEntry", "Run", "SnapshotInfo"]
+__all__ = ["Entry", "NewEntry", "Run", "ScheduleRecord", "SnapshotInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,35 @@ class Run:
     def finished(self) -> bool:
         """True once the run is completed, failed or cancelled."""
         return self.status in ("completed", "failed", "cancelled")
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The run's tags (``start(..., tags=...)``), kept in its sealed ``meta`` column."""
+        tags = self.meta.get("tags")
+        return dict(tags) if isinstance(tags, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A stored schedule: what it starts (``target`` with ``input``), when (``cron`` in
+    ``timezone``), and the next tick it will fire (``next_at``, Unix time)."""
+
+    name: str
+    target: str
+    cron: str
+    timezone: str
+    missed: str
+    codec: str
+    input: bytes | None
+    tags: dict[str, str]
+    queue: str | None
+    origin: str
+    """``"code"`` (``@durable(schedule=...)``, written by each worker) or ``"api"``."""
+    created_at: float
+    paused: bool
+    next_at: float | None
+    """The next tick to fire; ``None`` when the expression has no future tick."""
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,7 @@ def _delete(
             db.execute("DELETE FROM entries WHERE run_id = ?", (run_id,))
             report.entries_deleted += db.changes()
             db.execute("DELETE FROM snapshots WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM run_tags WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             if db.changes():
                 report.deleted.append(run_id)

@@ -9,7 +9,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
@@ -49,6 +49,8 @@ from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
 from .lineage import ancestors
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
+from .schedules import Schedules
+from .tags import check_tags
 from .verify import VerifyReport, verify
 
 __all__ = [
@@ -481,6 +483,7 @@ class Journal:
         meta: dict[str, Any] | None = None,
         queue: str | None = None,
         priority: int = 0,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[Run, bool]:
         """Create a run, or return the existing one: ``(run, created)``.
 
@@ -488,7 +491,8 @@ class Journal:
         nothing and returns that run with ``created=False``. ``entries`` are
         appended from seq 1 in the same transaction; with ``owner`` the run is
         claimed at once (epoch 1). ``queue``/``priority`` place a pending run in
-        a durable queue (see :meth:`claim_next`).
+        a durable queue (see :meth:`claim_next`). ``tags`` (str to str) are sealed
+        with the row and indexed: :meth:`list_runs` finds runs by them.
         """
         req = self.new_run(
             run_id,
@@ -509,6 +513,7 @@ class Journal:
             meta=meta,
             queue=queue,
             priority=priority,
+            tags=tags,
         )
         return self.create(req)
 
@@ -544,6 +549,7 @@ class Journal:
         meta: dict[str, Any] | None = None,
         queue: str | None = None,
         priority: int = 0,
+        tags: Mapping[str, str] | None = None,
     ) -> CreateRequest:
         """The request :meth:`create_run` carries out, for :meth:`append_batch`: checked
         and encoded now (a bad value fails here, before any write)."""
@@ -556,6 +562,11 @@ class Journal:
         rid = run_id if run_id is not None else new_run_id()
         if not isinstance(rid, str) or not rid:
             raise ValueError(f"run_id must be a non-empty string, got {rid!r}")
+        tagged = check_tags(tags)
+        if tagged:
+            # In meta, the row's sealed column: the checksum covers the tags, and the
+            # run_tags index is rebuilt from them, never the other way round.
+            meta = {**(meta or {}), "tags": tagged}
         now = time.time()
         epoch = 1 if owner else 0
         lease = now + lease_seconds if owner and lease_seconds is not None else None
@@ -595,6 +606,8 @@ class Journal:
             ).fetchone()
             return _run_from_row(row, db.sealed), False
         self._snapshot_every[run.run_id] = run.snapshot_every
+        if run.meta.get("tags"):
+            self.index_tags(run.run_id, run.tags)
         if req.entries:
             # A run created in this transaction has no entries: no guard needed.
             self._insert(run.run_id, req.entries, 0, run.created_at)
@@ -683,6 +696,13 @@ class Journal:
             values[14] = horizon
         return run_checksum(values)
 
+    def index_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Index a new run's ``tags`` in the open write transaction (see :meth:`list_runs`)."""
+        self._c().executemany(
+            "INSERT INTO run_tags (key, value, run_id) VALUES (?, ?, ?)",
+            [(k, v, run_id) for k, v in tags.items()],
+        )
+
     def _check_fork_point(self, source: str, at: int) -> None:
         db = self._c()
         last_seq, horizon = db.execute(
@@ -743,12 +763,23 @@ class Journal:
         limit: int | None = 100,
         offset: int = 0,
         newest_first: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> list[Run]:
-        """Runs matching every given filter, ordered by creation time, paged."""
+        """Runs matching every given filter, ordered by creation time, paged. ``tags``:
+        runs carrying every one of these ``key: value`` tags (through the tag index)."""
         clauses, params = self._run_filter(status, name, created_after, created_before)
         if parent_run_id is not None:
             clauses.append("parent_run_id = ?")
             params.append(parent_run_id)
+        wanted = check_tags(tags)
+        if wanted and self._c().schema_version < 4:
+            return []  # a journal older than tags, opened read-only: no run has any
+        for key, value in wanted.items():
+            clauses.append(
+                "EXISTS (SELECT 1 FROM run_tags t WHERE t.key = ? AND t.value = ?"
+                " AND t.run_id = runs.run_id)"
+            )
+            params += [key, value]
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "DESC" if newest_first else "ASC"
         with self._lock:
@@ -759,7 +790,12 @@ class Journal:
             )
             params += [db.no_limit if limit is None else limit, offset]
             rows = self._read(sql, params, where="listing runs")
-        return [_run_from_row(r, db.sealed) for r in rows]
+        runs = [_run_from_row(r, db.sealed) for r in rows]
+        if wanted:
+            # The index is not sealed; the row is: a run indexed under a tag it does not
+            # carry (an altered index) is left out.
+            runs = [r for r in runs if all(r.tags.get(k) == v for k, v in wanted.items())]
+        return runs
 
     @staticmethod
     def _run_filter(
@@ -1545,7 +1581,11 @@ class Journal:
 
     def _verified(self, row: Sequence[Any]) -> Entry:
         run_id, seq, kind, step, key, payload, codec, ts, checksum = row
-        if entry_checksum(run_id, seq, kind, step, key, payload, codec, ts) != checksum:
+        # A damaged record can change a column's stored type (a BLOB read back as TEXT).
+        if (
+            not isinstance(payload, bytes | None)
+            or entry_checksum(run_id, seq, kind, step, key, payload, codec, ts) != checksum
+        ):
             raise CorruptionError(
                 f"run {run_id!r} seq {seq}: checksum mismatch (the entry was altered on disk)",
                 run_id=run_id,
@@ -1769,6 +1809,11 @@ class Journal:
         if db.kind != "sqlite":
             raise JournalError(f"{self.where!r} is not a journal file; it has no apsw connection")
         return db.conn  # type: ignore[attr-defined]
+
+    @property
+    def schedules(self) -> Schedules:
+        """The schedules stored in this journal (the engine's ``add_schedule`` writes them)."""
+        return Schedules(self)
 
     @property
     def lock(self) -> threading.RLock:

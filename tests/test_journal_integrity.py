@@ -138,7 +138,7 @@ class TestUpgradeFromVersion2:
     """A journal written before run rows had a checksum."""
 
     def test_fixture_is_version_2(self) -> None:
-        assert _version(FIXTURE) == 2 == SCHEMA_VERSION - 1
+        assert _version(FIXTURE) == 2 < SCHEMA_VERSION
 
     def test_read_only_reads_it_as_it_is(self, tmp_path: Path) -> None:
         path = tmp_path / "old.db"

@@ -71,9 +71,12 @@ def _check_end_state(db: str, before: dict[str, tuple[str, object]]) -> None:
     with Journal(db) as j:
         report = j.verify()
         assert report.ok, report.problems
-        leftover = j.query("SELECT count(*) AS n FROM entries WHERE run_id NOT IN "
-                           "(SELECT run_id FROM runs)")  # fmt: skip
-        assert leftover[0]["n"] == 0, "entries of deleted runs remain"
+        for table in ("entries", "snapshots", "run_tags"):
+            leftover = j.query(f"SELECT count(*) AS n FROM {table} WHERE run_id NOT IN "
+                               "(SELECT run_id FROM runs)")  # fmt: skip
+            assert leftover[0]["n"] == 0, f"{table} rows of deleted runs remain"
+        for run_id in after:  # the runs kept are still found by their tags
+            assert [r.run_id for r in j.list_runs(tags={"n": str(int(run_id[1:]))})] == [run_id]
 
 
 def test_a_policy_deletes_and_compacts_by_age_and_status(journal_location: str) -> None:

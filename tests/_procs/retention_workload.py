@@ -34,7 +34,7 @@ def fill(db: str, runs: int) -> None:
     """``runs`` finished runs: every third failed, the others completed."""
     with Engine(db, durability="process") as eng:
         for i in range(runs):
-            handle = eng.start(job, (6, i % 3 == 0), {}, run_id=f"r{i:03d}")
+            handle = eng.start(job, (6, i % 3 == 0), {}, run_id=f"r{i:03d}", tags={"n": str(i)})
             with contextlib.suppress(Exception):
                 handle.result(timeout=60)
 
