@@ -546,6 +546,20 @@ class RunExecution:
         output = self.codec.encode(result, path="result")
         return [*self._drain_body(), self.journal.entry(K.RUN_COMPLETED, codec=self.codec)], output
 
+    def continue_as_new(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ContinueAsNew:
+        """What ends the body for a continuation; raised by the caller."""
+        if _CURRENT_STEP.get() is not None:
+            raise NotInRun("continue_as_new() ends a run: call it in the @durable body, not a step")
+        return ContinueAsNew(args, kwargs)
+
+    def continue_entries(self, continuation_id: str) -> list[NewEntry]:
+        """Entries that end the run as completed, continued as ``continuation_id``."""
+        self.history.check_exhausted()
+        done = self.journal.entry(
+            K.RUN_COMPLETED, {"continued_as": continuation_id}, codec=self.codec
+        )
+        return [*self._drain_body(), done]
+
     def failure_entries(self, exc: BaseException, *, diverged: bool = False) -> list[NewEntry]:
         """Entries that record the run's failure (body mutations made so far included)."""
         info = {
@@ -555,6 +569,17 @@ class RunExecution:
             "diverged": diverged,
         }
         return [*self._drain_body(), self.journal.entry(K.RUN_FAILED, info, codec=self.codec)]
+
+
+class ContinueAsNew(BaseException):
+    """Ends a run's body so that the engine starts its continuation (see
+    :meth:`engine.Context.continue_as_new`). A BaseException so that a body's
+    ``except Exception`` cannot swallow it."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__("continue_as_new")
+        self.args_ = args
+        self.kwargs = kwargs
 
 
 class ReplayStop(BaseException):

@@ -1137,6 +1137,45 @@ class Journal:
                 ]
         return results
 
+    def continue_run(
+        self,
+        run_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        expected_seq: int,
+        epoch: int | None,
+        continuation: CreateRequest,
+    ) -> Run:
+        """End ``run_id`` as completed (``entries`` appended) and create its continuation
+        in one transaction: both happen, or neither. Raises :class:`ConflictError` (and
+        writes nothing) if the run moved on, was fenced off or ended, or if a run with
+        the continuation's id exists."""
+        new = continuation.run
+        req = AppendRequest(run_id, entries, expected_seq, epoch, "completed", release=True)
+        with self._lock:
+            db = self._c()
+            try:
+                with db.transaction(f"continuing run {run_id!r} as {new.run_id!r}"):
+                    self._apply(req, time.time())
+                    run, created = self._create(continuation)
+                    if not created:
+                        raise ConflictError(
+                            f"run {run_id!r}: cannot continue as {new.run_id!r}, a run with "
+                            "that id exists; nothing was written",
+                            run_id=run_id,
+                            continuation=new.run_id,
+                        )
+            except CommitUnknown:
+                run, created = self._resolve_unknown_create(continuation)
+                if not created:
+                    raise ConflictError(
+                        f"run {run_id!r}: the COMMIT of its continuation as {new.run_id!r} "
+                        "failed and did not land; nothing was written",
+                        run_id=run_id,
+                        continuation=new.run_id,
+                    ) from None
+        return run
+
     def _resolve_unknown_create(self, req: CreateRequest) -> tuple[Run, bool]:
         # The creation is ours if the row carries our creation time; another creator
         # of the same id (or none) otherwise.

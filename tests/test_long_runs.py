@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ from engine import Context, Engine, configure, durable, replay, step
 from engine.hashing import args_hash
 from engine.recorded import History
 from journal import EntryKind, Journal
+from journal.pg_cluster import wait_for_sessions_to_end
 
 K = EntryKind
 RECORDED = 20_000
@@ -158,3 +165,111 @@ class TestLookahead:
         assert report.calls_replayed == 24  # the steps
         assert report.state == fresh.journal.state_at("mixed").values
         assert result == {"out": [1, 3, 5], "n": 3}
+
+
+# -- continue_as_new -------------------------------------------------------------------
+
+CHILD = Path(__file__).resolve().parent / "_procs" / "continue_child.py"
+CHAIN_TOTAL, PER_RUN = 20, 5
+CHAIN = ["c", "c~1", "c~2", "c~3"]
+
+
+@step
+def square(i: int) -> int:
+    return i * i
+
+
+@durable(name="tests.long_runs:looper")
+def looper(ctx: Context[Any], start: int, acc: int) -> int:
+    for i in range(start, min(start + PER_RUN, CHAIN_TOTAL)):
+        acc += square(i)
+        ctx.state["last"] = i
+    if start + PER_RUN < CHAIN_TOTAL:
+        ctx.continue_as_new(start + PER_RUN, acc)
+    return acc
+
+
+def check_chain(location: str) -> None:
+    """``c`` continued as ``c~1``, ``c~2``, ``c~3``: each completed, linked both ways,
+    with its own short journal, and only the last holds the result."""
+    with Journal(location) as j:
+        runs = [j.get_run(r) for r in CHAIN]
+        assert [r.status for r in runs] == ["completed"] * 4
+        assert sorted(r.run_id for r in j.list_runs(limit=None)) == CHAIN
+        for i, run in enumerate(runs):
+            last = j.last_entry(run.run_id)
+            assert last is not None and last.kind == K.RUN_COMPLETED
+            if i < 3:
+                assert run.output is None
+                assert j.decode_entry(last) == {"continued_as": CHAIN[i + 1]}
+            if i > 0:
+                assert run.meta["continued_from"] == CHAIN[i - 1]
+                assert run.meta["generation"] == i
+                assert run.meta["continued_root"] == "c"
+            assert run.last_seq <= 2 * PER_RUN + 3  # its own steps only, never the chain's
+            assert j.state_at(run.run_id).values == {"last": min(5 * i + 4, CHAIN_TOTAL - 1)}
+
+
+class TestContinueAsNew:
+    def test_a_chain_returns_the_last_runs_result(self, fresh: Engine, db_path: Path) -> None:
+        expected = sum(i * i for i in range(CHAIN_TOTAL))
+        assert looper.run(0, 0, run_id="c") == expected
+        check_chain(str(db_path))
+        assert fresh.handle("c").result() == expected  # followed through the chain
+        assert fresh.handle("c~2").result() == expected
+        report = replay("c~1")
+        assert report.ok, report.error
+        assert report.stopped == "end of run (continued as new)"
+
+    def test_start_and_wait_follow_the_chain(self, fresh: Engine) -> None:
+        handle = looper.start(0, 0, run_id="c")
+        assert handle.result(timeout=30) == sum(i * i for i in range(CHAIN_TOTAL))
+
+    def test_inside_a_step_it_is_refused(self, fresh: Engine) -> None:
+        @step
+        def bad(ctx: Context[Any]) -> None:
+            ctx.continue_as_new(1)
+
+        @durable(name="tests.long_runs:bad")
+        def body(ctx: Context[Any]) -> None:
+            bad(ctx)
+
+        with pytest.raises(Exception, match="continue_as_new"):
+            body.run(run_id="bad")
+        assert fresh.journal.get_run("bad").status == "failed"
+
+    @pytest.mark.parametrize("kill_at", ["before", "inside", "after"])
+    def test_sigkill_at_the_handover_recovers_the_chain(
+        self, journal_location: str, tmp_path: Path, kill_at: str
+    ) -> None:
+        """Killed right before, during or right after the commit that hands ``c~1`` over
+        to ``c~2``: either both happened or neither, and recovery finishes the chain with
+        every step run once."""
+        log = tmp_path / "steps.log"
+        app = f"continue-{uuid.uuid4().hex[:12]}"
+        env = {**os.environ, "CONTINUE_LOG": str(log), "PGAPPNAME": app}
+        run = subprocess.run(
+            [sys.executable, str(CHILD), "run", journal_location, kill_at, "2"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert run.returncode == -signal.SIGKILL, (run.returncode, run.stdout, run.stderr)
+        if journal_location.startswith("postgresql://"):
+            wait_for_sessions_to_end(journal_location, app)
+        with Journal(journal_location) as j:
+            first = j.get_run("c~1")
+            handed_over = j.find_run("c~2") is not None
+            assert first.status == ("completed" if handed_over else "running")
+            assert handed_over == (kill_at == "after")
+        rec = subprocess.run(
+            [sys.executable, str(CHILD), "recover", journal_location],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert rec.returncode == 0, rec.stderr
+        out = json.loads(rec.stdout.strip().splitlines()[-1])
+        assert out["result"] == sum(i * i for i in range(CHAIN_TOTAL))
+        lines = log.read_text().split()
+        ran = [int(i) for i in lines[1::2]]
+        assert sorted(ran) == list(range(CHAIN_TOTAL)), "a step ran twice or never"
+        by_run = dict(zip(lines[1::2], lines[0::2], strict=True))
+        assert {by_run[str(i)] for i in range(10, 15)} == {"c~2"}
+        check_chain(journal_location)
