@@ -15,7 +15,7 @@ import concurrent.futures
 import time
 from typing import TYPE_CHECKING, Any
 
-from journal import ConflictError, EntryKind, Run
+from journal import ConflictError, EntryKind, Journal, JournalError, Run
 
 from .execution import ContinueAsNew, RunExecution
 
@@ -108,16 +108,25 @@ def _pass_on(done: concurrent.futures.Future[Any], future: concurrent.futures.Fu
         future.set_result(done.result())
 
 
-def continued_as(engine: Engine, run: Run) -> str | None:
+def continued_as(journal: Journal, run: Run) -> str | None:
     """The id of the run ``run`` continued as, if it did."""
     if run.status != "completed" or run.output is not None:
         return None  # a completed run's output is set unless it continued
-    last = engine.journal.last_entry(run.run_id)
-    if last is None or last.kind != K.RUN_COMPLETED or last.payload is None:
-        return None
-    value = engine.journal.decode_entry(last)
+    try:
+        last = journal.last_entry(run.run_id)
+        if last is None or last.kind != K.RUN_COMPLETED or last.payload is None:
+            return None
+        value = journal.decode_entry(last, strict=False)
+    except JournalError:
+        return None  # unreadable here (a compacted or signed entry): no lineage shown
     nxt = value.get("continued_as") if isinstance(value, dict) else None
     return nxt if isinstance(nxt, str) else None
+
+
+def continued_from(run: Run) -> str | None:
+    """The id of the run ``run`` continues, if it is a continuation."""
+    prev = run.meta.get(CONTINUED_FROM)
+    return prev if isinstance(prev, str) else None
 
 
 def last_of_chain(engine: Engine, run: Run, timeout: float | None = None) -> Run:
@@ -125,7 +134,7 @@ def last_of_chain(engine: Engine, run: Run, timeout: float | None = None) -> Run
     from .runtime import RunHandle  # noqa: PLC0415 - runtime imports this module
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    while (nxt := continued_as(engine, run)) is not None:
+    while (nxt := continued_as(engine.journal, run)) is not None:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         run = RunHandle(engine, nxt, engine._running.get(nxt)).wait(left)
     return run

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import engine.recorded
 import engine.runtime
 from engine import Context, Engine, configure, durable, replay, step
+from engine.cli import cli
 from engine.hashing import args_hash
 from engine.recorded import History
 from journal import EntryKind, Journal
@@ -220,6 +222,20 @@ class TestContinueAsNew:
         report = replay("c~1")
         assert report.ok, report.error
         assert report.stopped == "end of run (continued as new)"
+
+    def test_lineage_shows_in_show_and_history(self, db_path: Path) -> None:
+        looper.run(0, 0, run_id="c")
+        runner = CliRunner()
+        shown = runner.invoke(cli, ["--db", str(db_path), "show", "c~1"])
+        assert shown.exit_code == 0, shown.output
+        assert "continues     c (continue_as_new)" in shown.output
+        assert "continued as  c~2" in shown.output
+        doc = json.loads(runner.invoke(cli, ["--db", str(db_path), "show", "c~3", "--json"]).output)
+        assert (doc["continued_from"], doc["continued_as"], doc["output"]) == ("c~2", None, 2470)
+        history = runner.invoke(cli, ["--db", str(db_path), "history", "c~1"])
+        assert history.exit_code == 0, history.output
+        assert "(continues c, which ended with continue_as_new)" in history.output
+        assert "continued as c~2 (continue_as_new)" in history.output
 
     def test_start_and_wait_follow_the_chain(self, fresh: Engine) -> None:
         handle = looper.start(0, 0, run_id="c")
