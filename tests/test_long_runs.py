@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import engine.recorded
 import engine.runtime
@@ -22,7 +25,7 @@ from engine import Context, Engine, configure, durable, replay, step
 from engine.cli import cli
 from engine.hashing import args_hash
 from engine.recorded import History
-from journal import EntryKind, Journal
+from journal import EntryKind, Journal, SnapshotPolicy
 from journal.pg_cluster import wait_for_sessions_to_end
 
 K = EntryKind
@@ -289,3 +292,116 @@ class TestContinueAsNew:
         by_run = dict(zip(lines[1::2], lines[0::2], strict=True))
         assert {by_run[str(i)] for i in range(10, 15)} == {"c~2"}
         check_chain(journal_location)
+
+
+# -- snapshots chosen by size ----------------------------------------------------------
+
+BIG = random.Random(7).randbytes(100_000).hex()  # 200 KB that compression cannot shrink away
+
+
+def _snapshot_sizes(location: str, policy: SnapshotPolicy, mutations: int) -> tuple[list[int], Any]:
+    with Journal(location, durability="process", snapshots=policy) as j:
+        run_id = f"big-{uuid.uuid4().hex[:8]}"
+        j.create_run(run_id, name="f", status="running")
+        seq = j.append(run_id, [j.entry(K.STATE_SET, BIG, key="big")], expected_seq=0)
+        for i in range(mutations):
+            seq = j.append(run_id, [j.entry(K.STATE_SET, i, key="i")], expected_seq=seq)
+        before = j.entries_read
+        state = j.state_at(run_id)
+        assert j.entries_read - before <= max(policy.every, 3000)
+        return [s.size for s in j.snapshots(run_id)], state.values
+
+
+class TestSnapshotsBySize:
+    def test_a_large_state_is_not_rewritten_every_n_entries(self, journal_location: str) -> None:
+        """200 KB of state, 3,000 one-entry mutations, ``every=50``: counting entries
+        rewrites the state 60 times; weighing the tail against it, about once."""
+        counted, by_count = _snapshot_sizes(
+            journal_location, SnapshotPolicy(every=50, by_size=False), 3000
+        )
+        weighed, by_size = _snapshot_sizes(journal_location, SnapshotPolicy(every=50), 3000)
+        assert by_count == by_size == {"big": BIG, "i": 2999}
+        one = weighed[0]
+        assert one > 50_000  # the large state, as stored
+        assert len(counted) == 60 and sum(counted) >= 59 * one
+        assert len(weighed) <= 3, weighed
+        assert sum(weighed) * 10 < sum(counted)
+
+    def test_a_small_state_is_still_snapshotted_every_n(self, db_path: Path) -> None:
+        with Journal(db_path, durability="process", snapshots=SnapshotPolicy(every=10)) as j:
+            j.create_run("small", name="f", status="running")
+            seq = 0
+            for i in range(100):
+                seq = j.append("small", [j.entry(K.STATE_SET, i, key="k")], expected_seq=seq)
+            assert [s.seq for s in j.snapshots("small")] == list(range(10, 101, 10))
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        ops=st.lists(
+            st.tuples(
+                st.sampled_from(["set", "del", "append"]),
+                st.sampled_from(["a", "b", "c"]),
+                st.integers(0, 3000),
+            ),
+            min_size=1,
+            max_size=60,
+        ),
+        batches=st.lists(st.integers(1, 4), min_size=1, max_size=60),
+        every=st.integers(1, 6),
+        reopen_at=st.integers(0, 60),
+    )
+    def test_rebuilt_state_equals_the_uninterrupted_fold(
+        self,
+        journal_location: str,
+        ops: list[tuple[str, str, int]],
+        batches: list[int],
+        every: int,
+        reopen_at: int,
+    ) -> None:
+        """Whatever snapshots the sizes chose (and a restart mid-way, which measures the
+        tail again from the journal), the state at every seq is the plain fold."""
+        run_id = f"p-{uuid.uuid4().hex[:8]}"
+        expected: list[dict[str, Any]] = [{}]
+        values: dict[str, Any] = {}
+        entries = []
+        for n, (op, key, size) in enumerate(ops):
+            if op == "set":
+                values[key] = f"{n}:" + "v" * size
+                entries.append((K.STATE_SET, key, values[key]))
+            elif op == "append" and isinstance(values.get(key), list):
+                values[key] = [*values[key], size]
+                entries.append((K.STATE_APPENDED, key, [size]))
+            elif op == "append":
+                values[key] = [size]
+                entries.append((K.STATE_SET, key, [size]))
+            elif key in values:
+                del values[key]
+                entries.append((K.STATE_DELETED, key, None))
+            else:
+                continue
+            expected.append(dict(values))
+        policy = SnapshotPolicy(every=every)
+        j = Journal(journal_location, durability="process", snapshots=policy)
+        try:
+            j.create_run(run_id, name="f", status="running")
+            seq, b = 0, 0
+            while seq < len(entries):
+                if seq >= reopen_at >= 0:
+                    j.close()
+                    j = Journal(journal_location, durability="process", snapshots=policy)
+                    reopen_at = -1
+                size = batches[b % len(batches)]
+                b += 1
+                chunk = [
+                    j.entry(kind, *(() if kind == K.STATE_DELETED else (v,)), key=key)
+                    for kind, key, v in entries[seq : seq + size]
+                ]
+                seq = j.append(run_id, chunk, expected_seq=seq)
+            for at in range(len(entries) + 1):
+                assert j.state_at(run_id, at).values == expected[at], at
+        finally:
+            j.close()
