@@ -588,6 +588,7 @@ class Journal:
             ).fetchone()
             return _run_from_row(row, db.sealed), False
         self._snapshot_every[run.run_id] = run.snapshot_every
+        self._tails[run.run_id] = [0, 0, 0, 0]  # nothing to measure in a new run
         if req.entries:
             # A run created in this transaction has no entries: no guard needed.
             self._insert(run.run_id, req.entries, 0, run.created_at)
