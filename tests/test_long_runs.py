@@ -194,6 +194,21 @@ def looper(ctx: Context[Any], start: int, acc: int) -> int:
     return acc
 
 
+@durable(name="tests.long_runs:alooper")
+async def alooper(ctx: Context[Any], start: int, acc: int) -> int:
+    for i in range(start, min(start + PER_RUN, CHAIN_TOTAL)):
+        acc += await asquare(i)
+        ctx.state["last"] = i
+    if start + PER_RUN < CHAIN_TOTAL:
+        ctx.continue_as_new(start + PER_RUN, acc)
+    return acc
+
+
+@step
+async def asquare(i: int) -> int:
+    return i * i
+
+
 def check_chain(location: str) -> None:
     """``c`` continued as ``c~1``, ``c~2``, ``c~3``: each completed, linked both ways,
     with its own short journal, and only the last holds the result."""
@@ -239,6 +254,11 @@ class TestContinueAsNew:
         assert history.exit_code == 0, history.output
         assert "(continues c, which ended with continue_as_new)" in history.output
         assert "continued as c~2 (continue_as_new)" in history.output
+
+    def test_an_async_chain(self, fresh: Engine, db_path: Path) -> None:
+        expected = sum(i * i for i in range(CHAIN_TOTAL))
+        assert asyncio.run(alooper.run(0, 0, run_id="c")) == expected
+        check_chain(str(db_path))
 
     def test_start_and_wait_follow_the_chain(self, fresh: Engine) -> None:
         handle = looper.start(0, 0, run_id="c")
