@@ -1461,20 +1461,24 @@ class Journal:
         """Does appending ``entries`` after ``base`` call for a snapshot (see
         :class:`SnapshotPolicy`)? Counts the entries' bytes into the run's tail once."""
         policy = self.snapshot_policy
-        every = self._run_snapshot_every(run_id)
-        n = policy.every if every is None else every
         after = base + len(entries)
-        if not policy.by_size or n <= 0:
-            return policy.crosses(base, after, every)
+        if not policy.by_size:
+            return policy.crosses(base, after, self._run_snapshot_every(run_id))
         tail = self._tails.get(run_id)
-        if tail is None or tail[0] not in (base, after):
+        if tail is None or (tail[0] != base and tail[0] != after):
             tail = self._tails[run_id] = self._measure_tail(run_id, base)
         if tail[0] == base and entries:
             tail[0] = after
-            tail[1] += sum(
-                ENTRY_FOLD_BYTES + (len(e.payload) if e.payload is not None else 0) for e in entries
-            )
-        return after - tail[3] >= n and tail[1] >= tail[2]
+            size = ENTRY_FOLD_BYTES * len(entries)
+            for e in entries:
+                if e.payload is not None:
+                    size += len(e.payload)
+            tail[1] += size
+        if tail[1] < tail[2]:
+            return False  # the tail is still lighter than the snapshot it would replace
+        every = self._run_snapshot_every(run_id)
+        n = policy.every if every is None else every
+        return n > 0 and after - tail[3] >= n
 
     def _measure_tail(self, run_id: str, base: int) -> list[int]:
         """The run's tail as stored: ``[base, bytes after the last snapshot, its bytes,
