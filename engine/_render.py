@@ -46,6 +46,7 @@ from journal import (
     to_jsonable,
 )
 
+from .continuation import continued_as, continued_from
 from .replay import ReplayReport
 from .timetravel import Checkpoint, Diff, StateView
 
@@ -341,10 +342,12 @@ def run_json(
         "parent_run_id": run.parent_run_id,
         "forked_from": run.forked_from,
         "forked_at": run.forked_at,
+        "continued_from": continued_from(run),
         "error": run.error,
         "tags": run.tags,
     }
     if journal is not None:
+        doc["continued_as"] = continued_as(journal, run)
         doc["input"] = _decoded(journal, run.input, run, "input")
         doc["output"] = _decoded(journal, run.output, run, "output")
         doc["traceback"] = failure_traceback(journal, run)
@@ -555,6 +558,10 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
         row("parent", run.parent_run_id)
     if run.forked_from:
         row("forked from", f"{run.forked_from} at seq {run.forked_at}")
+    if (prev := continued_from(run)) is not None:
+        row("continues", f"{prev} (continue_as_new)")
+    if (nxt := continued_as(journal, run)) is not None:
+        row("continued as", nxt)
     row("last seq", str(run.last_seq))
     row("horizon", f"{run.horizon}" + (" (entries up to it were compacted)" if run.horizon else ""))
     row("checkpoints", str(checkpoints))

@@ -65,6 +65,7 @@ from journal import (
 from journal.export import open_readonly
 
 from . import _render as render
+from .continuation import continued_as, continued_from
 from .errors import EngineError
 from .registry import import_user_modules
 from .replay import replay, replay_all
@@ -648,6 +649,8 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
                 f" forked at seq "
                 f"{run.forked_at})"
             )
+        if (prev := continued_from(run)) is not None:
+            title.append(f"\n(continues {render.shown(prev)}, which ended with continue_as_new)")
         console.print(title)
         note = render.compacted_note(eng.journal, lineage)
         if note is not None:
@@ -656,6 +659,8 @@ def history(ctx: click.Context, run_id: str, as_json: bool) -> None:
         for cp in checkpoints:
             timeline.add(cp)
         timeline.close()
+        if (nxt := continued_as(eng.journal, run)) is not None:
+            console.print(Text(f"continued as {render.shown(nxt)} (continue_as_new)"))
 
 
 @cli.command()

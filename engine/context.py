@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
 from pydantic import BaseModel
 from typing_extensions import TypeVar
@@ -79,6 +79,14 @@ class Context(Generic[StateT]):
             return self._ex.sleep_async(seconds)
         self._ex.sleep(seconds)
         return None
+
+    def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """End this run and start its continuation, the same function called with
+        ``args``/``kwargs`` (without the Context), in one commit: a long loop keeps
+        each run's journal short. The new run's id is ``<first run id>~<n>``; its
+        lineage shows in ``durable show``, and ``result()`` on any run of the chain
+        returns the last one's result. Never returns."""
+        raise self._ex.continue_as_new(args, kwargs)
 
     def patched(self, change_id: str) -> bool:
         """Branch on a code change: True for runs that reach this point under the new

@@ -127,12 +127,7 @@ class RunExecution:
         self.steps_replayed = 0
         self.replay_until: int | None = None
         self._committer: GroupCommitter | None = None  # the loop's, found on first use
-        if history.fork_edits and history.fork_barrier == 0:
-            self._apply_fork_edits()
-
-    def _apply_fork_edits(self) -> None:
-        edits, self.history.fork_edits = self.history.fork_edits, []
-        self._apply_recorded(edits)
+        self._apply_recorded(history.edits_due(0))
 
     # -- state mutations -------------------------------------------------------------
 
@@ -279,13 +274,14 @@ class RunExecution:
         return self.next_index
 
     def _go_live(self, index: int) -> None:
+        # A fork whose edits wait on a call never recorded applies them before going live.
+        self._apply_recorded(self.history.edits_due(index))
         if self.replay_only:
             raise ReplayStop(f"reached the end of the recorded journal at call {index}", index)
 
     def _replayed(self, rec: RecordedCall) -> Any:
         self._apply_recorded(rec.mutations)
-        if self.history.fork_edits and rec.index == self.history.fork_barrier:
-            self._apply_fork_edits()
+        self._apply_recorded(self.history.edits_due(rec.index))
         payload = self.journal.decode_entry(rec.entry)
         self.steps_replayed += 1
         if self.replay_until is not None and self.steps_replayed >= self.replay_until:
@@ -413,6 +409,7 @@ class RunExecution:
         index = self._begin_call()
         rec = self.history.take(index, K.VALUE_RECORDED, name)
         if rec is not None:
+            self._apply_recorded(self.history.edits_due(index))
             return self.journal.decode_entry(rec.entry)
         self._go_live(index)
         value = make()
@@ -440,6 +437,7 @@ class RunExecution:
         key = call_key("sleep", index)
         rec = self.history.take(index, K.TIMER_STARTED, "sleep")
         if rec is not None:
+            self._apply_recorded(self.history.edits_due(index))
             deadline = float(self.journal.decode_entry(rec.entry)["deadline"])
             return key, deadline, rec.completion is not None, None
         self._go_live(index)
@@ -487,9 +485,10 @@ class RunExecution:
         rec = self.history.peek(index)
         if rec is not None and rec.kind == K.PATCH_MARKED and rec.name == change_id:
             self.history.take(index, K.PATCH_MARKED, change_id)
+            self._apply_recorded(self.history.edits_due(index))
             self.next_index = index
             return True
-        if self.history.calls:
+        if self.history.has_calls():
             return False
         self.next_index = index
         self.body_buffer.append(
@@ -504,6 +503,8 @@ class RunExecution:
         index = self._begin_call()
         rec = self.history.take(index, K.CHILD_STARTED, name)
         key = call_key(name, index)
+        if rec is not None:
+            self._apply_recorded(self.history.edits_due(index))
         if rec is None or (rec.completion is None and self.replay_only):
             self._go_live(index)
         if rec is None:
@@ -545,6 +546,20 @@ class RunExecution:
         output = self.codec.encode(result, path="result")
         return [*self._drain_body(), self.journal.entry(K.RUN_COMPLETED, codec=self.codec)], output
 
+    def continue_as_new(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ContinueAsNew:
+        """What ends the body for a continuation; raised by the caller."""
+        if _CURRENT_STEP.get() is not None:
+            raise NotInRun("continue_as_new() ends a run: call it in the @durable body, not a step")
+        return ContinueAsNew(args, kwargs)
+
+    def continue_entries(self, continuation_id: str) -> list[NewEntry]:
+        """Entries that end the run as completed, continued as ``continuation_id``."""
+        self.history.check_exhausted()
+        done = self.journal.entry(
+            K.RUN_COMPLETED, {"continued_as": continuation_id}, codec=self.codec
+        )
+        return [*self._drain_body(), done]
+
     def failure_entries(self, exc: BaseException, *, diverged: bool = False) -> list[NewEntry]:
         """Entries that record the run's failure (body mutations made so far included)."""
         info = {
@@ -554,6 +569,17 @@ class RunExecution:
             "diverged": diverged,
         }
         return [*self._drain_body(), self.journal.entry(K.RUN_FAILED, info, codec=self.codec)]
+
+
+class ContinueAsNew(BaseException):
+    """Ends a run's body so that the engine starts its continuation (see
+    :meth:`engine.Context.continue_as_new`). A BaseException so that a body's
+    ``except Exception`` cannot swallow it."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__("continue_as_new")
+        self.args_ = args
+        self.kwargs = kwargs
 
 
 class ReplayStop(BaseException):

@@ -1,4 +1,4 @@
-"""What a run's journal recorded, indexed for replay.
+"""What a run's journal recorded, read as the body replays it.
 
 Every journaled call a run body makes (a step, a deterministic value, a timer,
 a child run, a patch marker) takes the next *call index* in program order and
@@ -6,12 +6,16 @@ is keyed ``"<name>#<index>"``; because indexes are handed out when a call is
 made (not when it finishes), ``asyncio.gather`` over steps numbers them the same
 way on every execution. Replay looks a call up by its index and compares kind,
 name and argument hash with what the code does now.
+
+The journal is read in pages as the body asks for calls, and a call is dropped
+once it has been replayed, so recovering a run holds the calls just ahead of the
+body, never the whole run: memory does not grow with the run's length.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from journal import Entry, EntryKind, HorizonError, Journal, Run, fork_lineage
@@ -30,10 +34,18 @@ CALL_KINDS = frozenset(
         K.PATCH_MARKED,
     }
 )
+COMPLETION_KINDS = frozenset({K.TIMER_FIRED, K.CHILD_COMPLETED})
+MUTATION_KINDS = frozenset({K.STATE_SET, K.STATE_DELETED, K.STATE_APPENDED})
 
+LOOKAHEAD = 2000
+"""Calls read ahead of the body before a search for something further on (the body's
+next mutation, a timer's firing) switches to a scan that keeps only what it seeks."""
 
 FORK_STEP = "@fork"
 """The ``step`` of the state edits a fork applies at its fork point."""
+
+Position = tuple[int, int]
+"""Where an entry sits in a replayed lineage: (segment index, seq)."""
 
 
 def lineage(journal: Journal, run: Run) -> list[tuple[str, int]]:
@@ -43,8 +55,8 @@ def lineage(journal: Journal, run: Run) -> list[tuple[str, int]]:
 
 
 def load_history(journal: Journal, run: Run) -> History:
-    """Index everything a run's body must replay: for a fork, its sources' entries up
-    to each fork point, then its own."""
+    """The history a run's body replays: for a fork, its sources' entries up to each
+    fork point, then its own. Entries are read lazily, a page at a time."""
     chain = lineage(journal, run)
     for run_id, _ in chain[:-1]:
         horizon = journal.get_run(run_id).horizon
@@ -55,13 +67,7 @@ def load_history(journal: Journal, run: Run) -> History:
                 run_id=run_id,
                 horizon=horizon,
             )
-
-    def entries() -> Iterable[Entry]:
-        for run_id, upto in chain:
-            if upto:
-                yield from journal.read(run_id, 1, upto)
-
-    return History.load(entries())
+    return History(journal, chain)
 
 
 def call_key(name: str, index: int) -> str:
@@ -99,50 +105,130 @@ class RecordedCall:
         return f"{self.kind} {call_key(self.name, self.index)!r} at seq {self.entry.seq}"
 
 
-@dataclass
 class History:
-    """The recorded calls of a run, its body's mutations, and failed attempts per step."""
+    """The recorded calls of a run still to replay, its body's mutations, and failed
+    attempts per step, read from the journal as the body reaches them.
 
-    calls: dict[int, RecordedCall] = field(default_factory=dict)
-    body_mutations: deque[Entry] = field(default_factory=deque)
-    failed_attempts: dict[str, int] = field(default_factory=dict)
-    terminal: Entry | None = None
-    last_seq: int = 0
-    fork_edits: list[Entry] = field(default_factory=list)
-    fork_barrier: int = 0
-    """The fork's edits apply once the call with this index (the last one recorded
-    before the fork point) has been replayed; 0 means at the start."""
+    ``History()`` is the empty history of a run just created.
+    """
 
-    @classmethod
-    def load(cls, entries: Iterable[Entry]) -> History:
-        """Index a run's entries (in seq order)."""
-        h = cls()
-        step_mutations: dict[str, list[Entry]] = {}
-        for e in entries:
-            h.last_seq = e.seq
-            kind = e.kind
-            if kind in (K.STATE_SET, K.STATE_DELETED, K.STATE_APPENDED):
-                if e.step == FORK_STEP:
-                    h.fork_edits.append(e)
-                    h.fork_barrier = max(h.calls, default=0)
-                elif e.step is None:
-                    h.body_mutations.append(e)
-                else:
-                    step_mutations.setdefault(e.step, []).append(e)
-            elif kind == K.STEP_FAILED and not (e.key or "").startswith("final:"):
-                assert e.step is not None
-                h.failed_attempts[e.step] = h.failed_attempts.get(e.step, 0) + 1
-            elif kind in CALL_KINDS:
-                assert e.step is not None
-                name, index = split_key(e.step)
-                h.calls[index] = RecordedCall(index, kind, name, e, step_mutations.pop(e.step, []))
-            elif kind in (K.TIMER_FIRED, K.CHILD_COMPLETED):
-                assert e.step is not None
-                _, index = split_key(e.step)
-                h.calls[index].completion = e
-            elif kind in (K.RUN_COMPLETED, K.RUN_FAILED, K.RUN_CANCELLED):
-                h.terminal = e
-        return h
+    def __init__(
+        self, journal: Journal | None = None, segments: Iterable[tuple[str, int]] = ()
+    ) -> None:
+        self.journal = journal
+        self.segments = [(run_id, upto) for run_id, upto in segments if upto > 0]
+        self.calls: dict[int, RecordedCall] = {}
+        self.body_mutations: deque[Entry] = deque()
+        self.failed_attempts: dict[str, int] = {}
+        self.terminal: Entry | None = None
+        self.last_seq = 0
+        self.entries_read = 0
+        """Entries taken from the journal so far (all reads, scans included)."""
+        self.peak_buffered = 0
+        """The most calls and body mutations held at once (what the bound is about)."""
+        self._step_mutations: dict[str, list[Entry]] = {}
+        self._completions: dict[int, Entry | None] = {}  # of calls replayed before their completion
+        self._edits: deque[tuple[int, list[Entry]]] = deque()  # (barrier, a fork's edits)
+        self._pos: Position = (0, 0)
+        self._body_upto: Position = (-1, 0)  # body mutations up to here were queued by a scan
+        self._source: Iterator[tuple[Position, Entry]] | None = None
+        if self.segments and journal is not None:
+            self._find_fork_edits()
+            self._source = self._scan((0, 0))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _scan(self, after: Position) -> Iterator[tuple[Position, Entry]]:
+        """Entries after ``after`` in lineage order, read a page at a time."""
+        assert self.journal is not None
+        first, seq = after
+        for i in range(first, len(self.segments)):
+            run_id, upto = self.segments[i]
+            start = seq + 1 if i == first else 1
+            if start <= upto:
+                for e in self.journal.read(run_id, start, upto):
+                    self.entries_read += 1
+                    yield (i, e.seq), e
+
+    def _find_fork_edits(self) -> None:
+        """A fork's edits apply once the last call recorded before its fork point is
+        replayed (its *barrier*): found by one pass over the sources, kept by index only."""
+        assert self.journal is not None
+        found: list[tuple[int, list[Entry]]] = []
+        for i in range(1, len(self.segments)):
+            edits = []
+            for e in self.journal.read(self.segments[i][0], 1, self.segments[i][1]):
+                if e.kind == K.RUN_FORKED:
+                    continue
+                if e.step != FORK_STEP:
+                    break
+                edits.append(e)
+            if edits:
+                found.append((i, edits))
+        if not found:
+            return
+        barrier, k = 0, 0
+        for (i, _seq), e in self._scan((0, 0)):
+            while k < len(found) and found[k][0] <= i:
+                self._edits.append((barrier, found[k][1]))
+                k += 1
+            if k == len(found):
+                break
+            if e.kind in CALL_KINDS and e.step is not None and e.step != FORK_STEP:
+                barrier = max(barrier, split_key(e.step)[1])
+        for _, edits in found[k:]:
+            self._edits.append((barrier, edits))
+
+    def _pull(self) -> bool:
+        """Index the next entry; False when the journal is exhausted."""
+        if self._source is None:
+            return False
+        try:
+            pos, e = next(self._source)
+        except StopIteration:
+            self._source = None
+            return False
+        self._pos = pos
+        self.last_seq = e.seq
+        kind = e.kind
+        if kind in MUTATION_KINDS:
+            if e.step == FORK_STEP:
+                pass  # found up front, see _find_fork_edits
+            elif e.step is None:
+                if pos > self._body_upto:
+                    self.body_mutations.append(e)
+            else:
+                self._step_mutations.setdefault(e.step, []).append(e)
+        elif kind == K.STEP_FAILED and not (e.key or "").startswith("final:"):
+            assert e.step is not None
+            self.failed_attempts[e.step] = self.failed_attempts.get(e.step, 0) + 1
+        elif kind in CALL_KINDS:
+            assert e.step is not None
+            name, index = split_key(e.step)
+            self.calls[index] = RecordedCall(
+                index, kind, name, e, self._step_mutations.pop(e.step, [])
+            )
+        elif kind in COMPLETION_KINDS:
+            assert e.step is not None
+            _, index = split_key(e.step)
+            rec = self.calls.get(index)
+            if rec is not None:
+                rec.completion = e
+            elif index in self._completions:
+                self._completions[index] = e
+        elif kind in (K.RUN_COMPLETED, K.RUN_FAILED, K.RUN_CANCELLED):
+            self.terminal = e
+        held = len(self.calls) + len(self.body_mutations)
+        self.peak_buffered = max(self.peak_buffered, held)
+        return True
+
+    def _has_calls(self) -> bool:
+        while not self.calls:
+            if not self._pull():
+                return False
+        return True
+
+    # -- replaying -------------------------------------------------------------------------
 
     def take(
         self, index: int, kind: str, name: str, args_hash: str | None = None
@@ -151,9 +237,10 @@ class History:
 
         Raises :class:`NonDeterminismError` when the journal holds a different call there.
         """
-        rec = self.calls.pop(index, None)
-        if rec is None:
-            return None
+        while index not in self.calls:
+            if not self._pull():
+                return None
+        rec = self.calls[index]
         kinds = {kind, K.STEP_FAILED} if kind == K.STEP_COMPLETED else {kind}
         if rec.kind not in kinds or rec.name != name:
             raise NonDeterminismError(
@@ -172,22 +259,75 @@ class History:
                 recorded=rec.describe(),
                 got=f"{kind} {call_key(name, index)} args {args_hash}",
             )
+        del self.calls[index]
+        self.failed_attempts.pop(rec.entry.step or "", None)
+        if rec.kind in (K.TIMER_STARTED, K.CHILD_STARTED) and rec.completion is None:
+            rec.completion = self._completion_of(rec)
         return rec
+
+    def _completion_of(self, rec: RecordedCall) -> Entry | None:
+        """A timer's firing or a child's outcome, recorded some entries after its start."""
+        self._completions[rec.index] = None
+        try:
+            while self._completions[rec.index] is None and len(self.calls) < LOOKAHEAD:
+                if not self._pull():
+                    return None
+            if self._completions[rec.index] is not None:
+                return self._completions[rec.index]
+            for _, e in self._scan(self._pos):
+                if e.kind in COMPLETION_KINDS and e.step == rec.entry.step:
+                    return e
+            return None
+        finally:
+            del self._completions[rec.index]
 
     def peek(self, index: int) -> RecordedCall | None:
         """The recorded call at ``index`` without consuming it."""
-        return self.calls.get(index)
+        while index not in self.calls:
+            if not self._pull():
+                return None
+        return self.calls[index]
+
+    def has_calls(self) -> bool:
+        """True while recorded calls remain to be replayed."""
+        return self._has_calls()
 
     @property
     def replaying(self) -> bool:
         """True while recorded calls or body mutations remain to be matched."""
-        return bool(self.calls) or bool(self.body_mutations)
+        while not self.calls and not self.body_mutations:
+            if not self._pull():
+                return False
+        return True
+
+    def edits_due(self, index: int) -> list[Entry]:
+        """A fork's edits to apply once call ``index`` is replayed (0: at the start)."""
+        due: list[Entry] = []
+        while self._edits and self._edits[0][0] <= index:
+            due.extend(self._edits.popleft()[1])
+        return due
+
+    def _next_body_mutation(self) -> Entry | None:
+        while not self.body_mutations and len(self.calls) < LOOKAHEAD:
+            if not self._pull():
+                break
+        if self.body_mutations:
+            return self.body_mutations.popleft()
+        if self._source is None:
+            return None
+        # Far ahead of the buffered calls: scan on, keeping only the next body mutation.
+        start = max(self._pos, self._body_upto)
+        for pos, e in self._scan(start):
+            self._body_upto = pos
+            if e.kind in MUTATION_KINDS and e.step is None:
+                return e
+        return None
 
     def check_body_mutation(self, kind: str, key: str) -> bool:
         """Match a body mutation during replay; False once the journal is exhausted (live)."""
-        if not self.body_mutations:
+        rec = self._next_body_mutation()
+        if rec is None:
             return False
-        rec = self.body_mutations.popleft()
         if rec.kind != kind or rec.key != key:
             raise NonDeterminismError(
                 f"non-deterministic replay at seq {rec.seq}: the journal recorded {rec.kind} "
@@ -200,7 +340,7 @@ class History:
 
     def check_exhausted(self) -> None:
         """At the end of the body: every recorded call must have been made again."""
-        if self.calls:
+        if self._has_calls():
             rec = self.calls[min(self.calls)]
             raise NonDeterminismError(
                 f"non-deterministic replay at seq {rec.entry.seq}: the journal recorded "

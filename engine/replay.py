@@ -15,7 +15,7 @@ from typing import Any
 from journal import RunNotFound, to_jsonable
 
 from .errors import EngineError, FunctionNotFound, NonDeterminismError
-from .execution import _CURRENT_RUN, ReplayStop
+from .execution import _CURRENT_RUN, ContinueAsNew, ReplayStop
 from .registry import resolve
 from .runtime import Engine, default_engine
 
@@ -59,10 +59,13 @@ def replay(run_id: str, *, until: int | None = None, engine: Engine | None = Non
     report = ReplayReport(run_id=run_id, name=run.name, ok=True)
     token = _CURRENT_RUN.set(ex)
     try:
-        if target.is_async:
-            asyncio.run(target.fn(*args, **kwargs))
-        else:
-            target.fn(*args, **kwargs)
+        try:
+            if target.is_async:
+                asyncio.run(target.fn(*args, **kwargs))
+            else:
+                target.fn(*args, **kwargs)
+        except ContinueAsNew:
+            report.stopped = "end of run (continued as new)"
         ex.history.check_exhausted()
     except ReplayStop as stop:
         report.stopped = stop.reason

@@ -42,6 +42,7 @@ from journal import (
 
 from .committer import GroupCommitter
 from .context import Context
+from .continuation import Continued, hand_over, last_of_chain
 from .errors import (
     CannotResume,
     EngineError,
@@ -54,7 +55,7 @@ from .errors import (
     WorkerStopping,
     WrongFunction,
 )
-from .execution import _CURRENT_RUN, RunExecution, child_outcome
+from .execution import _CURRENT_RUN, ContinueAsNew, RunExecution, child_outcome
 from .queues import WAKE_CHANNEL, queue_limits
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
@@ -151,7 +152,10 @@ class RunHandle(Generic[R]):
 
     def result(self, timeout: float | None = None) -> R:
         """The run's return value; raises :class:`RunFailed` or :class:`RunCancelled`."""
-        result: R = self.engine.outcome(self.wait(timeout), codec=self._codec)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        run = self.wait(timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        result: R = self.engine.outcome(last_of_chain(self.engine, run, left), codec=self._codec)
         return result
 
     def cancel(self) -> None:
@@ -498,7 +502,8 @@ class Engine:
         run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None)
         if execute:
             assert future is not None
-            return self._execute_sync(fn, run, future, fresh=fresh)
+            result = self._execute_sync(fn, run, future, fresh=fresh)
+            return result if not isinstance(result, Continued) else result.future.result()
         return RunHandle(self, run.run_id, future).result()
 
     async def acall(
@@ -513,7 +518,10 @@ class Engine:
         run, future, execute, fresh = await self._aclaim(fn, args, kwargs, run_id, None)
         if execute:
             assert future is not None
-            return await self._execute_async(fn, run, future, fresh=fresh)
+            result = await self._execute_async(fn, run, future, fresh=fresh)
+            if isinstance(result, Continued):
+                return await asyncio.wrap_future(result.future)
+            return result
         handle = RunHandle(self, run.run_id, future)
         return await asyncio.get_running_loop().run_in_executor(None, handle.result)
 
@@ -690,7 +698,10 @@ class Engine:
         ex, args, kwargs = self._begin(fn, run, future, fresh)
         token = _CURRENT_RUN.set(ex)
         try:
-            result = fn.fn(*args, **kwargs)
+            try:
+                result = fn.fn(*args, **kwargs)
+            except ContinueAsNew as cont:
+                return hand_over(self, fn, ex, cont, future)
             entries, output = ex.complete_entries(result)
             ex.commit(entries, status="completed", output=output, release=True)
         except BaseException as exc:
@@ -715,7 +726,10 @@ class Engine:
         ex, args, kwargs = self._begin(fn, run, future, fresh)
         token = _CURRENT_RUN.set(ex)
         try:
-            result = await fn.fn(*args, **kwargs)
+            try:
+                result = await fn.fn(*args, **kwargs)
+            except ContinueAsNew as cont:
+                return hand_over(self, fn, ex, cont, future)
             entries, output = ex.complete_entries(result)
             await ex.commit_async(entries, status="completed", output=output, release=True)
         except BaseException as exc:
@@ -973,7 +987,7 @@ class Engine:
         return use.decode(run.output, where=f"run {run.run_id!r} output")
 
     def _outcome_record(self, run_id: str) -> dict[str, Any]:
-        run = self.journal.get_run(run_id)
+        run = last_of_chain(self, self.journal.get_run(run_id))
         if run.status == "completed":
             return {"ok": True, "result": self._output(run)}
         return {"ok": False, "status": run.status, "error": run.error}

@@ -18,13 +18,22 @@ awaited). See docs/explanation/guarantees.md."""
 
 @dataclass(frozen=True, slots=True)
 class SnapshotPolicy:
-    """Write the folded state every ``every`` entries, in the commit that crossed the boundary.
+    """When to write the folded state beside an entry, in the commit that appends it.
 
-    Rebuilding state at any seq then reads at most ``every`` entries after the
-    nearest snapshot. ``every=0`` disables snapshots.
+    ``by_size=True`` (the default): a snapshot is written once at least ``every``
+    entries were appended since the last one *and* the bytes of those entries (what
+    rebuilding the state must read and fold, plus a small cost per entry) reach the
+    size of the last snapshot (what writing a new one costs). A small state is
+    snapshotted every ``every`` entries, a large one only once its tail weighs as
+    much as itself: rebuilding reads at most about twice the state's size, and a
+    10 MB state is not rewritten every ``every`` small mutations.
+    ``by_size=False``: every ``every`` entries, whatever the sizes (rebuilding reads
+    at most ``every`` entries after the nearest snapshot). ``every=0`` disables
+    snapshots.
     """
 
     every: int = 200
+    by_size: bool = True
 
     def __post_init__(self) -> None:
         if self.every < 0:

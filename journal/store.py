@@ -97,6 +97,11 @@ def _queue_turn(queue: str) -> int:
 _INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 
 
+ENTRY_FOLD_BYTES: Final = 64
+"""What folding one entry costs beyond its payload, in payload bytes (a row read, a
+checksum, a decode call): a tail of many tiny entries is not free to fold."""
+
+
 def resolve_path(path: str | os.PathLike[str] | None) -> str:
     """The journal's location (a file path or a ``postgresql://`` URL): the argument,
     else ``$DURABLE_DB``, else ``./durable.db``."""
@@ -296,6 +301,10 @@ class Journal:
         self._run_codecs: dict[str, Codec] = {}
         self._left_codecs: OrderedDict[str, Codec] = OrderedDict()
         self._snapshot_every: dict[str, int | None] = {}
+        # Per run in flight, for size-chosen snapshots: [seq accounted to, tail bytes
+        # since the last snapshot, that snapshot's bytes, its seq]. A cache: a run
+        # another writer moved on (or a rolled-back append) is measured again.
+        self._tails: dict[str, list[int]] = {}
         self._altered: set[str] = set()
         """Runs whose row failed its checksum when a claim read it: never claimed again."""
         self._lock = threading.RLock()
@@ -608,6 +617,7 @@ class Journal:
         self._snapshot_every[run.run_id] = run.snapshot_every
         if run.meta.get("tags"):
             self.index_tags(run.run_id, run.tags)
+        self._tails[run.run_id] = [0, 0, 0, 0]  # nothing to measure in a new run
         if req.entries:
             # A run created in this transaction has no entries: no guard needed.
             self._insert(run.run_id, req.entries, 0, run.created_at)
@@ -1135,9 +1145,7 @@ class Journal:
             if (
                 req is None
                 and db.one_statement_append
-                and not self.snapshot_policy.crosses(
-                    expected, expected + len(entries), self._run_snapshot_every(run_id)
-                )
+                and not self._snapshot_due(run_id, expected, entries)
             ):
                 return self._append_in_one_statement(run_id, entries, expected, epoch, now)
             try:
@@ -1219,6 +1227,45 @@ class Journal:
                 ]
         return results
 
+    def continue_run(
+        self,
+        run_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        expected_seq: int,
+        epoch: int | None,
+        continuation: CreateRequest,
+    ) -> Run:
+        """End ``run_id`` as completed (``entries`` appended) and create its continuation
+        in one transaction: both happen, or neither. Raises :class:`ConflictError` (and
+        writes nothing) if the run moved on, was fenced off or ended, or if a run with
+        the continuation's id exists."""
+        new = continuation.run
+        req = AppendRequest(run_id, entries, expected_seq, epoch, "completed", release=True)
+        with self._lock:
+            db = self._c()
+            try:
+                with db.transaction(f"continuing run {run_id!r} as {new.run_id!r}"):
+                    self._apply(req, time.time())
+                    run, created = self._create(continuation)
+                    if not created:
+                        raise ConflictError(
+                            f"run {run_id!r}: cannot continue as {new.run_id!r}, a run with "
+                            "that id exists; nothing was written",
+                            run_id=run_id,
+                            continuation=new.run_id,
+                        )
+            except CommitUnknown:
+                run, created = self._resolve_unknown_create(continuation)
+                if not created:
+                    raise ConflictError(
+                        f"run {run_id!r}: the COMMIT of its continuation as {new.run_id!r} "
+                        "failed and did not land; nothing was written",
+                        run_id=run_id,
+                        continuation=new.run_id,
+                    ) from None
+        return run
+
     def _resolve_unknown_create(self, req: CreateRequest) -> tuple[Run, bool]:
         # The creation is ours if the row carries our creation time; another creator
         # of the same id (or none) otherwise.
@@ -1293,8 +1340,7 @@ class Journal:
             n = len(req.entries)
             if n:
                 rows += _entry_rows(req.run_id, req.entries, base, now)
-                every = self._run_snapshot_every(req.run_id)
-                if self.snapshot_policy.crosses(base, base + n, every):
+                if self._snapshot_due(req.run_id, base, req.entries):
                     snapshots.append((req.run_id, base + n))
             guard[0] = base + n
             if req.status is not None:
@@ -1433,6 +1479,7 @@ class Journal:
         entry is only a cache miss: the column never changes.)"""
         if req.status in TERMINAL_STATUSES:
             self._snapshot_every.pop(req.run_id, None)
+            self._tails.pop(req.run_id, None)
 
     def _advance(
         self,
@@ -1489,10 +1536,49 @@ class Journal:
             rows = _entry_rows(run_id, entries, base, now)
             seq += len(rows)
             db.executemany(_INSERT_ENTRY, rows)
-        every = self._run_snapshot_every(run_id)
-        if self.snapshot_policy.crosses(base, seq, every):
+        if self._snapshot_due(run_id, base, entries):
             self._write_snapshot(run_id, seq, now)
         return seq
+
+    def _snapshot_due(self, run_id: str, base: int, entries: Sequence[NewEntry]) -> bool:
+        """Does appending ``entries`` after ``base`` call for a snapshot (see
+        :class:`SnapshotPolicy`)? Counts the entries' bytes into the run's tail once."""
+        policy = self.snapshot_policy
+        after = base + len(entries)
+        if not policy.by_size:
+            return policy.crosses(base, after, self._run_snapshot_every(run_id))
+        tail = self._tails.get(run_id)
+        if tail is None or (tail[0] != base and tail[0] != after):
+            tail = self._tails[run_id] = self._measure_tail(run_id, base)
+        if tail[0] == base and entries:
+            tail[0] = after
+            size = ENTRY_FOLD_BYTES * len(entries)
+            for e in entries:
+                if e.payload is not None:
+                    size += len(e.payload)
+            tail[1] += size
+        if tail[1] < tail[2]:
+            return False  # the tail is still lighter than the snapshot it would replace
+        every = self._run_snapshot_every(run_id)
+        n = policy.every if every is None else every
+        return n > 0 and after - tail[3] >= n
+
+    def _measure_tail(self, run_id: str, base: int) -> list[int]:
+        """The run's tail as stored: ``[base, bytes after the last snapshot, its bytes,
+        its seq]``."""
+        db = self._c()
+        row = db.execute(
+            f"SELECT seq, {db.blob_length}(state) FROM snapshots WHERE run_id = ? AND seq <= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (run_id, base),
+        ).fetchone()
+        snap_seq, snap_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
+        count, size = db.execute(
+            f"SELECT count(*), coalesce(sum({db.blob_length}(payload)), 0) FROM entries"
+            " WHERE run_id = ? AND seq > ? AND seq <= ?",
+            (run_id, snap_seq, base),
+        ).fetchone()
+        return [base, int(count) * ENTRY_FOLD_BYTES + int(size), snap_bytes, snap_seq]
 
     def _explain_conflict(self, req: AppendRequest) -> NoReturn:
         db = self._c()
@@ -1757,6 +1843,11 @@ class Journal:
                 now,
             ),
         )
+        tail = self._tails.get(run_id)
+        if tail is not None and tail[0] == seq:
+            tail[1:] = [0, len(data), seq]
+        else:
+            self._tails.pop(run_id, None)
         return SnapshotInfo(run_id, seq, codec.name, fingerprint, len(data), now)
 
     def snapshots(self, run_id: str) -> list[SnapshotInfo]:

@@ -336,7 +336,6 @@ def test_an_event_resumes_a_parked_run_on_another_worker_at_once(pg_schema_url: 
         worker_engine.close()
 
 
-
 def test_a_freed_slot_claims_the_next_run_at_once(eng: Engine) -> None:
     """A full worker woken by an enqueue (nothing it can claim yet) claims that run as
     soon as its own run ends, not at its next poll (60 s away here)."""
