@@ -12,6 +12,8 @@ from .context import Context, current_context, idempotency_key
 from .durable import DurableFunction, durable
 from .errors import (
     CannotResume,
+    ContextSerdeError,
+    ContextStateError,
     EngineError,
     FencedOff,
     FunctionNotFound,
@@ -25,6 +27,9 @@ from .errors import (
     StepFailed,
     StepTimeout,
     WorkerStopping,
+    WorkflowConfigurationError,
+    WorkflowRuntimeError,
+    WorkflowValidationError,
     WrongFunction,
 )
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
@@ -32,6 +37,8 @@ from .policies import RetryPolicy
 from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
+from .retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy
+from .serializers import BaseSerializer, JsonPickleSerializer, JsonSerializer, PickleSerializer
 from .runtime import Engine, RecoveryReport, RunHandle, StopReport, configure, default_engine
 from .state import State, TypedState
 from .steps import StepSpec, step
@@ -52,11 +59,10 @@ from .workflow import (
     Workflow,
     WorkflowCheckpoint,
     WorkflowHandler,
-    WorkflowValidationError,
     send_event,
 )
-from .workflow_context import Store, WorkflowContext
-from .workflow_run import NoStepForEvent, WaitTimeout, WorkflowTimeout
+from .workflow_context import DictState, Store, WorkflowContext
+from .workflow_run import NoStepForEvent, WaitTimeout, WorkflowTimeout, WorkflowTimeoutError
 
 try:
     __version__ = version("durable")
@@ -73,22 +79,31 @@ def recover(
 
 
 __all__ = [
+    "BaseSerializer",
     "CannotResume",
     "Checkpoint",
+    "ConstantDelayRetryPolicy",
     "Context",
+    "ContextSerdeError",
+    "ContextStateError",
+    "DictState",
     "Diff",
     "DurableFunction",
     "Engine",
     "EngineError",
     "Event",
+    "ExponentialBackoffRetryPolicy",
     "FencedOff",
     "FunctionNotFound",
     "HumanResponseEvent",
     "InputRequiredEvent",
     "JournalUnreachable",
+    "JsonPickleSerializer",
+    "JsonSerializer",
     "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
+    "PickleSerializer",
     "Queue",
     "RecoveryReport",
     "ReplayReport",
@@ -116,9 +131,12 @@ __all__ = [
     "WorkerStopping",
     "Workflow",
     "WorkflowCheckpoint",
+    "WorkflowConfigurationError",
     "WorkflowContext",
     "WorkflowHandler",
+    "WorkflowRuntimeError",
     "WorkflowTimeout",
+    "WorkflowTimeoutError",
     "WorkflowValidationError",
     "WrongFunction",
     "__version__",
