@@ -38,8 +38,8 @@ from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
 from .retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy
-from .serializers import BaseSerializer, JsonPickleSerializer, JsonSerializer, PickleSerializer
 from .runtime import Engine, RecoveryReport, RunHandle, StopReport, configure, default_engine
+from .serializers import BaseSerializer, JsonPickleSerializer, JsonSerializer, PickleSerializer
 from .state import State, TypedState
 from .steps import StepSpec, step
 from .timetravel import (
@@ -63,6 +63,7 @@ from .workflow import (
 )
 from .workflow_context import DictState, Store, WorkflowContext
 from .workflow_run import NoStepForEvent, WaitTimeout, WorkflowTimeout, WorkflowTimeoutError
+from .workflow_testing import WorkflowTestResult, WorkflowTestRunner
 
 try:
     __version__ = version("durable")
@@ -135,6 +136,8 @@ __all__ = [
     "WorkflowContext",
     "WorkflowHandler",
     "WorkflowRuntimeError",
+    "WorkflowTestResult",
+    "WorkflowTestRunner",
     "WorkflowTimeout",
     "WorkflowTimeoutError",
     "WorkflowValidationError",

@@ -33,6 +33,8 @@ from typing import Any
 
 __all__ = [
     "CannotResume",
+    "ContextSerdeError",
+    "ContextStateError",
     "EngineError",
     "FencedOff",
     "FunctionNotFound",
@@ -45,8 +47,6 @@ __all__ = [
     "RunIdConflict",
     "StepFailed",
     "StepTimeout",
-    "ContextSerdeError",
-    "ContextStateError",
     "WorkerStopping",
     "WorkflowConfigurationError",
     "WorkflowRuntimeError",

@@ -25,6 +25,7 @@ from .context import Context
 from .errors import (
     EngineError,
     FencedOff,
+    RunCancelled,
     WorkerStopping,
     WorkflowConfigurationError,
     WorkflowRuntimeError,
@@ -213,7 +214,10 @@ def _validate(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> None:
         )
     seen: set[type[Event]] = set()
     frontier: list[type[Event]] = [
-        a for s in steps.values() for a in s.accepts if issubclass(a, StartEvent | HumanResponseEvent)
+        a
+        for s in steps.values()
+        for a in s.accepts
+        if issubclass(a, StartEvent | HumanResponseEvent)
     ]
     reached_stop = False
     while frontier:
@@ -371,7 +375,9 @@ class Workflow:
             for t in (*s.accepts, *s.returns)
         )
 
-    def _get_start_event_instance(self, start_event: StartEvent | None, **kwargs: Any) -> StartEvent:
+    def _get_start_event_instance(
+        self, start_event: StartEvent | None, **kwargs: Any
+    ) -> StartEvent:
         if start_event is not None:
             if kwargs:
                 _log.warning(
@@ -812,8 +818,15 @@ class WorkflowHandler(RunHandle[Any]):
         return not self.is_done()
 
     async def cancel_run(self) -> None:
-        """Cancel the run (journaled): its steps stop at their next boundary."""
+        """Cancel the run (journaled); a run executing in this process stops now (its
+        steps in flight are dropped uncommitted), so ``exception()`` soon says so."""
         self.cancel()
+        wr = self._run
+        if wr is not None and wr.loop is not None and not wr.loop.is_closed():
+            wr.cancel_requested.set()
+            error = RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+            wr.loop.call_soon_threadsafe(wr._finish_with, error)
+        await asyncio.sleep(0)
 
     async def stream_events(self, expose_internal: bool = False) -> AsyncIterator[Event]:
         """Events the run's steps write to the stream, each once the commit that journals

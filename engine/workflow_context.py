@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import contextvars
+import copy
 import datetime as dt
 import random
 import uuid

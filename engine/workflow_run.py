@@ -49,16 +49,22 @@ from .errors import (
     WorkerStopping,
     WorkflowRuntimeError,
 )
-from .retry import retry_seed
 from .events import Event, InputRequiredEvent, StopEvent
 from .execution import RECONNECT_PAUSE
+from .retry import retry_seed
 from .workflow_context import CURRENT_SCOPE, INTERNAL, StepScope, WorkflowContext
 
 if TYPE_CHECKING:
     from .runtime import Engine
     from .workflow import StepInfo, Workflow
 
-__all__ = ["NoStepForEvent", "WaitTimeout", "WorkflowRun", "WorkflowTimeout", "WorkflowTimeoutError"]
+__all__ = [
+    "NoStepForEvent",
+    "WaitTimeout",
+    "WorkflowRun",
+    "WorkflowTimeout",
+    "WorkflowTimeoutError",
+]
 
 K = EntryKind
 POLL_SECONDS = 0.2
@@ -285,7 +291,9 @@ class WorkflowRun:
                 self.clock.pause()
             else:
                 self.clock.resume()
-            if self._clock_moved is not None:
+            # A run dropped with its loop (a parked run at interpreter exit) has no one
+            # left to wake: waking the timer would schedule on a closed loop.
+            if self._clock_moved is not None and not (self.loop and self.loop.is_closed()):
                 self._clock_moved.set()
 
     def stop(self) -> None:
@@ -436,7 +444,9 @@ class WorkflowRun:
                 update = {"status": "running", "wake_at": None}
             await self.commit(entries, final=stop is not None, **update)
             self._apply(scope, entries)
-            self._publish(scope.streamed)
+            # The StopEvent ends every stream, as in LlamaIndex: the journal holds it as
+            # the run's output, so the live stream shows nothing the journal lacks.
+            self._publish([*scope.streamed, *([stop] if stop is not None else [])])
             if update.get("status"):
                 self.status = update["status"]
             if stop is not None:
@@ -489,7 +499,9 @@ class WorkflowRun:
             return info.spec.retry.delay(attempt) if info.spec.retry.retries(exc, attempt) else None
         elapsed = time.time() - first_started
         try:
-            wait = policy.next(elapsed, attempt, exc, seed=retry_seed(self.run_id, info.name, attempt))
+            wait = policy.next(
+                elapsed, attempt, exc, seed=retry_seed(self.run_id, info.name, attempt)
+            )
         except TypeError:  # a policy whose next() takes no seed
             wait = policy.next(elapsed, attempt, exc)
         return None if wait is None else max(0.0, float(wait))
@@ -578,8 +590,10 @@ class WorkflowRun:
                 status="failed", error=message, release=True,
             )  # fmt: skip
         cause = exc.__cause__
-        if isinstance(exc, StepFailed) and not isinstance(exc, StepTimeout) and isinstance(
-            cause, Exception
+        if (
+            isinstance(exc, StepFailed)
+            and not isinstance(exc, StepTimeout)
+            and isinstance(cause, Exception)
         ):
             # await handler raises what the step raised (as LlamaIndex does); the journal
             # keeps the StepFailed record, and the note says how many attempts it had.

@@ -20,14 +20,14 @@ from engine import (
     HumanResponseEvent,
     InputRequiredEvent,
     NoStepForEvent,
+    RunCancelled,
     RunFailed,
     RunFinished,
     StartEvent,
-    StepFailed,
     StopEvent,
     Workflow,
-    WorkflowTimeout,
     WorkflowConfigurationError,
+    WorkflowTimeout,
     WorkflowValidationError,
     configure,
     history,
@@ -384,9 +384,12 @@ class TestHumanInTheLoop:
         Essay().run(topic="x", run_id="finished").result(timeout=30)
         with pytest.raises(RunFinished, match="completed"):
             send_event("finished", HumanResponseEvent(response=1))
-        Approval().run(run_id="w")
+        waiting = Approval().run(run_id="w")
         with pytest.raises(ValueError, match="unknown event type 'Nope'"):
             send_event("w", {"type": "Nope"})
+        waiting.cancel()
+        with pytest.raises(RunCancelled):
+            waiting.result(timeout=30)
 
 
 class Sleepy(Workflow):
