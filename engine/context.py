@@ -25,7 +25,7 @@ StateT = TypeVar("StateT", default=object)
 
 
 def _is_workflow(value: Any) -> bool:
-    from .workflow import Workflow
+    from .workflow import Workflow  # noqa: PLC0415 - workflow imports this module
 
     return isinstance(value, Workflow)
 
@@ -38,7 +38,7 @@ class Context(Generic[StateT]):
         # Context(workflow) (LlamaIndex's spelling) builds a workflow run's Context.
         target = args[0] if args else kwargs.get("workflow")
         if cls is Context and target is not None and _is_workflow(target):
-            from .workflow_context import WorkflowContext
+            from .workflow_context import WorkflowContext  # noqa: PLC0415 - imports this one
 
             return object.__new__(WorkflowContext)
         return super().__new__(cls)
@@ -46,7 +46,7 @@ class Context(Generic[StateT]):
     @classmethod
     def from_dict(cls, workflow: Any, data: dict[str, Any], serializer: Any = None) -> Any:
         """A workflow Context restored from ``ctx.to_dict()`` (see WorkflowContext)."""
-        from .workflow_context import WorkflowContext
+        from .workflow_context import WorkflowContext  # noqa: PLC0415 - imports this one
 
         return WorkflowContext.from_dict(workflow, data, serializer=serializer)
 

@@ -41,7 +41,7 @@ class JsonSerializer(journal.JsonSerializer, BaseSerializer):
         try:
             data = journal.JsonSerializer(compress_above=None).encode(value)
         except SerializationError as exc:
-            raise ContextSerdeError(str(exc), path=exc.path) from exc
+            raise ContextSerdeError(str(exc), path=getattr(exc, "path", None)) from exc
         return data.decode("utf-8")
 
     def deserialize(self, value: str) -> Any:
@@ -61,7 +61,7 @@ class PickleSerializer(journal.PickleSerializer, BaseSerializer):
         try:
             data = self.encode(value)
         except SerializationError as exc:
-            raise ContextSerdeError(str(exc), path=exc.path) from exc
+            raise ContextSerdeError(str(exc), path=getattr(exc, "path", None)) from exc
         return base64.b64encode(data).decode("ascii")
 
     def deserialize(self, value: str) -> Any:

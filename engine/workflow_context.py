@@ -9,6 +9,7 @@ transaction) succeeds: a failed or crashed attempt leaves no trace.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import contextvars
 import copy
@@ -158,8 +159,8 @@ class _Seed:
     def delete(self, key: str) -> None:
         self.values.pop(key, None)
 
-    def keys(self) -> set[str]:
-        return set(self.values)
+    def keys(self) -> builtins.set[str]:
+        return builtins.set(self.values)
 
 
 class _Finished:
@@ -185,8 +186,8 @@ class _Finished:
     def delete(self, key: str) -> None:
         raise self._ctx._read_only()
 
-    def keys(self) -> set[str]:
-        return set(self._values())
+    def keys(self) -> builtins.set[str]:
+        return builtins.set(self._values())
 
 
 def _keys_of(backend: Any) -> set[str]:
@@ -454,7 +455,7 @@ class WorkflowContext(Context[Any]):
     def from_dict(
         cls, workflow: Any, data: dict[str, Any], serializer: BaseSerializer | None = None
     ) -> WorkflowContext:
-        """A Context holding the snapshot ``data`` (from ``to_dict``), for ``workflow.run(ctx=)``."""
+        """A Context holding the snapshot ``data`` (``to_dict``'s), for ``workflow.run(ctx=)``."""
         ser = serializer or JsonSerializer()
         if not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION:
             raise ContextSerdeError(
@@ -509,16 +510,19 @@ class WorkflowContext(Context[Any]):
         the run; before a run, queued for it."""
         if not isinstance(event, Event):
             raise TypeError(f"send_event takes an Event, got {type(event).__name__}")
-        if step is not None and self._workflow is not None:
-            if step not in type(self._workflow).steps():
-                raise WorkflowRuntimeError(f"Step {step} does not exist")
+        if (
+            step is not None
+            and self._workflow is not None
+            and step not in type(self._workflow).steps()
+        ):
+            raise WorkflowRuntimeError(f"Step {step} does not exist")
         if self._scope is not None:
             self._scope.sent.append((event, step))
         elif self._run_id is None:
             key = f"x{uuid.uuid4().hex[:16]}"
             self._seed_state.pending[key] = {"to": step, "event": event}
         else:
-            from .workflow import send_event
+            from .workflow import send_event  # noqa: PLC0415 - workflow imports this module
 
             send_event(self._run_id, event, engine=self._engine, step=step)
 

@@ -597,7 +597,9 @@ class WorkflowRun:
         ):
             # await handler raises what the step raised (as LlamaIndex does); the journal
             # keeps the StepFailed record, and the note says how many attempts it had.
-            cause.add_note(str(exc))
+            add_note = getattr(cause, "add_note", None)  # Python 3.11+
+            if add_note is not None:
+                add_note(str(exc))
             self._finish_with(cause)
             return
         self._finish_with(exc)

@@ -336,7 +336,7 @@ class TestEvents:
         ev.c = 3
         assert ev._data == {"a": 1, "b": 2, "c": 3} == ev.to_dict()
         assert list(ev.keys()) == ["a", "b", "c"] and list(ev.values()) == [1, 2, 3]
-        assert list(ev.items())[0] == ("a", 1) and len(ev) == 3 and list(ev) == ["a", "b", "c"]
+        assert next(iter(ev.items())) == ("a", 1) and len(ev) == 3 and list(ev) == ["a", "b", "c"]
         assert bool(Secretive(param="x")) is True
         with pytest.raises(AttributeError):
             _ = ev.missing
