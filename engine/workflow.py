@@ -277,6 +277,12 @@ class Workflow:
                     steps[info.name] = info
                     model = found or model
         cls._free_steps = {}
+        cls._step_functions = {
+            attr: value
+            for klass in reversed(cls.__mro__)
+            for attr, value in vars(klass).items()
+            if hasattr(value, "__durable_step__")
+        }
         cls._steps = steps
         cls._state_model = model
         cls._valid = False
@@ -289,6 +295,8 @@ class Workflow:
             register(cls._name, cls)
 
     _free_steps: ClassVar[dict[str, Any]] = {}
+    _step_functions: ClassVar[dict[str, Any]] = {}
+    """Every step's function by name (methods and free functions), as LlamaIndex names it."""
 
     @classmethod
     def add_step(cls, func: Callable[..., Any]) -> None:
@@ -305,6 +313,7 @@ class Workflow:
             )
         info, model = _step_info(cls.__name__, attr, func, bound=False)
         cls._free_steps = {**cls._free_steps, attr: func}
+        cls._step_functions = {**cls._step_functions, attr: func}
         cls._steps = {**cls._steps, info.name: info}
         cls._state_model = cls._state_model or model
         cls._valid = False

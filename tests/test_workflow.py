@@ -130,7 +130,8 @@ class TestRunning:
     """Running workflows to their StopEvent."""
 
     def test_run_stream_and_result(self, db_path: Path) -> None:
-        """Steps route by annotation; streamed events reach the handler; the store is journaled."""
+        """Steps route by annotation; streamed events reach the handler, the StopEvent last
+        (as in LlamaIndex); the store is journaled."""
 
         async def main() -> tuple[Any, list[Event]]:
             handler = Essay().run(topic="tides", run_id="e")
@@ -139,7 +140,7 @@ class TestRunning:
 
         result, streamed = asyncio.run(main())
         assert result == "ABOUT TIDES"
-        assert streamed == [Draft(text="progress")]
+        assert streamed == [Draft(text="progress"), StopEvent(result="ABOUT TIDES")]
         with Journal(db_path) as j:
             assert j.state_at("e").values == {"topic": "tides"}
             kinds = [e.kind for e in j.read("e")]
