@@ -711,6 +711,11 @@ class WorkflowRun:
             self._check_stopped()  # a step that parked on wait_for_event after the stop
             try:
                 run = self.journal.get_run(self.run_id)
+                if run.status in ("completed", "failed") and run.epoch == self.epoch:
+                    # This run's own terminal commit landed and its step task is about to
+                    # report it; a heartbeat that found the lease released meanwhile must
+                    # not turn that into a cancellation.
+                    continue
                 if self.cancel_requested.is_set() or run.status == "cancelled":
                     raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
                 if run.last_seq > self.seq or run.epoch != self.epoch:
