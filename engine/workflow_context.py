@@ -215,8 +215,10 @@ class Store:
     def _get(self, path: str, default: Any = _MISSING) -> Any:
         if not path:
             raise ValueError("a store path cannot be empty")
-        head, *rest = path.split(".")
         backend = self._backend()
+        if path in _keys_of(backend):  # a key holding dots is itself first
+            return backend.get(path)
+        head, *rest = path.split(".")
         try:
             value = backend.get(head)
             for segment in rest:
@@ -234,6 +236,11 @@ class Store:
         if head.startswith(INTERNAL):
             raise KeyError(f"keys starting with {INTERNAL!r} are reserved for the engine")
         backend = self._backend()
+        keys = _keys_of(backend)
+        if rest and (path in keys or head not in keys):
+            # A dotted path walks into an existing value; otherwise it is one key, so
+            # keys that hold dots (file names, URLs) keep working as they always did.
+            head, rest = path, []
         if rest:
             # The journal records whole top-level values: change a copy, set it whole.
             root = copy.deepcopy(backend.get(head, None))

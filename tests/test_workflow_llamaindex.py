@@ -148,7 +148,9 @@ class Counts(Workflow):
     async def bump(self, ctx: Context, ev: StartEvent) -> StopEvent:
         n = await ctx.store.get("n", default=0)
         await ctx.store.set("n", n + 1)
+        await ctx.store.set("deep", {"a": {}})
         await ctx.store.set("deep.a.b", n)
+        await ctx.store.set("file.txt", "a key with a dot")
         return StopEvent(result=n + 1)
 
 
@@ -411,6 +413,8 @@ class TestContext:
             first = Counts().run()
             assert await first == 1
             assert await first.ctx.store.get("deep.a.b") == 0
+            assert await first.ctx.store.get("deep") == {"a": {"b": 0}}
+            assert await first.ctx.store.get("file.txt") == "a key with a dot"
             with pytest.raises(ValueError, match="not found"):
                 await first.ctx.store.get("deep.a.zz")
             assert await first.ctx.store.get("deep.a.zz", default="d") == "d"

@@ -60,6 +60,7 @@ class Review(Workflow):
     @step
     async def draft(self, ev: TopicStart, ctx: Context) -> InputRequiredEvent:
         log(f"draft {ev.topic}")
+        await ctx.store.set("doc", {})
         await ctx.store.set("doc.title", ev.topic.title())
         await ctx.store.set("doc.body", f"all about {ev.topic}")
         return InputRequiredEvent(prefix=f"publish {ev.topic}?")
