@@ -13,6 +13,8 @@ from .durable import DurableFunction, durable
 from .errors import (
     BadSchedule,
     CannotResume,
+    ContextSerdeError,
+    ContextStateError,
     EngineError,
     FencedOff,
     FunctionNotFound,
@@ -26,6 +28,9 @@ from .errors import (
     StepFailed,
     StepTimeout,
     WorkerStopping,
+    WorkflowConfigurationError,
+    WorkflowRuntimeError,
+    WorkflowValidationError,
     WrongFunction,
 )
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
@@ -34,6 +39,7 @@ from .policies import RetryPolicy
 from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
+from .retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy
 from .runtime import Engine, RecoveryReport, RunHandle, StopReport, configure, default_engine
 from .schedules import (
     LATE_GRACE,
@@ -47,6 +53,7 @@ from .schedules import (
     resume_schedule,
     tick_run_id,
 )
+from .serializers import BaseSerializer, JsonPickleSerializer, JsonSerializer, PickleSerializer
 from .state import State, TypedState
 from .steps import StepSpec, step
 from .timetravel import (
@@ -66,11 +73,11 @@ from .workflow import (
     Workflow,
     WorkflowCheckpoint,
     WorkflowHandler,
-    WorkflowValidationError,
     send_event,
 )
-from .workflow_context import Store, WorkflowContext
-from .workflow_run import NoStepForEvent, WaitTimeout, WorkflowTimeout
+from .workflow_context import DictState, Store, WorkflowContext
+from .workflow_run import NoStepForEvent, WaitTimeout, WorkflowTimeout, WorkflowTimeoutError
+from .workflow_testing import WorkflowTestResult, WorkflowTestRunner
 
 try:
     __version__ = version("durable")
@@ -89,23 +96,32 @@ def recover(
 __all__ = [
     "LATE_GRACE",
     "BadSchedule",
+    "BaseSerializer",
     "CannotResume",
     "Checkpoint",
+    "ConstantDelayRetryPolicy",
     "Context",
+    "ContextSerdeError",
+    "ContextStateError",
+    "DictState",
     "Diff",
     "DurableFunction",
     "Engine",
     "EngineError",
     "Event",
+    "ExponentialBackoffRetryPolicy",
     "FencedOff",
     "FunctionNotFound",
     "HumanResponseEvent",
     "InputRequiredEvent",
     "JournalUnreachable",
+    "JsonPickleSerializer",
+    "JsonSerializer",
     "MissedTicks",
     "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
+    "PickleSerializer",
     "Queue",
     "RecoveryReport",
     "ReplayFilter",
@@ -135,9 +151,14 @@ __all__ = [
     "WorkerStopping",
     "Workflow",
     "WorkflowCheckpoint",
+    "WorkflowConfigurationError",
     "WorkflowContext",
     "WorkflowHandler",
+    "WorkflowRuntimeError",
+    "WorkflowTestResult",
+    "WorkflowTestRunner",
     "WorkflowTimeout",
+    "WorkflowTimeoutError",
     "WorkflowValidationError",
     "WrongFunction",
     "__version__",

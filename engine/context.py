@@ -25,9 +25,31 @@ __all__ = ["Context", "current_context", "idempotency_key"]
 StateT = TypeVar("StateT", default=object)
 
 
+def _is_workflow(value: Any) -> bool:
+    from .workflow import Workflow  # noqa: PLC0415 - workflow imports this module
+
+    return isinstance(value, Workflow)
+
+
 class Context(Generic[StateT]):
     """A run's context: journaled state, deterministic helpers, durable sleep and
     injected resources. ``Context[MyModel]`` gives a typed, validated state."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # Context(workflow) (LlamaIndex's spelling) builds a workflow run's Context.
+        target = args[0] if args else kwargs.get("workflow")
+        if cls is Context and target is not None and _is_workflow(target):
+            from .workflow_context import WorkflowContext  # noqa: PLC0415 - imports this one
+
+            return object.__new__(WorkflowContext)
+        return super().__new__(cls)
+
+    @classmethod
+    def from_dict(cls, workflow: Any, data: dict[str, Any], serializer: Any = None) -> Any:
+        """A workflow Context restored from ``ctx.to_dict()`` (see WorkflowContext)."""
+        from .workflow_context import WorkflowContext  # noqa: PLC0415 - imports this one
+
+        return WorkflowContext.from_dict(workflow, data, serializer=serializer)
 
     def __init__(self, execution: RunExecution, model: type[BaseModel] | None = None) -> None:
         self._ex = execution

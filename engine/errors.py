@@ -17,7 +17,12 @@
     │   └── WrongFunction     ... or that belongs to another function
     ├── BadSchedule           a cron expression, time zone or missed-ticks policy that is not valid
     ├── NotInRun              a run-only helper (ctx access, idempotency key) used outside a run
-    └── ResultTimeout         ``handle.result(timeout)`` expired before the run ended
+    ├── ResultTimeout         ``handle.result(timeout)`` expired before the run ended
+    ├── WorkflowValidationError     a workflow's steps or graph are invalid (LlamaIndex's name)
+    │   └── WorkflowConfigurationError  ... found when the workflow is built
+    ├── WorkflowRuntimeError  a workflow run went wrong (a step returned a non-event, ...)
+    ├── ContextStateError     a workflow Context used in a state that does not allow it
+    └── ContextSerdeError     a workflow Context could not be serialized or restored
 
 Journal errors (``journal.JournalError``) pass through unchanged: a value the
 codec cannot encode is still a ``journal.SerializationError``.
@@ -30,6 +35,8 @@ from typing import Any
 __all__ = [
     "BadSchedule",
     "CannotResume",
+    "ContextSerdeError",
+    "ContextStateError",
     "EngineError",
     "FencedOff",
     "FunctionNotFound",
@@ -43,6 +50,9 @@ __all__ = [
     "StepFailed",
     "StepTimeout",
     "WorkerStopping",
+    "WorkflowConfigurationError",
+    "WorkflowRuntimeError",
+    "WorkflowValidationError",
     "WrongFunction",
 ]
 
@@ -121,3 +131,28 @@ class NotInRun(EngineError, RuntimeError):
 
 class ResultTimeout(EngineError, TimeoutError):
     """The run did not finish within the timeout given to ``result()``."""
+
+
+class WorkflowValidationError(EngineError, TypeError):
+    """A workflow's steps do not form a valid workflow: a step's signature (when the
+    class is defined) or the graph of its events (when it is built or first run)."""
+
+
+class WorkflowConfigurationError(WorkflowValidationError):
+    """A workflow cannot be built: no step accepts its StartEvent, none returns a
+    StopEvent, or it has several StartEvent or StopEvent types."""
+
+
+class WorkflowRuntimeError(EngineError, RuntimeError):
+    """A workflow run went wrong outside any step's own code: a step returned
+    something that is not an event, or a start event could not be built."""
+
+
+class ContextStateError(EngineError, RuntimeError):
+    """A workflow Context was used in a state that does not allow it: a typed state
+    without a model, or a store change from outside a step of a running run."""
+
+
+class ContextSerdeError(EngineError, ValueError):
+    """A workflow Context could not be serialized (``to_dict``) or restored
+    (``from_dict``); the message names the key or event at fault."""

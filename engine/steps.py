@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+from .errors import WorkflowValidationError
 from .execution import _CURRENT_RUN, _CURRENT_STEP
 from .policies import RetryPolicy
 
@@ -18,12 +19,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True, slots=True)
 class StepSpec:
-    """A step's name and policies, as given to ``@step``."""
+    """A step's name and policies, as given to ``@step``.
+
+    ``num_workers`` None is the default: 4 concurrent executions of a workflow step
+    (LlamaIndex's default), 1 for a step that calls ``ctx.collect_events``.
+    ``retry_policy`` is a LlamaIndex-style policy (``next(elapsed, attempts, error)``);
+    when set it decides a workflow step's retries instead of ``retry``."""
 
     name: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None
-    num_workers: int = 1
+    num_workers: int | None = None
+    retry_policy: Any = None
 
 
 @overload
@@ -37,7 +44,9 @@ def step(
     max_backoff: float = 30.0,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
-    num_workers: int = 1,
+    num_workers: int | None = None,
+    retry_policy: Any = None,
+    workflow: type[Any] | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -50,7 +59,9 @@ def step(
     max_backoff: float = 30.0,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
-    num_workers: int = 1,
+    num_workers: int | None = None,
+    retry_policy: Any = None,
+    workflow: type[Any] | None = None,
 ) -> Any:
     """Mark a function as a step: inside a durable run each call is journaled and,
     once completed, never executed again (its recorded result is returned).
@@ -58,13 +69,21 @@ def step(
     ``retries`` extra attempts with exponential ``backoff`` (or a full
     :class:`RetryPolicy`), and ``timeout`` seconds per attempt. Outside a run the
     function is called as it is. Works on ``def`` and ``async def`` functions.
+
+    On a workflow step, ``num_workers`` bounds its concurrent executions and
+    ``retry_policy`` takes a LlamaIndex retry policy; ``workflow=W`` adds a free
+    function (``(ev)`` or ``(ctx, ev)``, no ``self``) to workflow class ``W``.
     """
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0
+    ):
+        raise WorkflowValidationError("num_workers must be an integer greater than 0")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         policy = retry or RetryPolicy(
             attempts=retries + 1, wait_initial=backoff, wait_max=max_backoff
         )
-        spec = StepSpec(name or func.__qualname__, policy, timeout, num_workers)
+        spec = StepSpec(name or func.__qualname__, policy, timeout, num_workers, retry_policy)
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -88,6 +107,8 @@ def step(
 
             wrapper = sync_wrapper
         wrapper.__durable_step__ = spec  # type: ignore[attr-defined]
+        if workflow is not None:
+            workflow.add_step(wrapper)
         return wrapper
 
     return decorate(fn) if fn is not None else decorate

@@ -10,18 +10,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import logging
 import types
 import typing
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from journal import Codec, ConflictError, EntryKind, Run, RunEnded, to_jsonable
 
 from .context import Context
-from .errors import EngineError, FencedOff, WorkerStopping, WrongFunction
+from .errors import (
+    EngineError,
+    FencedOff,
+    RunCancelled,
+    WorkerStopping,
+    WorkflowConfigurationError,
+    WorkflowRuntimeError,
+    WorkflowValidationError,
+    WrongFunction,
+)
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from .queues import WAKE_CHANNEL
 from .registry import qualified_name, register, resolve, warn_if_local
@@ -30,7 +40,7 @@ from .runids import check_same_start
 from .runtime import Engine, RunHandle, default_engine
 from .steps import StepSpec
 from .timetravel import fork, history, state_at
-from .workflow_context import CURRENT_SCOPE
+from .workflow_context import CURRENT_SCOPE, WorkflowContext
 from .workflow_run import WorkflowRun, is_stream_end, new_delivery_key
 
 __all__ = [
@@ -44,10 +54,8 @@ __all__ = [
 ]
 
 K = EntryKind
-
-
-class WorkflowValidationError(EngineError, TypeError):
-    """A workflow's steps do not form a valid graph (raised when the class is defined)."""
+_log = logging.getLogger(__name__)
+_registered_names: set[str] = set()
 
 
 class RunFinished(EngineError):
@@ -56,7 +64,11 @@ class RunFinished(EngineError):
 
 @dataclass(frozen=True)
 class StepInfo:
-    """A workflow step: its function, policies, and the event types in and out."""
+    """A workflow step: its function, policies, and the event types in and out.
+
+    ``event_param`` and ``ctx_param`` name the parameters the event and the Context
+    are passed to (found by their annotations, in any order); ``bound`` is False for
+    a free function added with ``@step(workflow=W)``."""
 
     name: str
     fn: Callable[..., Any]
@@ -64,6 +76,10 @@ class StepInfo:
     accepts: tuple[type[Event], ...]
     returns: tuple[type[Event], ...]
     is_async: bool
+    event_param: str = "ev"
+    ctx_param: str | None = None
+    bound: bool = True
+    num_workers: int = 4
 
 
 def _event_types(annotation: Any) -> tuple[type[Event], ...]:
@@ -77,58 +93,132 @@ def _event_types(annotation: Any) -> tuple[type[Event], ...]:
     return ()
 
 
-def _step_info(cls: type, attr: str, wrapper: Any) -> tuple[StepInfo, type[BaseModel] | None]:
+def _context_model(annotation: Any) -> tuple[bool, type[BaseModel] | None]:
+    """(is it a Context annotation, the typed state model of ``Context[Model]``)."""
+    origin = typing.get_origin(annotation)
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Context):
+        args = typing.get_args(annotation)
+        model = args[0] if args and isinstance(args[0], type) else None
+        return True, model if model is not None and issubclass(model, BaseModel) else None
+    return isinstance(annotation, type) and issubclass(annotation, Context), None
+
+
+def _step_info(
+    owner: str, attr: str, wrapper: Any, *, bound: bool = True
+) -> tuple[StepInfo, type[BaseModel] | None]:
     spec: StepSpec = wrapper.__durable_step__
     fn = wrapper.__wrapped__
-    where = f"{cls.__name__}.{attr}"
+    where = f"{owner}.{attr}"
     try:
         hints = typing.get_type_hints(fn)
     except Exception as exc:
         raise WorkflowValidationError(
             f"{where}: cannot resolve its annotations ({exc}); define event classes at module level"
         ) from exc
-    params = list(inspect.signature(fn).parameters)[1:]  # after self
-    accepts: tuple[type[Event], ...] = ()
+    params = list(inspect.signature(fn).parameters.values())
+    if bound and params:
+        params = params[1:]  # self
+    events: dict[str, tuple[type[Event], ...]] = {}
+    ctx_param = None
     model = None
-    for name in params:
-        ann = hints.get(name)
+    for param in params:
+        ann = hints.get(param.name)
+        is_ctx, found_model = _context_model(ann)
+        if is_ctx:
+            ctx_param, model = param.name, found_model
+            continue
         found = _event_types(ann)
         if found:
-            accepts = found
-        elif typing.get_origin(ann) is Context:
-            args = typing.get_args(ann)
-            if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
-                model = args[0]
-    if not accepts:
+            events[param.name] = found
+    if not events:
         raise WorkflowValidationError(
-            f"{where}: a step needs a parameter annotated with the Event type(s) it accepts"
+            f"{where}: Step signature must have at least one parameter annotated as type Event"
+        )
+    if len(events) > 1:
+        raise WorkflowValidationError(
+            f"{where}: Step signature must contain exactly one parameter of type Event but "
+            f"found {len(events)}."
         )
     if "return" not in hints:
         raise WorkflowValidationError(
-            f"{where}: annotate the return type with the Event type(s) it may return (or None)"
+            f"{where}: Return types of workflows step functions must be annotated with their type."
         )
+    ((event_param, accepts),) = events.items()
     returns = _event_types(hints["return"])
     name = spec.name if spec.name != fn.__qualname__ else attr
-    info = StepInfo(name, fn, spec, accepts, returns, inspect.iscoroutinefunction(fn))
+    workers = spec.num_workers
+    if workers is None:
+        # A step that joins events with collect_events runs one at a time: its buffer is
+        # journaled with each step's commit, and two in parallel would each miss the other's.
+        workers = 1 if "collect_events" in fn.__code__.co_names else 4
+    info = StepInfo(
+        name, fn, spec, accepts, returns, inspect.iscoroutinefunction(fn),
+        event_param=event_param, ctx_param=ctx_param, bound=bound, num_workers=workers,
+    )  # fmt: skip
     return info, model
 
 
+def _config_check(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> tuple[type, type]:
+    """The workflow's StartEvent and StopEvent classes; WorkflowConfigurationError if it
+    has none or several of either."""
+    starts = {a for s in steps.values() for a in s.accepts if issubclass(a, StartEvent)}
+    if not starts:
+        raise WorkflowConfigurationError(
+            f"{cls.__name__}: At least one Event of type StartEvent must be received by any step."
+        )
+    if len(starts) > 1:
+        raise WorkflowConfigurationError(
+            f"{cls.__name__}: Only one type of StartEvent is allowed per workflow, found "
+            f"{len(starts)}: {', '.join(sorted(t.__name__ for t in starts))}"
+        )
+    stops = {r for s in steps.values() for r in s.returns if issubclass(r, StopEvent)}
+    if not stops:
+        raise WorkflowConfigurationError(
+            f"{cls.__name__}: At least one Event of type StopEvent must be returned by any step."
+        )
+    if len(stops) > 1:
+        raise WorkflowConfigurationError(
+            f"{cls.__name__}: Only one type of StopEvent is allowed per workflow, found "
+            f"{len(stops)}: {', '.join(sorted(t.__name__ for t in stops))}"
+        )
+    return next(iter(starts)), next(iter(stops))
+
+
 def _validate(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> None:
+    """The graph checks made before a run: every produced event is consumed, no step
+    accepts StopEvent, and a StopEvent is reachable from the events that enter from
+    outside (the StartEvent, and a HumanResponseEvent a step accepts)."""
+    _config_check(cls, steps)
+
     def accepting(t: type[Event]) -> list[str]:
         return [s.name for s in steps.values() if any(issubclass(t, a) for a in s.accepts)]
 
-    if not accepting(StartEvent):
-        raise WorkflowValidationError(f"{cls.__name__}: no step accepts StartEvent")
     for info in steps.values():
-        for produced in info.returns:
-            if issubclass(produced, StopEvent | InputRequiredEvent):
-                continue
-            if not accepting(produced):
-                raise WorkflowValidationError(
-                    f"{cls.__name__}.{info.name} returns {produced.__name__}, which no step accepts"
-                )
+        if any(issubclass(a, StopEvent) for a in info.accepts):
+            raise WorkflowValidationError(
+                f"Step '{info.name}' cannot accept StopEvent. StopEvent signals the end of the "
+                "workflow. Use a different Event type instead."
+            )
+    unconsumed = sorted(
+        {
+            produced.__name__
+            for info in steps.values()
+            for produced in info.returns
+            if not issubclass(produced, StopEvent | InputRequiredEvent) and not accepting(produced)
+        }
+    )
+    if unconsumed:
+        raise WorkflowValidationError(
+            f"{cls.__name__}: The following events are produced but never consumed: "
+            f"{', '.join(unconsumed)}"
+        )
     seen: set[type[Event]] = set()
-    frontier: list[type[Event]] = [StartEvent]
+    frontier: list[type[Event]] = [
+        a
+        for s in steps.values()
+        for a in s.accepts
+        if issubclass(a, StartEvent | HumanResponseEvent)
+    ]
     reached_stop = False
     while frontier:
         event = frontier.pop()
@@ -143,8 +233,8 @@ def _validate(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> None:
                     frontier.append(produced)
     if not reached_stop:
         raise WorkflowValidationError(
-            f"{cls.__name__}: no path of steps from StartEvent returns a StopEvent; the "
-            "workflow could never finish"
+            f"{cls.__name__}: no path of steps from StartEvent (or a HumanResponseEvent) returns "
+            "a StopEvent; the workflow could never finish"
         )
 
 
@@ -168,6 +258,7 @@ class Workflow:
     _state_model: ClassVar[type[BaseModel] | None] = None
     _name: ClassVar[str] = ""
     _class_codec: ClassVar[Codec | None] = None
+    _valid: ClassVar[bool] = False
 
     def __init_subclass__(
         cls, name: str | None = None, codec: Codec | None = None, **kwargs: Any
@@ -178,41 +269,139 @@ class Workflow:
         steps: dict[str, StepInfo] = {}
         model = None
         for klass in reversed(cls.__mro__):
-            for attr, value in vars(klass).items():
+            free = vars(klass).get("_free_steps", {})
+            for attr, value in [*vars(klass).items(), *free.items()]:
                 if hasattr(value, "__durable_step__"):
-                    info, found = _step_info(cls, attr, value)
+                    bound = attr not in free
+                    info, found = _step_info(cls.__name__, attr, value, bound=bound)
                     steps[info.name] = info
                     model = found or model
-        if not steps:
-            return  # an abstract base: its subclasses define the steps
-        _validate(cls, steps)
+        cls._free_steps = {}
+        cls._step_functions = {
+            attr: value
+            for klass in reversed(cls.__mro__)
+            for attr, value in vars(klass).items()
+            if hasattr(value, "__durable_step__")
+        }
         cls._steps = steps
         cls._state_model = model
+        cls._valid = False
         # A stable name (class Flow(Workflow, name="jobs:flow")) survives moving or
         # renaming the class, and a script's workflows are not all "__main__:...".
-        if name is None:
-            warn_if_local(cls, "workflow")
         cls._name = name or qualified_name(cls)
-        register(cls._name, cls)
+        if steps:
+            if name is None:
+                warn_if_local(cls, "workflow")
+            register(cls._name, cls)
+
+    _free_steps: ClassVar[dict[str, Any]] = {}
+    _step_functions: ClassVar[dict[str, Any]] = {}
+    """Every step's function by name (methods and free functions), as LlamaIndex names it."""
+
+    @classmethod
+    def add_step(cls, func: Callable[..., Any]) -> None:
+        """Add a free function decorated with ``@step`` as a step of this workflow
+        (what ``@step(workflow=cls)`` does)."""
+        if not hasattr(func, "__durable_step__"):
+            raise WorkflowValidationError(
+                f"Step function {getattr(func, '__name__', func)} is missing the `@step` decorator."
+            )
+        attr = func.__name__
+        if attr in cls._steps:
+            raise WorkflowValidationError(
+                f"A step {attr} is already part of this workflow, please choose another name."
+            )
+        info, model = _step_info(cls.__name__, attr, func, bound=False)
+        cls._free_steps = {**cls._free_steps, attr: func}
+        cls._step_functions = {**cls._step_functions, attr: func}
+        cls._steps = {**cls._steps, info.name: info}
+        cls._state_model = cls._state_model or model
+        cls._valid = False
+        if cls._name and cls._name not in _registered_names:
+            register(cls._name, cls)
+            _registered_names.add(cls._name)
 
     def __init__(
         self,
-        timeout: float | None = None,
+        timeout: float | None = 45.0,
+        disable_validation: bool = False,
+        verbose: bool = False,
         *,
         engine: Engine | None = None,
         codec: Codec | None = None,
         resources: dict[str, Callable[[], Any]] | None = None,
         snapshot_every: int | None = None,
-        verbose: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if not type(self)._steps:
-            raise WorkflowValidationError(f"{type(self).__name__} has no @step methods")
+        cls = type(self)
+        if not cls._steps:
+            raise WorkflowValidationError(f"{cls.__name__} has no @step methods")
         self.timeout = timeout
+        self._disable_validation = disable_validation
         self._engine = engine
-        self._codec = codec or type(self)._class_codec
+        self._codec = codec or cls._class_codec
         self.resources = dict(resources or {})
         self.snapshot_every = snapshot_every
         self.verbose = verbose
+        self._start_event_class: type[StartEvent] = StartEvent
+        self._stop_event_class: type[StopEvent] = StopEvent
+        if not disable_validation:
+            self._start_event_class, self._stop_event_class = _config_check(cls, cls._steps)
+
+    @property
+    def _timeout(self) -> float | None:
+        return self.timeout
+
+    @property
+    def _verbose(self) -> bool:
+        return self.verbose
+
+    @property
+    def start_event_class(self) -> type[StartEvent]:
+        """The StartEvent (sub)class the workflow's first step accepts."""
+        return self._start_event_class
+
+    @property
+    def stop_event_class(self) -> type[StopEvent]:
+        """The StopEvent (sub)class the workflow's steps return."""
+        return self._stop_event_class
+
+    def _validate(self) -> None:
+        """The graph checks made before the first run (skipped with ``disable_validation``)."""
+        cls = type(self)
+        if self._disable_validation or cls._valid:
+            return
+        _validate(cls, cls._steps)
+        cls._valid = True
+
+    def validate(self) -> bool:
+        """Check the workflow's graph now; True if it asks for human input
+        (a step accepts a HumanResponseEvent or returns an InputRequiredEvent)."""
+        _validate(type(self), type(self)._steps)
+        return any(
+            issubclass(t, HumanResponseEvent | InputRequiredEvent)
+            for s in type(self)._steps.values()
+            for t in (*s.accepts, *s.returns)
+        )
+
+    def _get_start_event_instance(
+        self, start_event: StartEvent | None, **kwargs: Any
+    ) -> StartEvent:
+        if start_event is not None:
+            if kwargs:
+                _log.warning(
+                    "Keyword arguments are not supported when 'run()' is invoked with the "
+                    "'start_event' parameter. These keyword arguments will be ignored: %s",
+                    kwargs,
+                )
+            return start_event
+        try:
+            return self._start_event_class(**kwargs)
+        except ValidationError as exc:
+            raise WorkflowRuntimeError(
+                f"Failed creating a start event of type '{self._start_event_class.__name__}' "
+                f"with the keyword arguments: {kwargs}"
+            ) from exc
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -245,35 +434,73 @@ class Workflow:
     # -- running ---------------------------------------------------------------------------
 
     def run(
-        self, *, run_id: str | None = None, start_event: StartEvent | None = None, **kwargs: Any
+        self,
+        ctx: WorkflowContext | None = None,
+        start_event: StartEvent | None = None,
+        *,
+        run_id: str | None = None,
+        **kwargs: Any,
     ) -> WorkflowHandler:
-        """Start a run (``StartEvent(**kwargs)``) and return its handler at once.
+        """Start a run (``start_event``, or the start event class built from ``kwargs``)
+        and return its handler at once; ``await handler`` gives the result.
+
+        ``ctx`` continues from a Context: one bound to an unfinished run attaches to that
+        run; one from a finished run, from ``Context.from_dict`` or ``Context(workflow)``
+        starts a new run with its store (and, for a snapshot taken mid-run, its queued
+        and in-flight events and waiters instead of a new start event). The handler's
+        ``ctx`` is that Context, bound to the new run.
 
         ``run_id`` is an idempotency key: an existing id attaches to that run,
         resuming it if it is unfinished and nobody holds it; started with another
         input, it raises :class:`RunIdConflict`. Started inside a step of
         another workflow, the run is that run's child: linked to it, with an id derived
         from the step's event, so a step run again attaches to the same child."""
+        self._validate()
         eng = self.engine
+        seed = None
+        if ctx is not None:
+            if not isinstance(ctx, WorkflowContext):
+                raise TypeError(f"ctx must be a workflow Context, not {type(ctx).__name__}")
+            live = ctx._unfinished_run()
+            if live is not None:
+                handler = WorkflowHandler(self, eng, live, eng._running.get(live), ctx=ctx)
+                return handler
+            seed = ctx._seed()
         parent = None
         scope = CURRENT_SCOPE.get()
         if scope is not None and run_id is None:
             scope.children += 1
             parent = scope.run.run_id
             run_id = f"{parent}/{scope.step}:{scope.delivery}#{scope.children}"
-        start = start_event or StartEvent(**kwargs)
+        start = (
+            None
+            if seed is not None and seed.running
+            else self._get_start_event_instance(start_event, **kwargs)
+        )
         journal = eng.journal
         codec = self._codec_for(eng)
         entries = [
             journal.entry(
                 K.RUN_STARTED, {"owner": eng.owner, "timeout": self.timeout}, codec=codec
             ),
-            *(
+        ]
+        if seed is not None:
+            entries += [
+                journal.entry(K.STATE_SET, value, key=key, codec=codec, path=f"store[{key!r}]")
+                for key, value in seed.values.items()
+            ]
+            entries += [
+                journal.entry(K.EVENT_EMITTED if item.get("to") else K.EVENT_RECEIVED,
+                              {"to": item.get("to"), "event": item["event"]}, key=key,
+                              codec=codec, path="queued event")
+                for key, item in seed.pending.items()
+            ]  # fmt: skip
+        if start is not None:
+            entries += [
                 journal.entry(K.EVENT_EMITTED, {"to": to, "event": start}, key=new_delivery_key(),
                               codec=codec, path="start event")
                 for to in self.accepting(type(start))
-            ),
-        ]  # fmt: skip
+            ]  # fmt: skip
         with eng._lock:
             request = journal.new_run(
                 run_id, name=type(self)._name, kind="workflow", input=start, codec=codec,
@@ -299,7 +526,7 @@ class Workflow:
                         execute = True
             if created:
                 future = eng._hold(run)
-        handler = WorkflowHandler(self, eng, run.run_id, future)
+        handler = WorkflowHandler(self, eng, run.run_id, future, ctx=ctx)
         if execute:
             assert future is not None
             self._launch_on(eng, run, future, handler)
@@ -544,12 +771,17 @@ class WorkflowHandler(RunHandle[Any]):
         engine: Engine,
         run_id: str,
         future: concurrent.futures.Future[Any] | None,
+        *,
+        ctx: WorkflowContext | None = None,
     ) -> None:
         super().__init__(engine, run_id, future)
         self.workflow = workflow
         self._codec = workflow._codec
         self._task: asyncio.Task[Any] | None = None
         self._run: WorkflowRun | None = None
+        self._ctx = ctx if ctx is not None else WorkflowContext(workflow)
+        self._ctx._bind(workflow, engine, run_id)
+        self._streaming = False
 
     def _attach(self, wr: WorkflowRun) -> None:
         self._run = wr
@@ -565,9 +797,56 @@ class WorkflowHandler(RunHandle[Any]):
                 pass  # another worker took the run over: its outcome is in the journal
         return await asyncio.get_running_loop().run_in_executor(None, self.result)
 
-    async def stream_events(self) -> AsyncIterator[Event]:
+    def is_done(self) -> bool:
+        """True once the run has ended (completed, failed or cancelled)."""
+        if self._future is not None:
+            return self._future.done()
+        return self.engine.journal.get_run(self.run_id).finished
+
+    def done(self) -> bool:
+        """Same as :meth:`is_done` (the handler is awaitable like a future)."""
+        return self.is_done()
+
+    def exception(self) -> BaseException | None:
+        """The exception the run ended with (None if it completed or is still running)."""
+        if self._future is not None:
+            if not self._future.done():
+                return None
+            return self._future.exception()
+        run = self.engine.journal.get_run(self.run_id)
+        if run.status in ("failed", "cancelled"):
+            try:
+                self.result()
+            except Exception as exc:
+                return exc
+        return None
+
+    @property
+    def is_running(self) -> bool:
+        """True while the run has not ended."""
+        return not self.is_done()
+
+    async def cancel_run(self) -> None:
+        """Cancel the run (journaled); a run executing in this process stops now (its
+        steps in flight are dropped uncommitted), so ``exception()`` soon says so."""
+        self.cancel()
+        wr = self._run
+        if wr is not None and wr.loop is not None and not wr.loop.is_closed():
+            wr.cancel_requested.set()
+            error = RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+            wr.loop.call_soon_threadsafe(wr._finish_with, error)
+        await asyncio.sleep(0)
+
+    async def stream_events(self, expose_internal: bool = False) -> AsyncIterator[Event]:
         """Events the run's steps write to the stream, each once the commit that journals
-        it returned, until the run ends (this process)."""
+        it returned, until the run ends (this process). One consumer per handler: a
+        second call raises :class:`WorkflowRuntimeError`."""
+        if self._streaming:
+            raise WorkflowRuntimeError(
+                f"run {self.run_id!r}: its events are already being streamed; a handler's "
+                "stream has one consumer"
+            )
+        self._streaming = True
         while self._run is None or self._run.loop is None:
             if self._future is not None and self._future.done():
                 return
@@ -592,14 +871,14 @@ class WorkflowHandler(RunHandle[Any]):
                 return
             yield item
 
-    def send_event(self, event: Event) -> str:
+    def send_event(self, event: Event, step: str | None = None) -> str:
         """Deliver ``event`` to the run (see :func:`send_event`)."""
-        return send_event(self.run_id, event, engine=self.engine)
+        return send_event(self.run_id, event, engine=self.engine, step=step)
 
     @property
-    def ctx(self) -> WorkflowHandler:
-        """``handler.ctx.send_event(...)``, as in event-driven workflow libraries."""
-        return self
+    def ctx(self) -> WorkflowContext:
+        """The run's Context: ``ctx.store``, ``ctx.send_event(...)``, ``ctx.to_dict()``."""
+        return self._ctx
 
     @property
     def checkpoints(self) -> list[WorkflowCheckpoint]:
@@ -608,7 +887,11 @@ class WorkflowHandler(RunHandle[Any]):
 
 
 def send_event(
-    run_id: str, event: Event | Mapping[str, Any], *, engine: Engine | None = None
+    run_id: str,
+    event: Event | Mapping[str, Any],
+    *,
+    engine: Engine | None = None,
+    step: str | None = None,
 ) -> str:
     """Deliver ``event`` to a workflow run from any process (human in the loop).
 
@@ -616,7 +899,7 @@ def send_event(
     or the steps that accept its type get it, in whichever process runs the run
     (a parked run is resumed by the next worker that claims it). A mapping is
     turned into the workflow's event class named by its ``"type"`` key. Returns
-    the id the event was journaled under.
+    the id the event was journaled under. ``step`` delivers it to that step only.
     """
     eng = engine or default_engine()
     journal = eng.journal
@@ -632,7 +915,7 @@ def send_event(
     key = f"x{new_delivery_key()[1:]}"
     ex = eng._executions.get(run_id)
     codec = ex.codec if isinstance(ex, WorkflowRun) else eng._codec_of(run)
-    entry = journal.entry(K.EVENT_RECEIVED, {"to": None, "event": event}, key=key,
+    entry = journal.entry(K.EVENT_RECEIVED, {"to": step, "event": event}, key=key,
                           codec=codec, path="event")  # fmt: skip
     while True:
         # Appended after the seq whose status was read: a wait that parks the run

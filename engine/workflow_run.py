@@ -47,16 +47,24 @@ from .errors import (
     StepFailed,
     StepTimeout,
     WorkerStopping,
+    WorkflowRuntimeError,
 )
-from .events import Event, StopEvent
+from .events import Event, InputRequiredEvent, StopEvent
 from .execution import RECONNECT_PAUSE
+from .retry import retry_seed
 from .workflow_context import CURRENT_SCOPE, INTERNAL, StepScope, WorkflowContext
 
 if TYPE_CHECKING:
     from .runtime import Engine
     from .workflow import StepInfo, Workflow
 
-__all__ = ["NoStepForEvent", "WaitTimeout", "WorkflowRun", "WorkflowTimeout"]
+__all__ = [
+    "NoStepForEvent",
+    "WaitTimeout",
+    "WorkflowRun",
+    "WorkflowTimeout",
+    "WorkflowTimeoutError",
+]
 
 K = EntryKind
 POLL_SECONDS = 0.2
@@ -70,8 +78,12 @@ class WaitTimeout(EngineError, TimeoutError):
     """``ctx.wait_for_event`` reached its timeout."""
 
 
-class WorkflowTimeout(EngineError, TimeoutError):
+class WorkflowTimeoutError(EngineError, TimeoutError):
     """The run did not reach a StopEvent within the workflow's timeout."""
+
+
+WorkflowTimeout = WorkflowTimeoutError
+"""The former name of :class:`WorkflowTimeoutError`."""
 
 
 @dataclass
@@ -222,7 +234,12 @@ class WorkflowRun:
                 if self.engine._stopping.is_set():  # claimed as its worker began to stop
                     self._stop_now()
                 self._dispatch()
-                if not self.tasks and not self.done.done() and not self.waiting_for_input():
+                if (
+                    not self.tasks
+                    and not self.done.done()
+                    and not self.waiting_for_input()
+                    and self.status != "waiting"
+                ):
                     raise EngineError(
                         f"workflow run {self.run_id!r} has nothing to do: no pending event and "
                         "no step in flight (was its StopEvent lost?)",
@@ -233,7 +250,7 @@ class WorkflowRun:
                 await asyncio.wait([self.done, timer], return_when=asyncio.FIRST_COMPLETED)
             if timer is None or self.done.done():
                 return await asyncio.shield(self.done)
-            error = WorkflowTimeout(
+            error = WorkflowTimeoutError(
                 f"workflow run {self.run_id!r} did not finish within {timeout}s of living "
                 f"time ({self.clock.living():.1f}s run, not counting time dead or waiting "
                 "for an event)",
@@ -274,7 +291,9 @@ class WorkflowRun:
                 self.clock.pause()
             else:
                 self.clock.resume()
-            if self._clock_moved is not None:
+            # A run dropped with its loop (a parked run at interpreter exit) has no one
+            # left to wake: waking the timer would schedule on a closed loop.
+            if self._clock_moved is not None and not (self.loop and self.loop.is_closed()):
                 self._clock_moved.set()
 
     def stop(self) -> None:
@@ -339,7 +358,7 @@ class WorkflowRun:
     def _semaphore(self, info: StepInfo) -> asyncio.Semaphore:
         sem = self._semaphores.get(info.name)
         if sem is None:
-            sem = self._semaphores[info.name] = asyncio.Semaphore(info.spec.num_workers)
+            sem = self._semaphores[info.name] = asyncio.Semaphore(info.num_workers)
         return sem
 
     async def _run_step(self, info: StepInfo, delivery: str, event: Event) -> None:
@@ -370,6 +389,7 @@ class WorkflowRun:
     async def _attempts(self, info: StepInfo, delivery: str, event: Event) -> None:
         attempts_key = f"{INTERNAL}attempts/{delivery}"
         attempt = int(self.values.get(attempts_key, 0))
+        first_started = time.time()
         while True:
             attempt += 1
             scope = StepScope(self, info.name, delivery, event)
@@ -381,8 +401,8 @@ class WorkflowRun:
                 raise
             except Exception as exc:
                 self._release_claims(scope)
-                final = not info.spec.retry.retries(exc, attempt)
-                if final:
+                wait = self._retry_wait(info, exc, attempt, first_started)
+                if wait is None:
                     raise _step_failure(info.name, exc, attempt) from exc
                 await self.commit([
                     self.journal.entry(
@@ -395,7 +415,7 @@ class WorkflowRun:
                                        codec=self.codec),
                 ])  # fmt: skip
                 self.values[attempts_key] = attempt
-                await asyncio.sleep(info.spec.retry.delay(attempt))
+                await asyncio.sleep(wait)
                 continue
             # What the step returned is a programming error, not a transient one, if it
             # cannot be journaled: no retry, the run fails with that error.
@@ -408,19 +428,29 @@ class WorkflowRun:
             if stop is not None:
                 update = {
                     "status": "completed",
-                    "output": self.codec.encode(stop.result, path="result"),
+                    "output": self.codec.encode(stop_result(stop), path="result"),
                     "release": True,
                 }
                 entries.append(self.journal.entry(K.RUN_COMPLETED, codec=self.codec))
+            elif (
+                isinstance(result, InputRequiredEvent)
+                and len(self.tasks) <= 1
+                and not any(e.kind == K.EVENT_EMITTED for e in entries)
+                and all(k in (scope.delivery, *scope.consumed) for k in self.pending)
+            ):
+                # Nothing left but the human's answer: park, as a wait_for_event does.
+                update = {"status": "waiting", "wake_at": None}
             elif self.status == "waiting" and not self.waiters:
                 update = {"status": "running", "wake_at": None}
             await self.commit(entries, final=stop is not None, **update)
             self._apply(scope, entries)
-            self._publish(scope.streamed)
+            # The StopEvent ends every stream, as in LlamaIndex: the journal holds it as
+            # the run's output, so the live stream shows nothing the journal lacks.
+            self._publish([*scope.streamed, *([stop] if stop is not None else [])])
             if update.get("status"):
                 self.status = update["status"]
             if stop is not None:
-                self._finish_with(None, stop.result)
+                self._finish_with(None, stop_result(stop))
             else:
                 self._dispatch()
             return
@@ -430,8 +460,13 @@ class WorkflowRun:
         # workflow started inside the step knows its parent.
         CURRENT_SCOPE.set(ctx._scope)
 
+        args = (self.workflow,) if info.bound else ()
+        kwargs: dict[str, Any] = {info.event_param: event}
+        if info.ctx_param is not None:
+            kwargs[info.ctx_param] = ctx
+
         def invoke() -> Any:
-            return info.fn(self.workflow, ctx, event)
+            return info.fn(*args, **kwargs)
 
         if info.is_async:
             coro = invoke()
@@ -454,14 +489,34 @@ class WorkflowRun:
                 f"step {info.name!r} timed out after {info.spec.timeout}s", step=info.name
             ) from None
 
+    def _retry_wait(
+        self, info: StepInfo, exc: Exception, attempt: int, first_started: float
+    ) -> float | None:
+        """Seconds before the next attempt after failed attempt ``attempt``; None to fail.
+        ``attempt`` counts from the journal, so a recovered run goes on with its count."""
+        policy = info.spec.retry_policy
+        if policy is None:
+            return info.spec.retry.delay(attempt) if info.spec.retry.retries(exc, attempt) else None
+        elapsed = time.time() - first_started
+        try:
+            wait = policy.next(
+                elapsed, attempt, exc, seed=retry_seed(self.run_id, info.name, attempt)
+            )
+        except TypeError:  # a policy whose next() takes no seed
+            wait = policy.next(elapsed, attempt, exc)
+        return None if wait is None else max(0.0, float(wait))
+
     def _completion(
         self, scope: StepScope, result: Any, attempt: int, started: float
     ) -> tuple[list[NewEntry], StopEvent | None]:
         if result is not None and not isinstance(result, Event):
-            raise TypeError(
-                f"step {scope.step!r} returned {type(result).__name__}; a step returns an "
-                "Event or None"
+            raise WorkflowRuntimeError(
+                f"Step function {scope.step} returned {type(result).__name__} instead of an "
+                "Event instance.",
+                step=scope.step,
             )
+        if isinstance(result, InputRequiredEvent):
+            scope.streamed.append(result)  # asks a human: shown on the stream
         j, codec = self.journal, self.codec
         entries = scope.entries()
         entries += [
@@ -479,6 +534,8 @@ class WorkflowRun:
                 stop = event
                 continue
             targets = [target] if target else self.workflow.accepting(type(event))
+            if not targets and isinstance(event, InputRequiredEvent):
+                continue  # answered from outside with a HumanResponseEvent
             if not targets:
                 raise NoStepForEvent(
                     f"step {scope.step!r} emitted {type(event).__name__}, which no step of "
@@ -532,6 +589,19 @@ class WorkflowRun:
                 [self.journal.entry(K.RUN_FAILED, info, codec=self.codec)], final=True,
                 status="failed", error=message, release=True,
             )  # fmt: skip
+        cause = exc.__cause__
+        if (
+            isinstance(exc, StepFailed)
+            and not isinstance(exc, StepTimeout)
+            and isinstance(cause, Exception)
+        ):
+            # await handler raises what the step raised (as LlamaIndex does); the journal
+            # keeps the StepFailed record, and the note says how many attempts it had.
+            add_note = getattr(cause, "add_note", None)  # Python 3.11+
+            if add_note is not None:
+                add_note(str(exc))
+            self._finish_with(cause)
+            return
         self._finish_with(exc)
 
     # -- commits and what others append ---------------------------------------------------
@@ -641,6 +711,11 @@ class WorkflowRun:
             self._check_stopped()  # a step that parked on wait_for_event after the stop
             try:
                 run = self.journal.get_run(self.run_id)
+                if run.status in ("completed", "failed") and run.epoch == self.epoch:
+                    # This run's own terminal commit landed and its step task is about to
+                    # report it; a heartbeat that found the lease released meanwhile must
+                    # not turn that into a cancellation.
+                    continue
                 if self.cancel_requested.is_set() or run.status == "cancelled":
                     raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
                 if run.last_seq > self.seq or run.epoch != self.epoch:
@@ -680,7 +755,7 @@ class WorkflowRun:
     ) -> list[Event] | None:
         """``ctx.collect_events``: buffer in the store, release when one of each type is in."""
         info = self.workflow.steps()[scope.step]
-        if info.spec.num_workers != 1:
+        if info.num_workers != 1:
             raise EngineError(
                 f"step {scope.step!r} calls collect_events, so it must run with num_workers=1 "
                 "(its buffer is shared)",
@@ -835,6 +910,11 @@ def _step_failure(name: str, exc: BaseException, attempt: int) -> StepFailed:
         error=str(exc),
         attempts=attempt,
     )
+
+
+def stop_result(stop: StopEvent) -> Any:
+    """The run's result: ``result`` of a StopEvent, the event itself for a subclass."""
+    return stop.result if type(stop) is StopEvent else stop
 
 
 def is_stream_end(item: Any) -> bool:

@@ -20,12 +20,13 @@ from engine import (
     HumanResponseEvent,
     InputRequiredEvent,
     NoStepForEvent,
+    RunCancelled,
     RunFailed,
     RunFinished,
     StartEvent,
-    StepFailed,
     StopEvent,
     Workflow,
+    WorkflowConfigurationError,
     WorkflowTimeout,
     WorkflowValidationError,
     configure,
@@ -129,7 +130,8 @@ class TestRunning:
     """Running workflows to their StopEvent."""
 
     def test_run_stream_and_result(self, db_path: Path) -> None:
-        """Steps route by annotation; streamed events reach the handler; the store is journaled."""
+        """Steps route by annotation; streamed events reach the handler, the StopEvent last
+        (as in LlamaIndex); the store is journaled."""
 
         async def main() -> tuple[Any, list[Event]]:
             handler = Essay().run(topic="tides", run_id="e")
@@ -138,7 +140,7 @@ class TestRunning:
 
         result, streamed = asyncio.run(main())
         assert result == "ABOUT TIDES"
-        assert streamed == [Draft(text="progress")]
+        assert streamed == [Draft(text="progress"), StopEvent(result="ABOUT TIDES")]
         with Journal(db_path) as j:
             assert j.state_at("e").values == {"topic": "tides"}
             kinds = [e.kind for e in j.read("e")]
@@ -220,23 +222,59 @@ class TestState:
 
 
 class TestValidation:
-    """Invalid workflows are rejected when the class is defined."""
+    """Invalid workflows are refused where LlamaIndex refuses them: a bad step signature
+    when the class is defined, a bad graph when the workflow is built or first run."""
 
     def test_no_path_to_stop(self) -> None:
-        """A workflow that can never reach StopEvent is refused."""
+        """A workflow that can never reach StopEvent is refused before it runs."""
+
+        class Loops(Workflow):
+            @step
+            async def a(self, ctx: Context, ev: StartEvent) -> Draft | StopEvent:
+                return Draft(text="")
+
+            @step
+            async def b(self, ctx: Context, ev: Draft) -> Draft:
+                return ev
+
+            @step
+            async def c(self, ev: Part) -> StopEvent:
+                return StopEvent()
+
+        class Cycle(Workflow):
+            @step
+            async def a(self, ev: StartEvent) -> Draft:
+                return Draft(text="")
+
+            @step
+            async def b(self, ev: Draft) -> Draft:
+                return ev
+
+            @step
+            async def c(self, ev: Part) -> StopEvent | Part:
+                return StopEvent()
+
+        assert Loops().validate() is False  # a StopEvent is reachable from StartEvent
         with pytest.raises(WorkflowValidationError, match="could never finish"):
+            Cycle().run()
 
-            class Loops(Workflow):
-                @step
-                async def a(self, ctx: Context, ev: StartEvent) -> Draft:
-                    return Draft(text="")
+    def test_no_stop_event_at_all(self) -> None:
+        """A workflow whose steps return no StopEvent cannot be built."""
 
-                @step
-                async def b(self, ctx: Context, ev: Draft) -> Draft:
-                    return ev
+        class Loops(Workflow):
+            @step
+            async def a(self, ctx: Context, ev: StartEvent) -> Draft:
+                return Draft(text="")
+
+            @step
+            async def b(self, ctx: Context, ev: Draft) -> Draft:
+                return ev
+
+        with pytest.raises(WorkflowConfigurationError, match="type StopEvent must be returned"):
+            Loops()
 
     def test_step_without_event_annotation(self) -> None:
-        """A step whose parameters name no Event type is refused."""
+        """A step whose parameters name no Event type is refused with its class."""
         with pytest.raises(WorkflowValidationError, match="parameter annotated"):
 
             class NoEvent(Workflow):
@@ -245,13 +283,15 @@ class TestValidation:
                     return StopEvent()
 
     def test_returned_event_nobody_accepts(self) -> None:
-        """A step returning an event type no step accepts is refused."""
-        with pytest.raises(WorkflowValidationError, match="Part, which no step accepts"):
+        """A step returning an event type no step accepts is refused before it runs."""
 
-            class Orphan(Workflow):
-                @step
-                async def a(self, ctx: Context, ev: StartEvent) -> Part | StopEvent:
-                    return StopEvent()
+        class Orphan(Workflow):
+            @step
+            async def a(self, ctx: Context, ev: StartEvent) -> Part | StopEvent:
+                return StopEvent()
+
+        with pytest.raises(WorkflowValidationError, match="produced but never consumed: Part"):
+            Orphan().run()
 
     def test_sent_event_nobody_accepts_fails_the_run(self) -> None:
         """An event sent at run time that no step accepts fails the run, naming it."""
@@ -290,9 +330,13 @@ class TestRetries:
         assert len(failed) == 2
 
     def test_exhausted_retries_fail_the_run(self, db_path: Path) -> None:
-        """Past its retries the step fails the run with the error recorded."""
-        with pytest.raises(StepFailed, match="after 3 attempt"):
+        """Past its retries the step fails the run: awaiting the handler raises the step's
+        own exception (noting its attempts), and the journal records the failure."""
+        with pytest.raises(ConnectionError, match="attempt 3") as caught:
             asyncio.run(_await(Retrying().run(succeed_on=10, run_id="rf")))
+        assert any("after 3 attempt" in note for note in caught.value.__notes__)
+        with pytest.raises(RunFailed, match="StepFailed: step 'flaky' failed after 3 attempt"):
+            Retrying().run(succeed_on=10, run_id="rf").result(timeout=30)
         with Journal(db_path) as j:
             run = j.get_run("rf")
         assert run.status == "failed" and "ConnectionError" in (run.error or "")
@@ -341,9 +385,12 @@ class TestHumanInTheLoop:
         Essay().run(topic="x", run_id="finished").result(timeout=30)
         with pytest.raises(RunFinished, match="completed"):
             send_event("finished", HumanResponseEvent(response=1))
-        Approval().run(run_id="w")
+        waiting = Approval().run(run_id="w")
         with pytest.raises(ValueError, match="unknown event type 'Nope'"):
             send_event("w", {"type": "Nope"})
+        waiting.cancel()
+        with pytest.raises(RunCancelled):
+            waiting.result(timeout=30)
 
 
 class Sleepy(Workflow):
@@ -356,9 +403,10 @@ class Sleepy(Workflow):
 class TestTimeout:
     """A workflow's timeout counts living time: not time parked waiting for an event."""
 
-    def test_default_is_no_timeout(self) -> None:
-        assert Workflow.__init__.__defaults__ == (None,)
-        assert Essay().timeout is None
+    def test_default_timeout_is_llamaindex_s(self) -> None:
+        """45 seconds of living time unless told otherwise (LlamaIndex's default); None: none."""
+        assert Essay().timeout == 45.0
+        assert Essay(timeout=None).timeout is None
 
     def test_running_past_the_timeout_fails(self, db_path: Path) -> None:
         """A step that runs longer than the workflow's timeout fails the run."""

@@ -697,7 +697,7 @@ class TestLivingTime:
 
     def test_living_time_is_summed_across_a_restart(self, place: Place) -> None:
         """timeout=2.2, beats of 0.5 s: 3 beats before the kill, the recovering process
-        fails with WorkflowTimeout before 3 more (which alone it could run in time)."""
+        fails with WorkflowTimeoutError before 3 more (which alone it could run in time)."""
         db, log, run_id = place.db, place.log, "summed"
         first = paced(place, run_id, 6, "0.5", "2.2", crash_at=3)
         before = living(db, run_id)
@@ -707,7 +707,7 @@ class TestLivingTime:
         assert proc.returncode == 0, f"{out}\n{err}"
         final = view(db, run_id)
         assert final.run.status == "failed", (final.run.status, final.run.error)
-        assert (final.run.error or "").startswith("WorkflowTimeout: "), final.run.error
+        assert (final.run.error or "").startswith("WorkflowTimeoutError: "), final.run.error
         assert final.entries[-1].kind == K.RUN_FAILED
         ran = beats(log, run_id)
         assert ran[:3] == [(0, first.pid), (1, first.pid), (2, first.pid)]

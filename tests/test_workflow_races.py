@@ -290,7 +290,8 @@ class TestLiveStreamIsTheJournal:
         with Journal(db_path) as j:
             journaled = [j.decode_entry(e) for e in j.read("f") if e.kind == K.EVENT_STREAMED]
         assert journaled == [Progress(n=3)]
-        assert seen == journaled
+        # The stream ends with the StopEvent (as in LlamaIndex), journaled as the run's output.
+        assert seen == [*journaled, StopEvent(result=3)]
 
     def test_events_before_a_wait_are_shown_while_it_waits(self, db_path: Path) -> None:
         """What a step streamed before its wait is journaled with the wait, so whoever
@@ -309,7 +310,8 @@ class TestLiveStreamIsTheJournal:
         assert result == "yes"
         with Journal(db_path) as j:
             journaled = [j.decode_entry(e) for e in j.read("a") if e.kind == K.EVENT_STREAMED]
-        assert seen == journaled == [Progress(n=0), InputRequiredEvent(prefix="ship it?")]
+        assert journaled == [Progress(n=0), InputRequiredEvent(prefix="ship it?")]
+        assert seen == [*journaled, StopEvent(result="yes")]  # the output ends the stream
 
 
 FLAKY_CALLS: list[int] = []
