@@ -223,7 +223,8 @@ def many(tmp_path: Path) -> Path:
         for i in range(23):
             status = "failed" if i in (3, 17) else "running" if i == 22 else "completed"
             name = "a:job" if i % 2 else "b:other"
-            j.create_run(f"run-{i:02d}", name=name, status=status)
+            team = {"team": "payments" if i % 3 == 0 else "search"}
+            j.create_run(f"run-{i:02d}", name=name, status=status, tags=team)
         j.create_run("tie-x", name="c:tie", status="completed")
     return db
 
@@ -299,11 +300,18 @@ class TestRunList:
             doc = c.get("/api/runs?q=run-2").json()
             assert doc["total"] == 3 and doc["filters"]["q"] == "run-2"
 
-    def test_tags_are_not_searchable_yet(self, many: Path) -> None:
+    def test_search_by_tag(self, many: Path) -> None:
         with ui_client(many) as c:
-            resp = c.get("/api/runs?q=team%3Dpayments")
-            assert resp.status_code == 400
-            assert "team=payments filters by tag" in resp.json()["error"]
+            payments = {f"run-{i:02d}" for i in range(0, 23, 3)}
+            assert set(_ids(c, "q=team%3Dpayments")) == payments
+            doc = c.get("/api/runs?q=team%3Dpayments&status=failed").json()
+            assert [r["run_id"] for r in doc["runs"]] == ["run-03"]
+            assert doc["counts"]["failed"] == 1 and doc["counts"]["completed"] == 7
+            assert _ids(c, "q=team%3Dpayments run-1") == ["run-18", "run-15", "run-12"]
+            assert _ids(c, "q=team%3Dnobody") == []
+            assert "team=payments" in c.get("/?q=team%3Dpayments").text  # kept in the box
+            two = c.get("/api/runs?q=team%3Da team%3Db")
+            assert two.status_code == 400 and "twice" in two.json()["error"]
             assert c.get("/api/runs?q=id%3A").status_code == 400
 
     def test_bad_pages(self, many: Path) -> None:
