@@ -78,6 +78,7 @@ def hand_over(
         meta=meta,
         queue=old.queue,
         priority=old.priority,
+        tags=old.tags or None,  # a chain is found by the tags its first run was given
     )
     entries = ex.continue_entries(new_id)
     with engine._lock:

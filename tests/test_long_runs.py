@@ -241,6 +241,12 @@ class TestContinueAsNew:
         assert report.ok, report.error
         assert report.stopped == "end of run (continued as new)"
 
+    def test_a_chain_keeps_its_tags(self, fresh: Engine) -> None:
+        fresh.start(looper, (0, 0), {}, run_id="t", tags={"customer": "acme"}).result()
+        chain = [r.run_id for r in fresh.journal.list_runs(tags={"customer": "acme"})]
+        assert chain[0] == "t" and len(chain) > 1
+        assert chain[1:] == [f"t~{n}" for n in range(1, len(chain))]
+
     def test_lineage_shows_in_show_and_history(self, db_path: Path) -> None:
         looper.run(0, 0, run_id="c")
         runner = CliRunner()
