@@ -21,7 +21,7 @@ from .codecs import (
     register_type,
     registered_name,
 )
-from .compaction import CompactionReport
+from .compaction import CompactionRecord, CompactionReport
 from .errors import (
     BadJournalURL,
     ConflictError,
@@ -83,6 +83,7 @@ __all__ = [
     "AppendRequest",
     "BadJournalURL",
     "Codec",
+    "CompactionRecord",
     "CompactionReport",
     "ConflictError",
     "ConnectionLost",

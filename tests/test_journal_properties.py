@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,13 @@ def check_fold(j: Journal, run_id: str, ops: list[tuple[str, Any]]) -> None:
     if horizon > 0:
         with pytest.raises(HorizonError):
             j.state_at(run_id, horizon - 1)
+        # What every pass dropped, added up in the horizon snapshot: kind by kind.
+        record = j.compaction(run_id)
+        assert record is not None and record.horizon == horizon
+        assert record.entries == horizon
+        assert record.kinds == dict(Counter(kind for kind, _, _ in model[:horizon]))
+    else:
+        assert j.compaction(run_id) is None
     assert j.verify(run_id).ok
 
 
