@@ -218,7 +218,8 @@ FEATURES = [
     ),
     (
         "codecs",
-        "JSON (typed, pydantic), pickle (opt in), HMAC-signed pickle, zlib compression above a threshold",
+        "JSON (typed, pydantic), pickle (opt in), HMAC-signed pickle, zlib compression"
+        " above a threshold",
         check_codecs,
     ),
     ("concurrency", "group commit of their step completions", check_concurrency),
