@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _trials import scaled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,7 +104,7 @@ def check_fold(j: Journal, run_id: str, ops: list[tuple[str, Any]]) -> None:
 class TestFoldInvariant:
     """Any sequence of appends, snapshots and compactions folds to the naive state."""
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=scaled(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(ops=st.lists(OPERATION, min_size=1, max_size=12), every=st.integers(0, 5))
     def test_state_at_equals_naive_fold_inside_horizon(
         self, ops: list[tuple[str, Any]], every: int
@@ -130,7 +131,7 @@ class TestFoldInvariantPostgres:
     """The fold invariant on the PostgreSQL backend: snapshots and compaction there too
     (fewer examples: each costs round trips; the SQLite suite explores the space)."""
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=scaled(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(ops=st.lists(OPERATION, min_size=1, max_size=12), every=st.integers(0, 5))
     def test_state_at_equals_naive_fold_inside_horizon(
         self, pg_props_url: str, ops: list[tuple[str, Any]], every: int
@@ -143,7 +144,7 @@ class TestFoldInvariantPostgres:
 class TestOptimisticConcurrency:
     """An append naming a stale seq never writes."""
 
-    @settings(max_examples=40, deadline=None)
+    @settings(max_examples=scaled(40), deadline=None)
     @given(
         first=st.lists(MUTATION, min_size=1, max_size=5),
         wrong=st.integers(min_value=-0, max_value=20),

@@ -41,6 +41,7 @@ from typing import IO, Any, cast
 
 import apsw
 import pytest
+from _trials import seeds
 
 from journal import Entry, EntryKind, Journal, Run
 from journal._schema import reseal_runs
@@ -478,11 +479,10 @@ class TestKillInJoin:
         assert_twice_exactly(ran, crash)
 
 
-RANDOM_CASES = [pytest.param("sqlite", seed, id=f"sqlite-{seed}") for seed in range(RANDOM_TRIALS)]
-RANDOM_CASES += [
-    pytest.param("postgresql", seed, id=f"postgresql-{seed}", marks=pytest.mark.postgres)
-    for seed in range(PG_RANDOM_TRIALS)
-]
+# The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
+# counts (tests/_trials.py).
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 6)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 2, pytest.mark.postgres)
 
 
 class TestRandomKills:
