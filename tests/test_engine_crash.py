@@ -456,8 +456,8 @@ class TestSyncKillMatrix:
 
 # The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
 # counts (tests/_trials.py).
-RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 8)
-RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 2, pytest.mark.postgres)
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
 
 
 class TestRandomKills:

@@ -481,8 +481,8 @@ class TestKillInJoin:
 
 # The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
 # counts (tests/_trials.py).
-RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 6)
-RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 2, pytest.mark.postgres)
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
 
 
 class TestRandomKills:
@@ -731,6 +731,7 @@ def completions(db: str, run_id: str) -> int:
 class TestRecoveryReadsTail:
     """A 3,000-tick loop killed past tick 2,000 resumes from its latest snapshot."""
 
+    @pytest.mark.slow  # a 3,000-step run
     def test_recovery_reads_snapshot_and_tail(self, place: Place) -> None:
         """The resumed run reads the tail after the snapshot, not its history."""
         seed = random.randrange(1_000_000)
