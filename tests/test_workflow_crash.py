@@ -132,15 +132,19 @@ def finish(proc: Popen) -> tuple[str, str]:
 def read_line(proc: Popen, prefix: str) -> str:
     """Read the child's stdout up to its next line starting with ``prefix``; return the rest."""
     stdout = cast(IO[str], proc.stdout)  # a pipe: spawn() asks for one
+    skipped: list[str] = []  # kept for the failure message (the child's "error ..." line)
     while True:
         line = stdout.readline()
         if not line:
             out, err = finish(proc)
+            seen = "".join(skipped[-20:]) + out
             pytest.fail(
-                f"the child ended before printing {prefix!r}: {out[-800:]!r}\n{err[-3000:]}"
+                f"the child ended (status {proc.returncode}) before printing {prefix!r}:"
+                f" {seen[-800:]!r}\n{err[-3000:]}"
             )
         if line.startswith(prefix):
             return line[len(prefix) :].strip()
+        skipped.append(line)
 
 
 def tagged(out: str, err: str, tag: str) -> dict[str, Any]:
