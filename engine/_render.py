@@ -48,7 +48,7 @@ from journal import (
 
 from .continuation import continued_as, continued_from
 from .replay import ReplayReport
-from .timetravel import Checkpoint, Diff, StateView
+from .timetravel import NUMBERED_KINDS, Checkpoint, Diff, StateView
 
 __all__ = [
     "MAX_SHOWN",
@@ -643,11 +643,21 @@ def replay_line(report: ReplayReport) -> Text:
 
 
 def compacted_note(journal: Journal, lineage: Mapping[str, Run]) -> Text | None:
-    """For ``history``: which runs of a lineage were compacted, up to which seq, and the
-    time of the snapshot that holds their state there; ``None`` if none was."""
+    """For ``history``: which runs of a lineage were compacted, up to which seq, how many
+    steps that dropped and when; ``None`` if none was."""
     notes = []
     for run in lineage.values():
         if not run.horizon:
+            continue
+        record = journal.compaction(run.run_id)
+        if record is not None:
+            numbered = sum(n for kind, n in record.kinds.items() if kind in NUMBERED_KINDS)
+            steps = record.kinds.get(EntryKind.STEP_COMPLETED, 0)
+            notes.append(
+                f"{plural(numbered, 'checkpoint')} ({plural(steps, 'completed step')},"
+                f" {plural(record.entries, 'entry', 'entries')} up to seq {run.horizon}) of"
+                f" {shown(run.run_id)} were compacted on {timestamp(record.at)}"
+            )
             continue
         taken = next((s.created_at for s in journal.snapshots(run.run_id) if s.seq == run.horizon),
                      None)  # fmt: skip

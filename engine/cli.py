@@ -62,6 +62,7 @@ from journal import (
     resolve_path,
     to_jsonable,
 )
+from journal._extras import install_hint
 from journal.export import open_readonly
 
 from . import _render as render
@@ -1782,7 +1783,7 @@ def ui_cmd(
     try:
         from engine.ui import serve  # noqa: PLC0415 - optional extra, imported on use
     except ImportError as exc:
-        raise Failure(f"durable ui needs the ui extra: pip install 'durable[ui]' ({exc})") from exc
+        raise Failure(f"durable ui needs the ui extra: {install_hint('ui')} ({exc})") from exc
     extra = [m for m in os.environ.get(IMPORT_ENV, "").split(",") if m.strip()]
     try:
         serve(path, host=host, port=port, readonly=True if readonly else None,

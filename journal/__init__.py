@@ -21,7 +21,7 @@ from .codecs import (
     register_type,
     registered_name,
 )
-from .compaction import CompactionReport
+from .compaction import CompactionRecord, CompactionReport
 from .encryption import EncryptedCodec
 from .errors import (
     BadJournalURL,
@@ -91,6 +91,7 @@ __all__ = [
     "AppendRequest",
     "BadJournalURL",
     "Codec",
+    "CompactionRecord",
     "CompactionReport",
     "ConflictError",
     "ConnectionLost",

@@ -21,15 +21,15 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+from ._extras import install_hint
+
 try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg import pq, sql
     from psycopg.conninfo import conninfo_to_dict
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "a postgresql:// journal needs psycopg: pip install 'durable[postgres]'"
-    ) from exc
+    raise ImportError(f"a postgresql:// journal needs psycopg: {install_hint('postgres')}") from exc
 
 from ._backend import Backend, CommitUnknown, Cursor, Listener, redact
 from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs

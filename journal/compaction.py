@@ -5,21 +5,33 @@ horizon is that snapshot, entries up to it are deleted, entries after it stay.
 The horizon is raised first, in its own transaction, then entries are deleted in
 bounded batches; an interrupted compaction leaves entries that are already
 invisible below the horizon, and the next call finishes deleting them.
+
+What was dropped is remembered in the horizon snapshot's payload, under
+``"compacted"`` beside ``"values"`` and ``"pending"``: when the latest pass ran, how
+many entries all passes deleted and how many of each kind (so ``durable history``
+can say how many steps are gone). :meth:`Journal.compaction` reads it back.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .errors import DecodeError, JournalError
 from .policies import RetentionPolicy
 
 if TYPE_CHECKING:
     from .records import Run
     from .store import Journal
 
-__all__ = ["CompactionReport", "compact"]
+__all__ = [
+    "CompactionRecord",
+    "CompactionReport",
+    "compact",
+    "compaction_record",
+    "kept_compaction",
+]
 
 
 @dataclass
@@ -30,6 +42,20 @@ class CompactionReport:
     entries_deleted: int = 0
     snapshots_deleted: int = 0
     horizons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompactionRecord:
+    """What compaction dropped from one run, as its horizon snapshot remembers it."""
+
+    run_id: str
+    horizon: int
+    at: float
+    """When the latest compaction pass raised the horizon (Unix time)."""
+    entries: int
+    """Entries deleted by every pass, counted when each raised the horizon."""
+    kinds: dict[str, int] = field(default_factory=dict)
+    """The deleted entries by kind (``step.completed``: completed steps)."""
 
 
 def compact(
@@ -48,7 +74,7 @@ def compact(
         if not run.finished and not policy.include_active:
             continue
         horizon = _choose_horizon(journal, run, policy, t)
-        deleted = _raise_horizon(journal, run, horizon)
+        deleted = _raise_horizon(journal, run, horizon, t)
         entries = _delete_below(journal, run.run_id, policy.batch_size)
         if entries or deleted or horizon > run.horizon:
             report.runs_compacted += 1
@@ -100,12 +126,13 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
     return max(horizon, run.horizon)
 
 
-def _raise_horizon(journal: Journal, run: Run, horizon: int) -> int:
+def _raise_horizon(journal: Journal, run: Run, horizon: int, now: float) -> int:
     if horizon <= run.horizon:
         return 0
     with journal.lock:
         db = journal.backend
         with db.transaction(f"raising the horizon of {run.run_id!r}"):
+            _remember(journal, run, horizon, now)
             db.execute(
                 "UPDATE runs SET horizon = ?, checksum = ? WHERE run_id = ? AND horizon < ?",
                 (horizon, journal._resealed(run.run_id, horizon=horizon), run.run_id, horizon),
@@ -134,3 +161,102 @@ def _delete_below(journal: Journal, run_id: str, batch: int) -> int:
                 (run_id, lo, min(lo + batch - 1, horizon)),
             )
             total += db.changes()
+
+
+def _read_payload(
+    journal: Journal, run_id: str, seq: int, *, strict: bool
+) -> tuple[Any, str | None]:
+    """The decoded payload of the snapshot at ``seq`` and its codec; ``(None, None)`` if
+    there is none."""
+    row = journal.backend.execute(
+        "SELECT state, codec FROM snapshots WHERE run_id = ? AND seq = ?", (run_id, seq)
+    ).fetchone()
+    if row is None:
+        return None, None
+    where = f"run {run_id!r} snapshot at seq {seq}"
+    return journal.decode(bytes(row[0]), row[1], where=where, strict=strict, run_id=run_id), row[1]
+
+
+def _remember(journal: Journal, run: Run, horizon: int, now: float) -> None:
+    """Write what this pass drops (added to what earlier passes dropped) into the new
+    horizon snapshot, inside the transaction that raises the horizon.
+
+    Best effort: a snapshot this process cannot decode and encode again exactly (a
+    codec key or a class missing here) keeps its bytes, and history then says less.
+    """
+    from .store import _snapshot_checksum  # noqa: PLC0415 - store imports this module
+
+    db = journal.backend
+    kinds = {
+        str(kind): int(n)
+        for kind, n in db.execute(
+            "SELECT kind, count(*) FROM entries WHERE run_id = ? AND seq > ? AND seq <= ?"
+            " GROUP BY kind",
+            (run.run_id, run.horizon, horizon),
+        ).fetchall()
+    }
+    try:
+        before = compaction_record(journal, run.run_id, run.horizon) if run.horizon else None
+        payload, codec_name = _read_payload(journal, run.run_id, horizon, strict=True)
+        if not isinstance(payload, dict) or codec_name is None:
+            return
+        if before is not None:
+            for kind, n in before.kinds.items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        payload["compacted"] = {"at": now, "entries": sum(kinds.values()), "kinds": kinds}
+        codec = journal.codec_named(codec_name, run_id=run.run_id)
+        data = codec.encode(payload, path=f"snapshot of {run.run_id!r} at seq {horizon}")
+    except JournalError:
+        return
+    (fingerprint,) = db.execute(
+        "SELECT fingerprint FROM snapshots WHERE run_id = ? AND seq = ?", (run.run_id, horizon)
+    ).fetchone()
+    db.execute(
+        "UPDATE snapshots SET state = ?, checksum = ? WHERE run_id = ? AND seq = ?",
+        (data, _snapshot_checksum(run.run_id, horizon, data, fingerprint), run.run_id, horizon),
+    )
+
+
+def compaction_record(
+    journal: Journal, run_id: str, horizon: int | None = None
+) -> CompactionRecord | None:
+    """What compaction dropped from ``run_id`` (at its current horizon unless
+    ``horizon``); ``None`` if it was never compacted or compacted before this was
+    recorded. A malformed record raises :class:`DecodeError`."""
+    with journal.lock:
+        if horizon is None:
+            horizon = journal.get_run(run_id).horizon
+        if not horizon:
+            return None
+        payload, _ = _read_payload(journal, run_id, horizon, strict=False)
+    if not isinstance(payload, dict) or "compacted" not in payload:
+        return None
+    record = payload["compacted"]
+    try:
+        at, entries, kinds = record["at"], record["entries"], record["kinds"]
+        if not (
+            isinstance(at, (int, float))
+            and type(entries) is int
+            and isinstance(kinds, dict)
+            and all(isinstance(k, str) and type(n) is int for k, n in kinds.items())
+        ):
+            raise TypeError
+    except (TypeError, KeyError) as exc:
+        raise DecodeError(
+            f"run {run_id!r}: the compaction record in the snapshot at seq {horizon} is malformed",
+            run_id=run_id,
+            seq=horizon,
+        ) from exc
+    return CompactionRecord(run_id, horizon, float(at), entries, dict(kinds))
+
+
+def kept_compaction(journal: Journal, run_id: str, seq: int) -> dict[str, Any]:
+    """``{"compacted": record}`` from the snapshot at ``seq`` (the horizon) about to be
+    rewritten, as it is stored; ``{}`` when it holds none or cannot be read here."""
+    try:
+        payload, _ = _read_payload(journal, run_id, seq, strict=False)
+    except JournalError:
+        return {}
+    if isinstance(payload, dict) and "compacted" in payload:
+        return {"compacted": payload["compacted"]}
+    return {}

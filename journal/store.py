@@ -24,7 +24,7 @@ from ._schema import (
     run_checksum,
 )
 from .codecs import Codec, JsonSerializer, Undecoded, codec_for_name, decode_for_reading
-from .compaction import compact
+from .compaction import CompactionRecord, compact, compaction_record, kept_compaction
 from .errors import (
     ConflictError,
     ConnectionLost,
@@ -1804,7 +1804,8 @@ class Journal:
         )
         if isinstance(payload, Undecoded):
             return None  # a reader may not unpickle it: the entries still tell the state
-        if not isinstance(payload, dict) or set(payload) != {"values", "pending"}:
+        # "compacted": what compaction dropped before this snapshot (journal.compaction).
+        if not isinstance(payload, dict) or set(payload) - {"compacted"} != {"values", "pending"}:
             raise DecodeError(
                 f"run {run_id!r}: snapshot at seq {snap_seq} has an unexpected shape",
                 run_id=run_id,
@@ -1824,9 +1825,14 @@ class Journal:
     def _write_snapshot(self, run_id: str, seq: int, now: float) -> SnapshotInfo:
         db = self._c()
         state = self.state_at(run_id, seq)
-        (codec_name,) = db.execute("SELECT codec FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        codec_name, horizon = db.execute(
+            "SELECT codec, horizon FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
         codec = self.codec_named(codec_name, run_id=run_id)
-        data = codec.encode(state.to_payload(), path=f"snapshot of {run_id!r} at seq {seq}")
+        payload = state.to_payload()
+        if seq == horizon and horizon:  # rewriting the horizon: keep what compaction dropped
+            payload.update(kept_compaction(self, run_id, seq))
+        data = codec.encode(payload, path=f"snapshot of {run_id!r} at seq {seq}")
         fingerprint = self.fingerprint(codec.name)
         db.execute(
             "INSERT INTO snapshots (run_id, seq, state, codec, fingerprint, checksum,"
@@ -1868,6 +1874,11 @@ class Journal:
     ) -> Any:
         """Drop entries older than the retained snapshots; see :mod:`journal.compaction`."""
         return compact(self, run_id, policy, now=now)
+
+    def compaction(self, run_id: str) -> CompactionRecord | None:
+        """What compaction dropped from the run and when; ``None`` if nothing was (or it
+        was compacted before this was recorded)."""
+        return compaction_record(self, run_id)
 
     def reclaim(self, max_pages: int | None = None) -> int:
         """Return free pages to the OS (incremental VACUUM); returns pages freed."""

@@ -8,6 +8,7 @@ that must hold on both backends take ``journal_location``: a file path, then a s
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,27 @@ import pytest
 
 from journal import Journal
 from journal.pg_cluster import ClusterUnavailable, TempCluster
+
+
+def _temp_on_tmpfs() -> None:
+    """Temporary files (``tmp_path``, journals, the throwaway PostgreSQL cluster) go to
+    tmpfs (``/dev/shm``) when there is one and ``$TMPDIR`` does not say otherwise.
+
+    The SIGKILL tests are most of the suite's time, and much of theirs was fsync: a
+    killed process loses nothing the kernel holds, so what they prove does not need a
+    disk. Losing what was not fsynced (power loss) is simulated by tests/reliability.
+    ``DURABLE_TEST_TMPDIR=DIR`` chooses another place (``DURABLE_TEST_TMPDIR=/tmp``: disk).
+    """
+    chosen = os.environ.get("DURABLE_TEST_TMPDIR")
+    if chosen is None and os.environ.get("TMPDIR"):
+        return
+    shm = chosen or "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        tempfile.tempdir = shm  # pytest's tmp_path_factory reads tempfile.gettempdir()
+        os.environ["TMPDIR"] = shm  # and so do the children the tests start
+
+
+_temp_on_tmpfs()
 
 # Why the PostgreSQL tests did not run, for the terminal summary.
 _pg_unavailable = pytest.StashKey[str]()

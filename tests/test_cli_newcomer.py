@@ -11,6 +11,7 @@ subprocess, in a temporary directory that holds the workload.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import cli
+from journal import Journal
 
 WORKLOAD = """
 from engine import (
@@ -421,8 +423,19 @@ def test_compacted_run_history_compact_and_search(journals: Journals) -> None:
     db = journals.root / "compacted-copy.db"
     shutil.copyfile(journals.compacted, db)
     out = ok(journals.run("history", "c-1", db=db))
-    assert re.search(r"entries up to seq \d+ of c-1 were compacted \(state kept from a snapshot"
-                     r" of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)", out), out  # fmt: skip
+    # How many steps went, and when (ISO, as --since takes it), from the horizon snapshot.
+    said = re.search(r"(\d+) checkpoints \((\d+) completed steps, (\d+) entries up to seq"
+                     r" (\d+)\) of c-1 were compacted on (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)",
+                     out)  # fmt: skip
+    assert said, out
+    with Journal(db) as j:
+        record = j.compaction("c-1")
+        assert record is not None and j.compaction("c-2") is None
+        assert int(said[4]) == record.horizon == j.get_run("c-1").horizon
+        assert int(said[3]) == record.entries == record.horizon  # every entry up to it
+        # charge, ship and the run's end are its checkpoints; two of them steps.
+        assert int(said[1]) == 3 and int(said[2]) == 2 == record.kinds["step.completed"]
+        assert abs(dt.datetime.fromisoformat(said[5]).timestamp() - record.at) < 1
     assert "has not completed a step" not in out
     line = one_line_error(journals.run("state", "c-1", "--at", "1", db=db))
     assert "--seq" in line and "seq=" not in line

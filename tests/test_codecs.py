@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import pytest
+from _trials import scaled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
@@ -181,7 +182,7 @@ _values = st.recursive(
 class TestJsonRoundTrip:
     """JsonSerializer restores values with their types."""
 
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=scaled(400), deadline=None)
     @given(_values)
     def test_property_round_trip(self, value: Any) -> None:
         """Any generated nested value decodes to the same value and types."""
@@ -189,7 +190,7 @@ class TestJsonRoundTrip:
         data = codec.encode(value)
         assert same(codec.decode(data), value)
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=scaled(100), deadline=None)
     @given(_values)
     def test_property_round_trip_compressed(self, value: Any) -> None:
         """Round trips hold when every payload is compressed."""

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _trials import seeds
 
 from journal import Entry, EntryKind, Journal, Run
 from journal.pg_cluster import wait_for_sessions_to_end
@@ -453,11 +454,10 @@ class TestSyncKillMatrix:
         assert ran == Counter(range(N)), "a step ran twice"
 
 
-RANDOM_CASES = [pytest.param("sqlite", seed, id=f"sqlite-{seed}") for seed in range(RANDOM_TRIALS)]
-RANDOM_CASES += [
-    pytest.param("postgresql", seed, id=f"postgresql-{seed}", marks=pytest.mark.postgres)
-    for seed in range(PG_RANDOM_TRIALS)
-]
+# The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
+# counts (tests/_trials.py).
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
 
 
 class TestRandomKills:

@@ -4,6 +4,7 @@ journal refused is left exactly as it was (same bytes, no new -wal/-shm beside i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import random
@@ -19,17 +20,19 @@ import pytest
 from journal import (
     ConflictError,
     CorruptionError,
+    DecodeError,
     Journal,
     JournalError,
     NotAJournalError,
     PickleSerializer,
+    RetentionPolicy,
     RunNotFound,
     SchemaVersionError,
     SerializationError,
     SignatureError,
 )
 from journal._schema import APPLICATION_ID, SCHEMA_VERSION
-from journal.store import entry_checksum
+from journal.store import _snapshot_checksum, entry_checksum
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -508,3 +511,37 @@ class TestFileMode:
             modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in present}
         assert modes == {p.name: 0o600 for p in present}
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+class TestCraftedCompactionRecord:
+    """A horizon snapshot whose compaction record is malformed (checksum recomputed)."""
+
+    @pytest.mark.parametrize(
+        "record", ["junk", {"at": 1.0, "entries": "9", "kinds": {}}, {"at": 1.0, "entries": 9}]
+    )
+    def test_decode_error_names_run_and_seq_state_still_reads(
+        self, tmp_path: Path, record: Any
+    ) -> None:
+        """Journal.compaction raises DecodeError naming run and seq; the state the snapshot
+        holds still reads (the record is beside it, not in it)."""
+        path = tmp_path / "crafted.db"
+        small_journal(path, runs=1)
+        with Journal(path) as j:
+            j.update_run("run-0", status="completed")
+            j.compact("run-0", RetentionPolicy(keep_snapshots=1))
+            assert j.compaction("run-0") is not None
+            values = j.state_at("run-0").values
+        with sqlite3.connect(path) as conn:
+            seq, fp = conn.execute("SELECT seq, fingerprint FROM snapshots").fetchone()
+        data = json.dumps({"values": values, "pending": {}, "compacted": record}).encode()
+        edit_with_sqlite3(
+            path,
+            (
+                "UPDATE snapshots SET state = ?, checksum = ? WHERE run_id = 'run-0'",
+                (data, _snapshot_checksum("run-0", seq, data, fp)),
+            ),
+        )
+        with Journal(path) as j:
+            with pytest.raises(DecodeError, match=f"run 'run-0'.* seq {seq} is malformed"):
+                j.compaction("run-0")
+            assert j.state_at("run-0").values == values

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _trials import scaled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -89,13 +91,20 @@ def check_fold(j: Journal, run_id: str, ops: list[tuple[str, Any]]) -> None:
     if horizon > 0:
         with pytest.raises(HorizonError):
             j.state_at(run_id, horizon - 1)
+        # What every pass dropped, added up in the horizon snapshot: kind by kind.
+        record = j.compaction(run_id)
+        assert record is not None and record.horizon == horizon
+        assert record.entries == horizon
+        assert record.kinds == dict(Counter(kind for kind, _, _ in model[:horizon]))
+    else:
+        assert j.compaction(run_id) is None
     assert j.verify(run_id).ok
 
 
 class TestFoldInvariant:
     """Any sequence of appends, snapshots and compactions folds to the naive state."""
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=scaled(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(ops=st.lists(OPERATION, min_size=1, max_size=12), every=st.integers(0, 5))
     def test_state_at_equals_naive_fold_inside_horizon(
         self, ops: list[tuple[str, Any]], every: int
@@ -122,7 +131,7 @@ class TestFoldInvariantPostgres:
     """The fold invariant on the PostgreSQL backend: snapshots and compaction there too
     (fewer examples: each costs round trips; the SQLite suite explores the space)."""
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=scaled(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(ops=st.lists(OPERATION, min_size=1, max_size=12), every=st.integers(0, 5))
     def test_state_at_equals_naive_fold_inside_horizon(
         self, pg_props_url: str, ops: list[tuple[str, Any]], every: int
@@ -135,7 +144,7 @@ class TestFoldInvariantPostgres:
 class TestOptimisticConcurrency:
     """An append naming a stale seq never writes."""
 
-    @settings(max_examples=40, deadline=None)
+    @settings(max_examples=scaled(40), deadline=None)
     @given(
         first=st.lists(MUTATION, min_size=1, max_size=5),
         wrong=st.integers(min_value=-0, max_value=20),

@@ -400,6 +400,7 @@ def seed() -> Iterator[int]:
 # -- the tests -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # RUNS (2,000) runs through kills and stalls
 def test_workers_drain_thousands_of_runs_through_kills_and_stalls(
     pg_schema_url: str, tmp_path: Path, seed: int
 ) -> None:
@@ -545,6 +546,7 @@ def _listen_on(cluster: TempCluster, addresses: list[str], subnet: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, cwd=cluster.base)
 
 
+@pytest.mark.slow
 def test_workers_on_separate_hosts_survive_a_network_cut(tmp_path: Path, seed: int) -> None:
     """Workers in two network namespaces (two hosts) drain runs while one host loses
     the network for twice the lease, and workers are killed and stopped."""

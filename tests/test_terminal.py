@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _trials import scaled
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -319,7 +320,7 @@ class TerminalMachine(RuleBasedStateMachine):
 
 TestTerminalMachine = TerminalMachine.TestCase
 TestTerminalMachine.settings = settings(
-    max_examples=60,
+    max_examples=scaled(60),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

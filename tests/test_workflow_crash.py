@@ -41,6 +41,7 @@ from typing import IO, Any, cast
 
 import apsw
 import pytest
+from _trials import seeds
 
 from journal import Entry, EntryKind, Journal, Run
 from journal._schema import reseal_runs
@@ -131,15 +132,19 @@ def finish(proc: Popen) -> tuple[str, str]:
 def read_line(proc: Popen, prefix: str) -> str:
     """Read the child's stdout up to its next line starting with ``prefix``; return the rest."""
     stdout = cast(IO[str], proc.stdout)  # a pipe: spawn() asks for one
+    skipped: list[str] = []  # kept for the failure message (the child's "error ..." line)
     while True:
         line = stdout.readline()
         if not line:
             out, err = finish(proc)
+            seen = "".join(skipped[-20:]) + out
             pytest.fail(
-                f"the child ended before printing {prefix!r}: {out[-800:]!r}\n{err[-3000:]}"
+                f"the child ended (status {proc.returncode}) before printing {prefix!r}:"
+                f" {seen[-800:]!r}\n{err[-3000:]}"
             )
         if line.startswith(prefix):
             return line[len(prefix) :].strip()
+        skipped.append(line)
 
 
 def tagged(out: str, err: str, tag: str) -> dict[str, Any]:
@@ -478,11 +483,10 @@ class TestKillInJoin:
         assert_twice_exactly(ran, crash)
 
 
-RANDOM_CASES = [pytest.param("sqlite", seed, id=f"sqlite-{seed}") for seed in range(RANDOM_TRIALS)]
-RANDOM_CASES += [
-    pytest.param("postgresql", seed, id=f"postgresql-{seed}", marks=pytest.mark.postgres)
-    for seed in range(PG_RANDOM_TRIALS)
-]
+# The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
+# counts (tests/_trials.py).
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
 
 
 class TestRandomKills:
@@ -731,6 +735,7 @@ def completions(db: str, run_id: str) -> int:
 class TestRecoveryReadsTail:
     """A 3,000-tick loop killed past tick 2,000 resumes from its latest snapshot."""
 
+    @pytest.mark.slow  # a 3,000-step run
     def test_recovery_reads_snapshot_and_tail(self, place: Place) -> None:
         """The resumed run reads the tail after the snapshot, not its history."""
         seed = random.randrange(1_000_000)

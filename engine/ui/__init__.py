@@ -1,7 +1,7 @@
 """``durable ui``: a local web UI over a journal (runs, timelines, time travel).
 
 Server-rendered pages (Starlette + Jinja2, autoescaped) and a small JSON API, served
-by uvicorn on loopback. It needs the ``ui`` extra: ``pip install 'durable[ui]'``.
+by uvicorn on loopback. It needs the ``ui`` extra: ``pip install -e 'PATH[ui]'``.
 See ``docs/ui.md``.
 """
 
@@ -11,12 +11,14 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from journal._extras import install_hint
+
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 __all__ = ["create_app", "serve"]
 
-_MISSING = "the web UI needs the 'ui' extra: pip install 'durable[ui]'"
+_MISSING = f"the web UI needs the 'ui' extra: {install_hint('ui')}"
 
 
 def create_app(

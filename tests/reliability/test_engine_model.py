@@ -377,6 +377,7 @@ EngineMachine.TestCase.settings = settings(
 )
 
 
+@pytest.mark.slow  # 75 state-machine examples
 class TestEngineModel(EngineMachine.TestCase):  # type: ignore[misc,valid-type]
     """Random operation sequences keep results, states and step counts equal to the model."""
 

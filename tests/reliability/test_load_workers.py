@@ -192,6 +192,7 @@ def log_step_names(ids: list[str]) -> set[tuple[str, str]]:
 class TestDrainQueue:
     """Three workers drain the queued runs; nothing is lost or done twice."""
 
+    @pytest.mark.slow  # 1,000 runs
     def test_workers_drain_every_run_exactly_once(self, tmp_path: Path) -> None:
         """Each run completes once; no step body runs twice; no busy error escapes."""
         n = 10_000 if LONG else 1000

@@ -1,12 +1,13 @@
 """A very long run: memory stays flat while it grows, and rebuilding its state (what
 recovery and time travel do) stays bounded by the snapshot interval, before and after
-compaction. 100,000 entries in the quick set, 1,000,000 with ``DURABLE_LONG=1``."""
+compaction. 100,000 entries (slow), 1,000,000 with ``DURABLE_LONG=1``."""
 
 from __future__ import annotations
 
 import resource
 from pathlib import Path
 
+import pytest
 from conftest import LONG
 
 from journal import EntryKind, Journal, RetentionPolicy, SnapshotPolicy
@@ -24,6 +25,7 @@ def rss_kib() -> int:
 class TestLongRun:
     """Append a very long run in batches, snapshot it, compact it."""
 
+    @pytest.mark.slow  # 100,000 entries
     def test_memory_flat_and_rebuild_bounded(self, tmp_path: Path) -> None:
         """Peak memory stops growing, and state_at reads at most one interval of entries."""
         with Journal(tmp_path / "long.db", durability="process",
