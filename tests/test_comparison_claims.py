@@ -159,6 +159,8 @@ def check_codecs() -> None:
     assert journal.PickleSerializer().name == "pickle"
     assert journal.PickleSerializer(hmac_key=b"k").name == "pickle-hmac"
     assert journal.JsonSerializer().compress_above == 4096  # zlib above a threshold
+    sealed = journal.EncryptedCodec(journal.JsonSerializer(), {"k": b"k" * 32})
+    assert sealed.name == "aesgcm:json" and sealed.decode(sealed.encode([1])) == [1]
     # pickle is opt-in: a journal's default codec is JSON.
     assert inspect.signature(journal.Journal).parameters["codec"].default is None
 
@@ -177,6 +179,32 @@ def check_multi_host() -> None:
 
 def check_ui() -> None:
     assert "--readonly" in command_options("ui")
+
+
+def check_retention() -> None:
+    assert {"completed_days", "failed_days", "compact_days"} <= set(params(journal.Retention))
+    assert "retention" in params(engine.Engine.worker)
+    assert "--delete-completed-after" in command_options("prune")
+    assert "--delete-completed-after" in command_options("worker")
+
+
+def check_replay_logging() -> None:
+    assert isinstance(engine.Context.log, property)
+    assert issubclass(engine.ReplayFilter, __import__("logging").Filter)
+
+
+def check_schedules() -> None:
+    assert "schedule" in params(engine.durable)
+    for name in ("add_schedule", "pause_schedule", "resume_schedule", "remove_schedule"):
+        assert callable(getattr(engine, name))
+    assert set(engine.MissedTicks.__args__) == {"skip", "last", "all"}  # type: ignore[attr-defined]
+    assert command_options("schedules") is not None
+
+
+def check_tags() -> None:
+    assert "tags" in params(engine.durable) and "tags" in params(engine.Engine.start)
+    assert "tags" in params(journal.Journal.list_runs)
+    assert "--tag" in command_options("runs")
 
 
 def check_languages() -> None:
@@ -219,13 +247,17 @@ FEATURES = [
     (
         "codecs",
         "JSON (typed, pydantic), pickle (opt in), HMAC-signed pickle, zlib compression"
-        " above a threshold",
+        " above a threshold, AES-GCM encryption of any of them (`EncryptedCodec`",
         check_codecs,
     ),
     ("concurrency", "group commit of their step completions", check_concurrency),
     ("multi-host", "(`SKIP LOCKED` claims, `LISTEN/NOTIFY` wake-ups)", check_multi_host),
     ("UI", "`durable ui` (local web view", check_ui),
     ("languages", "Python", check_languages),
+    ("retention", "applied by workers in the background or by `durable prune`", check_retention),
+    ("logging during replay", "`ctx.log` and `ReplayFilter`", check_replay_logging),
+    ("schedules", '`@durable(schedule="0 3 * * *")` or `add_schedule(...)`', check_schedules),
+    ("find runs by tag", "`list_runs(tags=...)`, `durable runs --tag k=v`", check_tags),
 ]
 
 
@@ -254,13 +286,13 @@ def test_postgresql_is_supported_not_not_yet() -> None:
 
 
 def test_admitted_gaps_are_real() -> None:
-    """ "no schedules or queue rate limits yet": a queue has a concurrency limit and a
-    name, nothing about rates; the CLI has no schedule command."""
-    assert "has no schedules or queue rate limits yet" in doc_text()
+    """ "no queue rate limits or deduplication keys yet": a queue has a concurrency limit
+    and a name, nothing about rates or deduplication."""
+    assert "has no queue rate limits or deduplication keys yet" in doc_text()
     fields = set(inspect.signature(engine.Queue).parameters)
-    assert "concurrency" in fields and not any("rate" in f for f in fields)
-    assert not any("schedul" in name for name in cli.commands)  # type: ignore[attr-defined]
-    assert not any("schedul" in name.lower() for name in engine.__all__)
+    assert "concurrency" in fields and not any("rate" in f or "dedup" in f for f in fields)
+    enqueue = set(inspect.signature(engine.DurableFunction.enqueue).parameters)
+    assert not any("dedup" in p for p in enqueue)
 
 
 def test_performance_figures_come_from_the_benchmarks() -> None:
