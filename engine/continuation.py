@@ -113,6 +113,11 @@ def continued_as(journal: Journal, run: Run) -> str | None:
     """The id of the run ``run`` continued as, if it did."""
     if run.status != "completed" or run.output is not None:
         return None  # a completed run's output is set unless it continued
+    # The continuation's id follows from the run's; its sealed meta names the run it
+    # continues. Found this way, the link survives compaction of the run's entries.
+    nxt = journal.find_run(continuation_id(run))
+    if nxt is not None and nxt.meta.get(CONTINUED_FROM) == run.run_id:
+        return nxt.run_id
     try:
         last = journal.last_entry(run.run_id)
         if last is None or last.kind != K.RUN_COMPLETED or last.payload is None:

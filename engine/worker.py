@@ -114,10 +114,11 @@ class Worker:
         stop = self._stop
         listener = self.engine.journal.listener(WAKE_CHANNEL)
         keeper = None
+        done = threading.Event()  # the keeper's own: set however run() ends
         if self.retention is not None:
             keeper = threading.Thread(
                 target=self._keep,
-                args=(self.retention, stop),
+                args=(self.retention, stop, done),
                 name="durable-retention",
                 daemon=True,
             )
@@ -147,8 +148,11 @@ class Worker:
                 self._idle(listener, stop, busy)
         finally:
             listener.close()
+            done.set()
             if keeper is not None:
-                keeper.join()
+                # A pass in progress ends at its next run; the thread is a daemon, and
+                # a pass cut short is finished by the next one.
+                keeper.join(timeout=5)
 
     def stop(self, grace: float = 30.0, *, abandon: threading.Event | None = None) -> StopReport:
         """Stop like a service: claim nothing more, let each run in flight reach its next
@@ -160,21 +164,21 @@ class Worker:
         self._stop.set()
         return self.engine.drain(grace, abandon=abandon)
 
-    def _keep(self, retention: Retention, stop: threading.Event) -> None:
+    def _keep(self, retention: Retention, stop: threading.Event, done: threading.Event) -> None:
         # Retention in the background, once at start then every ``retention.every``
         # seconds; a pass interrupted by a crash is finished by the next one.
-        while not stop.is_set():
+        while not (stop.is_set() or done.is_set()):
             try:
                 report = apply_retention(self.engine.journal, retention)
-            except JournalError as exc:
-                log.warning("worker %s: retention failed (%s); retrying", self.engine.owner, exc)
+            except Exception:  # one bad pass must not end retention for the worker's life
+                log.exception("worker %s: retention failed; retrying", self.engine.owner)
             else:
                 if report.deleted or report.compacted:
                     log.info(
                         "retention: %d runs deleted, %d compacted, %d entries removed",
                         len(report.deleted), len(report.compacted), report.entries_deleted,
                     )  # fmt: skip
-            stop.wait(retention.every)
+            done.wait(retention.every)  # set as soon as run() ends, stop or not
 
     def _idle(self, listener: Listener, stop: threading.Event, busy: int | None) -> None:
         # Until the poll interval passes, a schedule's next tick comes, a notification

@@ -1045,6 +1045,10 @@ def codec_for_name(
     (then signatures are not checked); an unknown name raises DecodeError.
     """
     if name.startswith(PREFIX):  # an encrypted stage over the codec named after it
+        if name[len(PREFIX) :].startswith(PREFIX):
+            raise DecodeError(
+                f"codec {name[:40]!r}...: encrypted twice, never written so", codec=name
+            )
         inner = codec_for_name(name[len(PREFIX) :], hmac_key=hmac_key, trust_pickle=trust_pickle)
         try:
             keys = keys_from_env()

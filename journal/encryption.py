@@ -139,10 +139,11 @@ class EncryptedCodec:
                 key_id=key_id,
                 size=len(data),
             )
+        cipher = _aesgcm(key)  # first: without the extra, its error says how to get it
         from cryptography.exceptions import InvalidTag  # noqa: PLC0415 - optional extra
 
         try:
-            return bytes(_aesgcm(key).decrypt(nonce, sealed, self.name.encode() + header))
+            return bytes(cipher.decrypt(nonce, sealed, self.name.encode() + header))
         except InvalidTag:
             raise DecodeError(
                 f"{where} does not decrypt with key {key_id!r}: it was altered, or moved from "

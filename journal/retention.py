@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["Retention", "RetentionReport", "apply_retention"]
 
 _DAY = 86400.0
+_PARENT_ENDED = (
+    " AND NOT EXISTS (SELECT 1 FROM runs AS p WHERE p.run_id = runs.parent_run_id"
+    " AND p.status NOT IN ('completed', 'failed', 'cancelled'))"
+)
 
 
 @dataclass(frozen=True)
@@ -75,20 +79,29 @@ def apply_retention(
                 _delete(journal, run_id, statuses, policy.batch_size, report)
     if policy.compact_days is not None:
         ended = ("completed", "failed", "cancelled")
-        for run_id in _ended_before(journal, ended, t - policy.compact_days * _DAY, limit):
+        cutoff = t - policy.compact_days * _DAY
+        for run_id in _ended_before(journal, ended, cutoff, limit, uncompacted=True):
             _compact(journal, run_id, policy.batch_size, report)
     return report
 
 
 def _ended_before(
-    journal: Journal, statuses: tuple[str, ...], cutoff: float, limit: int
+    journal: Journal,
+    statuses: tuple[str, ...],
+    cutoff: float,
+    limit: int,
+    *,
+    uncompacted: bool = False,
 ) -> list[str]:
     marks = ", ".join("?" * len(statuses))
+    # Runs already compacted to their end are left out, or they would take every pass's
+    # places; so are children of unfinished parents, which read their outcome.
+    extra = " AND horizon < last_seq" if uncompacted else _PARENT_ENDED
     # Newest first: children and forks are created after the runs they refer to, so they
     # go before them and no longer hold them back.
     with journal.lock:
         rows = journal.backend.execute(
-            f"SELECT run_id FROM runs WHERE status IN ({marks}) AND updated_at < ?"
+            f"SELECT run_id FROM runs WHERE status IN ({marks}) AND updated_at < ?{extra}"
             " ORDER BY created_at DESC, run_id DESC LIMIT ?",
             (*statuses, cutoff, limit),
         ).fetchall()
@@ -122,6 +135,14 @@ def _delete(
     if referrer is not None:
         report.kept[run_id] = f"run {referrer!r} refers to it (a child run or a fork)"
         return
+    run = journal.find_run(run_id)
+    if run is None:
+        return  # deleted meanwhile by another process applying the policy
+    if (run.status == "completed" and run.output is None) or "continued_from" in run.meta:
+        # A link of a ctx.continue_as_new chain: the chain's result is found through
+        # every link, so none is deleted alone (chains are kept; compacted they may be).
+        report.kept[run_id] = "it is part of a continue_as_new chain, kept whole"
+        return
     try:
         # Compacted first, in batches: a kill from here on leaves a readable compacted run.
         done = compact(journal, run_id, RetentionPolicy(keep_snapshots=1, batch_size=batch))
@@ -138,7 +159,7 @@ def _delete(
             still = db.execute(
                 f"SELECT 1 FROM runs WHERE run_id = ? AND status IN ({marks})"
                 " AND NOT EXISTS (SELECT 1 FROM runs AS r"
-                " WHERE r.parent_run_id = ? OR r.forked_from = ?)",
+                f" WHERE r.parent_run_id = ? OR r.forked_from = ?){_PARENT_ENDED}",
                 (run_id, *statuses, run_id, run_id),
             ).fetchone()
             if still is None:

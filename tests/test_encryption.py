@@ -23,6 +23,7 @@ from journal import (
     PickleSerializer,
     SerializationError,
     Undecoded,
+    codec_for_name,
 )
 from journal.encryption import ENCRYPTION_KEYS_ENV, keys_from_env
 
@@ -123,6 +124,12 @@ def test_tampered_or_moved_payloads_do_not_decrypt() -> None:
     for bad in (b"", b"\x01", b"\x02abc", data[:20]):
         with pytest.raises(DecodeError):
             codec.decode(bad)
+
+
+def test_crafted_codec_names_are_decode_errors() -> None:
+    for name in ("aesgcm:aesgcm:json", "aesgcm:" * 2000 + "json", "aesgcm:nope"):
+        with pytest.raises(DecodeError):
+            codec_for_name(name)
 
 
 def test_bad_keys_are_refused_with_what_is_wrong() -> None:

@@ -120,6 +120,22 @@ def test_forks_and_children_keep_their_sources(tmp_path: Path) -> None:
         assert later.deleted == ["f1", "r001"]
 
 
+def test_chains_and_children_of_unfinished_parents_are_kept(tmp_path: Path) -> None:
+    db = str(tmp_path / "j.db")
+    with Engine(db, durability="process") as eng:
+        assert eng.start(wl.chain, (2, 0), {}, run_id="c").result(timeout=30) == 3
+        eng.journal.create_run("parent", name="p", status="running")
+        eng.journal.create_run("child", name="c", status="completed", parent_run_id="parent")
+        report = apply_retention(eng.journal, Retention(completed_days=0, compact_days=0),
+                                 now=time.time() + DAY)  # fmt: skip
+        assert report.deleted == [], "a chain is kept whole"
+        assert all("chain" in report.kept[r] for r in ("c", "c~1", "c~2"))
+        assert set(report.compacted) == {"c", "c~1", "c~2"}
+        assert eng.handle("c").result() == 3, "the chain's result is still found"
+        assert eng.journal.find_run("child") is not None, "its parent is still running"
+        assert "child" not in report.kept  # not even a candidate
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_pass_killed_anywhere_is_finished_by_the_next(
     filled: Path, tmp_path: Path, seed: int

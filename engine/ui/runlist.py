@@ -161,7 +161,9 @@ def list_page(journal: Journal, filters: Mapping[str, Any]) -> Page:
         f"SELECT run_id FROM runs {where} ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?",
         [*params, filters["limit"], filters["offset"]],
     )
-    runs = [journal.get_run(str(r["run_id"])) for r in ids]
+    # find_run: a run deleted (retention) between the two reads is left out, not a 404.
+    found = (journal.find_run(str(r["run_id"])) for r in ids)
+    runs = [r for r in found if r is not None]
     # The tag index is not sealed, the row is: a run indexed under a tag it does not carry
     # (an altered index) is left out.
     runs = [r for r in runs if all(r.tags.get(k) == v for k, v in search.tags)]

@@ -53,3 +53,12 @@ if __name__ == "__main__":
         fill(sys.argv[2], int(sys.argv[3]))
     else:
         prune(sys.argv[2], int(sys.argv[3]))
+
+
+@durable
+def chain(ctx: Context, n: int, total: int) -> int:
+    """Continues as new ``n`` times; returns the sum of ``add`` over the chain."""
+    total = add(total, n)
+    if n > 0:
+        ctx.continue_as_new(n - 1, total)
+    return total
