@@ -40,7 +40,17 @@ def fill(db: str, runs: int) -> None:
 
 
 def prune(db: str, batch: int) -> None:
-    """Apply retention as if 40 days passed: delete completed past 30 days, failed kept."""
+    """Apply retention as if 40 days passed: delete completed past 30 days, failed kept.
+    Says ``deleting RUN`` before each deletion, so the parent can kill inside the pass."""
+    from journal import retention
+
+    delete = retention._delete
+
+    def announced(journal: Journal, run_id: str, *args: object) -> None:
+        print(f"deleting {run_id}", flush=True)
+        delete(journal, run_id, *args)  # type: ignore[arg-type]
+
+    retention._delete = announced  # type: ignore[assignment]
     with Journal(db) as j:
         print("ready", flush=True)
         policy = Retention(completed_days=30, compact_days=10, batch_size=batch)
