@@ -50,7 +50,7 @@ from .lineage import ancestors
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .schedules import Schedules
-from .tags import check_tags
+from .tags import check_tags, tag_clauses
 from .verify import VerifyReport, verify
 
 __all__ = [
@@ -784,12 +784,9 @@ class Journal:
         wanted = check_tags(tags)
         if wanted and self._c().schema_version < 4:
             return []  # a journal older than tags, opened read-only: no run has any
-        for key, value in wanted.items():
-            clauses.append(
-                "EXISTS (SELECT 1 FROM run_tags t WHERE t.key = ? AND t.value = ?"
-                " AND t.run_id = runs.run_id)"
-            )
-            params += [key, value]
+        tagged, tag_params = tag_clauses(wanted)
+        clauses += tagged
+        params += tag_params
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "DESC" if newest_first else "ASC"
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_TAGS", "check_tags", "parse_tag"]
+__all__ = ["MAX_TAGS", "check_tags", "parse_tag", "tag_clauses"]
 
 MAX_TAGS = 32
 _MAX_KEY = 100
@@ -45,3 +45,14 @@ def parse_tag(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise ValueError(f"a tag is written key=value, got {text!r}")
     return key, value
+
+
+def tag_clauses(wanted: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """SQL conditions on ``runs`` (and their parameters) for runs indexed under every tag
+    of ``wanted``; the index is not sealed, so callers check the rows' own tags too."""
+    clauses = [
+        "EXISTS (SELECT 1 FROM run_tags t WHERE t.key = ? AND t.value = ?"
+        " AND t.run_id = runs.run_id)"
+    ] * len(wanted)
+    params = [item for pair in wanted.items() for item in pair]
+    return clauses, params

@@ -1,7 +1,7 @@
 """Run rows are checksummed, lineages are walked safely, and bad files give typed errors.
 
 - A journal written by schema version 2 (tests/fixtures/journal_v2.db, made by
-  tests/make_v2_fixture.py before run rows had a checksum) opens, upgrades and reads.
+  tests/make_fixture.py before run rows had a checksum) opens, upgrades and reads.
 - A run row altered on disk (one digit of its output) is refused on read, named by
   ``verify``, and ``show`` says so in one line.
 - Fork links crafted into a cycle (with valid checksums: a CRC is easy to recompute)

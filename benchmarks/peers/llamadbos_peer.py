@@ -1,7 +1,8 @@
 """LlamaIndex's own durable runtime: llama-index-workflows on DBOS (``llama-agents-dbos``),
 with the SQLite system database (``system_database_url = sqlite:///...``).
 
-The workflow is the llamaindex peer's: ten steps, each setting ``x`` in ``ctx.store``.
+The workflow is the llamaindex peer's (imported from it): ten steps, each setting ``x``
+in ``ctx.store``.
 DBOS journals each step and the store through the runtime's SQL state store; a run is
 recovered by DBOS on launch. ``llama-agents-dbos`` 0.7.0 does not launch with DBOS 3.x
 (it builds ``Queue(...)`` objects directly, which DBOS 3 refuses): the peer pins the
@@ -21,24 +22,7 @@ from typing import Any
 from _common import args, emit, pragmas
 from dbos import DBOS, DBOSConfig
 from llama_agents.dbos import DBOSRuntime
-from workflows import Context, Workflow, step
-from workflows.events import Event, StartEvent, StopEvent
-
-STEPS = 10
-
-
-class Tick(Event):
-    x: int
-    i: int
-
-
-class Ten(Workflow):
-    @step
-    async def add(self, ctx: Context, ev: StartEvent | Tick) -> Tick | StopEvent:
-        x, i = (ev.x, 0) if isinstance(ev, StartEvent) else (ev.x, ev.i)
-        x, i = x + 1, i + 1
-        await ctx.store.set("x", x)
-        return StopEvent(result=x) if i == STEPS else Tick(x=x, i=i)
+from llamaindex_peer import STEPS, Ten  # the same workflow, step for step
 
 
 def main() -> None:

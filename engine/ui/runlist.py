@@ -13,6 +13,7 @@ from typing import Any
 
 from journal import Journal, Run, check_tags
 from journal.kinds import RUN_STATUSES
+from journal.tags import tag_clauses
 
 from .views import BadRequest
 
@@ -91,12 +92,9 @@ def _where(
     for fld, text in search.fields:
         clauses.append(f"{_COLUMN[fld]} LIKE ? ESCAPE '\\'")
         params.append(_like(text))
-    for key, value in search.tags:
-        clauses.append(
-            "EXISTS (SELECT 1 FROM run_tags t WHERE t.key = ? AND t.value = ?"
-            " AND t.run_id = runs.run_id)"
-        )
-        params += [key, value]
+    tagged, tag_params = tag_clauses(dict(search.tags))
+    clauses += tagged
+    params += tag_params
     if name is not None:
         clauses.append("name = ?")
         params.append(name)

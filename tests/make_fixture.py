@@ -1,9 +1,11 @@
-"""Writes tests/fixtures/journal_v2.db: a small journal in schema version 2, the last
-version before run rows carried a checksum. Kept to show how the fixture was made;
-run with the code of that version (``python tests/make_v2_fixture.py``), not today's.
+"""Writes tests/fixtures/journal_vN.db: a small journal in the schema version N of the
+code that runs it. Kept to show how the fixtures were made: journal_v2.db (before run
+rows carried a checksum) and journal_v3.db (before run tags and schedules) were written
+by ``python tests/make_fixture.py`` with the code of those versions, not today's.
 
 It holds function runs (completed, failed, pending), a workflow run, snapshots, a
-compacted run and a fork; tests/test_journal_integrity.py opens, upgrades and reads it.
+compacted run and a fork; tests/test_journal_integrity.py (v2) and tests/test_schedules.py
+(v3) open, upgrade and read them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 
 from engine import Context, Event, StartEvent, StopEvent, Workflow, configure, durable, fork, step
 from journal import Journal, RetentionPolicy, SnapshotPolicy
+from journal._schema import SCHEMA_VERSION
 
-OUT = Path(__file__).parent / "fixtures" / "journal_v2.db"
+OUT = Path(__file__).parent / "fixtures" / f"journal_v{SCHEMA_VERSION}.db"
 
 
 @step
