@@ -267,11 +267,16 @@ def _label(entries: Sequence[NewEntry], fallback: str) -> str:
 
 
 class _DirectCommitter(GroupCommitter):
-    """One commit per request, awaited directly, so a SimulatedCrash reaches the run."""
+    """One commit per request, awaited directly, so a SimulatedCrash reaches the run.
+
+    Commits go through the committer's one thread, as the group committer's do: steps of
+    one ``gather`` submit in order, and a pool of several threads could land a later
+    append before an earlier one (which then fails its expected-seq check).
+    """
 
     async def submit(self, request: AppendRequest | CreateRequest) -> Any:
         loop = asyncio.get_running_loop()
-        (result,) = await loop.run_in_executor(None, self._journal.append_batch, [request])
+        (result,) = await loop.run_in_executor(self._pool, self._journal.append_batch, [request])
         if isinstance(result, JournalError):
             raise result
         return result
