@@ -189,6 +189,28 @@ def steps_durable(workdir: Path, *, durability: str, runs: int, warmup: int) -> 
     )
 
 
+def steps_durable_async(workdir: Path, *, durability: str, runs: int, warmup: int) -> Sample:
+    """The async twin run alone: ``runs`` sequential awaited runs; ops = steps."""
+    eng = _engine(workdir, durability)
+
+    async def main() -> tuple[float, int]:
+        for i in range(warmup):
+            await eng.acall(ten_steps_async, (i,), {})
+        inline = eng.committer().inline
+        start = time.perf_counter()
+        for i in range(runs):
+            await eng.acall(ten_steps_async, (i,), {})
+        return time.perf_counter() - start, eng.committer().inline - inline
+
+    elapsed, inline = asyncio.run(main())
+    eng.close()
+    return Sample(
+        elapsed,
+        runs * STEPS,
+        {"runs": runs, "us_per_run": elapsed / runs * 1e6, "inline_per_run": inline / runs},
+    )
+
+
 def _trace_one_run(eng: Engine) -> list[tuple[str, Any]]:
     """The statements (and their bindings) the engine executes for one ten_steps run."""
     conn = eng.journal.backend.conn  # type: ignore[attr-defined]
@@ -504,6 +526,31 @@ def _concurrent(in_flight: int, quick: bool) -> Scenario:
     )
 
 
+def _async_alone(durability: str, quick: bool) -> Scenario:
+    runs = {"full": 30, "process": 200} if quick else {"full": 200, "process": 2000}
+    args = {"durability": durability, "runs": runs[durability], "warmup": 5}
+    return Scenario(
+        name=f"steps.async_alone.{durability}",
+        description=(
+            f"{runs[durability]} sequential runs of the {STEPS}-step function, async (awaited"
+            f" one at a time) vs sync, durability={durability!r}: steps/s"
+        ),
+        unit="steps",
+        contenders=(
+            Contender("sync", f"{__name__}:steps_durable", args),
+            Contender("async", f"{__name__}:steps_durable_async", args),
+        ),
+        reference="sync",
+        ratio="rate",
+        target=(">=", 0.9),
+        derived=(
+            Derived(
+                "commits written on the loop's thread per run", _extra("async", "inline_per_run")
+            ),
+        ),
+    )
+
+
 def _memory(quick: bool) -> Scenario:
     small, large = (200, 2000) if quick else (1000, 10_000)
     names = (f"{small:,}", f"{large:,}")
@@ -580,6 +627,8 @@ def scenarios(quick: bool) -> list[Scenario]:
     return [
         _sequential("full", quick),
         _sequential("process", quick),
+        _async_alone("full", quick),
+        _async_alone("process", quick),
         _concurrent(100, quick),
         _concurrent(1000, quick),
         _memory(quick),
