@@ -1,4 +1,4 @@
-"""Workflow recovery: a crashed looping workflow resumes from its last snapshot.
+"""Workflow runs: recovery from the last snapshot, and the cost of parked runs.
 
 ``recovery.workflow``
     A workflow whose step returns the next ``Tick`` until N is killed (``os._exit``,
@@ -6,10 +6,16 @@
     steps left. Unlike a ``@durable`` function, nothing finished is re-executed or
     replayed: recovery reads the newest snapshot and the entries after it, so its
     cost should not grow with N (target: within 2x from 1,000 to 100,000 steps).
+
+``workflow.parked``
+    N runs of one process parked on ``wait_for_event``: the share of a core the process
+    uses while nothing happens (target: under 5% for 10,000 runs), and how many commits
+    their lease renewals take (one per heartbeat for all of them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -17,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import Context, Event, StartEvent, StopEvent, Workflow, step
+from engine import Context, Engine, Event, StartEvent, StopEvent, Workflow, step
 
 from .engine_bench import _child_env, _extra
 from .harness import Contender, Derived, Sample, Scenario
@@ -101,6 +107,82 @@ def recovery(workdir: Path, *, steps: int) -> Sample:
     return Sample(elapsed, 1, {**info, "steps": steps, "build_s": build})
 
 
+class Answer(Event):
+    v: int
+
+
+class Parked(Workflow, name="benchmarks:parked-workflow"):
+    """Waits for one answer."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        answer = await ctx.wait_for_event(Answer, timeout=None)
+        return StopEvent(result=answer.v)
+
+
+def parked(workdir: Path, *, runs: int, window: float) -> Sample:
+    """``runs`` runs parked in this process; CPU seconds over ``window`` idle seconds."""
+    eng = Engine(workdir / "durable.db", durability="process")  # 30 s leases: a beat per 10 s
+    renewals = 0
+    renew = eng.journal.renew_leases
+
+    def counted(*args: object, **kwargs: object) -> list[str]:
+        nonlocal renewals
+        renewals += 1
+        return renew(*args, **kwargs)  # type: ignore[arg-type]
+
+    eng.journal.renew_leases = counted  # type: ignore[method-assign]
+
+    async def main() -> tuple[float, float, int]:
+        nonlocal renewals
+        for i in range(runs):
+            Parked(timeout=None, engine=eng).run(run_id=f"p{i}")
+        while len(eng.journal.list_runs(status="waiting", limit=None)) < runs:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # the watcher's first look at every row
+        cpu, wall, renewals = time.process_time(), time.perf_counter(), 0
+        await asyncio.sleep(window)
+        return time.process_time() - cpu, time.perf_counter() - wall, renewals
+
+    cpu, wall, beats = asyncio.run(main())
+    eng.journal.renew_leases = renew  # type: ignore[method-assign]
+    eng.close()
+    return Sample(
+        cpu,
+        runs,
+        {"runs": runs, "core_pct": 100 * cpu / wall, "lease_commits": beats},
+    )
+
+
+def _parked(quick: bool) -> Scenario:
+    small, large = (1000, 10_000) if not quick else (200, 2000)
+    names = (f"{small:,}", f"{large:,}")
+    window = 10.5  # one heartbeat of the default 30 s lease falls in it
+    return Scenario(
+        name="workflow.parked",
+        description=(
+            f"{small:,} vs {large:,} workflow runs of one process parked on wait_for_event:"
+            f" CPU while idle for {window:.0f} s (cost per parked run)"
+        ),
+        unit="runs",
+        contenders=tuple(
+            Contender(name, f"{__name__}:parked", {"runs": n, "window": window})
+            for name, n in zip(names, (small, large), strict=True)
+        ),
+        reference=names[0],
+        ratio="cost",
+        derived=(
+            Derived(f"% of a core ({names[0]})", _extra(names[0], "core_pct"), "%"),
+            Derived(f"% of a core ({names[1]})", _extra(names[1], "core_pct"), "%", ("<=", 5.0)),
+            Derived(
+                f"lease commits in the window ({names[1]} leases renewed)",
+                _extra(names[1], "lease_commits"),
+            ),
+        ),
+        max_rounds=1,
+    )
+
+
 def scenarios(quick: bool) -> list[Scenario]:
     """The workflow recovery scenario (1k/5k steps in quick mode, 1k/10k/100k in full)."""
     sizes = (1000, 5000) if quick else (1000, 10_000, 100_000)
@@ -124,5 +206,6 @@ def scenarios(quick: bool) -> list[Scenario]:
                 Derived(f"entries read ({name})", _extra(name, "entries_read")) for name in names
             ),
             max_rounds=2 if quick else 3,
-        )
+        ),
+        _parked(quick),
     ]

@@ -60,6 +60,7 @@ from .queues import WAKE_CHANNEL, queue_limits
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
 from .runids import check_same_start
+from .watcher import RunWatcher
 
 if TYPE_CHECKING:
     from .durable import DurableFunction
@@ -247,6 +248,7 @@ class Engine:
         # with the epoch it claimed: the heartbeat renews them all.
         self._leases: dict[str, int] = {}
         self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
+        self._watchers: dict[asyncio.AbstractEventLoop, RunWatcher] = {}
         # The run.started entry is the same for every run of one codec (it names
         # this engine as owner): encoded once, shared (entries are immutable).
         self._started: dict[str, tuple[Codec, NewEntry]] = {}
@@ -307,6 +309,14 @@ class Engine:
             committer = self._committers[loop] = GroupCommitter(self.journal, loop)
         return committer
 
+    def run_watcher(self) -> RunWatcher:
+        """The watcher of the workflow runs held on the running event loop."""
+        loop = asyncio.get_running_loop()
+        watcher = self._watchers.get(loop)
+        if watcher is None:
+            watcher = self._watchers[loop] = RunWatcher(self.journal, loop)
+        return watcher
+
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
@@ -327,15 +337,16 @@ class Engine:
         journal = self._heartbeat_journal()
         try:
             while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
-                for run_id, epoch in list(self._leases.items()):
-                    try:
-                        journal.renew_lease(run_id, self.owner, epoch, self.lease_seconds)
-                    except ConflictError:
-                        ex = self._executions.get(run_id)
-                        if ex is not None:
-                            ex.cancel_requested.set()  # fenced off: stop at the next step
-                    except Exception:
-                        continue
+                # Every held lease in one commit: a process holding 10,000 parked runs
+                # writes one transaction per beat, not 10,000.
+                try:
+                    lost = journal.renew_leases(self.owner, dict(self._leases), self.lease_seconds)
+                except Exception:
+                    continue
+                for run_id in lost:
+                    ex = self._executions.get(run_id)
+                    if ex is not None:
+                        ex.cancel_requested.set()  # fenced off: stop at the next step
         finally:
             if journal is not self.journal:
                 journal.close()

@@ -253,6 +253,13 @@ class _CrashingJournal(Journal):
             raise ConflictError(f"run {run_id!r}: the process is dead", run_id=run_id)
         return super().renew_lease(run_id, owner, epoch, lease_seconds)
 
+    def renew_leases(
+        self, owner: str, leases: Mapping[str, int], lease_seconds: float
+    ) -> list[str]:
+        if self.dead:  # the heartbeat thread: every lease lost, nothing written
+            return list(leases)
+        return super().renew_leases(owner, leases, lease_seconds)
+
     def write_snapshot(self, run_id: str, seq: int | None = None) -> Any:
         self._alive()
         return super().write_snapshot(run_id, seq)

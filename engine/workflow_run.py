@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from .errors import (
 from .events import Event, InputRequiredEvent, StopEvent
 from .execution import RECONNECT_PAUSE
 from .retry import retry_seed
+from .watcher import Flag
 from .workflow_context import CURRENT_SCOPE, INTERNAL, StepScope, WorkflowContext
 
 if TYPE_CHECKING:
@@ -67,7 +67,6 @@ __all__ = [
 ]
 
 K = EntryKind
-POLL_SECONDS = 0.2
 
 
 class NoStepForEvent(EngineError):
@@ -186,7 +185,7 @@ class WorkflowRun:
         self.pending: dict[str, dict[str, Any]] = state.pending
         self.resources = resources
         self.status = run.status
-        self.cancel_requested = threading.Event()
+        self.cancel_requested = Flag()  # set from any thread: looked at at once
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.waiters: list[_Waiter] = []
         self.claimed: set[str] = set()
@@ -224,7 +223,11 @@ class WorkflowRun:
         self.done = self.loop.create_future()
         self._absorb_lock = asyncio.Lock()
         self._clock_moved = asyncio.Event()
-        watcher = self.loop.create_task(self._watch())
+        watcher = self.engine.run_watcher()
+        watcher.add(self)
+        self.cancel_requested.on_set = self._flagged
+        if self.cancel_requested.is_set():
+            self.watched(None)
         timeout = self.workflow.timeout
         timer: asyncio.Task[None] | None = None
         try:
@@ -259,7 +262,7 @@ class WorkflowRun:
             await self._fail(None, error)
             raise error from None
         finally:
-            watcher.cancel()
+            watcher.discard(self)
             if timer is not None:
                 timer.cancel()
             for task in list(self.tasks.values()):
@@ -704,27 +707,38 @@ class WorkflowRun:
                 self.pending[d] = {"to": to, "event": event}
         self._dispatch()
 
-    async def _watch(self) -> None:
-        # Another process's send_event or cancel shows as a newer last seq.
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            self._check_stopped()  # a step that parked on wait_for_event after the stop
-            try:
+    def _flagged(self) -> None:
+        """``cancel_requested`` was set (any thread): look at the run on its loop."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing to stop
+                loop.call_soon_threadsafe(self.watched, None)
+
+    def watched(self, run: Run | None) -> None:
+        """Look at the run: ``run`` is its row, read by the watcher (engine/watcher.py)
+        because the journal changed; ``None`` when a local flag was raised."""
+        if self.done is None or self.done.done():
+            return
+        if run is None and self.cancel_requested.is_set():
+            try:  # cancelled in this process, or a lease found lost: read what happened
                 run = self.journal.get_run(self.run_id)
-                if run.status in ("completed", "failed") and run.epoch == self.epoch:
-                    # This run's own terminal commit landed and its step task is about to
-                    # report it; a heartbeat that found the lease released meanwhile must
-                    # not turn that into a cancellation.
-                    continue
-                if self.cancel_requested.is_set() or run.status == "cancelled":
-                    raise RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
-                if run.last_seq > self.seq or run.epoch != self.epoch:
-                    await self._absorb()
-            except (RunCancelled, FencedOff) as exc:
-                self._finish_with(exc)
-                return
             except Exception:
-                continue
+                return
+        if run is None:
+            return
+        if run.status in ("completed", "failed") and run.epoch == self.epoch:
+            # This run's own terminal commit landed and its step task is about to report
+            # it; a heartbeat that found the lease released meanwhile must not turn that
+            # into a cancellation.
+            return
+        if self.cancel_requested.is_set() or run.status == "cancelled":
+            self._finish_with(
+                RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
+            )
+            return
+        if run.last_seq > self.seq or run.epoch != self.epoch:
+            assert self.loop is not None
+            self.loop.create_task(self._absorb_quietly())
 
     def poke(self) -> None:
         """Called (thread-safely) after an in-process send_event: absorb it now."""
@@ -807,6 +821,7 @@ class WorkflowRun:
                 )
             elif waiter_event is not None and not waiter.future.done():
                 self._publish([waiter_event])  # re-announce in this process; journaled before
+            self._check_stopped()  # the wait is journaled: a stopping worker may end here
             deadline = record["deadline"]
             remaining = None if deadline is None else max(0.0, deadline - time.time())
             try:

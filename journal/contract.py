@@ -155,6 +155,34 @@ class JournalContract:
         assert j.get_run("r").last_seq == 0
         assert list(j.read("r")) == []
 
+    def test_leases_renewed_together_report_the_lost_ones(self, j: Journal) -> None:
+        """``renew_leases`` extends every lease still held in one commit and names the
+        others (taken over, ended, another owner's) without failing the rest."""
+        for run_id in ("held", "taken", "ended", "other"):
+            j.create_run(run_id, name="f")
+        held = j.claim_run("held", "a", lease_seconds=5)
+        taken = j.claim_run("taken", "a", lease_seconds=-1)
+        j.claim_run("taken", "b")
+        ended = j.claim_run("ended", "a", lease_seconds=5)
+        j.append("ended", [], expected_seq=None, status="completed")
+        other = j.claim_run("other", "b", lease_seconds=5)
+        leases = {"held": held.epoch, "taken": taken.epoch, "ended": ended.epoch,
+                  "other": other.epoch}  # fmt: skip
+        before = j.clock()
+        assert sorted(j.renew_leases("a", leases, 60)) == ["ended", "other", "taken"]
+        assert (j.get_run("held").lease_expires_at or 0) >= before + 60
+        assert (j.get_run("other").lease_expires_at or 0) < before + 60  # b's untouched
+        assert j.renew_leases("a", {}, 60) == []
+
+    def test_get_runs_reads_many_by_id(self, j: Journal) -> None:
+        """Existing runs by id, past one read's worth of ids; unknown ids are left out."""
+        ids = [f"r{i}" for i in range(1203)]
+        for run_id in ids:
+            j.create_run(run_id, name="f")
+        found = j.get_runs([*ids, "nosuch", "r0"])
+        assert sorted(found) == sorted(ids)
+        assert found["r7"] == j.get_run("r7")
+
     def test_finished_run_cannot_be_claimed(self, j: Journal) -> None:
         """Claiming a completed run is a conflict."""
         j.create_run("r", name="f", status="completed")

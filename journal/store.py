@@ -9,7 +9,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
@@ -257,6 +257,13 @@ class AppendRequest:
     error: Any = UNSET
     wake_at: Any = UNSET
     release: bool = False
+
+
+_RENEW: Final = (
+    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
+    " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')"
+)
+"""A held lease extended: matches nothing once the epoch moved on or the run ended."""
 
 
 class Journal:
@@ -762,6 +769,36 @@ class Journal:
             raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
         return run
 
+    def get_runs(self, run_ids: Iterable[str]) -> dict[str, Run]:
+        """The runs with these ids that exist, by id: one read per 500 ids (a process
+        watching thousands of parked runs reads their rows together)."""
+        ids = list(dict.fromkeys(run_ids))
+        found: dict[str, Run] = {}
+        with self._lock:
+            db = self._c()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                rows = self._read(
+                    f"SELECT {db.run_select} FROM runs WHERE run_id IN "
+                    f"({','.join('?' * len(chunk))})",
+                    chunk,
+                    where=f"reading {len(chunk)} runs",
+                )
+                for row in rows:
+                    run = _run_from_row(row, db.sealed)
+                    found[run.run_id] = run
+        return found
+
+    def data_version(self) -> int | None:
+        """A number that changes when another connection commits to a journal file
+        (SQLite's ``PRAGMA data_version``): unchanged means nothing to re-read. ``None``
+        where there is no such number (PostgreSQL): re-read."""
+        with self._lock:
+            db = self._c()
+            if db.kind != "sqlite":
+                return None
+            return int(self._read("PRAGMA data_version", where="reading data_version")[0][0])
+
     def list_runs(
         self,
         *,
@@ -1079,11 +1116,7 @@ class Journal:
             db = self._c()
             with db.transaction(f"renewing the lease on {run_id!r}"):
                 expires = db.clock() + lease_seconds
-                db.execute(
-                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
-                    " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
-                    (expires, run_id, owner, epoch),
-                )
+                db.execute(_RENEW, (expires, run_id, owner, epoch))
                 if db.changes() == 0:
                     raise ConflictError(
                         f"run {run_id!r}: lease lost (epoch {epoch} is no longer current)",
@@ -1091,6 +1124,24 @@ class Journal:
                         epoch=epoch,
                     )
         return expires
+
+    def renew_leases(
+        self, owner: str, leases: Mapping[str, int], lease_seconds: float
+    ) -> list[str]:
+        """Extend every held lease in ``leases`` (run id → epoch) in one commit; return
+        the run ids whose lease was lost (their epoch moved on or they ended)."""
+        if not leases:
+            return []
+        lost: list[str] = []
+        with self._lock:
+            db = self._c()
+            with db.transaction(f"renewing {len(leases)} leases"):
+                expires = db.clock() + lease_seconds
+                for run_id, epoch in leases.items():
+                    db.execute(_RENEW, (expires, run_id, owner, epoch))
+                    if db.changes() == 0:
+                        lost.append(run_id)
+        return lost
 
     # -- entries ---------------------------------------------------------------------
 
