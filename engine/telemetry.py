@@ -119,8 +119,10 @@ class Telemetry:
         metrics: bool = True,
     ) -> None:
         try:
+            from opentelemetry import context as otel_context  # noqa: PLC0415 - optional
             from opentelemetry import metrics as otel_metrics  # noqa: PLC0415 - optional
             from opentelemetry import trace  # noqa: PLC0415 - optional extra
+            from opentelemetry.metrics import Observation  # noqa: PLC0415 - optional
             from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
                 TraceContextTextMapPropagator,
             )
@@ -129,6 +131,13 @@ class Telemetry:
         from . import __version__  # noqa: PLC0415 - the package imports this module's users
 
         self._trace = trace
+        # Bound once: the step path calls them on every live step.
+        self._attach = otel_context.attach
+        self._detach = otel_context.detach
+        self._in_context = trace.set_span_in_context
+        self._error = trace.StatusCode.ERROR
+        self._status = trace.Status
+        self._observation = Observation
         self._propagator = TraceContextTextMapPropagator()
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         self._runs: dict[int, _RunSpan] = {}
@@ -174,8 +183,6 @@ class Telemetry:
         self._engines.add(engine)
 
     def _observe(self, sql: str, attr: str) -> Iterator[Any]:
-        from opentelemetry.metrics import Observation  # noqa: PLC0415 - optional extra
-
         for engine in list(self._engines):
             journal = engine._journal
             if journal is None or journal.closed:
@@ -186,7 +193,7 @@ class Telemetry:
                 log.debug("telemetry: cannot read %s: %s", journal.path, exc)
                 continue
             for row in rows:
-                yield Observation(
+                yield self._observation(
                     int(row["n"]), {attr: str(row["k"]), "durable.journal": str(journal.path)}
                 )
 
@@ -222,7 +229,7 @@ class Telemetry:
             attributes["durable.run.queue"] = queue
         span = self.tracer.start_span(f"durable.{action} {name}", attributes=attributes)
         carrier: dict[str, str] = {}
-        self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
+        self._propagator.inject(carrier, context=self._in_context(span))
         span.end()
         return {META_KEY: carrier} if carrier else {}
 
@@ -237,7 +244,6 @@ class Telemetry:
     def run_begun(self, ex: Any, *, resumed: bool) -> None:
         """Open ``ex``'s run span (under the context its meta carries) and make it current
         in this thread or task until :meth:`run_ended`."""
-        from opentelemetry import context as otel_context  # noqa: PLC0415 - optional extra
 
         run = ex.run
         carrier = run.meta.get(META_KEY)
@@ -258,15 +264,13 @@ class Telemetry:
         if run.parent_run_id is not None:
             attributes["durable.run.parent_id"] = run.parent_run_id
         span = self.tracer.start_span(f"durable.run {run.name}", parent, attributes=attributes)
-        context = self._trace.set_span_in_context(span, parent)
-        token = otel_context.attach(context)
+        context = self._in_context(span, parent)
+        token = self._attach(context)
         with self._lock:
             self._runs[id(ex)] = _RunSpan(span, context, token)
 
     def run_ended(self, ex: Any, future: concurrent.futures.Future[Any] | None) -> None:
         """Close ``ex``'s run span with the outcome its future holds."""
-        from opentelemetry import context as otel_context  # noqa: PLC0415 - optional extra
-        from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
 
         with self._lock:
             held = self._runs.pop(id(ex), None)
@@ -277,11 +281,11 @@ class Telemetry:
         span.set_attribute("durable.run.status", status)
         if error is not None and status == "failed":
             span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
+            span.set_status(self._status(self._error, f"{type(error).__qualname__}: {error}"))
         if self.metrics:
             self.runs_ended.add(1, {"durable.run.name": ex.run.name, "durable.run.status": status})
         span.end()
-        otel_context.detach(held.token)  # type: ignore[arg-type]
+        self._detach(held.token)  # type: ignore[arg-type]
 
     def run_context(self, ex: Any) -> Any:
         """The context of ``ex``'s run span (the parent of its workflow steps' spans)."""
@@ -292,7 +296,6 @@ class Telemetry:
 
     def step_live(self, live: _LiveStep, ex: Any, index: int, parent: Any = None) -> None:
         """A step goes live (the journal has no result for it): open its span."""
-        from opentelemetry import context as otel_context  # noqa: PLC0415 - optional extra
 
         run = ex.run
         attributes: dict[str, Any] = {
@@ -308,7 +311,7 @@ class Telemetry:
         live.span = self.tracer.start_span(
             f"durable.step {live.name}", parent, attributes=attributes
         )
-        live.token = otel_context.attach(self._trace.set_span_in_context(live.span, parent))
+        live.token = self._attach(self._in_context(live.span, parent))
 
     def attempt_failed(
         self, live: _LiveStep | None, exc: BaseException, attempt: int, final: bool
@@ -325,29 +328,28 @@ class Telemetry:
 
     def step_ended(self, live: _LiveStep, error: BaseException | None) -> None:
         """Close a live step's span (and count it); nothing for a replayed step."""
-        from opentelemetry import context as otel_context  # noqa: PLC0415 - optional extra
-        from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
-
         span = live.span
         if span is None:
             return
-        status = "completed" if error is None else "failed"
-        span.set_attribute("durable.step.status", status)
+        if error is None:
+            status = "completed"
+        elif isinstance(error, FencedOff | RunCancelled):
+            status = "interrupted"  # the run stopped here: not the step's failure
+        else:
+            status = "failed"
+            span.set_status(self._status(self._error, f"{type(error).__qualname__}: {error}"))
+        attributes: dict[str, Any] = {"durable.step.status": status}
         if live.attempts:
-            span.set_attribute("durable.step.attempts", live.attempts)
+            attributes["durable.step.attempts"] = live.attempts
         if live.seq is not None:
-            span.set_attribute("durable.step.seq", live.seq)
-        if error is not None and not isinstance(error, FencedOff | RunCancelled):
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
-        elif error is not None:
-            span.set_attribute("durable.step.status", "interrupted")
-            status = "interrupted"
+            attributes["durable.step.seq"] = live.seq
+        span.set_attributes(attributes)
         if self.metrics:
-            attributes = {"durable.step.name": live.name, "durable.step.status": status}
-            self.steps.add(1, attributes)
-            self.latency.record(time.perf_counter() - live.started, attributes)
+            measured = {"durable.step.name": live.name, "durable.step.status": status}
+            self.steps.add(1, measured)
+            self.latency.record(time.perf_counter() - live.started, measured)
         span.end()
-        otel_context.detach(live.token)  # type: ignore[arg-type]
+        self._detach(live.token)  # type: ignore[arg-type]
 
     async def workflow_step(
         self, wr: Any, name: str, delivery: str, attempts: Callable[[], Any]
