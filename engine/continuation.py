@@ -64,7 +64,7 @@ def hand_over(
         GENERATION: int(old.meta.get(GENERATION, 0)) + 1,
     }
     if engine.telemetry is not None:  # OpenTelemetry: the continuation joins this run's trace
-        meta.update(engine.telemetry.current_meta())
+        meta.update(engine.telemetry._current_meta())
     request = journal.new_run(
         new_id,
         name=old.name,

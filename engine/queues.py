@@ -89,7 +89,7 @@ def enqueue(
     name = queue or DEFAULT_QUEUE
     meta = None
     if engine.telemetry is not None:  # OpenTelemetry: the worker's run span joins this trace
-        meta = engine.telemetry.creation_meta("enqueue", fn.name, run_id, name)
+        meta = engine.telemetry._creation_meta("enqueue", fn.name, run_id, name)
     request = journal.new_run(
         run_id,
         name=fn.name,

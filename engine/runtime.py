@@ -270,7 +270,7 @@ class Engine:
         # OpenTelemetry (engine/telemetry.py): None when off, and then nothing is traced.
         self.telemetry: Telemetry | None = telemetry_for(telemetry)
         if self.telemetry is not None:
-            self.telemetry.bind(self)
+            self.telemetry._bind(self)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ class Engine:
         codec = fn._codec or journal.codec
         meta = None
         if self.telemetry is not None:  # OpenTelemetry: the trace the run joins
-            meta = self.telemetry.creation_meta("start", fn.name, run_id)
+            meta = self.telemetry._creation_meta("start", fn.name, run_id)
         return journal.new_run(
             run_id,
             name=fn.name,
@@ -700,7 +700,7 @@ class Engine:
         self._ensure_heartbeat()
         self._resumed(run)
         if self.telemetry is not None:  # OpenTelemetry: the run's span, ended in _finished
-            self.telemetry.run_begun(ex, resumed=not fresh)
+            self.telemetry._run_begun(ex, resumed=not fresh)
         return ex, args, kwargs
 
     def _execute_sync(
@@ -818,7 +818,7 @@ class Engine:
             if self._journal is not None:
                 self._journal.use_codec(run_id, None)
         if self.telemetry is not None and ex is not None:  # OpenTelemetry: see _begin
-            self.telemetry.run_ended(ex, future)
+            self.telemetry._run_ended(ex, future)
 
     # -- codecs ------------------------------------------------------------------------
 

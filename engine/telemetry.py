@@ -178,7 +178,7 @@ class Telemetry:
 
     # -- binding -----------------------------------------------------------------------
 
-    def bind(self, engine: Engine) -> None:
+    def _bind(self, engine: Engine) -> None:
         """Observe ``engine``'s journal for the gauges (queue depth, runs by status)."""
         self._engines.add(engine)
 
@@ -216,7 +216,7 @@ class Telemetry:
 
     # -- creation: the trace a run joins ------------------------------------------------
 
-    def creation_meta(
+    def _creation_meta(
         self, action: str, name: str, run_id: str | None = None, queue: str | None = None
     ) -> dict[str, Any]:
         """Mark a run's creation with a span (``durable.start`` or ``durable.enqueue``,
@@ -233,7 +233,7 @@ class Telemetry:
         span.end()
         return {META_KEY: carrier} if carrier else {}
 
-    def current_meta(self) -> dict[str, Any]:
+    def _current_meta(self) -> dict[str, Any]:
         """The run meta that carries the current trace context (a continuation's)."""
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier)
@@ -241,9 +241,9 @@ class Telemetry:
 
     # -- runs --------------------------------------------------------------------------
 
-    def run_begun(self, ex: Any, *, resumed: bool) -> None:
+    def _run_begun(self, ex: Any, *, resumed: bool) -> None:
         """Open ``ex``'s run span (under the context its meta carries) and make it current
-        in this thread or task until :meth:`run_ended`."""
+        in this thread or task until :meth:`_run_ended`."""
 
         run = ex.run
         carrier = run.meta.get(META_KEY)
@@ -269,7 +269,7 @@ class Telemetry:
         with self._lock:
             self._runs[id(ex)] = _RunSpan(span, context, token)
 
-    def run_ended(self, ex: Any, future: concurrent.futures.Future[Any] | None) -> None:
+    def _run_ended(self, ex: Any, future: concurrent.futures.Future[Any] | None) -> None:
         """Close ``ex``'s run span with the outcome its future holds."""
 
         with self._lock:
@@ -287,14 +287,14 @@ class Telemetry:
         span.end()
         self._detach(held.token)  # type: ignore[arg-type]
 
-    def run_context(self, ex: Any) -> Any:
+    def _run_context(self, ex: Any) -> Any:
         """The context of ``ex``'s run span (the parent of its workflow steps' spans)."""
         held = self._runs.get(id(ex))
         return None if held is None else held.context
 
     # -- steps -------------------------------------------------------------------------
 
-    def step_live(self, live: _LiveStep, ex: Any, index: int, parent: Any = None) -> None:
+    def _step_live(self, live: _LiveStep, ex: Any, index: int, parent: Any = None) -> None:
         """A step goes live (the journal has no result for it): open its span."""
 
         run = ex.run
@@ -313,7 +313,7 @@ class Telemetry:
         )
         live.token = self._attach(self._in_context(live.span, parent))
 
-    def attempt_failed(
+    def _attempt_failed(
         self, live: _LiveStep | None, exc: BaseException, attempt: int, final: bool
     ) -> None:
         """A failed attempt: an ``exception`` event on the step's span, counted."""
@@ -326,7 +326,7 @@ class Telemetry:
         if self.metrics:
             self.failures.add(1, {"durable.step.name": live.name, "durable.step.final": final})
 
-    def step_ended(self, live: _LiveStep, error: BaseException | None) -> None:
+    def _step_ended(self, live: _LiveStep, error: BaseException | None) -> None:
         """Close a live step's span (and count it); nothing for a replayed step."""
         span = live.span
         if span is None:
@@ -351,21 +351,21 @@ class Telemetry:
         span.end()
         self._detach(live.token)  # type: ignore[arg-type]
 
-    async def workflow_step(
+    async def _workflow_step(
         self, wr: Any, name: str, delivery: str, attempts: Callable[[], Any]
     ) -> None:
         """Run a workflow step's attempts (``attempts()``) inside its span."""
         live = _LiveStep(name)
         token = _LIVE.set(live)
-        self.step_live(live, wr, 0, self.run_context(wr))
+        self._step_live(live, wr, 0, self._run_context(wr))
         live.span.set_attribute("durable.step.delivery", delivery)
         try:
             await attempts()
         except BaseException as exc:
-            self.step_ended(live, exc)
+            self._step_ended(live, exc)
             raise
         else:
-            self.step_ended(live, None)
+            self._step_ended(live, None)
         finally:
             _LIVE.reset(token)
 
@@ -423,10 +423,10 @@ class TracedExecution(RunExecution):
         try:
             result = super().call_step(spec, fn, args, kwargs)
         except BaseException as exc:
-            self.telemetry.step_ended(live, exc)
+            self.telemetry._step_ended(live, exc)
             raise
         else:
-            self.telemetry.step_ended(live, None)
+            self.telemetry._step_ended(live, None)
         finally:
             _LIVE.reset(token)
         return result
@@ -445,10 +445,10 @@ class TracedExecution(RunExecution):
         try:
             result = await super().call_step_async(spec, fn, args, kwargs, index)
         except BaseException as exc:
-            self.telemetry.step_ended(live, exc)
+            self.telemetry._step_ended(live, exc)
             raise
         else:
-            self.telemetry.step_ended(live, None)
+            self.telemetry._step_ended(live, None)
         finally:
             _LIVE.reset(token)
         return result
@@ -457,13 +457,13 @@ class TracedExecution(RunExecution):
         super()._go_live(index)  # raises in a read-only replay: no span then
         live = _LIVE.get()
         if live is not None and live.span is None:
-            self.telemetry.step_live(live, self, index)
+            self.telemetry._step_live(live, self, index)
 
     def _failed(
         self, key: str, h: str, attempt: int, exc: BaseException, final: bool
     ) -> list[NewEntry]:
         entries = super()._failed(key, h, attempt, exc, final)
-        self.telemetry.attempt_failed(_LIVE.get(), exc, attempt, final)
+        self.telemetry._attempt_failed(_LIVE.get(), exc, attempt, final)
         return entries
 
     def _completed(

@@ -503,7 +503,7 @@ class Workflow:
             ]  # fmt: skip
         meta = None
         if eng.telemetry is not None:  # OpenTelemetry: the trace the run joins
-            meta = eng.telemetry.creation_meta("start", type(self)._name, run_id)
+            meta = eng.telemetry._creation_meta("start", type(self)._name, run_id)
         with eng._lock:
             request = journal.new_run(
                 run_id, name=type(self)._name, kind="workflow", input=start, codec=codec,
@@ -599,7 +599,7 @@ class Workflow:
             eng._ensure_heartbeat()
             eng._resumed(run)
             if eng.telemetry is not None:  # OpenTelemetry: the run's span, ended in _finished
-                eng.telemetry.run_begun(wr, resumed=handler is None)
+                eng.telemetry._run_begun(wr, resumed=handler is None)
             result = await wr.main()
         except asyncio.CancelledError:
             raise

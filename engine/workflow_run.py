@@ -368,7 +368,7 @@ class WorkflowRun:
                 if self.engine.telemetry is None:
                     await self._attempts(info, delivery, event)
                 else:  # OpenTelemetry: the step's span (engine/telemetry.py)
-                    await self.engine.telemetry.workflow_step(
+                    await self.engine.telemetry._workflow_step(
                         self, info.name, delivery, lambda: self._attempts(info, delivery, event)
                     )
         except _RunEnded:
@@ -409,7 +409,9 @@ class WorkflowRun:
                 self._release_claims(scope)
                 wait = self._retry_wait(info, exc, attempt, first_started)
                 if self.engine.telemetry is not None:  # OpenTelemetry: the attempt's event
-                    self.engine.telemetry.attempt_failed(current_live(), exc, attempt, wait is None)
+                    self.engine.telemetry._attempt_failed(
+                        current_live(), exc, attempt, wait is None
+                    )
                 if wait is None:
                     raise _step_failure(info.name, exc, attempt) from exc
                 await self.commit([
