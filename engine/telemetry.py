@@ -17,6 +17,7 @@ events on the step's span.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -361,13 +362,23 @@ class Telemetry:
         live.span.set_attribute("durable.step.delivery", delivery)
         try:
             await attempts()
+        except GeneratorExit:
+            raise  # closed unfinished, its loop gone: no outcome, and maybe another context
         except BaseException as exc:
             self._step_ended(live, exc)
             raise
         else:
             self._step_ended(live, None)
         finally:
-            _LIVE.reset(token)
+            _reset(token)
+
+
+def _reset(token: contextvars.Token[_LiveStep | None]) -> None:
+    # A coroutine closed by the garbage collector runs its finally blocks in whatever
+    # context is current then: its token does not belong there, and an error raised here
+    # would replace the GeneratorExit that is closing it.
+    with contextlib.suppress(ValueError):
+        _LIVE.reset(token)
 
 
 def current_live() -> _LiveStep | None:
@@ -444,13 +455,15 @@ class TracedExecution(RunExecution):
         token = _LIVE.set(live)
         try:
             result = await super().call_step_async(spec, fn, args, kwargs, index)
+        except GeneratorExit:
+            raise  # closed unfinished, its loop gone: no outcome, and maybe another context
         except BaseException as exc:
             self.telemetry._step_ended(live, exc)
             raise
         else:
             self.telemetry._step_ended(live, None)
         finally:
-            _LIVE.reset(token)
+            _reset(token)
         return result
 
     def _go_live(self, index: int) -> None:
