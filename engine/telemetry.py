@@ -74,10 +74,25 @@ def telemetry_for(option: bool | Telemetry | None) -> Telemetry | None:
     if option is False:
         return None
     if option is True:
-        return Telemetry()
+        return _global_telemetry()
     if isinstance(option, Telemetry):
         return option
     raise TypeError(f"telemetry must be a bool, a Telemetry or None, got {option!r}")
+
+
+_GLOBAL: Telemetry | None = None
+_GLOBAL_LOCK = threading.Lock()
+
+
+def _global_telemetry() -> Telemetry:
+    """The one Telemetry of the global providers, shared by every engine that asks for
+    it: a meter keeps the first instrument of a name, so a second set of gauges would
+    never be observed."""
+    global _GLOBAL
+    with _GLOBAL_LOCK:
+        if _GLOBAL is None:
+            _GLOBAL = Telemetry()
+        return _GLOBAL
 
 
 class _LiveStep:

@@ -41,8 +41,10 @@ from engine import (
     StopEvent,
     Telemetry,
     Workflow,
+    add_schedule,
     configure,
     durable,
+    fire_schedules,
     replay,
     step,
 )
@@ -326,6 +328,21 @@ def test_enqueue_carries_the_trace_to_the_worker_that_claims_the_run(
     assert otel.named(f"durable.run {MOD}:queued") == []  # not run here
 
 
+def test_a_schedule_tick_starts_a_trace_its_run_continues(otel: Otel) -> None:
+    """A tick's run is created by the schedule (a span of its own) and executed by
+    whichever engine claims it, under that span."""
+    since = time.time() - 90
+    add_schedule("every-minute", two_steps, "* * * * *", args=[2], since=since)
+    (run_id,) = fire_schedules(engine=otel.engine, now=since + 61)
+    (tick,) = otel.named(f"durable.schedule {MOD}:two_steps")
+    assert _attrs(tick)["durable.run.id"] == run_id
+    report = otel.engine.recover(timeout=30)
+    assert report.run_ids == [run_id] and report.handles[0].result(timeout=30) == 4
+    run = otel.run_span("two_steps")
+    assert _parent_of(run) == tick.context.span_id
+    assert run.context.trace_id == tick.context.trace_id
+
+
 def test_concurrent_async_steps_each_get_a_span_under_the_run(otel: Otel) -> None:
     """gather()ed steps: one span each, all children of the run span, none nested in
     another step's span."""
@@ -409,6 +426,8 @@ def test_off_by_default_the_plain_execution_class_runs(
     finally:
         eng.close()
     assert telemetry_for(False) is None
+    # The global providers' Telemetry is one, shared: a meter keeps the first gauges.
+    assert telemetry_for(True) is telemetry_for(True)
     monkeypatch.setenv(ENV_VAR, "1")
     assert isinstance(telemetry_for(None), Telemetry)
     assert telemetry_for(False) is None
