@@ -293,7 +293,10 @@ class Telemetry:
         if held is None:
             return
         span = held.span
-        status, error = _outcome(future)
+        continued = getattr(ex, "continued_as", None)
+        status, error = ("continued", None) if continued else _outcome(future)
+        if continued:
+            span.set_attribute("durable.run.continued_as", continued)
         span.set_attribute("durable.run.status", status)
         if error is not None and status == "failed":
             span.record_exception(error)
@@ -413,7 +416,7 @@ _ENDINGS: tuple[tuple[type[BaseException], str], ...] = (
 def _outcome(future: concurrent.futures.Future[Any] | None) -> tuple[str, BaseException | None]:
     """How an execution ended, from its future: a status and the error, if any."""
     if future is None or not future.done():
-        return "continued", None  # continue_as_new: the continuation's future decides
+        return "interrupted", None
     if future.cancelled():
         return "cancelled", None
     error = future.exception()
@@ -435,6 +438,7 @@ class TracedExecution(RunExecution):
         telemetry = engine.telemetry
         assert telemetry is not None
         self.telemetry: Telemetry = telemetry
+        self.continued_as: str | None = None
 
     def call_step(
         self,
@@ -480,6 +484,11 @@ class TracedExecution(RunExecution):
         finally:
             _reset(token)
         return result
+
+    def continue_entries(self, continuation_id: str) -> list[NewEntry]:
+        """:meth:`RunExecution.continue_entries`, noting the continuation for the span."""
+        self.continued_as = continuation_id
+        return super().continue_entries(continuation_id)
 
     def _go_live(self, index: int) -> None:
         super()._go_live(index)  # raises in a read-only replay: no span then

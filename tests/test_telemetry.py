@@ -33,6 +33,7 @@ from opentelemetry.trace import StatusCode
 
 import engine.runtime
 from engine import (
+    Context,
     Engine,
     Event,
     Queue,
@@ -151,6 +152,14 @@ def parent(x: int) -> int:
 @durable(queue=QUEUE)
 def queued(x: int) -> int:
     return double(x)
+
+
+@durable
+def countdown(ctx: Context, n: int) -> int:
+    double(n)
+    if n > 0:
+        ctx.continue_as_new(n - 1)
+    return n
 
 
 @step
@@ -341,6 +350,26 @@ def test_a_schedule_tick_starts_a_trace_its_run_continues(otel: Otel) -> None:
     run = otel.run_span("two_steps")
     assert _parent_of(run) == tick.context.span_id
     assert run.context.trace_id == tick.context.trace_id
+
+
+def test_a_continuation_joins_the_trace_of_the_run_it_continues(otel: Otel) -> None:
+    """continue_as_new: the continuation's run span is a child of the run span that
+    continued it, in the same trace; the ended run's status says "continued"."""
+    assert countdown.start(2, run_id="c").result(timeout=30) == 0
+    deadline = time.monotonic() + 10
+    while len(runs := otel.named(f"durable.run {MOD}:countdown")) < 3:
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.01)
+    by_id = {_attrs(s)["durable.run.id"]: s for s in runs}
+    assert sorted(by_id) == ["c", "c~1", "c~2"]
+    assert _parent_of(by_id["c~1"]) == by_id["c"].context.span_id
+    assert _parent_of(by_id["c~2"]) == by_id["c~1"].context.span_id
+    assert len({s.context.trace_id for s in runs}) == 1
+    assert [_attrs(by_id[r])["durable.run.status"] for r in ("c", "c~1", "c~2")] == [
+        "continued",
+        "continued",
+        "completed",
+    ]
 
 
 def test_concurrent_async_steps_each_get_a_span_under_the_run(otel: Otel) -> None:
