@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
     from journal import NewEntry
 
-    from .recorded import RecordedCall  # noqa: F401 - documentation of the hooks
     from .runtime import Engine
     from .steps import StepSpec
 
@@ -260,7 +259,6 @@ class Telemetry:
     def _run_begun(self, ex: Any, *, resumed: bool) -> None:
         """Open ``ex``'s run span (under the context its meta carries) and make it current
         in this thread or task until :meth:`_run_ended`."""
-
         run = ex.run
         carrier = run.meta.get(META_KEY)
         parent = (
@@ -287,7 +285,6 @@ class Telemetry:
 
     def _run_ended(self, ex: Any, future: concurrent.futures.Future[Any] | None) -> None:
         """Close ``ex``'s run span with the outcome its future holds."""
-
         with self._lock:
             held = self._runs.pop(id(ex), None)
         if held is None:
@@ -315,7 +312,6 @@ class Telemetry:
 
     def _step_live(self, live: _LiveStep, ex: Any, index: int, parent: Any = None) -> None:
         """A step goes live (the journal has no result for it): open its span."""
-
         run = ex.run
         attributes: dict[str, Any] = {
             "durable.run.id": run.run_id,
