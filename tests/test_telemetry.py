@@ -435,6 +435,37 @@ def test_metrics_steps_failures_latency_queue_depth_and_runs(otel: Otel) -> None
     assert ended == {(two_steps.name, "completed"): 1}
 
 
+@pytest.mark.postgres
+def test_the_gauges_read_a_postgresql_journal(pg_schema_url: str) -> None:
+    """The queue depth and runs-by-status gauges query PostgreSQL journals too."""
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(
+        tracer_provider=TracerProvider(), meter_provider=MeterProvider(metric_readers=[reader])
+    )
+    eng = Engine(pg_schema_url, telemetry=telemetry)
+    try:
+        for i in range(2):
+            queued._engine = eng
+            queued.enqueue(i, run_id=f"pg{i}")
+        data = reader.get_metrics_data()
+        assert data is not None
+        got = {
+            m.name: {
+                tuple(sorted((p.attributes or {}).items())): p.value for p in m.data.data_points
+            }  # type: ignore[union-attr]
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+        (depth,) = got["durable.queue.depth"].items()
+        assert dict(depth[0])["durable.queue"] == "test-otel" and depth[1] == 2
+        (runs,) = got["durable.runs"].items()
+        assert dict(runs[0])["durable.run.status"] == "pending" and runs[1] == 2
+    finally:
+        queued._engine = None
+        eng.close()
+
+
 # -- off, and without the extra ------------------------------------------------------------
 
 
