@@ -56,6 +56,7 @@ from .schedules import (
 from .serializers import BaseSerializer, JsonPickleSerializer, JsonSerializer, PickleSerializer
 from .state import State, TypedState
 from .steps import StepSpec, step
+from .telemetry import Telemetry
 from .timetravel import (
     Checkpoint,
     Diff,
@@ -144,6 +145,7 @@ __all__ = [
     "StopEvent",
     "StopReport",
     "Store",
+    "Telemetry",
     "TypedState",
     "UnrecoverableDefinition",
     "WaitTimeout",

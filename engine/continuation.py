@@ -63,6 +63,8 @@ def hand_over(
         CONTINUED_ROOT: old.meta.get(CONTINUED_ROOT, old.run_id),
         GENERATION: int(old.meta.get(GENERATION, 0)) + 1,
     }
+    if engine.telemetry is not None:  # OpenTelemetry: the continuation joins this run's trace
+        meta.update(engine.telemetry._current_meta())
     request = journal.new_run(
         new_id,
         name=old.name,

@@ -87,6 +87,9 @@ def enqueue(
     journal = engine.journal
     codec = fn._codec or journal.codec
     name = queue or DEFAULT_QUEUE
+    meta = None
+    if engine.telemetry is not None:  # OpenTelemetry: the worker's run span joins this trace
+        meta = engine.telemetry._creation_meta("enqueue", fn.name, run_id, name)
     request = journal.new_run(
         run_id,
         name=fn.name,
@@ -99,6 +102,7 @@ def enqueue(
         queue=name,
         priority=priority,
         tags=tags,
+        meta=meta,
     )
     run, created = journal.create(request)
     if not created:

@@ -60,6 +60,7 @@ from .queues import WAKE_CHANNEL, queue_limits
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
 from .runids import check_same_start
+from .telemetry import Telemetry, TracedExecution, telemetry_for
 from .watcher import RunWatcher
 
 if TYPE_CHECKING:
@@ -215,6 +216,10 @@ class Engine:
     Pickled payloads decode with ``codec`` (or a function's own codec) when it is a
     pickle codec, with ``hmac_key``, or with ``trust_pickle=True``; the codec column
     of a row alone never unpickles (see :class:`journal.Journal`).
+
+    ``telemetry`` sends OpenTelemetry traces and metrics of runs and steps: True uses
+    the global providers, a :class:`Telemetry` given ones; None (the default) defers to
+    ``$DURABLE_OTEL`` (see docs/howto/observability.md). Needs the ``otel`` extra.
     """
 
     def __init__(
@@ -229,6 +234,7 @@ class Engine:
         lease_seconds: float = 30.0,
         owner: str | None = None,
         max_threads: int = 32,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         self._journal_args: dict[str, Any] = {
             "durability": durability,
@@ -263,6 +269,10 @@ class Engine:
         # Runs this engine failed to resume (see _cannot_resume): not claimed again here.
         self._blocked: dict[str, CannotResume] = {}
         self.on_cannot_resume: list[Callable[[str, CannotResume], None]] = []
+        # OpenTelemetry (engine/telemetry.py): None when off, and then nothing is traced.
+        self.telemetry: Telemetry | None = telemetry_for(telemetry)
+        if self.telemetry is not None:
+            self.telemetry._bind(self)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -416,6 +426,9 @@ class Engine:
         # The function's own codec, else this engine's (fn.codec would open the default
         # engine's journal, ./durable.db, when the function runs on another engine).
         codec = fn._codec or journal.codec
+        meta = None
+        if self.telemetry is not None:  # OpenTelemetry: the trace the run joins
+            meta = self.telemetry._creation_meta("start", fn.name, run_id)
         return journal.new_run(
             run_id,
             name=fn.name,
@@ -429,6 +442,7 @@ class Engine:
             parent_run_id=parent,
             snapshot_every=fn.snapshot_every,
             tags={**fn.tags, **tags} if tags else fn.tags or None,
+            meta=meta,
         )
 
     def _claimed(
@@ -666,7 +680,7 @@ class Engine:
         history = History() if fresh else load_history(journal, run)
         where = f"run {run.run_id!r} input"
         data = journal.decode(run.input, run.codec, where=where, run_id=run.run_id) or {}
-        ex = RunExecution(
+        ex = (RunExecution if self.telemetry is None else TracedExecution)(
             self,
             run,
             history,
@@ -696,6 +710,8 @@ class Engine:
         self._executions[run.run_id] = ex
         self._ensure_heartbeat()
         self._resumed(run)
+        if self.telemetry is not None:  # OpenTelemetry: the run's span, ended in _finished
+            self.telemetry._run_begun(ex, resumed=not fresh)
         return ex, args, kwargs
 
     def _execute_sync(
@@ -807,11 +823,13 @@ class Engine:
 
     def _finished(self, run_id: str) -> None:
         with self._lock:
-            self._executions.pop(run_id, None)
-            self._running.pop(run_id, None)
+            ex = self._executions.pop(run_id, None)
+            future = self._running.pop(run_id, None)
             self._leases.pop(run_id, None)
             if self._journal is not None:
                 self._journal.use_codec(run_id, None)
+        if self.telemetry is not None and ex is not None:  # OpenTelemetry: see _begin
+            self.telemetry._run_ended(ex, future)
 
     # -- codecs ------------------------------------------------------------------------
 

@@ -316,6 +316,11 @@ def _start_tick(engine: Engine, record: ScheduleRecord, tick: float) -> bool:
     where = f"schedule {record.name!r} input"
     value = journal.decode(record.input, record.codec, where=where)
     queue = record.queue or DEFAULT_QUEUE
+    meta = None
+    if engine.telemetry is not None:  # OpenTelemetry: the tick's trace, kept across workers
+        meta = engine.telemetry._creation_meta(
+            "schedule", record.target, tick_run_id(record.name, tick), queue
+        )
     request = journal.new_run(
         tick_run_id(record.name, tick),
         name=record.target,
@@ -333,6 +338,7 @@ def _start_tick(engine: Engine, record: ScheduleRecord, tick: float) -> bool:
         queue=queue,
         tags={**record.tags, "schedule": record.name},
         snapshot_every=_snapshot_every(record.target),
+        meta=meta,
     )
     _, created = journal.create(request)
     if created:

@@ -501,11 +501,14 @@ class Workflow:
                               codec=codec, path="start event")
                 for to in self.accepting(type(start))
             ]  # fmt: skip
+        meta = None
+        if eng.telemetry is not None:  # OpenTelemetry: the trace the run joins
+            meta = eng.telemetry._creation_meta("start", type(self)._name, run_id)
         with eng._lock:
             request = journal.new_run(
                 run_id, name=type(self)._name, kind="workflow", input=start, codec=codec,
                 status="running", entries=entries, owner=eng.owner, lease_seconds=eng.lease_seconds,
-                snapshot_every=self.snapshot_every, parent_run_id=parent,
+                snapshot_every=self.snapshot_every, parent_run_id=parent, meta=meta,
             )  # fmt: skip
             run, created = journal.create(request)
             future: concurrent.futures.Future[Any] | None = None
@@ -595,6 +598,8 @@ class Workflow:
             eng._executions[run.run_id] = wr
             eng._ensure_heartbeat()
             eng._resumed(run)
+            if eng.telemetry is not None:  # OpenTelemetry: the run's span, ended in _finished
+                eng.telemetry._run_begun(wr, resumed=handler is None)
             result = await wr.main()
         except asyncio.CancelledError:
             raise

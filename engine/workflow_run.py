@@ -51,6 +51,7 @@ from .errors import (
 from .events import Event, InputRequiredEvent, StopEvent
 from .execution import RECONNECT_PAUSE
 from .retry import retry_seed
+from .telemetry import current_live
 from .watcher import Flag
 from .workflow_context import CURRENT_SCOPE, INTERNAL, StepScope, WorkflowContext
 
@@ -367,7 +368,12 @@ class WorkflowRun:
     async def _run_step(self, info: StepInfo, delivery: str, event: Event) -> None:
         try:
             async with self._semaphore(info):
-                await self._attempts(info, delivery, event)
+                if self.engine.telemetry is None:
+                    await self._attempts(info, delivery, event)
+                else:  # OpenTelemetry: the step's span (engine/telemetry.py)
+                    await self.engine.telemetry._workflow_step(
+                        self, info.name, delivery, lambda: self._attempts(info, delivery, event)
+                    )
         except _RunEnded:
             pass  # the run ended while this step ran: its effects are not journaled
         except (RunCancelled, FencedOff) as exc:
@@ -405,6 +411,10 @@ class WorkflowRun:
             except Exception as exc:
                 self._release_claims(scope)
                 wait = self._retry_wait(info, exc, attempt, first_started)
+                if self.engine.telemetry is not None:  # OpenTelemetry: the attempt's event
+                    self.engine.telemetry._attempt_failed(
+                        current_live(), exc, attempt, wait is None
+                    )
                 if wait is None:
                     raise _step_failure(info.name, exc, attempt) from exc
                 await self.commit([

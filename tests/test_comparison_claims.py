@@ -207,6 +207,13 @@ def check_tags() -> None:
     assert "--tag" in command_options("runs")
 
 
+def check_telemetry() -> None:
+    assert "telemetry" in params(engine.Engine) and issubclass(engine.Telemetry, object)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '\notel = [\n    "opentelemetry-api' in pyproject
+    # Behaviour: tests/test_telemetry.py (spans across enqueue and a SIGKILL, metrics).
+
+
 def check_languages() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.10"' in pyproject
@@ -258,6 +265,11 @@ FEATURES = [
     ("logging during replay", "`ctx.log` and `ReplayFilter`", check_replay_logging),
     ("schedules", '`@durable(schedule="0 3 * * *")` or `add_schedule(...)`', check_schedules),
     ("find runs by tag", "`list_runs(tags=...)`, `durable runs --tag k=v`", check_tags),
+    (
+        "traces and metrics",
+        "OpenTelemetry (`otel` extra, `Engine(telemetry=True)`)",
+        check_telemetry,
+    ),
 ]
 
 
