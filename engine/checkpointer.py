@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from journal import EntryKind, Journal, Run
 
-from .errors import EngineError, WrongFunction
+from .errors import WorkflowStepDoesNotExistError, WrongFunction
 from .events import Event, InputRequiredEvent, StopEvent
 from .recorded import lineage
 from .serializers import BaseSerializer, JsonSerializer
@@ -39,10 +39,6 @@ _NUMBERED = CHECKPOINT_KINDS - {K.RUN_FORKED}  # a fork's run.forked shares its 
 
 CheckpointCallback = Callable[..., Any]
 """``callback(run_id=, last_completed_step=, input_ev=, output_ev=, ctx=)``, sync or async."""
-
-
-class WorkflowStepDoesNotExistError(EngineError, KeyError):
-    """The workflow has no step of that name."""
 
 
 @dataclass(frozen=True)
