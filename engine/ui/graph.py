@@ -31,6 +31,7 @@ def step_graph(engine: Engine, run: Run) -> dict[str, Any] | None:
     except (JournalError, EngineError) as exc:
         return {"error": str(exc)}
     return {
+        "error": None,
         "svg": Markup(graph.to_svg()),  # every label is escaped by to_svg
         "steps": sum(1 for n in graph.nodes if n.kind == "step"),
         "events": sum(1 for n in graph.nodes if n.kind != "step"),
