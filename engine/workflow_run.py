@@ -579,16 +579,16 @@ class WorkflowRun:
                     j.entry(K.EVENT_EMITTED, {"to": to, "event": event}, key=new_delivery_key(),
                             step=scope.step, codec=codec, path=f"event {type(event).__name__}")
                 )  # fmt: skip
+        done = {"attempt": attempt, "started": started, "duration": time.time() - started,
+                "consumed": type(scope.event).__name__, "emitted": emitted,
+                "stopped": stop is not None, "living": self.clock.living()}  # fmt: skip
+        if scope.sent or (stop is not None and type(stop) is not StopEvent):
+            # Which event the step returned, when its last emitted one does not say
+            # (checkpoints are of returned events, as in LlamaIndex): rare, so written only then.
+            done["returned"] = type(result).__name__ if result is not None else None
         entries.append(
-            j.entry(
-                K.STEP_COMPLETED,
-                {"attempt": attempt, "started": started, "duration": time.time() - started,
-                 "consumed": type(scope.event).__name__, "emitted": emitted,
-                 "stopped": stop is not None, "living": self.clock.living(),
-                 "returned": type(result).__name__ if result is not None else None},
-                step=scope.step, key=scope.delivery, codec=codec,
-            )
-        )  # fmt: skip
+            j.entry(K.STEP_COMPLETED, done, step=scope.step, key=scope.delivery, codec=codec)
+        )
         return entries, stop
 
     def _apply(self, scope: StepScope, entries: list[NewEntry]) -> None:

@@ -17,6 +17,8 @@ from engine import (
     Context,
     Engine,
     Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
     StartEvent,
     StopEvent,
     Workflow,
@@ -28,7 +30,7 @@ from engine import (
 )
 from engine.checkpointer import Checkpoint
 from engine.workflow_context import WorkflowContext
-from journal import Journal, RunNotFound
+from journal import EntryKind, Journal, RunNotFound
 
 CALLS: Counter[str] = Counter()
 
@@ -71,6 +73,16 @@ class Branchy(Workflow):
         return StopEvent(result=await ctx.store.get("picked"))
 
 
+class Asking(Workflow):
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(prefix="name?")
+
+    @step
+    async def greet(self, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=f"hi {ev.response}")
+
+
 class Other(Workflow):
     @step
     async def only(self, ev: StartEvent) -> StopEvent:
@@ -110,6 +122,25 @@ class TestCheckpoints:
         assert type(stop) is StopEvent and stop.result == 3
         assert cps[2].input_event in (Doubled(n=6), Doubled(n=0))
         assert len({c.id_ for c in cps}) == 3 and cps[0].id == cps[0].id_
+
+    def test_a_request_for_input_makes_no_checkpoint(self) -> None:
+        """A step returning an InputRequiredEvent makes none (LlamaIndex streams it);
+        the step that took the human's answer makes one."""
+        ckpt = WorkflowCheckpointer(workflow=Asking())
+
+        async def converse() -> Any:
+            handler = ckpt.run()
+            async for ev in handler.stream_events():
+                if isinstance(ev, InputRequiredEvent):
+                    handler.ctx.send_event(HumanResponseEvent(response="ada"))
+            return handler, await handler
+
+        handler, result = _run(converse())
+        assert result == "hi ada"
+        cps = ckpt.checkpoints[handler.run_id]
+        assert [(c.last_completed_step, type(c.input_event)) for c in cps] == [
+            ("greet", HumanResponseEvent)
+        ]
 
     def test_ctx_state_is_the_run_after_that_step(self, db_path: Path) -> None:
         """ctx_state is a ctx.to_dict() snapshot at the step, restorable with from_dict."""
@@ -296,3 +327,18 @@ class TestNoExtraWrites:
         ckpt.filter_checkpoints(run_id="plain")
         with Journal(db_path) as j:
             assert j.query("SELECT count(*) AS n FROM entries")[0]["n"] == total
+
+    def test_returned_is_recorded_only_when_the_emitted_events_do_not_tell(
+        self, db_path: Path
+    ) -> None:
+        """step.completed carries `returned` only for a step that also sent events: the
+        entries of other steps are as they were."""
+        _run(_finish(Branchy().run(n=1, run_id="sizes")))
+        with Journal(db_path) as j:
+            done = {
+                e.step: j.decode_entry(e)
+                for e in j.read("sizes")
+                if e.kind == EntryKind.STEP_COMPLETED
+            }
+        assert "returned" not in done["pick"] and "returned" not in done["finish"]
+        assert done["double"]["returned"] == "Doubled"
