@@ -325,11 +325,13 @@ def _svg(graph: FlowGraph) -> str:
     row_width = {
         r: sum(_width(n.label) for n in ns) + _COL_GAP * (len(ns) - 1) for r, ns in rows.items()
     }
-    width = max(row_width.values(), default=0) + 2 * _MARGIN + 80  # room for loops' arcs
-    height = (max(rows, default=-1) + 1) * (_NODE_H + _ROW_GAP) - _ROW_GAP + 2 * _MARGIN
+    content = max(row_width.values(), default=0)
+    backs = sum(1 for e in graph.edges if level[e.target] <= level[e.source])
+    width = content + 2 * _MARGIN + (24 + 10 * backs if backs else 0)
+    height = (max(rows, default=-1) + 1) * (_NODE_H + _ROW_GAP) - _ROW_GAP + 2 * _MARGIN + 4 * backs
     pos: dict[str, tuple[float, float, int]] = {}  # centre x, top y, width
     for r, ns in rows.items():
-        x = _MARGIN + (width - 80 - 2 * _MARGIN - row_width[r]) / 2
+        x = _MARGIN + (content - row_width[r]) / 2
         for n in ns:
             w = _width(n.label)
             pos[n.id] = (x + w / 2, _MARGIN + r * (_NODE_H + _ROW_GAP), w)
@@ -344,20 +346,22 @@ def _svg(graph: FlowGraph) -> str:
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#555555"/></marker></defs>',
     ]
+    lane = _MARGIN + content + 24.0  # loops go back up right of every node
     for e in graph.edges:
         sx, sy, _ = pos[e.source]
-        tx, ty, tw = pos[e.target]
+        tx, ty, _ = pos[e.target]
         if ty > sy:
             d = f"M{sx:.1f},{sy + _NODE_H:.1f} L{tx:.1f},{ty:.1f}"
             mx, my = (sx + tx) / 2, (sy + _NODE_H + ty) / 2
-        else:  # back up to an earlier layer: an arc on the right
-            right = max(sx + pos[e.source][2] / 2, tx + tw / 2) + 40
+        else:  # back up to an earlier layer: along the row gaps and a lane right of all
+            right, shift = lane, 8 + 4 * (lane - _MARGIN - content - 24) / 10
+            lane += 10
+            below, above = sy + _NODE_H + shift, ty - shift
             d = (
-                f"M{sx + pos[e.source][2] / 2:.1f},{sy + _NODE_H / 2:.1f} "
-                f"C{right:.1f},{sy + _NODE_H / 2:.1f} {right:.1f},{ty + _NODE_H / 2:.1f} "
-                f"{tx + tw / 2:.1f},{ty + _NODE_H / 2:.1f}"
+                f"M{sx:.1f},{sy + _NODE_H:.1f} L{sx:.1f},{below:.1f} L{right:.1f},{below:.1f} "
+                f"L{right:.1f},{above:.1f} L{tx:.1f},{above:.1f} L{tx:.1f},{ty:.1f}"
             )
-            mx, my = right - 10, (sy + ty + _NODE_H) / 2
+            mx, my = right - 2, (below + above) / 2
         source, target = html.escape(e.source), html.escape(e.target)
         out.append(
             f'<path class="flow-edge" data-source="{source}" data-target="{target}" d="{d}" '

@@ -6,6 +6,11 @@ and no journal write of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,3 +347,48 @@ class TestNoExtraWrites:
             }
         assert "returned" not in done["pick"] and "returned" not in done["finish"]
         assert done["double"]["returned"] == "Doubled"
+
+
+PROCS = Path(__file__).resolve().parent / "_procs"
+
+
+def test_checkpoints_survive_sigkill_and_run_from_goes_on(tmp_path: Path) -> None:
+    """A run killed inside its second step keeps the first step's checkpoint (the child
+    printed it from the callback); another process recovers the run and a fresh
+    checkpointer lists both; run_from the first one here reruns only the second step."""
+    db, block = str(tmp_path / "ck.db"), tmp_path / "block"
+    block.touch()
+    env = {**os.environ, "CK_BLOCK": str(block)}
+    child = [sys.executable, str(PROCS / "checkpointer_child.py")]
+    proc = subprocess.Popen([*child, "start", db], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the callback runs after step one's commit
+        assert line.split() == ["checkpoint", "one"], (line, proc.stderr)
+        with Journal(db) as j:  # the second step is in flight, not committed
+            assert [e.step for e in j.read("ck") if e.kind == EntryKind.STEP_COMPLETED] == ["one"]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    block.unlink()
+    out = subprocess.run([*child, "recover", db], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)  # fmt: skip
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["recovered"] == ["ck"]
+    steps = [(step, output) for _, step, output in report["checkpoints"]]
+    assert steps == [("one", "Half(n=40)"), ("two", "StopEvent(result=41)")]
+    sys.path.insert(0, str(PROCS))
+    import checkpointer_child  # the workflow's classes, as the children have them
+
+    with Engine(db) as eng:
+        ckpt = WorkflowCheckpointer(workflow=checkpointer_child.Slow(engine=eng))
+        cps = ckpt.filter_checkpoints(run_id="ck")
+        assert [c.id_ for c in cps] == [c[0] for c in report["checkpoints"]]
+        again = ckpt.run_from(cps[0], state={}, run_id="ck-again")
+        assert again.result(timeout=60) == 41
+        assert [c.last_completed_step for c in ckpt.checkpoints["ck-again"]] == ["two"]

@@ -95,6 +95,7 @@ def test_run_page_shows_the_steps_it_ran(client: TestClient) -> None:
         and "script-src 'self'" in resp.headers["content-security-policy"]
     )
     assert "3 steps" in html
+    assert "Answered → StopEvent" in html  # the timeline names the StopEvent as well
 
 
 def test_no_graph_for_a_function_run(client: TestClient) -> None:
