@@ -131,7 +131,7 @@ def _iter_checkpoints(
                 continue
             detail = journal.decode_entry(entry)
             detail = detail if isinstance(detail, dict) else {}
-            returned = detail.get("returned", ...)  # absent from journals written before it
+            returned = detail.get("returned", ...)  # written only when the emitted do not tell
             output: Event | None = None
             if detail.get("stopped") and (returned is ... or returned is not None):
                 output = _stop_event(workflow, journal, journal.get_run(run.run_id))

@@ -14,7 +14,7 @@ from ..drawing import run_graph
 from ..errors import EngineError
 from ..runtime import Engine
 
-MAX_ENTRIES = 50_000
+MAX_ENTRIES = 20_000
 """Runs with more journal entries are not drawn on their page (reading them all would
 slow every view of it)."""
 
