@@ -21,6 +21,8 @@
     ├── WorkflowValidationError     a workflow's steps or graph are invalid (LlamaIndex's name)
     │   └── WorkflowConfigurationError  ... found when the workflow is built
     ├── WorkflowRuntimeError  a workflow run went wrong (a step returned a non-event, ...)
+    ├── WorkflowStepDoesNotExistError  a checkpointer was named a step the workflow lacks
+    ├── DrawingError          nothing to draw: no run of the workflow, or not a workflow run
     ├── ContextStateError     a workflow Context used in a state that does not allow it
     └── ContextSerdeError     a workflow Context could not be serialized or restored
 
@@ -37,6 +39,7 @@ __all__ = [
     "CannotResume",
     "ContextSerdeError",
     "ContextStateError",
+    "DrawingError",
     "EngineError",
     "FencedOff",
     "FunctionNotFound",
@@ -52,6 +55,7 @@ __all__ = [
     "WorkerStopping",
     "WorkflowConfigurationError",
     "WorkflowRuntimeError",
+    "WorkflowStepDoesNotExistError",
     "WorkflowValidationError",
     "WrongFunction",
 ]
@@ -156,3 +160,14 @@ class ContextStateError(EngineError, RuntimeError):
 class ContextSerdeError(EngineError, ValueError):
     """A workflow Context could not be serialized (``to_dict``) or restored
     (``from_dict``); the message names the key or event at fault."""
+
+
+class WorkflowStepDoesNotExistError(EngineError, KeyError):
+    """A ``WorkflowCheckpointer`` was given a step name the workflow does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DrawingError(EngineError, ValueError):
+    """Nothing to draw: a workflow with no run yet, or a run that is not a workflow's."""

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Union
 from pydantic import BaseModel, ValidationError
 
 from journal import Codec, ConflictError, EntryKind, Run, RunEnded, to_jsonable
+from journal.ids import new_run_id
 
 from .context import Context
 from .errors import (
@@ -41,7 +42,10 @@ from .runtime import Engine, RunHandle, default_engine
 from .steps import StepSpec
 from .timetravel import fork, history, state_at
 from .workflow_context import CURRENT_SCOPE, WorkflowContext
-from .workflow_run import WorkflowRun, is_stream_end, new_delivery_key
+from .workflow_run import CHECKPOINT_CALLBACKS, WorkflowRun, is_stream_end, new_delivery_key
+
+if typing.TYPE_CHECKING:
+    from .checkpointer import Checkpoint
 
 __all__ = [
     "RunFinished",
@@ -439,6 +443,7 @@ class Workflow:
         start_event: StartEvent | None = None,
         *,
         run_id: str | None = None,
+        checkpoint_callback: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> WorkflowHandler:
         """Start a run (``start_event``, or the start event class built from ``kwargs``)
@@ -454,7 +459,11 @@ class Workflow:
         resuming it if it is unfinished and nobody holds it; started with another
         input, it raises :class:`RunIdConflict`. Started inside a step of
         another workflow, the run is that run's child: linked to it, with an id derived
-        from the step's event, so a step run again attaches to the same child."""
+        from the step's event, so a step run again attaches to the same child.
+
+        ``checkpoint_callback(run_id=, last_completed_step=, input_ev=, output_ev=, ctx=)``
+        (LlamaIndex's) is called, and awaited if async, after each step that returned an
+        event commits, in this process."""
         self._validate()
         eng = self.engine
         seed = None
@@ -530,6 +539,8 @@ class Workflow:
             if created:
                 future = eng._hold(run)
         handler = WorkflowHandler(self, eng, run.run_id, future, ctx=ctx)
+        if checkpoint_callback is not None:
+            CHECKPOINT_CALLBACKS[(id(eng), run.run_id)] = checkpoint_callback
         if execute:
             assert future is not None
             self._launch_on(eng, run, future, handler)
@@ -624,14 +635,19 @@ class Workflow:
         """A checkpoint after every completed step of the run (optionally of one step)."""
         eng = self.engine
         out = []
+        stop = self.stop_event_class.__name__
         for cp in history(run_id, engine=eng):
             if cp.kind != K.STEP_COMPLETED or (step is not None and cp.name != step):
                 continue
+            if cp.run_id != run_id:  # a fork's source's: as in LlamaIndex, its own only
+                continue
+            emitted = tuple(cp.detail.get("emitted", ())) + (
+                (stop,) if cp.detail.get("stopped") else ()
+            )
             out.append(
                 WorkflowCheckpoint(
                     workflow=self, run_id=run_id, number=cp.number, seq=cp.seq, step=cp.name or "",
-                    consumed=str(cp.detail.get("consumed", "")),
-                    emitted=tuple(cp.detail.get("emitted", ())),
+                    consumed=str(cp.detail.get("consumed", "")), emitted=emitted,
                     source_run_id=cp.run_id,
                 )
             )  # fmt: skip
@@ -639,12 +655,18 @@ class Workflow:
 
     def run_from(
         self,
-        checkpoint: WorkflowCheckpoint,
+        checkpoint: WorkflowCheckpoint | Checkpoint,
+        ctx_serializer: Any = None,
+        checkpoint_callback: Callable[..., Any] | None = None,
         *,
         state: Mapping[str, Any] | None = None,
         run_id: str | None = None,
     ) -> WorkflowHandler:
-        """Start a new run from ``checkpoint`` (a fork), optionally with ``state`` edits."""
+        """Start a new run from ``checkpoint`` (a fork), optionally with ``state`` edits.
+        ``ctx_serializer`` is accepted for LlamaIndex's signature: a fork needs none."""
+        if checkpoint_callback is not None:
+            run_id = run_id or new_run_id()
+            CHECKPOINT_CALLBACKS[(id(self.engine), run_id)] = checkpoint_callback
         handle = fork(
             checkpoint.run_id,
             at=checkpoint.number,

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -68,6 +70,11 @@ __all__ = [
 ]
 
 K = EntryKind
+_log = logging.getLogger(__name__)
+
+CHECKPOINT_CALLBACKS: dict[tuple[int, str], Callable[..., Any]] = {}
+"""(id of the engine, run id) -> the ``checkpoint_callback`` given to ``run``/``run_from``:
+called after each step's commit in the process executing the run (nothing is written)."""
 
 
 class NoStepForEvent(EngineError):
@@ -269,6 +276,7 @@ class WorkflowRun:
             for task in list(self.tasks.values()):
                 task.cancel()
             self.finished = True
+            CHECKPOINT_CALLBACKS.pop((id(self.engine), self.run_id), None)
             for queue in self.stream_queues:
                 queue.put_nowait(_END)
 
@@ -457,6 +465,9 @@ class WorkflowRun:
                 update = {"status": "running", "wake_at": None}
             await self.commit(entries, final=stop is not None, **update)
             self._apply(scope, entries)
+            callback = CHECKPOINT_CALLBACKS.get((id(self.engine), self.run_id))
+            if callback is not None:
+                await self._checkpoint_callback(callback, info.name, event, result)
             # The StopEvent ends every stream, as in LlamaIndex: the journal holds it as
             # the run's output, so the live stream shows nothing the journal lacks.
             self._publish([*scope.streamed, *([stop] if stop is not None else [])])
@@ -467,6 +478,25 @@ class WorkflowRun:
             else:
                 self._dispatch()
             return
+
+    async def _checkpoint_callback(
+        self, callback: Callable[..., Any], step: str, event: Event, result: Any
+    ) -> None:
+        # As in LlamaIndex: once per step that returned an event (not a request for
+        # input). The step has committed; a failing callback is logged, not the run's end.
+        if result is None or isinstance(result, InputRequiredEvent):
+            return
+        ctx = WorkflowContext(self.workflow)
+        ctx._bind(self.workflow, self.engine, self.run_id)
+        try:
+            done = callback(run_id=self.run_id, last_completed_step=step, input_ev=event,
+                            output_ev=result, ctx=ctx)  # fmt: skip
+            if inspect.isawaitable(done):
+                await done
+        except Exception:
+            _log.exception(
+                "run %r: the checkpoint callback failed after step %r", self.run_id, step
+            )
 
     async def _call(self, info: StepInfo, ctx: WorkflowContext, event: Event) -> Any:
         # Set in this step's task (and copied into a sync step's thread), so that a
@@ -562,15 +592,16 @@ class WorkflowRun:
                     j.entry(K.EVENT_EMITTED, {"to": to, "event": event}, key=new_delivery_key(),
                             step=scope.step, codec=codec, path=f"event {type(event).__name__}")
                 )  # fmt: skip
+        done = {"attempt": attempt, "started": started, "duration": time.time() - started,
+                "consumed": type(scope.event).__name__, "emitted": emitted,
+                "stopped": stop is not None, "living": self.clock.living()}  # fmt: skip
+        if scope.sent or (stop is not None and type(stop) is not StopEvent):
+            # Which event the step returned, when its last emitted one does not say
+            # (checkpoints are of returned events, as in LlamaIndex): rare, so written only then.
+            done["returned"] = type(result).__name__ if result is not None else None
         entries.append(
-            j.entry(
-                K.STEP_COMPLETED,
-                {"attempt": attempt, "started": started, "duration": time.time() - started,
-                 "consumed": type(scope.event).__name__, "emitted": emitted,
-                 "stopped": stop is not None, "living": self.clock.living()},
-                step=scope.step, key=scope.delivery, codec=codec,
-            )
-        )  # fmt: skip
+            j.entry(K.STEP_COMPLETED, done, step=scope.step, key=scope.delivery, codec=codec)
+        )
         return entries, stop
 
     def _apply(self, scope: StepScope, entries: list[NewEntry]) -> None:

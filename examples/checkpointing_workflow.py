@@ -12,6 +12,8 @@ checkpoints outlive the process that made them:
 3. ``wf.checkpoints(run_id)`` lists one checkpoint per completed step, with the store.
 4. ``wf.run_from(checkpoint, state=...)`` starts a new run from an earlier checkpoint
    with an edited store, and tells a different joke. The original run is untouched.
+5. LlamaIndex's own ``WorkflowCheckpointer`` reads the same checkpoints from the journal,
+   and ``draw_most_recent_execution_mermaid`` draws the fork.
 
 Run it from the repository root: ``python examples/checkpointing_workflow.py [--db PATH]``
 """
@@ -30,7 +32,16 @@ import uuid
 from collections import Counter
 
 import engine
-from engine import Context, Event, StartEvent, StopEvent, Workflow, step
+from engine import (
+    Context,
+    Event,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowCheckpointer,
+    draw_most_recent_execution_mermaid,
+    step,
+)
 
 LEASE_SECONDS = 0.5
 """A killed owner's run can be claimed this long after its last heartbeat."""
@@ -233,6 +244,15 @@ def story(db: str, log: str) -> int:
     print(f"   {shared} did not run again (the fork shares its checkpoint); {live} ran live")
     topic = engine.state_at(run_id).values["topic"]
     print(f"   the original run's store is untouched: topic={topic!r}")
+
+    print("\n5. LlamaIndex's WorkflowCheckpointer over the same journal (it writes nothing)")
+    ckpt = WorkflowCheckpointer(workflow=wf)
+    reviewed = ckpt.filter_checkpoints(run_id=run_id, output_event_type=Review)[0]
+    print(f"   filter_checkpoints(output_event_type=Review): after {reviewed.last_completed_step},"
+          f" {reviewed.output_event!r}")  # fmt: skip
+    print("   draw_most_recent_execution_mermaid(handler), drawn from the fork's journal:")
+    mermaid = draw_most_recent_execution_mermaid(handler, filename=None)
+    print("\n".join(f"   {line}" for line in mermaid.splitlines() if "classDef" not in line))
     return 0 if forked != original and topic == "pirates" else 1
 
 

@@ -56,6 +56,7 @@ def test_checkpointing_workflow(tmp_path: Path) -> None:
     assert re.search(r"critique +ran twice", out)
     assert re.search(r"#4 polish .* -> StopEvent", out)
     assert "penguins" in out and "topic='pirates'" in out
+    assert "after critique, Review(score=" in out and "flowchart TD" in out
     assert statuses == ["completed", "completed"]  # the original run and the run_from fork
 
 

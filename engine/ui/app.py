@@ -60,7 +60,7 @@ from ..registry import import_user_modules
 from ..runtime import Engine
 from ..timetravel import Checkpoint, StepNotFound, diff, fork, iter_history, state_at
 from ..workflow import RunFinished, send_event
-from . import runlist, steps, story, views
+from . import graph, runlist, steps, story, views
 from .views import BadRequest
 
 __all__ = [
@@ -1004,6 +1004,7 @@ def run_page(request: Request) -> Response:
         event_text=json.dumps({"type": waiting[0] if waiting else "HumanResponseEvent"}),
         can_act=not ui.readonly,
         detail=to_jsonable(dict(selected.detail)) if selected is not None else {},
+        graph=graph.step_graph(ui.engine, run),
     )
     return ui.templates.TemplateResponse(request, "run.html", ctx)
 

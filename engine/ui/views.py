@@ -211,7 +211,10 @@ def _attempt_title(cp: Checkpoint) -> str:
 def _events_note(cp: Checkpoint) -> str:
     """Workflow steps record the event type they consumed and the types they emitted."""
     consumed = cp.detail.get("consumed")
-    emitted = cp.detail.get("emitted") or []
+    emitted = list(cp.detail.get("emitted") or [])
+    if cp.detail.get("stopped"):  # the StopEvent is the run's output, not a delivery
+        returned = cp.detail.get("returned")
+        emitted.append(returned if isinstance(returned, str) and returned else "StopEvent")
     if not consumed and not emitted:
         return ""
     out = str(consumed or "")
