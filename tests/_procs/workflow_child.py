@@ -44,6 +44,13 @@ from engine import HumanResponseEvent, configure, default_engine, send_event
 WORKLOAD = "workflow_workload"
 
 
+def _say(line: str) -> None:
+    """One line in one write: steps on other threads print too, and print() writes the
+    text and its newline separately (two lines could interleave into one)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _configure(db: str, lease: str = "0.2") -> None:
     configure(db, lease_seconds=float(lease), durability="process")
 
@@ -53,8 +60,8 @@ def fan(db: str, run_id: str, n: str, lease: str) -> None:
 
     _configure(db, lease)
     handler = FanJob(timeout=None).run(run_id=run_id, n=int(n))
-    print("started", flush=True)
-    print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
+    _say("started")
+    _say(f"result {json.dumps(handler.result(timeout=60))}")
 
 
 def loop(db: str, run_id: str, n: str, lease: str, snapshot_every: str) -> None:
@@ -62,8 +69,8 @@ def loop(db: str, run_id: str, n: str, lease: str, snapshot_every: str) -> None:
 
     _configure(db, lease)
     handler = Loop(timeout=None, snapshot_every=int(snapshot_every)).run(run_id=run_id, n=int(n))
-    print("started", flush=True)
-    print(f"result {json.dumps(handler.result(timeout=120))}", flush=True)
+    _say("started")
+    _say(f"result {json.dumps(handler.result(timeout=120))}")
 
 
 def approval(db: str, run_id: str, lease: str, how: str, timeout: str = "none") -> None:
@@ -73,7 +80,7 @@ def approval(db: str, run_id: str, lease: str, how: str, timeout: str = "none") 
     journal = default_engine().journal
     workflow = workflow_workload.Approval(timeout=None if timeout == "none" else float(timeout))
     handler = workflow.run(run_id=run_id, item="invoice-7")
-    print(f"status {journal.get_run(run_id).status}", flush=True)
+    _say(f"status {journal.get_run(run_id).status}")
     workflow_workload.PREPARE_GATE.set()
 
     async def first_streamed() -> dict[str, Any]:
@@ -86,7 +93,7 @@ def approval(db: str, run_id: str, lease: str, how: str, timeout: str = "none") 
         if status != "running":
             raise RuntimeError(f"run {run_id!r} became {status} instead of waiting")
         time.sleep(0.005)
-    print(f"waiting {json.dumps({'status': status, 'streamed': streamed})}", flush=True)
+    _say(f"waiting {json.dumps({'status': status, 'streamed': streamed})}")
     if how == "exit":
         os._exit(0)  # no cleanup: the lease is neither released nor renewed
     sys.stdin.readline()  # the parent SIGKILLs this process
@@ -98,11 +105,11 @@ def paced(db: str, run_id: str, n: str, pace: str, timeout: str, lease: str) -> 
 
     _configure(db, lease)
     handler = Paced(timeout=float(timeout)).run(run_id=run_id, n=int(n), pace=float(pace))
-    print("started", flush=True)
+    _say("started")
     try:
-        print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
+        _say(f"result {json.dumps(handler.result(timeout=60))}")
     except engine.EngineError as exc:
-        print(f"failed {type(exc).__name__}: {exc}", flush=True)
+        _say(f"failed {type(exc).__name__}: {exc}")
 
 
 def send(db: str, run_id: str, form: str, response: str) -> None:
@@ -112,7 +119,7 @@ def send(db: str, run_id: str, form: str, response: str) -> None:
     else:
         key = send_event(run_id, HumanResponseEvent(response=response))
     run = default_engine().journal.get_run(run_id)
-    print(f"sent {json.dumps({'key': key, 'status': run.status, 'owner': run.owner})}", flush=True)
+    _say(f"sent {json.dumps({'key': key, 'status': run.status, 'owner': run.owner})}")
 
 
 def _wait_claimable(run_id: str, timeout: float = 30.0) -> float:
@@ -145,7 +152,7 @@ def recover(db: str, run_id: str, lease: str) -> None:
     if "read_at_first" in stats:
         stats["read_at_first"] -= before
     out["loop"] = stats
-    print(f"report {json.dumps(out)}", flush=True)
+    _say(f"report {json.dumps(out)}")
 
 
 def main() -> None:
@@ -161,7 +168,7 @@ def main() -> None:
     try:
         modes[mode](*args)
     except Exception as exc:  # reported to the parent on stdout
-        print(f"error {type(exc).__name__} {exc}", flush=True)
+        _say(f"error {type(exc).__name__} {exc}")
         raise SystemExit(3) from exc
     finally:
         default_engine().close()

@@ -47,6 +47,13 @@ LOOP_STATS: dict[str, int] = {}
 journal had read when the first step of this process started)."""
 
 
+def _say(line: str) -> None:
+    """One line in one write: steps on other threads print too, and print() writes the
+    text and its newline separately (two lines could interleave into one)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def value(i: int) -> int:
     """What part ``i`` contributes (the test restates it as an independent oracle)."""
     return (i * 7919 + 13) % 1009
@@ -59,7 +66,7 @@ def _log(ctx: Context[Any], step_name: str, part: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     if os.environ.get("WF_ANNOUNCE") == "1":
-        print(f"logged {step_name} {part}", flush=True)
+        _say(f"logged {step_name} {part}")
 
 
 def _crash_point(point: str) -> None:
