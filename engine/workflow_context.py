@@ -26,6 +26,7 @@ from journal import EntryKind, NewEntry, appended_items
 from .context import Context
 from .errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
 from .events import Event
+from .retry import RetryInfo
 from .serializers import BaseSerializer, JsonSerializer
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class StepScope:
         self.waits = 0
         self.children = 0
         self.locks: list[Any] = []
+        self.recoveries: dict[str, int] = {}
+        """``@catch_error`` handler entries along the chain of events this step is on."""
+        self.retry = RetryInfo(0, 0.0, None, None)
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         if key in self.writes:
@@ -564,6 +568,13 @@ class WorkflowContext(Context[Any]):
             scope, event_type, requirements or {}, timeout, waiter_event
         )
         return event
+
+    def retry_info(self) -> RetryInfo:
+        """The executing step's retry state: ``retry_number`` (0 on the first attempt),
+        seconds since the first attempt, the previous attempt's exception and when it
+        failed. Journaled: a recovered run goes on counting."""
+        retry: RetryInfo = self._in_step("retry_info").retry
+        return retry
 
     def _in_step(self, what: str) -> StepScope:
         if self._scope is None:
