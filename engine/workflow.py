@@ -570,7 +570,10 @@ class Workflow:
         another workflow, the run is that run's child: linked to it, with an id derived
         from the step's event, so a step run again attaches to the same child."""
         self._validate()
-        eng = self.engine
+        scope = CURRENT_SCOPE.get()
+        # A workflow started inside a step runs on that step's engine unless given its
+        # own: a process recovering the parent on another journal keeps the child there.
+        eng = self._engine or (scope.run.engine if scope is not None else default_engine())
         seed = None
         if ctx is not None:
             if not isinstance(ctx, WorkflowContext):
@@ -581,7 +584,6 @@ class Workflow:
                 return handler
             seed = ctx._seed()
         parent = None
-        scope = CURRENT_SCOPE.get()
         if scope is not None and run_id is None:
             scope.children += 1
             parent = scope.run.run_id
