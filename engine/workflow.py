@@ -100,6 +100,19 @@ class StepInfo:
     max_recoveries: int = 1
 
 
+@dataclass
+class StepConfig:
+    """A step's configuration as LlamaIndex exposes it on the step function."""
+
+    accepted_events: list[Any]
+    event_name: str
+    return_types: list[Any]
+    context_parameter: str | None
+    num_workers: int
+    retry_policy: Any
+    resources: list[str]
+
+
 def _event_types(annotation: Any) -> tuple[type[Event], ...]:
     if annotation is None or annotation is type(None):
         return ()
@@ -178,6 +191,14 @@ def _step_info(
         # A step that joins events with collect_events runs one at a time: its buffer is
         # journaled with each step's commit, and two in parallel would each miss the other's.
         workers = 1 if "collect_events" in fn.__code__.co_names else 4
+    # LlamaIndex's introspection attribute (``_step_config``; ``__step_config`` before 2.0)
+    config = StepConfig(
+        accepted_events=list(accepts), event_name=event_param, return_types=list(returns),
+        context_parameter=ctx_param, num_workers=workers, retry_policy=spec.retry_policy,
+        resources=[name for name, _, _ in resources],
+    )  # fmt: skip
+    wrapper._step_config = config
+    setattr(wrapper, "__step_config", config)
     catch = getattr(wrapper, "__catch_error__", None)
     if catch is not None and accepts != (StepFailedEvent,):
         raise WorkflowValidationError(
