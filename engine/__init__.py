@@ -13,6 +13,7 @@ from .durable import DurableFunction, durable
 from .errors import (
     BadSchedule,
     CannotResume,
+    CircularResourceError,
     ContextSerdeError,
     ContextStateError,
     EngineError,
@@ -25,6 +26,7 @@ from .errors import (
     RunCancelled,
     RunFailed,
     RunIdConflict,
+    ServiceNotFoundError,
     StepFailed,
     StepTimeout,
     WorkerStopping,
@@ -47,7 +49,7 @@ from .policies import RetryPolicy
 from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
-from .resources import CircularResourceError, Resource, ResourceConfig, ResourceManager
+from .resources import Resource, ResourceConfig, ResourceManager
 from .retry import (  # LlamaIndex's composable retry primitives
     ConstantDelayRetryPolicy,
     ExponentialBackoffRetryPolicy,
@@ -95,7 +97,7 @@ from .schedules import (
     tick_run_id,
 )
 from .serializers import BaseSerializer, JsonPickleSerializer, JsonSerializer, PickleSerializer
-from .services import ServiceManager, ServiceNotFoundError
+from .services import ServiceManager
 from .state import State, TypedState
 from .steps import StepSpec, catch_error, step
 from .timetravel import (

@@ -22,7 +22,9 @@
     │   └── WorkflowConfigurationError  ... found when the workflow is built
     ├── WorkflowRuntimeError  a workflow run went wrong (a step returned a non-event, ...)
     ├── ContextStateError     a workflow Context used in a state that does not allow it
-    └── ContextSerdeError     a workflow Context could not be serialized or restored
+    ├── ContextSerdeError     a workflow Context could not be serialized or restored
+    ├── CircularResourceError   resource factories that depend on each other in a circle
+    └── ServiceNotFoundError  no workflow was added under that name (``add_workflows``)
 
 Journal errors (``journal.JournalError``) pass through unchanged: a value the
 codec cannot encode is still a ``journal.SerializationError``.
@@ -35,6 +37,7 @@ from typing import Any
 __all__ = [
     "BadSchedule",
     "CannotResume",
+    "CircularResourceError",
     "ContextSerdeError",
     "ContextStateError",
     "EngineError",
@@ -47,6 +50,7 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "RunIdConflict",
+    "ServiceNotFoundError",
     "StepFailed",
     "StepTimeout",
     "WorkerStopping",
@@ -156,3 +160,11 @@ class ContextStateError(EngineError, RuntimeError):
 class ContextSerdeError(EngineError, ValueError):
     """A workflow Context could not be serialized (``to_dict``) or restored
     (``from_dict``); the message names the key or event at fault."""
+
+
+class CircularResourceError(EngineError, ValueError):
+    """Resource factories depend on each other in a circle."""
+
+
+class ServiceNotFoundError(EngineError):
+    """No workflow was added under that name (``add_workflows``)."""

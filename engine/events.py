@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import inspect
+import typing
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from typing import Annotated, Any
 
@@ -221,3 +223,20 @@ class WorkflowFailedEvent(StopEvent):
     exception: StoredException
     attempts: int
     elapsed_seconds: float
+
+
+def _plain_signature(cls: type[Event]) -> None:
+    # The signature shows ``exception: Exception``, not the Annotated serializers (whose
+    # repr carries memory addresses, unstable in the generated reference).
+    sig = inspect.signature(cls)
+    params = [
+        p.replace(annotation=typing.get_args(p.annotation)[0])
+        if typing.get_origin(p.annotation) is Annotated
+        else p
+        for p in sig.parameters.values()
+    ]
+    cls.__signature__ = sig.replace(parameters=params)
+
+
+_plain_signature(StepFailedEvent)
+_plain_signature(WorkflowFailedEvent)

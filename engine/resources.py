@@ -23,19 +23,14 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from .errors import EngineError, WorkflowConfigurationError
+from .errors import CircularResourceError, WorkflowConfigurationError
 
 __all__ = [
-    "CircularResourceError",
     "Resource",
     "ResourceConfig",
     "ResourceDescriptor",
     "ResourceManager",
 ]
-
-
-class CircularResourceError(EngineError, ValueError):
-    """Resource factories depend on each other in a circle."""
 
 
 @runtime_checkable

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import EngineError
+from .errors import ServiceNotFoundError
 
 if TYPE_CHECKING:
     from .workflow import Workflow
 
-__all__ = ["ServiceManager", "ServiceNotFoundError"]
-
-
-class ServiceNotFoundError(EngineError):
-    """No workflow was added under that name."""
+__all__ = ["ServiceManager"]
 
 
 class ServiceManager:
