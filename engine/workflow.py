@@ -628,8 +628,10 @@ class Workflow:
             ]
             entries += [
                 journal.entry(K.EVENT_EMITTED if item.get("to") else K.EVENT_RECEIVED,
-                              {"to": item.get("to"), "event": item["event"]}, key=key,
-                              codec=codec, path="queued event")
+                              {"to": item.get("to"), "event": item["event"],
+                               **({"recoveries": item["recoveries"]}
+                                  if item.get("recoveries") else {})},
+                              key=key, codec=codec, path="queued event")
                 for key, item in seed.pending.items()
             ]  # fmt: skip
         if start is not None:

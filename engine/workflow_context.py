@@ -451,7 +451,10 @@ class WorkflowContext(Context[Any]):
                 event = ser.serialize(item["event"])
             except ContextSerdeError as exc:
                 raise ContextSerdeError(f"queued event {key!r}: {exc}", path=key) from exc
-            queued.append({"id": key, "step": item.get("to"), "event": event})
+            entry = {"id": key, "step": item.get("to"), "event": event}
+            if item.get("recoveries"):  # a @catch_error budget spent along its chain
+                entry["recoveries"] = dict(item["recoveries"])
+            queued.append(entry)
         return {
             "version": SNAPSHOT_VERSION,
             "workflow": type(self._workflow)._name if self._workflow is not None else None,
@@ -479,6 +482,10 @@ class WorkflowContext(Context[Any]):
                 str(q["id"]): {"to": q.get("step"), "event": ser.deserialize(q["event"])}
                 for q in data.get("queued", [])
             }
+            for q in data.get("queued", []):
+                spent = q.get("recoveries")
+                if spent:
+                    pending[str(q["id"])]["recoveries"] = {str(k): int(v) for k, v in spent.items()}
         except ContextSerdeError:
             raise
         except Exception as exc:

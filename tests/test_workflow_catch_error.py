@@ -300,3 +300,43 @@ class TestRetry:
         assert before.next(6, 1, err) == 3.0 and before.next(7, 1, err) is None
         both_stop = retry_policy(wait=wait_none(), stop=stop_after_attempt(2) & stop_after_delay(5))
         assert both_stop.next(1, 3, err) == 0.0 and both_stop.next(6, 3, err) is None
+
+
+class Parks(Event):
+    url: str
+
+
+class BudgetAcrossSnapshot(Workflow):
+    @step
+    async def fetch(self, ev: Job | Retry) -> Parks:
+        CALLS["fetch"] += 1
+        raise ConnectionError(f"{ev.url} unreachable")
+
+    @step
+    async def wait(self, ctx: Context, ev: Parks) -> StopEvent:
+        return StopEvent(result=ev.url)
+
+    @catch_error(max_recoveries=1)
+    async def again(self, ctx: Context, ev: StepFailedEvent) -> Retry:
+        SEEN.append(ev.step_name)
+        return Retry(url="mirror")
+
+
+def test_a_snapshot_keeps_the_recovery_budget() -> None:
+    """ctx.to_dict() carries the budget a chain of events has spent: the run restored
+    from a snapshot taken after a recovery does not get a fresh one."""
+    from engine import Context as Ctx
+
+    wf = BudgetAcrossSnapshot()
+    seed = Ctx(wf)
+    seed.send_event(Retry(url="mirror"), step="fetch")
+    data = seed.to_dict()
+    # what a snapshot taken just after a recovery holds: the Retry, one recovery spent
+    data["queued"][0]["recoveries"] = {"again": 1}
+    data["is_running"] = True  # taken mid-run: no new start event
+    restored = Ctx.from_dict(wf, data)
+    with pytest.raises(ConnectionError, match="mirror unreachable"):
+        run(result_of(wf.run(ctx=restored)))
+    assert CALLS["fetch"] == 1 and SEEN == []  # the budget was spent: no second recovery
+    assert Ctx.from_dict(wf, restored.to_dict()).to_dict()["queued"][0]["recoveries"] == {
+        "again": 1}  # fmt: skip
