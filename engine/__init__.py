@@ -23,6 +23,7 @@ from .durable import DurableFunction, durable
 from .errors import (
     BadSchedule,
     CannotResume,
+    CircularResourceError,
     ContextSerdeError,
     ContextStateError,
     DrawingError,
@@ -36,6 +37,7 @@ from .errors import (
     RunCancelled,
     RunFailed,
     RunIdConflict,
+    ServiceNotFoundError,
     StepFailed,
     StepTimeout,
     WorkerStopping,
@@ -45,13 +47,54 @@ from .errors import (
     WorkflowValidationError,
     WrongFunction,
 )
-from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from .events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StepFailedEvent,
+    StopEvent,
+    WorkflowFailedEvent,
+)
 from .logs import ReplayFilter
 from .policies import RetryPolicy
 from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
-from .retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy
+from .resources import Resource, ResourceConfig, ResourceManager
+from .retry import (  # LlamaIndex's composable retry primitives
+    ConstantDelayRetryPolicy,
+    ExponentialBackoffRetryPolicy,
+    RetryInfo,
+    retry_all,
+    retry_always,
+    retry_any,
+    retry_if_exception,
+    retry_if_exception_cause_type,
+    retry_if_exception_message,
+    retry_if_exception_type,
+    retry_if_not_exception_message,
+    retry_if_not_exception_type,
+    retry_never,
+    retry_policy,
+    retry_unless_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    stop_all,
+    stop_any,
+    stop_before_delay,
+    stop_never,
+    wait_chain,
+    wait_combine,
+    wait_exponential,
+    wait_exponential_jitter,
+    wait_fixed,
+    wait_full_jitter,
+    wait_incrementing,
+    wait_none,
+    wait_random,
+    wait_random_exponential,
+)
 from .runtime import Engine, RecoveryReport, RunHandle, StopReport, configure, default_engine
 from .schedules import (
     LATE_GRACE,
@@ -66,8 +109,9 @@ from .schedules import (
     tick_run_id,
 )
 from .serializers import BaseSerializer, JsonPickleSerializer, JsonSerializer, PickleSerializer
+from .services import ServiceManager
 from .state import State, TypedState
-from .steps import StepSpec, step
+from .steps import StepSpec, catch_error, step
 from .telemetry import Telemetry
 from .timetravel import (
     Checkpoint,
@@ -113,6 +157,7 @@ __all__ = [
     "CannotResume",
     "Checkpoint",
     "CheckpointCallback",
+    "CircularResourceError",
     "ConstantDelayRetryPolicy",
     "Context",
     "ContextSerdeError",
@@ -142,7 +187,11 @@ __all__ = [
     "RecoveryReport",
     "ReplayFilter",
     "ReplayReport",
+    "Resource",
+    "ResourceConfig",
+    "ResourceManager",
     "ResultTimeout",
+    "RetryInfo",
     "RetryPolicy",
     "RunCancelled",
     "RunFailed",
@@ -150,10 +199,13 @@ __all__ = [
     "RunHandle",
     "RunIdConflict",
     "Schedule",
+    "ServiceManager",
+    "ServiceNotFoundError",
     "StartEvent",
     "State",
     "StateView",
     "StepFailed",
+    "StepFailedEvent",
     "StepNotFound",
     "StepSpec",
     "StepTimeout",
@@ -171,6 +223,7 @@ __all__ = [
     "WorkflowCheckpointer",
     "WorkflowConfigurationError",
     "WorkflowContext",
+    "WorkflowFailedEvent",
     "WorkflowHandler",
     "WorkflowRuntimeError",
     "WorkflowStepDoesNotExistError",
@@ -182,6 +235,7 @@ __all__ = [
     "WrongFunction",
     "__version__",
     "add_schedule",
+    "catch_error",
     "configure",
     "current_context",
     "default_engine",
@@ -203,10 +257,38 @@ __all__ = [
     "replay",
     "replay_all",
     "resume_schedule",
+    "retry_all",
+    "retry_always",
+    "retry_any",
+    "retry_if_exception",
+    "retry_if_exception_cause_type",
+    "retry_if_exception_message",
+    "retry_if_exception_type",
+    "retry_if_not_exception_message",
+    "retry_if_not_exception_type",
+    "retry_never",
+    "retry_policy",
+    "retry_unless_exception_type",
     "run_graph",
     "send_event",
     "state_at",
     "step",
+    "stop_after_attempt",
+    "stop_after_delay",
+    "stop_all",
+    "stop_any",
+    "stop_before_delay",
+    "stop_never",
     "tick_run_id",
+    "wait_chain",
+    "wait_combine",
+    "wait_exponential",
+    "wait_exponential_jitter",
+    "wait_fixed",
+    "wait_full_jitter",
+    "wait_incrementing",
+    "wait_none",
+    "wait_random",
+    "wait_random_exponential",
     "workflow_graph",
 ]

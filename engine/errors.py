@@ -24,7 +24,9 @@
     ├── WorkflowStepDoesNotExistError  a checkpointer was named a step the workflow lacks
     ├── DrawingError          nothing to draw: no run of the workflow, or not a workflow run
     ├── ContextStateError     a workflow Context used in a state that does not allow it
-    └── ContextSerdeError     a workflow Context could not be serialized or restored
+    ├── ContextSerdeError     a workflow Context could not be serialized or restored
+    ├── CircularResourceError   resource factories that depend on each other in a circle
+    └── ServiceNotFoundError  no workflow was added under that name (``add_workflows``)
 
 Journal errors (``journal.JournalError``) pass through unchanged: a value the
 codec cannot encode is still a ``journal.SerializationError``.
@@ -37,6 +39,7 @@ from typing import Any
 __all__ = [
     "BadSchedule",
     "CannotResume",
+    "CircularResourceError",
     "ContextSerdeError",
     "ContextStateError",
     "DrawingError",
@@ -50,6 +53,7 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "RunIdConflict",
+    "ServiceNotFoundError",
     "StepFailed",
     "StepTimeout",
     "WorkerStopping",
@@ -171,3 +175,11 @@ class WorkflowStepDoesNotExistError(EngineError, KeyError):
 
 class DrawingError(EngineError, ValueError):
     """Nothing to draw: a workflow with no run yet, or a run that is not a workflow's."""
+
+
+class CircularResourceError(EngineError, ValueError):
+    """Resource factories depend on each other in a circle."""
+
+
+class ServiceNotFoundError(EngineError):
+    """No workflow was added under that name (``add_workflows``)."""

@@ -9,12 +9,24 @@ round-trip it with the declared fields.
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
+import inspect
+import typing
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
 
-__all__ = ["Event", "HumanResponseEvent", "InputRequiredEvent", "StartEvent", "StopEvent"]
+__all__ = [
+    "Event",
+    "HumanResponseEvent",
+    "InputRequiredEvent",
+    "StartEvent",
+    "StepFailedEvent",
+    "StopEvent",
+    "WorkflowFailedEvent",
+]
 
 
 class Event(BaseModel):
@@ -117,3 +129,114 @@ class HumanResponseEvent(Event):
     """A human's answer, delivered with ``send_event``."""
 
     response: Any = None
+
+
+def exception_record(exc: BaseException) -> dict[str, str]:
+    """An exception as the journal keeps it: its class's import path and its message."""
+    cls = type(exc)
+    return {"exception_type": f"{cls.__module__}.{cls.__qualname__}", "exception_message": str(exc)}
+
+
+def exception_from_record(data: Any) -> Exception:
+    """The exception :func:`exception_record` describes, rebuilt without its traceback: its
+    own class when that imports and takes a message, else ``Exception(message)``. Only an
+    Exception subclass is ever called, so a crafted record runs no other code."""
+    if isinstance(data, Exception):
+        return data
+    if not isinstance(data, dict):
+        return Exception(str(data))
+    message = str(data.get("exception_message", ""))
+    try:
+        cls = _import_class(str(data.get("exception_type", "")))
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            made = cls(message)
+            if isinstance(made, Exception):
+                return made
+    except Exception:
+        pass
+    return Exception(message)
+
+
+def _import_class(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    found: Any = importlib.import_module(module)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _event_record(event: Event) -> dict[str, Any]:
+    cls = type(event)
+    return {
+        "event_type": f"{cls.__module__}.{cls.__qualname__}",
+        "event": event.model_dump(by_alias=True, round_trip=True),
+    }
+
+
+def _event_from_record(value: Any) -> Event:
+    """The event back with its own class when that imports (and is an Event), else a
+    plain Event holding its data."""
+    if isinstance(value, Event):
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("event"), dict):
+        raise ValueError(f"expected an Event, got {type(value).__name__}")
+    try:
+        cls = _import_class(str(value.get("event_type", "")))
+    except Exception:
+        cls = None
+    if isinstance(cls, type) and issubclass(cls, Event):
+        return cls.model_validate(value["event"])
+    return Event(**value["event"])
+
+
+StoredException = Annotated[
+    Exception,
+    PlainSerializer(exception_record, return_type=dict[str, str]),
+    PlainValidator(exception_from_record),
+]
+StoredEvent = Annotated[
+    Event,
+    PlainSerializer(_event_record, return_type=dict[str, Any]),
+    PlainValidator(_event_from_record),
+]
+
+
+class StepFailedEvent(Event):
+    """Delivered to a ``@catch_error`` handler when a step failed its last attempt: which
+    step, the event it was given, the exception (rebuilt from class and message when read
+    back from the journal), how many attempts it had and for how long, and when it
+    failed."""
+
+    step_name: str
+    input_event: StoredEvent
+    exception: StoredException
+    attempts: int
+    elapsed_seconds: float
+    failed_at: dt.datetime
+
+
+class WorkflowFailedEvent(StopEvent):
+    """Streamed as the run's last event when a step failed for good (no retry left and no
+    ``@catch_error`` handler, or the handler failed); ``await handler`` then raises."""
+
+    step_name: str
+    exception: StoredException
+    attempts: int
+    elapsed_seconds: float
+
+
+def _plain_signature(cls: type[Event]) -> None:
+    # The signature shows ``exception: Exception``, not the Annotated serializers (whose
+    # repr carries memory addresses, unstable in the generated reference).
+    sig = inspect.signature(cls)
+    params = [
+        p.replace(annotation=typing.get_args(p.annotation)[0])
+        if typing.get_origin(p.annotation) is Annotated
+        else p
+        for p in sig.parameters.values()
+    ]
+    cls.__signature__ = sig.replace(parameters=params)
+
+
+_plain_signature(StepFailedEvent)
+_plain_signature(WorkflowFailedEvent)

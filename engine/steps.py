@@ -12,7 +12,7 @@ from .errors import WorkflowValidationError
 from .execution import _CURRENT_RUN, _CURRENT_STEP
 from .policies import RetryPolicy
 
-__all__ = ["StepSpec", "step"]
+__all__ = ["StepSpec", "catch_error", "step"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,6 +109,43 @@ def step(
         wrapper.__durable_step__ = spec  # type: ignore[attr-defined]
         if workflow is not None:
             workflow.add_step(wrapper)
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def catch_error(
+    fn: Callable[..., Any] | None = None,
+    *,
+    for_steps: list[str] | None = None,
+    max_recoveries: int = 1,
+) -> Any:
+    """Mark a workflow step as the handler of steps that fail their last attempt: it
+    receives a ``StepFailedEvent`` and may return any event (a StopEvent ends the run
+    with a result; raising fails it).
+
+    ``for_steps`` names the steps it covers (None: every step no other handler claims);
+    ``max_recoveries`` bounds how often it may be entered along one chain of events
+    (the count travels, journaled, with the events that follow a recovery)."""
+    if (
+        isinstance(max_recoveries, bool)
+        or not isinstance(max_recoveries, int)
+        or max_recoveries < 1
+    ):
+        raise WorkflowValidationError("@catch_error max_recoveries must be an integer >= 1")
+    if for_steps is not None and (
+        not isinstance(for_steps, list) or not all(isinstance(s, str) for s in for_steps)
+    ):
+        raise WorkflowValidationError(
+            "@catch_error for_steps must be None or a list of step name strings"
+        )
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        wrapper: Any = step(num_workers=1)(func)
+        wrapper.__catch_error__ = (  # read when the workflow class is built
+            None if for_steps is None else tuple(for_steps),
+            max_recoveries,
+        )
         return wrapper
 
     return decorate(fn) if fn is not None else decorate

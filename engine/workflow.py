@@ -33,12 +33,21 @@ from .errors import (
     WorkflowValidationError,
     WrongFunction,
 )
-from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from .events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StepFailedEvent,
+    StopEvent,
+)
 from .queues import WAKE_CHANNEL
 from .registry import qualified_name, register, resolve, warn_if_local
 from .replay import ReplayReport
+from .resources import ResourceManager, resource_parameters
 from .runids import check_same_start
 from .runtime import Engine, RunHandle, default_engine
+from .services import ServiceManager
 from .steps import StepSpec
 from .timetravel import fork, history, state_at
 from .workflow_context import CURRENT_SCOPE, WorkflowContext
@@ -84,6 +93,28 @@ class StepInfo:
     ctx_param: str | None = None
     bound: bool = True
     num_workers: int = 4
+    resources: tuple[tuple[str, Any, Any], ...] = ()
+    """``(parameter, descriptor, annotated type)`` of each ``Annotated[T, Resource()]``."""
+    services: tuple[tuple[str, type, Any], ...] = ()
+    """``(parameter, Workflow class, default)`` of each workflow injected into the step."""
+    is_handler: bool = False
+    """A ``@catch_error`` handler."""
+    handles: tuple[str, ...] | None = None
+    """The steps a handler covers (None: every step no other handler claims)."""
+    max_recoveries: int = 1
+
+
+@dataclass
+class StepConfig:
+    """A step's configuration as LlamaIndex exposes it on the step function."""
+
+    accepted_events: list[Any]
+    event_name: str
+    return_types: list[Any]
+    context_parameter: str | None
+    num_workers: int
+    retry_policy: Any
+    resources: list[str]
 
 
 def _event_types(annotation: Any) -> tuple[type[Event], ...]:
@@ -125,8 +156,17 @@ def _step_info(
     events: dict[str, tuple[type[Event], ...]] = {}
     ctx_param = None
     model = None
+    resources = tuple(resource_parameters(fn))
+    injected = {name for name, _, _ in resources}
+    services = []
     for param in params:
+        if param.name in injected:
+            continue
         ann = hints.get(param.name)
+        if isinstance(ann, type) and issubclass(ann, Workflow):
+            default = None if param.default is inspect.Parameter.empty else param.default
+            services.append((param.name, ann, default))
+            continue
         is_ctx, found_model = _context_model(ann)
         if is_ctx:
             ctx_param, model = param.name, found_model
@@ -155,11 +195,68 @@ def _step_info(
         # A step that joins events with collect_events runs one at a time: its buffer is
         # journaled with each step's commit, and two in parallel would each miss the other's.
         workers = 1 if "collect_events" in fn.__code__.co_names else 4
+    # LlamaIndex's introspection attribute (``_step_config``; ``__step_config`` before 2.0)
+    config = StepConfig(
+        accepted_events=list(accepts), event_name=event_param, return_types=list(returns),
+        context_parameter=ctx_param, num_workers=workers, retry_policy=spec.retry_policy,
+        resources=[name for name, _, _ in resources],
+    )  # fmt: skip
+    wrapper._step_config = config
+    setattr(wrapper, "__step_config", config)
+    catch = getattr(wrapper, "__catch_error__", None)
+    if catch is not None and accepts != (StepFailedEvent,):
+        raise WorkflowValidationError(
+            f"@catch_error handler '{attr}' must accept StepFailedEvent as its event parameter."
+        )
     info = StepInfo(
         name, fn, spec, accepts, returns, inspect.iscoroutinefunction(fn),
         event_param=event_param, ctx_param=ctx_param, bound=bound, num_workers=workers,
+        resources=resources, services=tuple(services), is_handler=catch is not None,
+        handles=catch[0] if catch is not None else None,
+        max_recoveries=catch[1] if catch is not None else 1,
     )  # fmt: skip
     return info, model
+
+
+def _handlers(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> dict[str, str]:
+    """Which ``@catch_error`` handler covers each step (scoped claims first, then the
+    wildcard); WorkflowValidationError for an invalid set of handlers."""
+    handlers = [s for s in steps.values() if s.is_handler]
+    errors = []
+    wildcards = [h for h in handlers if h.handles is None]
+    if len(wildcards) > 1:
+        errors.append(
+            "Only one wildcard @catch_error handler is allowed per workflow, found "
+            f"{len(wildcards)}: {', '.join(sorted(h.name for h in wildcards))}"
+        )
+    names = {h.name for h in handlers}
+    owner: dict[str, str] = {}
+    for handler in handlers:
+        for target in handler.handles or ():
+            if target not in steps:
+                errors.append(
+                    f"@catch_error handler '{handler.name}' lists unknown step '{target}' in "
+                    "for_steps."
+                )
+            elif target in names:
+                errors.append(
+                    f"@catch_error handler '{handler.name}' cannot cover another handler step "
+                    f"'{target}'."
+                )
+            elif target in owner:
+                errors.append(
+                    f"Step '{target}' is claimed by two @catch_error handlers: "
+                    f"'{owner[target]}' and '{handler.name}'."
+                )
+            else:
+                owner[target] = handler.name
+    if errors:
+        raise WorkflowValidationError("\n".join(errors))
+    if wildcards:
+        for name in steps:
+            if name not in names:
+                owner.setdefault(name, wildcards[0].name)
+    return owner
 
 
 def _config_check(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> tuple[type, type]:
@@ -193,6 +290,7 @@ def _validate(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> None:
     accepts StopEvent, and a StopEvent is reachable from the events that enter from
     outside (the StartEvent, and a HumanResponseEvent a step accepts)."""
     _config_check(cls, steps)
+    _handlers(cls, steps)
 
     def accepting(t: type[Event]) -> list[str]:
         return [s.name for s in steps.values() if any(issubclass(t, a) for a in s.accepts)]
@@ -221,7 +319,7 @@ def _validate(cls: type[Workflow], steps: Mapping[str, StepInfo]) -> None:
         a
         for s in steps.values()
         for a in s.accepts
-        if issubclass(a, StartEvent | HumanResponseEvent)
+        if issubclass(a, StartEvent | HumanResponseEvent | StepFailedEvent)
     ]
     reached_stop = False
     while frontier:
@@ -290,6 +388,7 @@ class Workflow:
         cls._steps = steps
         cls._state_model = model
         cls._valid = False
+        cls._handler_table = None
         # A stable name (class Flow(Workflow, name="jobs:flow")) survives moving or
         # renaming the class, and a script's workflows are not all "__main__:...".
         cls._name = name or qualified_name(cls)
@@ -299,6 +398,7 @@ class Workflow:
             register(cls._name, cls)
 
     _free_steps: ClassVar[dict[str, Any]] = {}
+    _handler_table: ClassVar[dict[str, str] | None] = None
     _step_functions: ClassVar[dict[str, Any]] = {}
     """Every step's function by name (methods and free functions), as LlamaIndex names it."""
 
@@ -321,6 +421,7 @@ class Workflow:
         cls._steps = {**cls._steps, info.name: info}
         cls._state_model = cls._state_model or model
         cls._valid = False
+        cls._handler_table = None
         if cls._name and cls._name not in _registered_names:
             register(cls._name, cls)
             _registered_names.add(cls._name)
@@ -334,6 +435,7 @@ class Workflow:
         engine: Engine | None = None,
         codec: Codec | None = None,
         resources: dict[str, Callable[[], Any]] | None = None,
+        resource_manager: ResourceManager | None = None,
         snapshot_every: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -345,12 +447,45 @@ class Workflow:
         self._engine = engine
         self._codec = codec or cls._class_codec
         self.resources = dict(resources or {})
+        self._resource_manager = resource_manager or ResourceManager()
+        self._service_manager = ServiceManager()
         self.snapshot_every = snapshot_every
         self.verbose = verbose
         self._start_event_class: type[StartEvent] = StartEvent
         self._stop_event_class: type[StopEvent] = StopEvent
         if not disable_validation:
             self._start_event_class, self._stop_event_class = _config_check(cls, cls._steps)
+
+    _class_services: ClassVar[dict[str, Workflow]] = {}
+
+    def add_workflows(self, **workflows: Workflow) -> None:
+        """Make ``workflows`` available to this workflow's steps: a step parameter named
+        as a keyword here and annotated with a Workflow class receives that workflow.
+
+        Also remembered for the class in this process, so a run recovered here (made
+        again with ``cls()``) gets the same workflows."""
+        for name, wf in workflows.items():
+            self._service_manager.add(name, wf)
+        type(self)._class_services = {**type(self)._class_services, **workflows}
+
+    def _service(self, name: str, cls: type[Workflow], default: Workflow | None) -> Workflow:
+        """The workflow for a step parameter: added to this instance, else to the class in
+        this process, else the parameter's default, else ``cls()`` (what a process
+        recovering the run without having added it can make)."""
+        if name in self._service_manager:
+            return self._service_manager.get(name)
+        found = type(self)._class_services.get(name) or default
+        return found if found is not None else cls()
+
+    @classmethod
+    def _catch_handler(cls, step: str) -> StepInfo | None:
+        """The ``@catch_error`` handler covering ``step``, if any."""
+        table = cls.__dict__.get("_handler_table")
+        if table is None:
+            table = _handlers(cls, cls._steps)
+            cls._handler_table = table
+        name = table.get(step)
+        return cls._steps.get(name) if name is not None else None
 
     @property
     def _timeout(self) -> float | None:
@@ -465,7 +600,10 @@ class Workflow:
         (LlamaIndex's) is called, and awaited if async, after each step that returned an
         event commits, in this process."""
         self._validate()
-        eng = self.engine
+        scope = CURRENT_SCOPE.get()
+        # A workflow started inside a step runs on that step's engine unless given its
+        # own: a process recovering the parent on another journal keeps the child there.
+        eng = self._engine or (scope.run.engine if scope is not None else default_engine())
         seed = None
         if ctx is not None:
             if not isinstance(ctx, WorkflowContext):
@@ -476,7 +614,6 @@ class Workflow:
                 return handler
             seed = ctx._seed()
         parent = None
-        scope = CURRENT_SCOPE.get()
         if scope is not None and run_id is None:
             scope.children += 1
             parent = scope.run.run_id
@@ -500,8 +637,10 @@ class Workflow:
             ]
             entries += [
                 journal.entry(K.EVENT_EMITTED if item.get("to") else K.EVENT_RECEIVED,
-                              {"to": item.get("to"), "event": item["event"]}, key=key,
-                              codec=codec, path="queued event")
+                              {"to": item.get("to"), "event": item["event"],
+                               **({"recoveries": item["recoveries"]}
+                                  if item.get("recoveries") else {})},
+                              key=key, codec=codec, path="queued event")
                 for key, item in seed.pending.items()
             ]  # fmt: skip
         if start is not None:

@@ -26,6 +26,7 @@ from journal import EntryKind, NewEntry, appended_items
 from .context import Context
 from .errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
 from .events import Event
+from .retry import RetryInfo
 from .serializers import BaseSerializer, JsonSerializer
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class StepScope:
         self.waits = 0
         self.children = 0
         self.locks: list[Any] = []
+        self.recoveries: dict[str, int] = {}
+        """``@catch_error`` handler entries along the chain of events this step is on."""
+        self.retry = RetryInfo(0, 0.0, None, None)
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         if key in self.writes:
@@ -447,7 +451,10 @@ class WorkflowContext(Context[Any]):
                 event = ser.serialize(item["event"])
             except ContextSerdeError as exc:
                 raise ContextSerdeError(f"queued event {key!r}: {exc}", path=key) from exc
-            queued.append({"id": key, "step": item.get("to"), "event": event})
+            entry = {"id": key, "step": item.get("to"), "event": event}
+            if item.get("recoveries"):  # a @catch_error budget spent along its chain
+                entry["recoveries"] = dict(item["recoveries"])
+            queued.append(entry)
         return {
             "version": SNAPSHOT_VERSION,
             "workflow": type(self._workflow)._name if self._workflow is not None else None,
@@ -475,6 +482,10 @@ class WorkflowContext(Context[Any]):
                 str(q["id"]): {"to": q.get("step"), "event": ser.deserialize(q["event"])}
                 for q in data.get("queued", [])
             }
+            for q in data.get("queued", []):
+                spent = q.get("recoveries")
+                if spent:
+                    pending[str(q["id"])]["recoveries"] = {str(k): int(v) for k, v in spent.items()}
         except ContextSerdeError:
             raise
         except Exception as exc:
@@ -564,6 +575,13 @@ class WorkflowContext(Context[Any]):
             scope, event_type, requirements or {}, timeout, waiter_event
         )
         return event
+
+    def retry_info(self) -> RetryInfo:
+        """The executing step's retry state: ``retry_number`` (0 on the first attempt),
+        seconds since the first attempt, the previous attempt's exception and when it
+        failed. Journaled: a recovered run goes on counting."""
+        retry: RetryInfo = self._in_step("retry_info").retry
+        return retry
 
     def _in_step(self, what: str) -> StepScope:
         if self._scope is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import inspect
 import logging
 import time
@@ -50,9 +51,17 @@ from .errors import (
     WorkerStopping,
     WorkflowRuntimeError,
 )
-from .events import Event, InputRequiredEvent, StopEvent
+from .events import (
+    Event,
+    InputRequiredEvent,
+    StepFailedEvent,
+    StopEvent,
+    WorkflowFailedEvent,
+    exception_from_record,
+    exception_record,
+)
 from .execution import RECONNECT_PAUSE
-from .retry import retry_seed
+from .retry import RetryInfo, retry_seed
 from .telemetry import current_live
 from .watcher import Flag
 from .workflow_context import CURRENT_SCOPE, INTERNAL, StepScope, WorkflowContext
@@ -405,11 +414,29 @@ class WorkflowRun:
 
     async def _attempts(self, info: StepInfo, delivery: str, event: Event) -> None:
         attempts_key = f"{INTERNAL}attempts/{delivery}"
-        attempt = int(self.values.get(attempts_key, 0))
-        first_started = time.time()
+        record = self.values.get(attempts_key, 0)
+        if not isinstance(record, dict):  # journals before retry info: the count alone
+            record = {"attempt": int(record)}
+        attempt = int(record.get("attempt", 0))
+        first_started = float(record.get("first") or time.time())
+        last_error: Exception | None = None
+        recoveries: dict[str, int] = dict(self.pending.get(delivery, {}).get("recoveries") or {})
         while True:
             attempt += 1
             scope = StepScope(self, info.name, delivery, event)
+            scope.recoveries = recoveries
+            if attempt > 1:
+                failed_at = record.get("failed_at")
+                if last_error is None and record.get("error") is not None:
+                    last_error = exception_from_record(record["error"])
+                scope.retry = RetryInfo(
+                    retry_number=attempt - 1,
+                    elapsed_seconds=max(0.0, time.time() - first_started),
+                    last_exception=last_error,
+                    last_failed_at=None
+                    if failed_at is None
+                    else dt.datetime.fromtimestamp(failed_at, tz=dt.timezone.utc),
+                )
             ctx = WorkflowContext(scope, self.workflow.state_model())
             started = time.time()
             try:
@@ -418,13 +445,19 @@ class WorkflowRun:
                 raise
             except Exception as exc:
                 self._release_claims(scope)
+                failed_at = time.time()
                 wait = self._retry_wait(info, exc, attempt, first_started)
                 if self.engine.telemetry is not None:  # OpenTelemetry: the attempt's event
                     self.engine.telemetry._attempt_failed(
                         current_live(), exc, attempt, wait is None
                     )
                 if wait is None:
-                    raise _step_failure(info.name, exc, attempt) from exc
+                    await self._gave_up(info, delivery, event, exc, attempt=attempt,
+                                        first_started=first_started, recoveries=recoveries,
+                                        attempts_key=attempts_key)  # fmt: skip
+                    return
+                record = {"attempt": attempt, "first": first_started, "failed_at": failed_at,
+                          "error": exception_record(exc)}  # fmt: skip
                 await self.commit([
                     self.journal.entry(
                         K.STEP_FAILED,
@@ -432,10 +465,11 @@ class WorkflowRun:
                          "final": False},
                         step=info.name, key=delivery, codec=self.codec,
                     ),
-                    self.journal.entry(K.STATE_SET, attempt, key=attempts_key, step=info.name,
+                    self.journal.entry(K.STATE_SET, record, key=attempts_key, step=info.name,
                                        codec=self.codec),
                 ])  # fmt: skip
-                self.values[attempts_key] = attempt
+                self.values[attempts_key] = record
+                last_error = exc
                 await asyncio.sleep(wait)
                 continue
             # What the step returned is a programming error, not a transient one, if it
@@ -507,6 +541,14 @@ class WorkflowRun:
         kwargs: dict[str, Any] = {info.event_param: event}
         if info.ctx_param is not None:
             kwargs[info.ctx_param] = ctx
+        if info.resources:
+            manager = self.workflow._resource_manager
+            with manager.resolution_scope():
+                for param, descriptor, base in info.resources:
+                    descriptor.set_type_annotation(base)
+                    kwargs[param] = await manager.get(descriptor)
+        for param, cls, default in info.services:
+            kwargs[param] = self.workflow._service(param, cls, default)
 
         def invoke() -> Any:
             return info.fn(*args, **kwargs)
@@ -588,8 +630,11 @@ class WorkflowRun:
                 )
             for to in targets:
                 emitted.append(type(event).__name__)
+                payload: dict[str, Any] = {"to": to, "event": event}
+                if scope.recoveries:  # a chain of events after a @catch_error recovery
+                    payload["recoveries"] = scope.recoveries
                 entries.append(
-                    j.entry(K.EVENT_EMITTED, {"to": to, "event": event}, key=new_delivery_key(),
+                    j.entry(K.EVENT_EMITTED, payload, key=new_delivery_key(),
                             step=scope.step, codec=codec, path=f"event {type(event).__name__}")
                 )  # fmt: skip
         done = {"attempt": attempt, "started": started, "duration": time.time() - started,
@@ -619,6 +664,56 @@ class WorkflowRun:
                     run_id=self.run_id,
                 )  # fmt: skip
 
+    async def _gave_up(
+        self,
+        info: StepInfo,
+        delivery: str,
+        event: Event,
+        exc: Exception,
+        *,
+        attempt: int,
+        first_started: float,
+        recoveries: dict[str, int],
+        attempts_key: str,
+    ) -> None:
+        """The step's last attempt failed: hand a StepFailedEvent to the ``@catch_error``
+        handler covering it, if its budget along this chain of events allows; else fail
+        the run (raising the step's failure), streaming a WorkflowFailedEvent."""
+        failure = _step_failure(info.name, exc, attempt)
+        elapsed = max(0.0, time.time() - first_started)
+        handler = type(self.workflow)._catch_handler(info.name)
+        count = recoveries.get(handler.name, 0) + 1 if handler is not None else 0
+        if handler is None or count > handler.max_recoveries:
+            failure.stream_event = WorkflowFailedEvent(  # type: ignore[attr-defined]
+                step_name=info.name, exception=exc, attempts=attempt, elapsed_seconds=elapsed
+            )
+            raise failure from exc
+        failed = StepFailedEvent(
+            step_name=info.name, input_event=event, exception=exc, attempts=attempt,
+            elapsed_seconds=elapsed, failed_at=dt.datetime.now(dt.timezone.utc),
+        )  # fmt: skip
+        key = new_delivery_key()
+        payload = {"to": handler.name, "event": failed,
+                   "recoveries": {**recoveries, handler.name: count}}  # fmt: skip
+        j, codec = self.journal, self.codec
+        entries = [
+            j.entry(K.STEP_FAILED,
+                    {"attempt": attempt, "type": type(exc).__qualname__, "error": str(exc),
+                     "final": True, "handler": handler.name},
+                    step=info.name, key=delivery, codec=codec),
+            j.entry(K.EVENT_CONSUMED, key=delivery, step=info.name, codec=codec),
+            j.entry(K.EVENT_EMITTED, payload, key=key, step=info.name, codec=codec,
+                    path="event StepFailedEvent"),
+        ]  # fmt: skip
+        if attempts_key in self.values:
+            entries.append(j.entry(K.STATE_DELETED, key=attempts_key, step=info.name, codec=codec))
+        await self.commit(entries)
+        self.values.pop(attempts_key, None)
+        self.pending.pop(delivery, None)
+        self.claimed.discard(delivery)
+        self.pending[key] = payload
+        self._dispatch()
+
     def _release_claims(self, scope: StepScope) -> None:
         for key in scope.consumed:
             self.claimed.discard(key)
@@ -628,11 +723,20 @@ class WorkflowRun:
             return
         info = {"type": type(exc).__qualname__, "error": str(exc), "step": step}
         message = f"{type(exc).__qualname__}: {exc}"
+        entries = [self.journal.entry(K.RUN_FAILED, info, codec=self.codec)]
+        shown: Event | None = getattr(exc, "stream_event", None)
+        if shown is not None:
+            # The stream's last event, as in LlamaIndex; journaled with the failure so
+            # that the stream shows nothing the journal lacks.
+            entries.insert(
+                0, self.journal.entry(K.EVENT_STREAMED, shown, step=step, codec=self.codec)
+            )
         with contextlib.suppress(EngineError, ConflictError):
             await self.commit(
-                [self.journal.entry(K.RUN_FAILED, info, codec=self.codec)], final=True,
-                status="failed", error=message, release=True,
+                entries, final=True, status="failed", error=message, release=True,
             )  # fmt: skip
+            if shown is not None:
+                self._publish([shown])
         cause = exc.__cause__
         if (
             isinstance(exc, StepFailed)

@@ -121,3 +121,17 @@ def test_debugging(tmp_path: Path) -> None:
     assert "but the code now calls step.completed 'vat#4'" in out
     assert out.rstrip().endswith("step bodies executed: 0")
     assert not list(tmp_path.iterdir())  # nothing left behind in the working directory
+
+
+def test_llamaindex_nested_workflows(tmp_path: Path) -> None:
+    """LlamaIndex code with only its imports changed: killed inside the nested workflow,
+    recovered; the nested run is a child run and completed steps ran once."""
+    out, statuses = run_with_db("llamaindex_nested_workflows.py", tmp_path)
+    assert "KILLED pid" in out and "RECOVERED research-" in out
+    for name in ("plan", "critique", "answer"):
+        assert re.search(rf"{name} +ran once", out), name
+    for name in ("research", "improve"):
+        assert re.search(rf"{name} +ran twice", out), name
+    assert "'answer': 'Revenue grew 12% (How did revenue grow in 2023?)'" in out
+    assert re.search(r"research-\w+/research:e\w+#1 ReflectionFlow: completed \(child of", out)
+    assert statuses == ["completed", "completed"]

@@ -513,7 +513,7 @@ class TestErrors:
 def test_llamaindex_module_survives_sigkill_and_keeps_its_retry_count(tmp_path: Path) -> None:
     """A LlamaIndex module (imports changed only) killed in its retry wait is recovered by
     another process: steps that completed never run again, and the retry count goes on
-    from the journal (attempt 2, then 3), not from zero."""
+    from the journal (attempt 2, then 3), not from zero; so does ``ctx.retry_info()``."""
     db, log = str(tmp_path / "li.db"), tmp_path / "steps.log"
     env = {**os.environ, "LI_LOG": str(log), "LI_DELAY": "30", "LI_SUCCEED_ON": "3"}
     child = [sys.executable, str(PROCS / "llamaindex_child.py")]
@@ -555,3 +555,9 @@ def test_llamaindex_module_survives_sigkill_and_keeps_its_retry_count(tmp_path: 
     assert failed == [1, 2] and done["publish"] == 3
     ran = Counter(line.split()[0] for line in log.read_text().splitlines())
     assert ran["draft"] == 1 and ran["decide"] == 1 and ran["publish"] == 3
+    # ctx.retry_info() goes on after the kill: attempt 2's last exception is read back
+    # from the journal (the process that raised it is dead), attempt 3's from memory
+    retries = [line.split(maxsplit=2)[1:] for line in log.read_text().splitlines()
+               if line.startswith("retry ")]  # fmt: skip
+    assert retries == [["0", "None"], ["1", "ConnectionError('publish attempt 1 failed')"],
+                       ["2", "ConnectionError('publish attempt 2 failed')"]]  # fmt: skip

@@ -73,7 +73,9 @@ class Review(Workflow):
         return Approved(text=await ctx.store.get("doc.body"))
 
     @step(retry_policy=ConstantDelayRetryPolicy(maximum_attempts=5, delay=DELAY))
-    async def publish(self, ev: Approved) -> Published:
+    async def publish(self, ev: Approved, ctx: Context) -> Published:
+        info = ctx.retry_info()
+        log(f"retry {info.retry_number} {info.last_exception!r}")
         tries = log(f"publish {ev.text}")
         if tries < int(os.environ.get("LI_SUCCEED_ON", "3")):
             raise ConnectionError(f"publish attempt {tries} failed")
