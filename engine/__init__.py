@@ -21,6 +21,7 @@ from .errors import (
     JournalUnreachable,
     NonDeterminismError,
     NotInRun,
+    NotResumable,
     ResultTimeout,
     RunCancelled,
     RunFailed,
@@ -39,6 +40,7 @@ from .policies import RetryPolicy
 from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
+from .resume import resume
 from .retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy
 from .runtime import Engine, RecoveryReport, RunHandle, StopReport, configure, default_engine
 from .schedules import (
@@ -121,6 +123,7 @@ __all__ = [
     "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
+    "NotResumable",
     "PickleSerializer",
     "Queue",
     "RecoveryReport",
@@ -179,6 +182,7 @@ __all__ = [
     "remove_schedule",
     "replay",
     "replay_all",
+    "resume",
     "resume_schedule",
     "send_event",
     "state_at",
