@@ -96,6 +96,7 @@ KIND_STYLES = {
     "run.failed": "bold red",
     "run.cancelled": "yellow",
     "run.forked": "magenta",
+    "run.resumed": "bold magenta",
     "timer.started": "cyan",
     "timer.fired": "cyan",
     "child.started": "blue",
@@ -672,6 +673,16 @@ def compacted_note(journal: Journal, lineage: Mapping[str, Run]) -> Text | None:
     )
 
 
+def resumed_text(detail: Any) -> str:
+    """What a ``run.resumed`` entry's payload says, in words (read from an untrusted
+    journal: any shape is shown as best it can be, never raised on)."""
+    d = detail if isinstance(detail, dict) else {}
+    reopens = d.get("reopens") if isinstance(d.get("reopens"), list) else []
+    steps = [str(r.get("step")) for r in reopens if isinstance(r, dict)]
+    text = f"resumed by {d.get('by')} after the failure at seq {d.get('failed_seq')}"
+    return text + (f"; runs {', '.join(steps)} again" if steps else "")
+
+
 def _details(cp: Checkpoint) -> Text:
     parts: list[str] = []
     d = cp.detail
@@ -680,6 +691,8 @@ def _details(cp: Checkpoint) -> Text:
         parts.append(f"forked from {d.get('from')} at step {d.get('at_step')}")
         if edits:
             parts.append(f"edited {edits}")
+    if cp.kind == "run.resumed":
+        parts.append(resumed_text(d))
     if cp.kind in ("step.failed", "run.failed") and d.get("error") is not None:
         final = (
             "" if cp.kind == "run.failed" else (" (final)" if d.get("final") else " (will retry)")
