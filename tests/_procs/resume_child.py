@@ -7,7 +7,8 @@ Run as ``python resume_child.py MODE DB RUN_ID [N]`` with ``tests/_procs`` on
   prints ``status <status>``.
 - ``resume DB RUN_ID``: wait for the file ``$RESUME_GO`` (if set) to exist, then resume
   the run and wait for it to end; prints ``resumed <status>`` or ``refused <error type>``.
-- ``recover DB RUN_ID``: wait for the run to be claimable, recover it, print ``status``.
+- ``recover DB RUN_ID``: wait for the run to be claimable (or finished), recover it,
+  print ``status <status>``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def main(mode: str, db: str, run_id: str, *rest: str) -> None:
         print(f"resumed {handle.wait(60).status}", flush=True)
     elif mode == "recover":
         deadline = time.monotonic() + 30
-        while not any(r.run_id == run_id for r in eng.journal.claimable()):
+        while not eng.journal.get_run(run_id).finished and not any(
+            r.run_id == run_id for r in eng.journal.claimable()
+        ):
             if time.monotonic() > deadline:
                 raise SystemExit("never claimable")
             time.sleep(0.05)
