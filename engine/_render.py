@@ -677,8 +677,9 @@ def resumed_text(detail: Any) -> str:
     """What a ``run.resumed`` entry's payload says, in words (read from an untrusted
     journal: any shape is shown as best it can be, never raised on)."""
     d = detail if isinstance(detail, dict) else {}
-    reopens = d.get("reopens") if isinstance(d.get("reopens"), list) else []
-    steps = [str(r.get("step")) for r in reopens if isinstance(r, dict)]
+    reopens = d.get("reopens")
+    items: list[Any] = reopens if isinstance(reopens, list) else []
+    steps = [str(r.get("step")) for r in items if isinstance(r, dict)]
     text = f"resumed by {d.get('by')} after the failure at seq {d.get('failed_seq')}"
     return text + (f"; runs {', '.join(steps)} again" if steps else "")
 

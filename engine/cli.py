@@ -1112,7 +1112,7 @@ def resume_cmd(
     """Resume the failed RUN from its failing step with today's code.
 
     The same run goes on: completed steps return their recorded results, the step it
-    failed of runs again, and the failure stays in its history, followed by a
+    failed at runs again, and the failure stays in its history, followed by a
     run.resumed entry. Only a failed run is resumed; any other (or one resumed
     meanwhile) is refused with nothing written. RUN's function must be importable.
 

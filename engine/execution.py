@@ -620,7 +620,7 @@ def _recorded_failure(name: str, payload: dict[str, Any], key: str | None) -> St
 
 
 def _failed_step(exc: BaseException) -> str | None:
-    """The key of the step whose final failure the run failed of (``exc`` itself, or
+    """The key of the step whose final failure ended the run (``exc`` itself, or
     what it was raised from), if any: what a resume of the run executes again."""
     seen: set[int] = set()
     cause: BaseException | None = exc

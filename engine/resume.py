@@ -136,7 +136,7 @@ def _check(run: Run) -> None:
 def reopened_failures(journal: Journal, run: Run, failure: Any) -> tuple[tuple[str, int, str], ...]:
     """The final step failures a resume of ``run`` executes again, as ``(run_id, seq,
     step key)``: the one its ``run.failed`` entry (decoded: ``failure``) names as what
-    the run failed of; for a failure recorded before runs named it, the final step
+    ended the run; for a failure recorded before runs named it, the final step
     failures after the body's last other call. A failure the body caught and went on
     from is history, replayed as it was."""
     named = failure.get("step", ...) if isinstance(failure, dict) else ...

@@ -86,7 +86,7 @@ def checkout(ctx: Context[Any], order: str) -> dict[str, str]:
 
 @durable
 def handles_its_failure(ctx: Context[Any], order: str) -> str:
-    """Catches charge's failure, goes on, then fails of another step: the caught failure
+    """Catches charge's failure, goes on, then fails at another step: the caught failure
     is history, and only ship runs again on resume."""
     try:
         charge(order)
