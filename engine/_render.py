@@ -300,6 +300,25 @@ def waits(journal: Journal, run: Run) -> list[dict[str, Any]]:
     return list(open_waits.values())
 
 
+def resumes(journal: Journal, run: Run) -> list[dict[str, Any]]:
+    """The times ``run`` was resumed after a failure: each ``run.resumed`` entry's
+    ``{"seq", "by", "at", "failed_seq", "error"}`` (what a journal holds, as it holds it)."""
+    found = _entries(
+        journal,
+        "run_id = ? AND seq > ? AND kind = ? ORDER BY seq",
+        [run.run_id, run.horizon, EntryKind.RUN_RESUMED],
+    )
+    out = []
+    for entry in found:
+        try:
+            info = journal.decode_entry(entry)
+        except (DecodeError, JournalError):
+            info = {}
+        d = info if isinstance(info, dict) else {}
+        out.append({"seq": entry.seq, **{k: d.get(k) for k in ("by", "at", "failed_seq", "error")}})
+    return out
+
+
 def failure_traceback(journal: Journal, run: Run) -> str | None:
     """The traceback journaled with a failed run's ``run.failed`` entry, if any."""
     if run.status != "failed":
@@ -353,6 +372,7 @@ def run_json(
         doc["output"] = _decoded(journal, run.output, run, "output")
         doc["traceback"] = failure_traceback(journal, run)
         doc["waiting_for"] = waits(journal, run)
+        doc["resumed"] = resumes(journal, run)
     if checkpoints is not None:
         doc["checkpoints"] = checkpoints
     return doc
@@ -566,6 +586,14 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
     row("last seq", str(run.last_seq))
     row("horizon", f"{run.horizon}" + (" (entries up to it were compacted)" if run.horizon else ""))
     row("checkpoints", str(checkpoints))
+    for resumed in resumes(journal, run):
+        at = resumed["at"]
+        when = timestamp(at, ms=True) if isinstance(at, int | float) else "?"
+        row(
+            "resumed",
+            f"at seq {resumed['seq']} by {resumed['by']}, {when}, after the failure at seq "
+            f"{resumed['failed_seq']}: {resumed['error']}",
+        )
     row("codec", run.codec)
     out: list[RenderableType] = [grid]
     out.append(Text("\ninput", style="bold"))

@@ -96,6 +96,20 @@ def handles_its_failure(ctx: Context[Any], order: str) -> str:
     return ship(order)
 
 
+@step
+async def acharge(order: str) -> str:
+    CALLS.append("acharge")
+    if "charge" in BROKEN:
+        raise RuntimeError("card declined")
+    return f"paid-{order}"
+
+
+@durable
+async def async_checkout(ctx: Context[Any], order: str) -> list[str]:
+    r = reserve(order)
+    return [r, await acharge(order)]
+
+
 RESUME_QUEUE = Queue("resume-tests", concurrency=1)
 
 
@@ -218,6 +232,14 @@ class TestResume:
         assert eng.resume("o-9").result(timeout=10) == "shipped-o-9"
         assert CALLS == ["ship"]
         assert eng.journal.state_at("o-9").values["paid"] is False
+
+    def test_an_async_run(self, eng: Engine) -> None:
+        BROKEN.add("charge")
+        with pytest.raises(RunFailed):
+            eng.start(async_checkout, ("a-1",), {}, run_id="a-1").result(timeout=10)
+        BROKEN.clear()
+        assert eng.resume("a-1").result(timeout=10) == ["res-a-1", "paid-a-1"]
+        assert CALLS == ["reserve", "acharge", "acharge"]
 
     def test_the_module_level_function(self, eng: Engine) -> None:
         failed_run(eng)
@@ -427,6 +449,9 @@ class TestCommandLine:
         assert shown.returncode == 0
         text = shown.stdout
         assert text.index("run.failed") < text.index("run.resumed") < text.index("run.completed")
+        detail = durable_cli(tmp_path, "show", "p-1", "--json", "--db", str(db))
+        resumed = json.loads(detail.stdout)["resumed"]
+        assert len(resumed) == 1 and "payment provider unavailable" in resumed[0]["error"]
 
     @pytest.mark.parametrize("target", ["done", "nope"])
     def test_refused_one_line_exit_2_nothing_written(self, tmp_path: Path, target: str) -> None:
