@@ -33,6 +33,7 @@ from .errors import (
     JournalUnreachable,
     NonDeterminismError,
     NotInRun,
+    NotResumable,
     ResultTimeout,
     RunCancelled,
     RunFailed,
@@ -62,6 +63,7 @@ from .queues import Queue
 from .registry import UnrecoverableDefinition
 from .replay import ReplayReport, replay, replay_all
 from .resources import Resource, ResourceConfig, ResourceManager
+from .resume import resume
 from .retry import (  # LlamaIndex's composable retry primitives
     ConstantDelayRetryPolicy,
     ExponentialBackoffRetryPolicy,
@@ -182,6 +184,7 @@ __all__ = [
     "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
+    "NotResumable",
     "PickleSerializer",
     "Queue",
     "RecoveryReport",
@@ -256,6 +259,7 @@ __all__ = [
     "remove_schedule",
     "replay",
     "replay_all",
+    "resume",
     "resume_schedule",
     "retry_all",
     "retry_always",

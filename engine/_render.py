@@ -96,6 +96,7 @@ KIND_STYLES = {
     "run.failed": "bold red",
     "run.cancelled": "yellow",
     "run.forked": "magenta",
+    "run.resumed": "bold magenta",
     "timer.started": "cyan",
     "timer.fired": "cyan",
     "child.started": "blue",
@@ -299,6 +300,25 @@ def waits(journal: Journal, run: Run) -> list[dict[str, Any]]:
     return list(open_waits.values())
 
 
+def resumes(journal: Journal, run: Run) -> list[dict[str, Any]]:
+    """The times ``run`` was resumed after a failure: each ``run.resumed`` entry's
+    ``{"seq", "by", "at", "failed_seq", "error"}`` (what a journal holds, as it holds it)."""
+    found = _entries(
+        journal,
+        "run_id = ? AND seq > ? AND kind = ? ORDER BY seq",
+        [run.run_id, run.horizon, EntryKind.RUN_RESUMED],
+    )
+    out = []
+    for entry in found:
+        try:
+            info = journal.decode_entry(entry)
+        except (DecodeError, JournalError):
+            info = {}
+        d = info if isinstance(info, dict) else {}
+        out.append({"seq": entry.seq, **{k: d.get(k) for k in ("by", "at", "failed_seq", "error")}})
+    return out
+
+
 def failure_traceback(journal: Journal, run: Run) -> str | None:
     """The traceback journaled with a failed run's ``run.failed`` entry, if any."""
     if run.status != "failed":
@@ -352,6 +372,7 @@ def run_json(
         doc["output"] = _decoded(journal, run.output, run, "output")
         doc["traceback"] = failure_traceback(journal, run)
         doc["waiting_for"] = waits(journal, run)
+        doc["resumed"] = resumes(journal, run)
     if checkpoints is not None:
         doc["checkpoints"] = checkpoints
     return doc
@@ -565,6 +586,14 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
     row("last seq", str(run.last_seq))
     row("horizon", f"{run.horizon}" + (" (entries up to it were compacted)" if run.horizon else ""))
     row("checkpoints", str(checkpoints))
+    for resumed in resumes(journal, run):
+        at = resumed["at"]
+        when = timestamp(at, ms=True) if isinstance(at, int | float) else "?"
+        row(
+            "resumed",
+            f"at seq {resumed['seq']} by {resumed['by']}, {when}, after the failure at seq "
+            f"{resumed['failed_seq']}: {resumed['error']}",
+        )
     row("codec", run.codec)
     out: list[RenderableType] = [grid]
     out.append(Text("\ninput", style="bold"))
@@ -672,6 +701,17 @@ def compacted_note(journal: Journal, lineage: Mapping[str, Run]) -> Text | None:
     )
 
 
+def resumed_text(detail: Any) -> str:
+    """What a ``run.resumed`` entry's payload says, in words (read from an untrusted
+    journal: any shape is shown as best it can be, never raised on)."""
+    d = detail if isinstance(detail, dict) else {}
+    reopens = d.get("reopens")
+    items: list[Any] = reopens if isinstance(reopens, list) else []
+    steps = [str(r.get("step")) for r in items if isinstance(r, dict)]
+    text = f"resumed by {d.get('by')} after the failure at seq {d.get('failed_seq')}"
+    return text + (f"; runs {', '.join(steps)} again" if steps else "")
+
+
 def _details(cp: Checkpoint) -> Text:
     parts: list[str] = []
     d = cp.detail
@@ -680,6 +720,8 @@ def _details(cp: Checkpoint) -> Text:
         parts.append(f"forked from {d.get('from')} at step {d.get('at_step')}")
         if edits:
             parts.append(f"edited {edits}")
+    if cp.kind == "run.resumed":
+        parts.append(resumed_text(d))
     if cp.kind in ("step.failed", "run.failed") and d.get("error") is not None:
         final = (
             "" if cp.kind == "run.failed" else (" (final)" if d.get("final") else " (will retry)")

@@ -1089,6 +1089,70 @@ def fork_cmd(
         raise CheckFailed(f"fork {handle.run_id!r} {final.status}")
 
 
+@cli.command(name="resume")
+@click.argument("run_id", metavar="RUN")
+@click.option("--wait", is_flag=True, help="Wait for the run to end and print its outcome.")
+@click.option(
+    "--by", metavar="WHO", help="Who resumes it, as the history shows (default: this process)."
+)
+@code_options
+@output_options
+@trust_option
+@db_option
+@click.pass_context
+def resume_cmd(
+    ctx: click.Context,
+    *,
+    run_id: str,
+    wait: bool,
+    by: str | None,
+    imports: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Resume the failed RUN from its failing step with today's code.
+
+    The same run goes on: completed steps return their recorded results, the step it
+    failed at runs again, and the failure stays in its history, followed by a
+    run.resumed entry. Only a failed run is resumed; any other (or one resumed
+    meanwhile) is refused with nothing written. RUN's function must be importable.
+
+    The run executes in this process (a run of a queue with no room left waits for a
+    worker): without --wait its id is printed at once and the process exits when it has
+    ended. With --wait the exit status is 1 if it failed again.
+    """
+    with _code_engine(ctx, imports) as eng:
+        handle = eng.resume(run_id, by=by)
+        doc: dict[str, Any] = {"run_id": run_id, "resumed": True}
+        if not wait:
+            if as_json:
+                _emit_json(doc)
+            else:
+                click.echo(render.clean(run_id))
+            if handle._future is not None:  # executing on this process's threads
+                handle.wait()
+            return
+        final = handle.wait()
+        doc.update(status=final.status, error=final.error)
+        doc["output"] = to_jsonable(
+            eng.journal.decode(
+                final.output, final.codec, where=f"run {final.run_id!r} output", run_id=final.run_id
+            )
+        )
+    if as_json:
+        _emit_json(doc)
+    else:
+        console = render.make_console()
+        console.print(
+            Text.assemble(("resumed ", "bold"), run_id, ": ") + render.status_text(final.status)
+        )
+        if final.status == "completed":
+            console.print(Text(render.pretty_json(doc["output"])))
+        elif final.error:
+            console.print(Text(final.error, style="red"))
+    if final.status != "completed":
+        raise CheckFailed(f"run {run_id!r} {final.status}")
+
+
 @cli.command(name="replay")
 @click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(

@@ -12,6 +12,7 @@
     │   ├── JournalUnreachable  ... or could not reach the journal's database to commit
     │   └── WorkerStopping      ... or is stopping: the run paused at a step boundary
     ├── CannotResume          this process cannot resume a run (marked with the reason)
+    ├── NotResumable          ``resume`` of a run that is not failed (or not resumable)
     ├── FunctionNotFound      a recorded function or workflow can no longer be imported
     ├── RunIdConflict         a run id that exists with other input
     │   └── WrongFunction     ... or that belongs to another function
@@ -49,6 +50,7 @@ __all__ = [
     "JournalUnreachable",
     "NonDeterminismError",
     "NotInRun",
+    "NotResumable",
     "ResultTimeout",
     "RunCancelled",
     "RunFailed",
@@ -113,6 +115,12 @@ class CannotResume(EngineError):
     """This process could not resume the run: its recorded data does not decode here, or
     a resource factory raised. The run is left unfinished, its lease released and the
     reason in its ``error``; ``reason`` holds it."""
+
+
+class NotResumable(EngineError):
+    """``resume`` refused the run, and wrote nothing: only a failed run can be resumed
+    (``status`` is what it is now; a concurrent resume may have reopened it first), and
+    only a ``@durable`` run with its journal whole (``reason`` says which)."""
 
 
 class FunctionNotFound(EngineError):

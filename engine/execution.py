@@ -287,7 +287,7 @@ class RunExecution:
         if self.replay_until is not None and self.steps_replayed >= self.replay_until:
             raise ReplayStop(f"stopped after {self.steps_replayed} replayed calls", rec.index)
         if rec.kind == K.STEP_FAILED:
-            raise _recorded_failure(rec.name, payload)
+            raise _recorded_failure(rec.name, payload, rec.entry.step)
         return payload["result"]
 
     def _completed(
@@ -567,6 +567,7 @@ class RunExecution:
             "error": str(exc),
             "traceback": "".join(traceback.format_exception(exc))[-8000:],
             "diverged": diverged,
+            "step": _failed_step(exc),
         }
         return [*self._drain_body(), self.journal.entry(K.RUN_FAILED, info, codec=self.codec)]
 
@@ -605,16 +606,31 @@ def child_outcome(child_id: str, outcome: dict[str, Any]) -> Any:
     )
 
 
-def _recorded_failure(name: str, payload: dict[str, Any]) -> StepFailed:
+def _recorded_failure(name: str, payload: dict[str, Any], key: str | None) -> StepFailed:
     cls = StepTimeout if payload.get("timeout") else StepFailed
     return cls(
         f"step {name!r} failed after {payload['attempt']} attempt(s): "
         f"{payload['type']}: {payload['error']}",
         step=name,
+        key=key,
         error_type=payload["type"],
         error=payload["error"],
         attempts=payload["attempt"],
     )
+
+
+def _failed_step(exc: BaseException) -> str | None:
+    """The key of the step whose final failure ended the run (``exc`` itself, or
+    what it was raised from), if any: what a resume of the run executes again."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        key = getattr(cause, "key", None) if isinstance(cause, StepFailed) else None
+        if isinstance(key, str):
+            return key
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _live_failure(name: str, key: str, exc: BaseException, attempt: int) -> StepFailed:
@@ -622,6 +638,7 @@ def _live_failure(name: str, key: str, exc: BaseException, attempt: int) -> Step
     return cls(
         f"step {name!r} ({key}) failed after {attempt} attempt(s): {type(exc).__qualname__}: {exc}",
         step=name,
+        key=key,
         error_type=type(exc).__qualname__,
         error=str(exc),
         attempts=attempt,

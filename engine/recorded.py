@@ -18,7 +18,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from journal import Entry, EntryKind, HorizonError, Journal, Run, fork_lineage
+from journal import (
+    CorruptionError,
+    Entry,
+    EntryKind,
+    HorizonError,
+    Journal,
+    ResumeRecord,
+    Run,
+    fork_lineage,
+)
 
 from .errors import NonDeterminismError
 
@@ -132,6 +141,10 @@ class History:
         self._pos: Position = (0, 0)
         self._body_upto: Position = (-1, 0)  # body mutations up to here were queued by a scan
         self._source: Iterator[tuple[Position, Entry]] | None = None
+        # Final step failures a resume reopened, as (run_id, seq): those read so far,
+        # and (once a final failure is replayed) those of the whole history.
+        self._reopened_seen: set[tuple[str, int]] = set()
+        self._reopened: set[tuple[str, int]] | None = None
         if self.segments and journal is not None:
             self._find_fork_edits()
             self._source = self._scan((0, 0))
@@ -218,15 +231,50 @@ class History:
                 self._completions[index] = e
         elif kind in (K.RUN_COMPLETED, K.RUN_FAILED, K.RUN_CANCELLED):
             self.terminal = e
+        elif kind == K.RUN_RESUMED:
+            self.terminal = None
+            for run_id, seq, step in self._reopens(e):
+                self._reopened_seen.add((run_id, seq))
+                if self._reopened is not None:
+                    self._reopened.add((run_id, seq))
+                # The reopened step runs again with its whole retry policy.
+                self.failed_attempts.pop(step, None)
         held = len(self.calls) + len(self.body_mutations)
         self.peak_buffered = max(self.peak_buffered, held)
         return True
 
+    def _reopens(self, e: Entry) -> tuple[tuple[str, int, str], ...]:
+        assert self.journal is not None
+        try:
+            return ResumeRecord.from_payload(self.journal.decode_entry(e)).reopens
+        except ValueError as exc:
+            raise CorruptionError(
+                f"run {e.run_id!r} seq {e.seq}: {exc}", run_id=e.run_id, seq=e.seq
+            ) from None
+
+    def _is_reopened(self, rec: RecordedCall) -> bool:
+        """Was this final step failure reopened by a resume (recorded after it, so
+        looked for once, by a scan that keeps nothing but what it seeks)?"""
+        if rec.kind != K.STEP_FAILED:
+            return False
+        if self._reopened is None:
+            self._reopened = set(self._reopened_seen)
+            if self._source is not None:
+                for _, e in self._scan(self._pos):
+                    if e.kind == K.RUN_RESUMED:
+                        self._reopened.update((r, s) for r, s, _ in self._reopens(e))
+        return (rec.entry.run_id, rec.entry.seq) in self._reopened
+
     def _has_calls(self) -> bool:
-        while not self.calls:
-            if not self._pull():
-                return False
-        return True
+        while True:
+            while not self.calls:
+                if not self._pull():
+                    return False
+            # A reopened failure the code no longer reaches is no divergence: it was undone.
+            first = self.calls[min(self.calls)]
+            if not self._is_reopened(first):
+                return True
+            del self.calls[first.index]
 
     # -- replaying -------------------------------------------------------------------------
 
@@ -237,10 +285,9 @@ class History:
 
         Raises :class:`NonDeterminismError` when the journal holds a different call there.
         """
-        while index not in self.calls:
-            if not self._pull():
-                return None
-        rec = self.calls[index]
+        rec = self._call_at(index)
+        if rec is None:
+            return None
         kinds = {kind, K.STEP_FAILED} if kind == K.STEP_COMPLETED else {kind}
         if rec.kind not in kinds or rec.name != name:
             raise NonDeterminismError(
@@ -283,10 +330,18 @@ class History:
 
     def peek(self, index: int) -> RecordedCall | None:
         """The recorded call at ``index`` without consuming it."""
-        while index not in self.calls:
-            if not self._pull():
-                return None
-        return self.calls[index]
+        return self._call_at(index)
+
+    def _call_at(self, index: int) -> RecordedCall | None:
+        while True:
+            while index not in self.calls:
+                if not self._pull():
+                    return None
+            rec = self.calls[index]
+            if not self._is_reopened(rec):
+                return rec
+            # A resume reopened this failure: the call's re-run, if recorded, comes later.
+            del self.calls[index]
 
     def has_calls(self) -> bool:
         """True while recorded calls remain to be replayed."""

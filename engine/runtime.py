@@ -59,6 +59,7 @@ from .execution import _CURRENT_RUN, ContinueAsNew, RunExecution, child_outcome
 from .queues import WAKE_CHANNEL, queue_limits
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
+from .resume import resume_run
 from .runids import check_same_start
 from .telemetry import Telemetry, TracedExecution, telemetry_for
 from .watcher import RunWatcher
@@ -657,6 +658,19 @@ class Engine:
         claimed_run, future = claimed
         target.launch(self, claimed_run, future)
         return future
+
+    def resume(self, run_id: str, *, by: str | None = None) -> RunHandle:
+        """Resume the failed run ``run_id`` from its failing step with today's code, as the
+        same run; return its handle at once.
+
+        Completed steps return their recorded results without running; the step whose
+        failure ended the run runs again (with its whole retry policy); the run may
+        complete or fail again. The failure stays in the history, followed by a
+        ``run.resumed`` entry naming ``by`` (default: this engine's owner) and when.
+        Raises :class:`NotResumable` (and writes nothing) for a run that is not failed,
+        including one a concurrent resume reopened first. See :mod:`engine.resume`.
+        """
+        return resume_run(self, run_id, by)
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run (raises ``journal.RunNotFound`` if there is none)."""

@@ -50,7 +50,7 @@ K = EntryKind
 CHECKPOINT_KINDS = frozenset({
     K.STEP_COMPLETED, K.STEP_FAILED, K.TIMER_STARTED, K.TIMER_FIRED, K.CHILD_STARTED,
     K.CHILD_COMPLETED, K.EVENT_RECEIVED, K.RUN_FORKED, K.RUN_COMPLETED, K.RUN_FAILED,
-    K.RUN_CANCELLED,
+    K.RUN_CANCELLED, K.RUN_RESUMED,
 })  # fmt: skip
 
 
@@ -251,7 +251,9 @@ def _checkpoint(
 
 
 def _payload(journal: Journal, entry: Any) -> Any:
-    if entry.kind in (K.STEP_FAILED, K.RUN_FAILED, K.STEP_COMPLETED, K.RUN_FORKED, K.TIMER_STARTED):
+    if entry.kind in (
+        K.STEP_FAILED, K.RUN_FAILED, K.RUN_RESUMED, K.STEP_COMPLETED, K.RUN_FORKED, K.TIMER_STARTED
+    ):  # fmt: skip
         return journal.decode_entry(entry, strict=False)
     return None
 

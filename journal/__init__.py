@@ -41,6 +41,7 @@ from .errors import (
     LineageError,
     MigrationError,
     NotAJournalError,
+    NotFailed,
     RunCorrupted,
     RunEnded,
     RunNotFound,
@@ -58,7 +59,7 @@ from .kinds import ENTRY_KINDS, RUN_STATUSES, TERMINAL_STATUSES, EntryKind
 from .lineage import MAX_LINEAGE_DEPTH, ancestors, fork_lineage
 from .migrate import MigrationReport, copy_journal
 from .policies import Durability, RetentionPolicy, SnapshotPolicy
-from .records import Entry, NewEntry, Run, ScheduleRecord, SnapshotInfo
+from .records import Entry, NewEntry, ResumeRecord, Run, ScheduleRecord, SnapshotInfo
 from .render import to_jsonable
 from .retention import Retention, RetentionReport, apply_retention
 from .schedules import Schedules
@@ -121,7 +122,9 @@ __all__ = [
     "MigrationReport",
     "NewEntry",
     "NotAJournalError",
+    "NotFailed",
     "PickleSerializer",
+    "ResumeRecord",
     "Retention",
     "RetentionPolicy",
     "RetentionReport",

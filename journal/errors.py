@@ -19,7 +19,9 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     ├── ScheduleConflict        a schedule of that name exists with another definition
     ├── ConflictError           expected seq or epoch did not match: nothing was written
     │   ├── LeaseHeld           another owner holds an unexpired lease on the run
-    │   └── RunEnded            the run is completed, failed or cancelled: it takes no writes
+    │   ├── RunEnded            the run is completed, failed or cancelled: it takes no writes
+    │   └── NotFailed           a reopen (resume) of a run that is not failed, or no longer
+    │                           with the failure the caller saw: nothing was written
     ├── HorizonError            a read before the retained (compacted) horizon
     ├── SerializationError      a value the codec cannot encode (names key path and type)
     ├── DecodeError             a stored payload that does not decode (names run and seq)
@@ -60,6 +62,7 @@ __all__ = [
     "LineageError",
     "MigrationError",
     "NotAJournalError",
+    "NotFailed",
     "RunCorrupted",
     "RunEnded",
     "RunNotFound",
@@ -139,6 +142,14 @@ class LeaseHeld(ConflictError):
 class RunEnded(ConflictError):
     """The run has a terminal status (``status``: completed, failed or cancelled): nothing
     is appended to it or changed in it any more; nothing was written."""
+
+    status: str
+
+
+class NotFailed(ConflictError):
+    """Only a failed run can be reopened (``status``: what the run is now), and only with
+    the failure the caller read (another resume may have reopened it first); nothing
+    was written."""
 
     status: str
 

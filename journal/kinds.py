@@ -35,6 +35,8 @@ class EntryKind:
     RUN_COMPLETED: Final = "run.completed"
     RUN_FAILED: Final = "run.failed"
     RUN_CANCELLED: Final = "run.cancelled"
+    RUN_RESUMED: Final = "run.resumed"
+    """A failed run reopened by ``resume``: the one entry that may follow ``run.failed``."""
 
 
 ENTRY_KINDS: Final[frozenset[str]] = frozenset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Entry", "NewEntry", "Run", "ScheduleRecord", "SnapshotInfo"]
+__all__ = ["Entry", "NewEntry", "ResumeRecord", "Run", "ScheduleRecord", "SnapshotInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,50 @@ class Run:
         """The run's tags (``start(..., tags=...)``), kept in its sealed ``meta`` column."""
         tags = self.meta.get("tags")
         return dict(tags) if isinstance(tags, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRecord:
+    """The payload of a ``run.resumed`` entry: who reopened the failed run and when, the
+    failure it reopens (the seq of its ``run.failed`` entry and the run's error then),
+    and the step failures the resumed run executes again rather than replays."""
+
+    by: str
+    at: float
+    """When the run was reopened (Unix time)."""
+    failed_seq: int
+    error: str | None
+    reopens: tuple[tuple[str, int, str], ...] = ()
+    """``(run_id, seq, step key)`` of each final ``step.failed`` entry reopened (the run
+    itself, or a run it was forked from)."""
+
+    def to_payload(self) -> dict[str, Any]:
+        """The entry's payload (plain JSON values)."""
+        return {
+            "by": self.by,
+            "at": self.at,
+            "failed_seq": self.failed_seq,
+            "error": self.error,
+            "reopens": [{"run": r, "seq": s, "step": k} for r, s, k in self.reopens],
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> ResumeRecord:
+        """Read a decoded payload back; :class:`ValueError` if it is not one."""
+        try:
+            reopens = tuple(
+                (str(r["run"]), int(r["seq"]), str(r["step"])) for r in payload["reopens"]
+            )
+            error = payload["error"]
+            return cls(
+                by=str(payload["by"]),
+                at=float(payload["at"]),
+                failed_seq=int(payload["failed_seq"]),
+                error=None if error is None else str(error),
+                reopens=reopens,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a run.resumed payload: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from .kinds import RUN_KINDS, RUN_STATUSES, TERMINAL_STATUSES
 from .lineage import ancestors
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
+from .reopen import reopen_failed
 from .schedules import Schedules
 from .tags import check_tags, tag_clauses
 from .verify import VerifyReport, verify
@@ -1509,6 +1510,12 @@ class Journal:
             )
         params.append(req.run_id)
         self._c().execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
+
+    def reopen_failed(
+        self, run_id: str, entry: NewEntry, *, failed_seq: int, error: str | None
+    ) -> Run:
+        """Reopen a failed run (``resume``): see :mod:`journal.reopen`."""
+        return reopen_failed(self, run_id, entry, failed_seq=failed_seq, error=error)
 
     def release(self, run_id: str, epoch: int) -> bool:
         """Give up the lease on ``run_id`` if ``epoch`` still holds it, so another worker

@@ -107,6 +107,13 @@ def check_fork() -> None:
     assert ps["at"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
+def check_resume() -> None:
+    assert params(engine.Engine.resume)[:2] == ["self", "run_id"]
+    assert "--wait" in command_options("resume")
+    assert "run.resumed" in journal.ENTRY_KINDS
+    assert issubclass(engine.NotResumable, engine.EngineError)
+
+
 def check_replay() -> None:
     assert params(engine.replay)[0] == "run_id"
     assert "--all" in command_options("replay")
@@ -241,6 +248,11 @@ FEATURES = [
         check_time_travel,
     ),
     ("fork from a step", "`fork(run_id, at=n, state={...})`", check_fork),
+    (
+        "resume a failed run",
+        "`engine.resume(run_id)`, `durable resume RUN`, a button in `durable ui`",
+        check_resume,
+    ),
     (
         "replay debugging / determinism check",
         "`replay(run_id)`, `durable replay --all` in CI, `NonDeterminismError`",

@@ -55,7 +55,7 @@ from journal import (
 )
 from journal.kinds import RUN_STATUSES
 
-from ..errors import EngineError, FunctionNotFound, WrongFunction
+from ..errors import EngineError, FunctionNotFound, NotResumable, WrongFunction
 from ..registry import import_user_modules
 from ..runtime import Engine
 from ..timetravel import Checkpoint, StepNotFound, diff, fork, iter_history, state_at
@@ -297,6 +297,7 @@ def create_app(
         Route("/api/runs/{run_id:path}/fork", api_fork, methods=["POST"]),
         Route("/api/runs/{run_id:path}/events", api_events, methods=["POST"]),
         Route("/api/runs/{run_id:path}/cancel", api_cancel, methods=["POST"]),
+        Route("/api/runs/{run_id:path}/resume", api_resume, methods=["POST"]),
         Route("/api/runs/{run_id:path}", api_run),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -593,7 +594,11 @@ STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int],
     (ReadOnly, 403),
     (UnsupportedMedia, 415),
     ((BadRequest, StepNotFound, SeqOutOfRange), 400),
-    ((FunctionNotFound, WrongFunction, RunFinished, HorizonError, ConflictError, ImportError), 409),
+    (
+        (FunctionNotFound, WrongFunction, RunFinished, HorizonError, ConflictError, ImportError),
+        409,
+    ),
+    (NotResumable, 409),
     ((DecodeError, CorruptionError), 422),  # a stored value or row that does not verify
     (JournalBusy, 503),
     (ValueError, 400),  # bad event fields (pydantic's ValidationError) and other bad input
@@ -834,6 +839,21 @@ async def api_cancel(request: Request) -> Response:
     before, status = await run_in_threadpool(cancel)
     cancelled = before != "cancelled" and status == "cancelled"
     return JSONResponse({"run_id": run_id, "status": status, "cancelled": cancelled})
+
+
+async def api_resume(request: Request) -> Response:
+    """``POST /api/runs/{id}/resume``: resume a failed run from its failing step (409 and
+    nothing written for any other run, or one resumed meanwhile)."""
+    await _action_body(request)
+    ui = _ui(request)
+    run_id = _run_id(request)
+
+    def resume() -> str:
+        ui.engine.resume(run_id, by="durable ui")
+        return ui.journal.get_run(run_id).status
+
+    status = await run_in_threadpool(resume)
+    return JSONResponse({"run_id": run_id, "resumed": True, "status": status}, status_code=202)
 
 
 # -- pages ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from journal import EntryKind, Run, Undecoded, to_jsonable
 
+from .._render import resumed_text
 from ..timetravel import Checkpoint
 from .story import Owners, Takeover
 
@@ -327,6 +328,8 @@ def build_timeline(
                 note += f", edited {', '.join(map(str, edits))}" if edits else ""
             elif kind == K.RUN_FAILED:
                 note = str(cp.detail.get("error") or "")
+            elif kind == K.RUN_RESUMED:
+                note = resumed_text(cp.detail)
             row = Row(
                 label=f"run {label}",
                 kind="run",

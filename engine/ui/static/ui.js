@@ -214,6 +214,13 @@
     await refreshLive(true);
   });
 
+  action("resume-form", async function (form) {
+    if (!window.confirm("Resume run " + form.dataset.run + " from its failing step?")) return;
+    const data = await post(form.dataset.api, {});
+    say(form, "resumed: " + data.status, true);
+    location.reload();
+  });
+
   action("cancel-form", async function (form) {
     if (!window.confirm("Cancel run " + form.dataset.run + "?")) return;
     const data = await post(form.dataset.api, {});
