@@ -13,10 +13,13 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._schema import SCHEMA_VERSION
 from .errors import JournalError
+
+if TYPE_CHECKING:
+    from ._recorder import Recorder
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -46,6 +49,9 @@ def redact(location: str) -> str:
         rest = f"{rest[:at].split(':', 1)[0]}:***{rest[at:]}"
     rest = _PASSWORD_PARAM.sub(r"\1***", rest)
     return f"{scheme}://{rest}"
+
+
+_B = TypeVar("_B", bound="Backend")
 
 
 class Cursor(Protocol):
@@ -200,7 +206,7 @@ class Backend:
         a journal file has no listeners."""
 
     @contextlib.contextmanager
-    def transaction(self, where: str) -> Iterator[Backend]:
+    def transaction(self: _B, where: str) -> Iterator[_B]:
         """``BEGIN`` … ``COMMIT``; rolls back on any exception and translates it."""
         try:
             self.begin()
@@ -223,8 +229,8 @@ def open_backend(
     busy_timeout_ms: int,
     readonly: bool,
     vfs: str | None = None,
-) -> Backend:
-    """The backend for a file path or a ``postgresql://`` URL."""
+) -> Recorder:
+    """The recorder for a file path or a ``postgresql://`` URL."""
     if durability not in ("full", "process"):
         raise ValueError(f"durability must be 'full' or 'process', got {durability!r}")
     if is_url(location):

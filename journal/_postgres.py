@@ -31,7 +31,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"a postgresql:// journal needs psycopg: {install_hint('postgres')}") from exc
 
-from ._backend import Backend, CommitUnknown, Cursor, Listener, redact
+from ._backend import CommitUnknown, Cursor, Listener, redact
+from ._recorder import Recorder
 from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs
 from .errors import (
     BadJournalURL,
@@ -258,7 +259,7 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(Recorder):
     """A journal in a PostgreSQL schema, on one connection (autocommit; explicit
     ``BEGIN``/``COMMIT`` so the store spells its transactions as it does for SQLite)."""
 

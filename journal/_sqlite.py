@@ -13,7 +13,8 @@ from typing import Any
 
 import apsw
 
-from ._backend import Backend, CommitUnknown
+from ._backend import CommitUnknown
+from ._recorder import Recorder
 from ._schema import (
     APPLICATION_ID,
     DDL,
@@ -296,7 +297,7 @@ def transaction(conn: apsw.Connection, where: str) -> Iterator[apsw.Connection]:
         ) from exc
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(Recorder):
     """A journal file, opened through apsw (WAL; writers take ``BEGIN IMMEDIATE``).
 
     The write lock covers the whole file, so a guard read inside a transaction

@@ -11,14 +11,12 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
-from ._backend import Backend, CommitUnknown, Listener, open_backend
+from ._backend import CommitUnknown, Listener, open_backend
+from ._recorder import CLAIMABLE, PARENT_DONE, Recorder
 from ._schema import (
-    ENTRY_COLUMNS,
-    RUN_COLUMNS,
     RUN_FIELDS,
-    SEALED_COLUMNS,
     SEALED_FIELDS,
     SEALED_INDEX,
     run_checksum,
@@ -63,6 +61,8 @@ __all__ = [
     "resolve_path",
 ]
 
+_T = TypeVar("_T")
+
 DEFAULT_PATH: Final = "durable.db"
 ENV_VAR: Final = "DURABLE_DB"
 
@@ -75,26 +75,12 @@ class _Unset:
 UNSET: Final[Any] = _Unset()
 """Marks an optional field of an update as "leave as it is" (``None`` means NULL)."""
 
-_CLAIMABLE = (
-    "((status IN ('pending', 'running') AND (owner IS NULL OR lease_expires_at < ?))"
-    " OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?"
-    "     AND (owner IS NULL OR lease_expires_at < ?)))"
-)
-"""Unfinished runs nobody holds (three parameters: now, now, now)."""
-_PARENT_DONE = (
-    "(parent_run_id IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE p.run_id = runs.parent_run_id"
-    " AND p.status IN ('completed', 'failed', 'cancelled')))"
-)
-"""A child run is claimable on its own only once its parent has finished."""
 _QUEUE_TURNS = 0x44524232  # claimers of a limited queue take turns on a key made from this
 
 
 def _queue_turn(queue: str) -> int:
     """The advisory-lock key of a limited queue's claim turn (a signed 64-bit int)."""
     return (_QUEUE_TURNS << 31) ^ zlib.crc32(queue.encode())
-
-
-_INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 
 
 ENTRY_FOLD_BYTES: Final = 64
@@ -310,7 +296,7 @@ class Journal:
         self._lock = threading.RLock()
         self.entries_read = 0
         """Entries read from disk since open: lets tests prove recovery reads only a tail."""
-        self._db: Backend | None = open_backend(
+        self._db: Recorder | None = open_backend(
             self.path,
             durability=durability,
             busy_timeout_ms=busy_timeout_ms,
@@ -346,15 +332,16 @@ class Journal:
         """True after :meth:`close`."""
         return self._db is None
 
-    def _c(self) -> Backend:
+    def _c(self) -> Recorder:
         if self._db is None:
             raise JournalClosed(f"journal {self.where!r} is closed", path=self.where)
         return self._db
 
-    def _read(self, sql: str, params: Sequence[Any] = (), *, where: str) -> list[Any]:
+    def _read(self, where: str, operation: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``operation(*args, **kwargs)`` of the recorder, its errors translated."""
         db = self._c()
         try:
-            return db.execute(sql, params).fetchall()
+            return operation(*args, **kwargs)
         except db.errors as exc:
             raise db.translate(exc, where) from exc
         except UnicodeDecodeError as exc:
@@ -610,10 +597,7 @@ class Journal:
                 clock.append(db.clock())
             run = replace(run, lease_expires_at=clock[0] + req.lease_seconds)
         if not self._insert_run(run, req.meta):
-            row = db.execute(
-                f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run.run_id,)
-            ).fetchone()
-            return _run_from_row(row, db.sealed), False
+            return _run_from_row(db.select_run(run.run_id), db.sealed), False
         self._snapshot_every[run.run_id] = run.snapshot_every
         if run.meta.get("tags"):
             self.index_tags(run.run_id, run.tags)
@@ -631,12 +615,9 @@ class Journal:
              run.created_at, run.parent_run_id, run.forked_from, run.forked_at,
              run.code_version, run.snapshot_every, 0, meta, run.queue, run.priority)
         )  # fmt: skip
-        # ON CONFLICT: a concurrent creator of the same id (PostgreSQL, where writers
-        # of different runs do not exclude each other) wins; the caller returns its run.
-        db.execute(
-            f"INSERT INTO runs ({RUN_COLUMNS}, checksum) VALUES "
-            "(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)"
-            " ON CONFLICT (run_id) DO NOTHING",
+        # A concurrent creator of the same id (PostgreSQL, where writers of different
+        # runs do not exclude each other) wins; the caller returns its run.
+        return db.insert_run(
             (
                 run.run_id,
                 run.kind,
@@ -660,9 +641,8 @@ class Journal:
                 run.queue,
                 run.priority,
                 checksum,
-            ),
+            )
         )
-        return db.changes() > 0
 
     def _resealed(
         self,
@@ -680,11 +660,7 @@ class Journal:
         stored (``row``: its sealed columns and checksum, read here if not given) is
         verified first: a write never reseals a row altered on disk."""
         if row is None:
-            row = (
-                self._c()
-                .execute(f"SELECT {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ?", (run_id,))
-                .fetchone()
-            )
+            row = self._c().sealed_row(run_id)
         if row is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self.where!r}", run_id=run_id)
         *values, checksum = row
@@ -708,16 +684,10 @@ class Journal:
 
     def index_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Index a new run's ``tags`` in the open write transaction (see :meth:`list_runs`)."""
-        self._c().executemany(
-            "INSERT INTO run_tags (key, value, run_id) VALUES (?, ?, ?)",
-            [(k, v, run_id) for k, v in tags.items()],
-        )
+        self._c().index_tags(run_id, tags)
 
     def _check_fork_point(self, source: str, at: int) -> None:
-        db = self._c()
-        last_seq, horizon = db.execute(
-            f"SELECT {db.last_seq}, horizon FROM runs WHERE run_id = ?", (source,)
-        ).fetchone() or (0, 0)
+        last_seq, horizon = self._c().fork_point(source)
         if at > last_seq or at < 0:
             raise SeqOutOfRange(
                 f"cannot fork run {source!r} at seq {at}: it has seqs 0..{last_seq}",
@@ -734,26 +704,19 @@ class Journal:
             )
 
     def _exists(self, run_id: str) -> bool:
-        row = self._c().execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return row is not None
+        return self._c().run_exists(run_id)
 
     def find_run(self, run_id: str) -> Run | None:
         """The run with this id, or ``None``."""
         with self._lock:
-            rows = self._read(
-                f"SELECT {self._c().run_select} FROM runs WHERE run_id = ?",
-                (run_id,),
-                where=f"reading run {run_id!r}",
-            )
-        return _run_from_row(rows[0], self._c().sealed) if rows else None
+            db = self._c()
+            row = self._read(f"reading run {run_id!r}", db.select_run, run_id)
+        return _run_from_row(row, db.sealed) if row is not None else None
 
     def run_ids(self) -> list[str]:
         """Every run's id, oldest first, without reading (or verifying) the rows."""
         with self._lock:
-            rows = self._read(
-                "SELECT run_id FROM runs ORDER BY created_at, run_id", where="listing run ids"
-            )
-        return [r[0] for r in rows]
+            return self._read("listing run ids", self._c().run_names)
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id; raises :class:`RunNotFound`."""
@@ -787,16 +750,17 @@ class Journal:
         tagged, tag_params = tag_clauses(wanted)
         clauses += tagged
         params += tag_params
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        order = "DESC" if newest_first else "ASC"
         with self._lock:
             db = self._c()
-            sql = (
-                f"SELECT {db.run_select} FROM runs {where}"
-                f" ORDER BY created_at {order}, run_id {order} LIMIT ? OFFSET ?"
+            rows = self._read(
+                "listing runs",
+                db.select_runs,
+                clauses,
+                params,
+                newest_first=newest_first,
+                limit=limit,
+                offset=offset,
             )
-            params += [db.no_limit if limit is None else limit, offset]
-            rows = self._read(sql, params, where="listing runs")
         runs = [_run_from_row(r, db.sealed) for r in rows]
         if wanted:
             # The index is not sealed; the row is: a run indexed under a tag it does not
@@ -900,10 +864,7 @@ class Journal:
         the COMMIT (which may fail with its outcome unknown)."""
         db = self._c()
         with db.transaction(f"claiming run {run_id!r}"):
-            row = db.execute(
-                "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?" + db.for_update,
-                (run_id,),
-            ).fetchone()
+            row = db.lease_row(run_id)
             # Read once the row is locked: the lease is judged, and granted, as of now.
             now = db.clock()
             if row is None:
@@ -917,12 +878,8 @@ class Journal:
                     run_id=run_id,
                     owner=holder,
                 )
-            db.execute(
-                "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
-                "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
-                "checksum = ?, updated_at = ? WHERE run_id = ?",
-                (owner, now + lease_seconds, self._resealed(run_id, claim=True), now, run_id),
-            )
+            checksum = self._resealed(run_id, claim=True)
+            db.mark_claimed(run_id, owner, now + lease_seconds, checksum, now)
             granted.append(now + lease_seconds)
 
     def clock(self) -> float:
@@ -944,13 +901,9 @@ class Journal:
         waiting with a due wake time. Oldest first."""
         with self._lock:
             t = self._clock() if now is None else now
-            rows = self._read(
-                f"SELECT {self._c().run_select} FROM runs WHERE {_CLAIMABLE}"
-                " ORDER BY created_at LIMIT ?",
-                (t, t, t, limit),
-                where="finding claimable runs",
-            )
-        return [_run_from_row(r, self._c().sealed) for r in rows]
+            db = self._c()
+            rows = self._read("finding claimable runs", db.claimable_rows, t, limit)
+        return [_run_from_row(r, db.sealed) for r in rows]
 
     def claim_next(
         self,
@@ -988,7 +941,7 @@ class Journal:
                 # Read inside the transaction, after any wait for the lock: a lease
                 # granted must run lease_seconds from the claim, not from before it.
                 t = db.clock() if now is None else now
-                where = [_CLAIMABLE, _PARENT_DONE]
+                where = [CLAIMABLE, PARENT_DONE]
                 params: list[Any] = [t, t, t]
                 if skip_names:
                     where.append(f"name NOT IN ({','.join('?' * len(skip_names))})")
@@ -998,12 +951,7 @@ class Journal:
                     params += skip_run_ids
 
                 def candidates(clause: str, extra: Sequence[Any], n: int) -> list[Any]:
-                    return db.execute(
-                        f"SELECT run_id, priority, created_at FROM runs WHERE"
-                        f" {' AND '.join([*where, clause])}"
-                        f" ORDER BY priority DESC, created_at, run_id LIMIT ?{db.skip_locked}",
-                        (*params, *extra, n),
-                    ).fetchall()
+                    return db.claim_candidates([*where, clause], [*params, *extra], n)
 
                 marks = ",".join("?" * len(limits))
                 unlimited = f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1"
@@ -1017,11 +965,7 @@ class Journal:
                     # another claimer's; a stalled claimer holds up that queue only.
                     if not db.take_turns(_queue_turn(queue)):
                         continue
-                    (active,) = db.execute(
-                        "SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'"
-                        " AND owner IS NOT NULL AND lease_expires_at >= ?",
-                        (queue, t),
-                    ).fetchone()
+                    active = db.running_in_queue(queue, t)
                     room = min(limits[queue] - active, limit)
                     if room > 0:
                         # The queue's next runs by priority; a run named in run_ids goes
@@ -1041,22 +985,9 @@ class Journal:
                         # one bad row does not stop a worker from claiming the others.
                         self._altered.add(run_id)
                         continue
-                    db.execute(
-                        "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
-                        "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
-                        "checksum = ?, updated_at = ? WHERE run_id = ?",
-                        (owner, t + lease_seconds, checksum, t, run_id),
-                    )
+                    db.mark_claimed(run_id, owner, t + lease_seconds, checksum, t)
                     chosen.append(run_id)
-                claimed = [
-                    _run_from_row(
-                        db.execute(
-                            f"SELECT {db.run_select} FROM runs WHERE run_id = ?", (run_id,)
-                        ).fetchone(),
-                        db.sealed,
-                    )
-                    for run_id in chosen
-                ]
+                claimed = [_run_from_row(db.select_run(run_id), db.sealed) for run_id in chosen]
         return claimed
 
     def notify(self, channel: str, payload: str = "") -> None:
@@ -1079,12 +1010,7 @@ class Journal:
             db = self._c()
             with db.transaction(f"renewing the lease on {run_id!r}"):
                 expires = db.clock() + lease_seconds
-                db.execute(
-                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
-                    " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
-                    (expires, run_id, owner, epoch),
-                )
-                if db.changes() == 0:
+                if not db.renew(run_id, owner, epoch, expires):
                     raise ConflictError(
                         f"run {run_id!r}: lease lost (epoch {epoch} is no longer current)",
                         run_id=run_id,
@@ -1118,7 +1044,7 @@ class Journal:
         expected = -1 if expected_seq is None else expected_seq
         # The common case (entries after a known seq, nothing else: see _advance)
         # skips building a request, and the transaction is spelled out rather than
-        # taken from Backend.transaction (same semantics): at durability "process"
+        # taken from Recorder.transaction (same semantics): at durability "process"
         # a commit is ~15 µs and every µs of Python shows.
         plain = (
             len(entries) > 0
@@ -1303,16 +1229,8 @@ class Journal:
         if not requests:
             return [created[i] for i in range(len(batch))]
         guards: dict[str, list[Any]] = {}
-        ids = sorted({req.run_id for req in requests})
-        for lo in range(0, len(ids), 500):
-            chunk = ids[lo : lo + 500]
-            for run_id, last_seq, epoch, status in db.execute(
-                f"SELECT runs.run_id, {db.last_seq}, runs.epoch, runs.status FROM runs WHERE"
-                f" runs.run_id IN ({','.join('?' * len(chunk))}) ORDER BY runs.run_id"
-                f"{db.for_update}",
-                chunk,
-            ):
-                guards[run_id] = [last_seq, epoch, status]
+        for run_id, last_seq, epoch, status in db.guard_rows({req.run_id for req in requests}):
+            guards[run_id] = [last_seq, epoch, status]
         results: list[int | JournalError] = []
         rows: list[tuple[Any, ...]] = []
         updates: list[tuple[AppendRequest, int]] = []
@@ -1346,7 +1264,7 @@ class Journal:
                 updates.append((req, base + n))
             results.append(base + n if n else req.expected_seq)
         if rows:
-            db.executemany(_INSERT_ENTRY, rows)
+            db.insert_entries(rows)
         for req, last_seq in updates:
             self._update_run(req, last_seq, now)
             self._forget_finished(req)
@@ -1354,12 +1272,8 @@ class Journal:
             # A run whose row update already wrote its final last seq needs no second one.
             written = {req.run_id: last_seq for req, last_seq in updates}
             for run_id in {req.run_id for req in requests} & guards.keys():
-                if written.get(run_id) == guards[run_id][0]:
-                    continue
-                db.execute(
-                    "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
-                    (guards[run_id][0], now, run_id),
-                )
+                if written.get(run_id) != guards[run_id][0]:
+                    db.set_last_seq(run_id, guards[run_id][0], now)
         for run_id, seq in snapshots:
             self._write_snapshot(run_id, seq, now)
         if created:
@@ -1415,7 +1329,7 @@ class Journal:
         # A change to a sealed column reads the row's sealed columns with the guard:
         # one statement, not two, on the path that ends every run.
         seals = req.status is not None or req.output is not UNSET or req.error is not UNSET
-        row = db.execute(db.sealed_guard if seals else db.guard, (run_id,)).fetchone()
+        row = db.guard_row(run_id, sealed=seals)
         if (
             row is None
             or (req.expected_seq >= 0 and row[0] != req.expected_seq)
@@ -1434,30 +1348,21 @@ class Journal:
     ) -> None:
         """Write the run-row changes ``req`` carries (status, output, lease release...);
         ``stored``: the row's sealed columns and checksum, if the caller read them."""
-        sets = ["updated_at = ?", "last_seq = ?"]
-        params: list[Any] = [now, last_seq]
+        changes: dict[str, Any] = {"updated_at": now, "last_seq": last_seq}
         if req.status is not None:
-            sets.append("status = ?")
-            params.append(req.status)
+            changes["status"] = req.status
         for column, value in (
             ("output", req.output),
             ("error", req.error),
             ("wake_at", req.wake_at),
         ):
             if value is not UNSET:
-                sets.append(f"{column} = ?")
-                params.append(value)
-        if req.release:
-            sets.append("owner = NULL, lease_expires_at = NULL")
+                changes[column] = value
         if req.status is not None or req.output is not UNSET or req.error is not UNSET:
-            sets.append("checksum = ?")
-            params.append(
-                self._resealed(
-                    req.run_id, status=req.status, output=req.output, error=req.error, row=stored
-                )
+            changes["checksum"] = self._resealed(
+                req.run_id, status=req.status, output=req.output, error=req.error, row=stored
             )
-        params.append(req.run_id)
-        self._c().execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", params)
+        self._c().update_run(req.run_id, changes, release=req.release)
 
     def release(self, run_id: str, epoch: int) -> bool:
         """Give up the lease on ``run_id`` if ``epoch`` still holds it, so another worker
@@ -1493,7 +1398,7 @@ class Journal:
         whose guard locks only the run's row stores it instead.)
         """
         db = self._c()
-        row = db.execute(db.guard, (run_id,)).fetchone()
+        row = db.guard_row(run_id)
         if (
             row is None
             or row[0] != expected
@@ -1501,38 +1406,14 @@ class Journal:
             or row[_GUARD_STATUS] in TERMINAL_STATUSES
         ):
             self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
-        if db.stores_last_seq:  # before the insert: a snapshot it writes reads the run
-            db.execute(
-                "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
-                (expected + len(entries), now, run_id),
-            )
+        # Before the insert: a snapshot it writes reads the run.
+        db.set_last_seq(run_id, expected + len(entries), now)
         return self._insert(run_id, entries, expected, now)
 
     def _insert(self, run_id: str, entries: Sequence[NewEntry], base: int, now: float) -> int:
         """Insert ``entries`` as seqs ``base+1..``; write a snapshot if they cross a boundary."""
-        db = self._c()
-        seq = base
-        if len(entries) == 1:
-            e = entries[0]
-            seq += 1
-            db.execute(
-                _INSERT_ENTRY,
-                (
-                    run_id,
-                    seq,
-                    e.kind,
-                    e.step,
-                    e.key,
-                    e.payload,
-                    e.codec,
-                    now,
-                    entry_checksum(run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now),
-                ),
-            )
-        else:
-            rows = _entry_rows(run_id, entries, base, now)
-            seq += len(rows)
-            db.executemany(_INSERT_ENTRY, rows)
+        self._c().insert_entries(_entry_rows(run_id, entries, base, now))
+        seq = base + len(entries)
         if self._snapshot_due(run_id, base, entries):
             self._write_snapshot(run_id, seq, now)
         return seq
@@ -1563,23 +1444,11 @@ class Journal:
     def _measure_tail(self, run_id: str, base: int) -> list[int]:
         """The run's tail as stored: ``[base, bytes after the last snapshot, its bytes,
         its seq]``."""
-        db = self._c()
-        row = db.execute(
-            f"SELECT seq, {db.blob_length}(state) FROM snapshots WHERE run_id = ? AND seq <= ?"
-            " ORDER BY seq DESC LIMIT 1",
-            (run_id, base),
-        ).fetchone()
-        snap_seq, snap_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
-        count, size = db.execute(
-            f"SELECT count(*), coalesce(sum({db.blob_length}(payload)), 0) FROM entries"
-            " WHERE run_id = ? AND seq > ? AND seq <= ?",
-            (run_id, snap_seq, base),
-        ).fetchone()
-        return [base, int(count) * ENTRY_FOLD_BYTES + int(size), snap_bytes, snap_seq]
+        snap_seq, snap_bytes, count, size = self._c().tail_size(run_id, base)
+        return [base, count * ENTRY_FOLD_BYTES + size, snap_bytes, snap_seq]
 
     def _explain_conflict(self, req: AppendRequest) -> NoReturn:
-        db = self._c()
-        row = db.execute(db.guard, (req.run_id,)).fetchone()
+        row = self._c().guard_row(req.run_id)
         if row is None:
             raise RunNotFound(f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id)
         raise self._conflict(req, row[0], row[1], row[_GUARD_STATUS])
@@ -1606,12 +1475,7 @@ class Journal:
 
     def _run_snapshot_every(self, run_id: str) -> int | None:
         if run_id not in self._snapshot_every:
-            row = (
-                self._c()
-                .execute("SELECT snapshot_every FROM runs WHERE run_id = ?", (run_id,))
-                .fetchone()
-            )
-            self._snapshot_every[run_id] = row[0] if row else None
+            self._snapshot_every[run_id] = self._c().run_snapshot_every(run_id)
         return self._snapshot_every[run_id]
 
     def read(self, run_id: str, start: int = 1, end: int | None = None) -> Iterator[Entry]:
@@ -1636,10 +1500,11 @@ class Journal:
             hi = min(lo + page - 1, last)
             with self._lock:
                 rows = self._read(
-                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE run_id = ? AND seq BETWEEN ? AND ?"
-                    " ORDER BY seq",
-                    (run_id, lo, hi),
-                    where=f"reading run {run_id!r} seqs {lo}..{hi}",
+                    f"reading run {run_id!r} seqs {lo}..{hi}",
+                    self._c().select_entries,
+                    run_id,
+                    lo,
+                    hi,
                 )
             # Counted when read from disk, not when consumed: a caller that stops early
             # (read_one, last_entry) still read the page.
@@ -1760,11 +1625,7 @@ class Journal:
         # many snapshots, and reading them all would make state_at grow with it.
         db = self._c()
         try:
-            cursor = db.execute(
-                "SELECT seq, state, codec, fingerprint, checksum FROM snapshots "
-                "WHERE run_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC",
-                (run.run_id, seq, run.horizon),
-            )
+            cursor = db.snapshot_rows(run.run_id, seq, run.horizon)
             for snap_seq, state, codec, fingerprint, checksum in cursor:
                 if fingerprint == self.fingerprint(codec):
                     loaded = self._load_snapshot(
@@ -1822,20 +1683,14 @@ class Journal:
     def _write_snapshot(self, run_id: str, seq: int, now: float) -> SnapshotInfo:
         db = self._c()
         state = self.state_at(run_id, seq)
-        codec_name, horizon = db.execute(
-            "SELECT codec, horizon FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        codec_name, horizon = db.run_codec_horizon(run_id)
         codec = self.codec_named(codec_name, run_id=run_id)
         payload = state.to_payload()
         if seq == horizon and horizon:  # rewriting the horizon: keep what compaction dropped
             payload.update(kept_compaction(self, run_id, seq))
         data = codec.encode(payload, path=f"snapshot of {run_id!r} at seq {seq}")
         fingerprint = self.fingerprint(codec.name)
-        db.execute(
-            "INSERT INTO snapshots (run_id, seq, state, codec, fingerprint, checksum,"
-            " created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id, seq) DO UPDATE SET"
-            " state = excluded.state, codec = excluded.codec, fingerprint = excluded.fingerprint,"
-            " checksum = excluded.checksum, created_at = excluded.created_at",
+        db.put_snapshot(
             (
                 run_id,
                 seq,
@@ -1856,12 +1711,7 @@ class Journal:
     def snapshots(self, run_id: str) -> list[SnapshotInfo]:
         """The run's snapshots, oldest first."""
         with self._lock:
-            rows = self._read(
-                f"SELECT run_id, seq, codec, fingerprint, {self._c().blob_length}(state),"
-                " created_at FROM snapshots WHERE run_id = ? ORDER BY seq",
-                (run_id,),
-                where=f"listing snapshots of {run_id!r}",
-            )
+            rows = self._read(f"listing snapshots of {run_id!r}", self._c().snapshot_infos, run_id)
         return [SnapshotInfo(*r) for r in rows]
 
     # -- maintenance and read side -----------------------------------------------------
@@ -1893,7 +1743,7 @@ class Journal:
         return verify(self, run_id, progress=progress)
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> Recorder:
         """The open database connection and its SQL spellings, for tools within this package."""
         return self._c()
 

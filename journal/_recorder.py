@@ -1,0 +1,328 @@
+"""The recorder: what :class:`~journal.Journal` asks of a database, one operation at a
+time (insert a run, append, claim, renew, snapshots, ...), each holding its own SQL.
+
+The statements here are spelled once, with ``?`` placeholders, in the SQL both
+databases read; ``_sqlite.py`` and ``_postgres.py`` override the operations their
+database does differently (the hot-path append, row locks, the clock) and say how a
+few expressions are spelled. The facade never writes SQL: it checks, seals and
+decides; a recorder reads and writes rows.
+
+Operations run in the caller's transaction where one is open (the facade holds the
+journal's lock around every use) and raise the driver's own errors, which the facade
+translates with :meth:`Backend.translate`, naming what it was doing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ._backend import Backend, Cursor
+from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SEALED_COLUMNS
+
+CLAIMABLE = (
+    "((status IN ('pending', 'running') AND (owner IS NULL OR lease_expires_at < ?))"
+    " OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?"
+    "     AND (owner IS NULL OR lease_expires_at < ?)))"
+)
+"""Unfinished runs nobody holds (three parameters: now, now, now)."""
+PARENT_DONE = (
+    "(parent_run_id IS NULL OR EXISTS (SELECT 1 FROM runs p WHERE p.run_id = runs.parent_run_id"
+    " AND p.status IN ('completed', 'failed', 'cancelled')))"
+)
+"""A child run is claimable on its own only once its parent has finished."""
+INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT_RUN = (
+    f"INSERT INTO runs ({RUN_COLUMNS}, checksum) VALUES "
+    "(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)"
+    " ON CONFLICT (run_id) DO NOTHING"
+)
+_CLAIM = (
+    "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
+    "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
+    "checksum = ?, updated_at = ? WHERE run_id = ?"
+)
+_PUT_SNAPSHOT = (
+    "INSERT INTO snapshots (run_id, seq, state, codec, fingerprint, checksum,"
+    " created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id, seq) DO UPDATE SET"
+    " state = excluded.state, codec = excluded.codec, fingerprint = excluded.fingerprint,"
+    " checksum = excluded.checksum, created_at = excluded.created_at"
+)
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class Recorder(Backend):
+    """A backend's operations on runs, entries and snapshots (see the module docstring)."""
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def select_run(self, run_id: str) -> Any:
+        """The run's row (``run_select`` columns), or ``None``."""
+        return self.execute(
+            f"SELECT {self.run_select} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+
+    def select_runs(
+        self,
+        clauses: Sequence[str],
+        params: Sequence[Any],
+        *,
+        newest_first: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Any]:
+        """Rows of the runs meeting every clause (conditions on ``runs``), by creation."""
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "DESC" if newest_first else "ASC"
+        return self.execute(
+            f"SELECT {self.run_select} FROM runs {where}"
+            f" ORDER BY created_at {order}, run_id {order} LIMIT ? OFFSET ?",
+            [*params, self.no_limit if limit is None else limit, offset],
+        ).fetchall()
+
+    def claimable_rows(self, now: float, limit: int) -> list[Any]:
+        """Rows of the unfinished runs nobody holds at ``now``, oldest first."""
+        return self.execute(
+            f"SELECT {self.run_select} FROM runs WHERE {CLAIMABLE} ORDER BY created_at LIMIT ?",
+            (now, now, now, limit),
+        ).fetchall()
+
+    def run_names(self) -> list[str]:
+        """Every run's id, oldest first."""
+        rows = self.execute("SELECT run_id FROM runs ORDER BY created_at, run_id").fetchall()
+        return [r[0] for r in rows]
+
+    def run_exists(self, run_id: str) -> bool:
+        """Whether a run with this id exists."""
+        return self.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    def fork_point(self, run_id: str) -> tuple[int, int]:
+        """``(last seq, horizon)`` of the run (``(0, 0)`` if there is none)."""
+        row = self.execute(
+            f"SELECT {self.last_seq}, horizon FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def run_snapshot_every(self, run_id: str) -> int | None:
+        """The run's own snapshot interval (``None``: the journal's policy, or no run)."""
+        row = self.execute("SELECT snapshot_every FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def run_codec_horizon(self, run_id: str) -> tuple[str, int]:
+        """The run's codec name and retained horizon."""
+        row = self.execute("SELECT codec, horizon FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0], row[1]
+
+    def sealed_row(self, run_id: str) -> Any:
+        """The run's sealed columns (SEALED_FIELDS order) and its checksum, or ``None``."""
+        return self.execute(
+            f"SELECT {SEALED_COLUMNS}, checksum FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+
+    def insert_run(self, values: Sequence[Any]) -> bool:
+        """Insert a run row unless its id exists (a concurrent creator wins); True if
+        inserted. ``values``: RUN_FIELDS but output, error and horizon, then the checksum."""
+        self.execute(_INSERT_RUN, values)
+        return self.changes() > 0
+
+    def index_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Index a new run's tags."""
+        self.executemany(
+            "INSERT INTO run_tags (key, value, run_id) VALUES (?, ?, ?)",
+            [(k, v, run_id) for k, v in tags.items()],
+        )
+
+    def update_run(self, run_id: str, changes: Mapping[str, Any], *, release: bool) -> None:
+        """Set the run row's columns in ``changes`` (and give up the lease: ``release``)."""
+        sets = [f"{column} = ?" for column in changes]
+        if release:
+            sets.append("owner = NULL, lease_expires_at = NULL")
+        self.execute(
+            f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", [*changes.values(), run_id]
+        )
+
+    def set_last_seq(self, run_id: str, last_seq: int, now: float) -> None:
+        """Store the run's last seq where the database keeps it on the row."""
+        if self.stores_last_seq:
+            self.execute(
+                "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
+                (last_seq, now, run_id),
+            )
+
+    # -- guards and claims -----------------------------------------------------------------
+
+    def guard_row(self, run_id: str, *, sealed: bool = False) -> Any:
+        """``(last_seq, epoch, status)`` of the run, locked against other writers until
+        COMMIT; ``sealed``: ``(last_seq, epoch, *sealed columns, checksum)``."""
+        return self.execute(self.sealed_guard if sealed else self.guard, (run_id,)).fetchone()
+
+    def guard_rows(self, run_ids: Iterable[str]) -> Iterable[tuple[str, int, int, str]]:
+        """``(run_id, last_seq, epoch, status)`` of each run, locked in id order."""
+        ids = sorted(run_ids)
+        for lo in range(0, len(ids), 500):
+            chunk = ids[lo : lo + 500]
+            yield from self.execute(
+                f"SELECT runs.run_id, {self.last_seq}, runs.epoch, runs.status FROM runs WHERE"
+                f" runs.run_id IN ({_marks(len(chunk))}) ORDER BY runs.run_id{self.for_update}",
+                chunk,
+            )
+
+    def lease_row(self, run_id: str) -> Any:
+        """``(status, owner, lease_expires_at)`` of the run, locked, or ``None``."""
+        return self.execute(
+            "SELECT status, owner, lease_expires_at FROM runs WHERE run_id = ?" + self.for_update,
+            (run_id,),
+        ).fetchone()
+
+    def mark_claimed(
+        self, run_id: str, owner: str, expires: float, checksum: int, now: float
+    ) -> None:
+        """Give ``owner`` the lease until ``expires``, raising the epoch (pending → running)."""
+        self.execute(_CLAIM, (owner, expires, checksum, now, run_id))
+
+    def claim_candidates(
+        self, clauses: Sequence[str], params: Sequence[Any], limit: int
+    ) -> list[Any]:
+        """``(run_id, priority, created_at)`` of up to ``limit`` runs meeting every
+        clause, highest priority then oldest first; rows another claimer locked are skipped."""
+        return self.execute(
+            f"SELECT run_id, priority, created_at FROM runs WHERE {' AND '.join(clauses)}"
+            f" ORDER BY priority DESC, created_at, run_id LIMIT ?{self.skip_locked}",
+            (*params, limit),
+        ).fetchall()
+
+    def running_in_queue(self, queue: str, now: float) -> int:
+        """How many runs of ``queue`` are running under a live lease."""
+        (active,) = self.execute(
+            "SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'"
+            " AND owner IS NOT NULL AND lease_expires_at >= ?",
+            (queue, now),
+        ).fetchone()
+        return int(active)
+
+    def renew(self, run_id: str, owner: str, epoch: int, expires: float) -> bool:
+        """Extend ``owner``'s lease if ``epoch`` still holds the unfinished run."""
+        self.execute(
+            "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
+            " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+            (expires, run_id, owner, epoch),
+        )
+        return self.changes() > 0
+
+    # -- entries -------------------------------------------------------------------------
+
+    def insert_entries(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert entry rows (ENTRY_COLUMNS order)."""
+        if len(rows) == 1:
+            self.execute(INSERT_ENTRY, rows[0])
+        else:
+            self.executemany(INSERT_ENTRY, rows)
+
+    def select_entries(self, run_id: str, lo: int, hi: int) -> list[Any]:
+        """Entry rows ``lo..hi`` of the run, in seq order."""
+        return self.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE run_id = ? AND seq BETWEEN ? AND ?"
+            " ORDER BY seq",
+            (run_id, lo, hi),
+        ).fetchall()
+
+    def tail_size(self, run_id: str, base: int) -> tuple[int, int, int, int]:
+        """``(snapshot seq, its bytes, entries after it up to base, their payload bytes)``
+        for the newest snapshot at or before ``base``."""
+        row = self.execute(
+            f"SELECT seq, {self.blob_length}(state) FROM snapshots WHERE run_id = ? AND seq <= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (run_id, base),
+        ).fetchone()
+        snap_seq, snap_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
+        count, size = self.execute(
+            f"SELECT count(*), coalesce(sum({self.blob_length}(payload)), 0) FROM entries"
+            " WHERE run_id = ? AND seq > ? AND seq <= ?",
+            (run_id, snap_seq, base),
+        ).fetchone()
+        return snap_seq, snap_bytes, int(count), int(size)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot_rows(self, run_id: str, upto: int, horizon: int) -> Cursor:
+        """``(seq, state, codec, fingerprint, checksum)`` of the snapshots between the
+        horizon and ``upto``, newest first (a cursor: read only as far as needed)."""
+        return self.execute(
+            "SELECT seq, state, codec, fingerprint, checksum FROM snapshots "
+            "WHERE run_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC",
+            (run_id, upto, horizon),
+        )
+
+    def put_snapshot(self, row: Sequence[Any]) -> None:
+        """Write (or replace) a snapshot: ``(run_id, seq, state, codec, fingerprint,
+        checksum, created_at)``."""
+        self.execute(_PUT_SNAPSHOT, row)
+
+    def snapshot_infos(self, run_id: str) -> list[Any]:
+        """``(run_id, seq, codec, fingerprint, size, created_at)`` of the run's snapshots."""
+        return self.execute(
+            f"SELECT run_id, seq, codec, fingerprint, {self.blob_length}(state),"
+            " created_at FROM snapshots WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def schedule_rows(
+        self, *, name: str | None = None, due: float | None = None, limit: int | None = None
+    ) -> list[Any]:
+        """Schedule rows (SCHEDULE_FIELDS, then the checksum): the one named ``name``,
+        those not paused and due at ``due`` (soonest first, at most ``limit``), or all by name."""
+        params: list[Any]
+        if name is not None:
+            where, params = "WHERE name = ?", [name]
+        elif due is not None:
+            where = "WHERE paused = 0 AND next_at <= ? ORDER BY next_at, name LIMIT ?"
+            params = [due, self.no_limit if limit is None else limit]
+        else:
+            where, params = "ORDER BY name", []
+        return self.execute(
+            f"SELECT {SCHEDULE_COLUMNS}, checksum FROM schedules {where}", params
+        ).fetchall()
+
+    def next_schedule_due(self) -> float | None:
+        """The soonest next tick of a schedule not paused."""
+        row = self.execute("SELECT min(next_at) FROM schedules WHERE paused = 0").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def locked_schedule_row(self, name: str) -> Any:
+        """The schedule's row, locked until COMMIT, or ``None``."""
+        return self.execute(
+            f"SELECT {SCHEDULE_COLUMNS}, checksum FROM schedules WHERE name = ?{self.for_update}",
+            (name,),
+        ).fetchone()
+
+    def insert_schedule(self, values: Sequence[Any]) -> bool:
+        """Insert a schedule row unless its name exists (a concurrent adder wins)."""
+        self.execute(
+            f"INSERT INTO schedules ({SCHEDULE_COLUMNS}, checksum)"
+            f" VALUES ({_marks(len(values))}) ON CONFLICT (name) DO NOTHING",
+            values,
+        )
+        return self.changes() > 0
+
+    def update_schedule(
+        self, name: str, changes: Mapping[str, Any], *, next_at_was: float | None = None
+    ) -> bool:
+        """Set the schedule's columns in ``changes`` (only if its next tick is still
+        ``next_at_was``, when given); False if nothing was written."""
+        sets = ", ".join(f"{column} = ?" for column in changes)
+        where, params = "name = ?", [*changes.values(), name]
+        if next_at_was is not None:
+            where += " AND next_at = ?"
+            params.append(next_at_was)
+        self.execute(f"UPDATE schedules SET {sets} WHERE {where}", params)
+        return self.changes() > 0
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule; False if there was none."""
+        self.execute("DELETE FROM schedules WHERE name = ?", (name,))
+        return self.changes() > 0
