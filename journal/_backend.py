@@ -120,8 +120,6 @@ class Backend:
     """Suffix letting concurrent claimers skip each other's rows."""
     blob_length: str
     no_limit: int | None
-    one_statement_append = False
-    """Whether :meth:`append_entries` does a plain append as one statement."""
     """The LIMIT that means "no limit"."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
@@ -130,19 +128,6 @@ class Backend:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement per parameter row."""
-        raise NotImplementedError
-
-    def append_entries(
-        self,
-        run_id: str,
-        rows: Sequence[Sequence[Any]],
-        expected: int,
-        epoch: int | None,
-        now: float,
-    ) -> bool:
-        """Insert entry ``rows`` if the run's last seq is ``expected`` (and its epoch
-        ``epoch``) and it has not ended, atomically; False (nothing written) if not. Raises
-        :class:`CommitUnknown` if the outcome cannot be known."""
         raise NotImplementedError
 
     def changes(self) -> int:

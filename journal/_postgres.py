@@ -18,7 +18,7 @@ import os
 import re
 import select
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._extras import install_hint
@@ -32,8 +32,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError(f"a postgresql:// journal needs psycopg: {install_hint('postgres')}") from exc
 
 from ._backend import CommitUnknown, Cursor, Listener, redact
-from ._recorder import Recorder
-from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs
+from ._integrity import entry_rows
+from ._recorder import Recorder, Reseal
+from ._schema import (
+    ENTRY_COLUMNS,
+    RUN_FIELDS,
+    SCHEMA_VERSION,
+    SEALED_COLUMNS,
+    reseal_runs,
+)
 from .errors import (
     BadJournalURL,
     ConnectionLost,
@@ -44,6 +51,7 @@ from .errors import (
     NotAJournalError,
     SchemaVersionError,
 )
+from .records import NewEntry
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "split_url"]
 
@@ -527,16 +535,34 @@ class PostgresBackend(Recorder):
         cur.executemany(self._spell(sql), rows)
         self._last = cur
 
-    one_statement_append = True
-
-    def append_entries(
+    def append(
         self,
         run_id: str,
-        rows: Sequence[Sequence[Any]],
+        entries: Sequence[NewEntry],
         expected: int,
         epoch: int | None,
         now: float,
-    ) -> bool:
+        *,
+        changes: Mapping[str, Any] | None = None,
+        release: bool = False,
+        reseal: Reseal | None = None,
+        snapshot: Sequence[Any] | None = None,
+    ) -> int | None:
+        if changes is not None or release or snapshot is not None or expected < 0 or not entries:
+            return super().append(
+                run_id,
+                entries,
+                expected,
+                epoch,
+                now,
+                changes=changes,
+                release=release,
+                reseal=reseal,
+                snapshot=snapshot,
+            )
+        # A server round trip per statement dominates a PostgreSQL append: guard, run
+        # update and inserts go as one statement, its own transaction.
+        rows = entry_rows(run_id, entries, expected, now)
         values = ",".join(
             ["(%s,%s::bigint,%s,%s,%s,%s::bytea,%s,%s::float8,%s::bigint)"] * len(rows)
         )
@@ -561,9 +587,11 @@ class PostgresBackend(Recorder):
                     f"failed ({_first_line(exc)}); outcome unknown",
                     where=self.location,
                 ) from exc
-            raise
+            raise self.translate(exc, f"appending to run {run_id!r}") from exc
+        except self.errors as exc:
+            raise self.translate(exc, f"appending to run {run_id!r}") from exc
         self._last = cur
-        return cur.rowcount == len(rows)
+        return expected + len(rows) if cur.rowcount == len(rows) else None
 
     def changes(self) -> int:
         return int(self._last.rowcount) if self._last is not None else 0

@@ -14,11 +14,15 @@ translates with :meth:`Backend.translate`, naming what it was doing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ._backend import Backend, Cursor
-from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SEALED_COLUMNS
+from ._integrity import entry_rows
+from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SEALED_COLUMNS, SEALED_FIELDS
+from .kinds import TERMINAL_STATUSES
+from .records import NewEntry
+from .tags import tag_clauses
 
 CLAIMABLE = (
     "((status IN ('pending', 'running') AND (owner IS NULL OR lease_expires_at < ?))"
@@ -50,6 +54,13 @@ _PUT_SNAPSHOT = (
 )
 
 
+_SEALED_STATUS = 2 + SEALED_FIELDS.index("status")
+"""Where the status is in a row read with ``guard_row(sealed=True)``."""
+
+Reseal = Callable[[Sequence[Any]], int]
+"""Given the run's sealed columns and checksum as stored, the checksum once changed."""
+
+
 def _marks(n: int) -> str:
     return ",".join("?" * n)
 
@@ -67,14 +78,36 @@ class Recorder(Backend):
 
     def select_runs(
         self,
-        clauses: Sequence[str],
-        params: Sequence[Any],
         *,
+        statuses: Sequence[str] | None = None,
+        name: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
         newest_first: bool = False,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Any]:
-        """Rows of the runs meeting every clause (conditions on ``runs``), by creation."""
+        """Rows of the runs meeting every given filter (``tags``: indexed under every
+        one), ordered by creation time, paged."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("name = ?", name),
+            ("created_at >= ?", created_after),
+            ("created_at < ?", created_before),
+            ("parent_run_id = ?", parent_run_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if statuses is not None:
+            clauses.insert(0, f"status IN ({_marks(len(statuses))})")
+            params[:0] = statuses
+        tagged, tag_params = tag_clauses(tags or {})
+        clauses += tagged
+        params += tag_params
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "DESC" if newest_first else "ASC"
         return self.execute(
@@ -184,10 +217,39 @@ class Recorder(Backend):
         self.execute(_CLAIM, (owner, expires, checksum, now, run_id))
 
     def claim_candidates(
-        self, clauses: Sequence[str], params: Sequence[Any], limit: int
+        self,
+        now: float,
+        limit: int,
+        *,
+        skip_names: Sequence[str] = (),
+        skip_run_ids: Sequence[str] = (),
+        run_ids: Sequence[str] | None = None,
+        queue: str | None = None,
+        not_queues: Sequence[str] = (),
     ) -> list[Any]:
-        """``(run_id, priority, created_at)`` of up to ``limit`` runs meeting every
-        clause, highest priority then oldest first; rows another claimer locked are skipped."""
+        """``(run_id, priority, created_at)`` of up to ``limit`` runs claimable at ``now``
+        (a child only once its parent has finished), highest priority then oldest first:
+        of ``queue`` if given, else of no queue in ``not_queues`` (and among ``run_ids``);
+        never named in ``skip_names`` or ``skip_run_ids``. Rows another claimer locked
+        are skipped."""
+        clauses = [CLAIMABLE, PARENT_DONE]
+        params: list[Any] = [now, now, now]
+        if skip_names:
+            clauses.append(f"name NOT IN ({_marks(len(skip_names))})")
+            params += skip_names
+        if skip_run_ids:
+            clauses.append(f"run_id NOT IN ({_marks(len(skip_run_ids))})")
+            params += skip_run_ids
+        if queue is not None:
+            clauses.append("queue = ?")
+            params.append(queue)
+        else:
+            if not_queues:
+                clauses.append(f"(queue IS NULL OR queue NOT IN ({_marks(len(not_queues))}))")
+                params += not_queues
+            if run_ids is not None:
+                clauses.append(f"run_id IN ({_marks(len(run_ids))})")
+                params += run_ids
         return self.execute(
             f"SELECT run_id, priority, created_at FROM runs WHERE {' AND '.join(clauses)}"
             f" ORDER BY priority DESC, created_at, run_id LIMIT ?{self.skip_locked}",
@@ -211,6 +273,84 @@ class Recorder(Backend):
             (expires, run_id, owner, epoch),
         )
         return self.changes() > 0
+
+    # -- the append ------------------------------------------------------------------------
+
+    def append(
+        self,
+        run_id: str,
+        entries: Sequence[NewEntry],
+        expected: int,
+        epoch: int | None,
+        now: float,
+        *,
+        changes: Mapping[str, Any] | None = None,
+        release: bool = False,
+        reseal: Reseal | None = None,
+        snapshot: Sequence[Any] | None = None,
+    ) -> int | None:
+        """Append ``entries`` to the run in a transaction of its own, if its last seq is
+        ``expected`` (``-1``: any) and its epoch ``epoch`` (``None``: any) and it has
+        not ended; with them, set the run's columns in ``changes`` (``reseal`` computes
+        its new checksum from the stored sealed columns) and write the ``snapshot`` row
+        (see :meth:`put_snapshot`: built beforehand, from state in hand). The
+        new last seq, or ``None`` (nothing written) if the guard failed. Raises
+        :class:`~journal._backend.CommitUnknown` if the COMMIT's outcome is unknown."""
+        where = f"appending to run {run_id!r}"
+        try:
+            self.begin()
+        except self.errors as exc:
+            raise self.translate(exc, where) from exc
+        try:
+            seq = self.write_append(
+                run_id, entries, expected, epoch, now, changes, release, reseal, snapshot
+            )
+        except BaseException as exc:
+            self.rollback()
+            if isinstance(exc, self.errors):
+                raise self.translate(exc, where) from exc
+            raise
+        if seq is None:
+            self.rollback()
+            return None
+        self.commit(where)
+        return seq
+
+    def write_append(  # noqa: PLR0917 - the parts of one append, as append takes them
+        self,
+        run_id: str,
+        entries: Sequence[NewEntry],
+        expected: int,
+        epoch: int | None,
+        now: float,
+        changes: Mapping[str, Any] | None = None,
+        release: bool = False,
+        reseal: Reseal | None = None,
+        snapshot: Sequence[Any] | None = None,
+    ) -> int | None:
+        """:meth:`append`'s writes, in the caller's open write transaction."""
+        row = self.guard_row(run_id, sealed=reseal is not None)
+        if (
+            row is None
+            or (expected >= 0 and row[0] != expected)
+            or (epoch is not None and row[1] != epoch)
+            or row[2 if reseal is None else _SEALED_STATUS] in TERMINAL_STATUSES
+        ):
+            return None
+        base: int = row[0]
+        last = base + len(entries)
+        if changes is not None or release:
+            sets = {"updated_at": now, "last_seq": last, **(changes or {})}
+            if reseal is not None:
+                sets["checksum"] = reseal(row[2:])
+            self.update_run(run_id, sets, release=release)
+        else:
+            self.set_last_seq(run_id, last, now)
+        if entries:
+            self.insert_entries(entry_rows(run_id, entries, base, now))
+        if snapshot is not None:
+            self.put_snapshot(snapshot)
+        return last
 
     # -- entries -------------------------------------------------------------------------
 

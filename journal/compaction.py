@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._backend import CommitUnknown
+from ._integrity import snapshot_checksum
 from .errors import DecodeError, JournalError
 from .policies import RetentionPolicy
 
@@ -131,36 +133,52 @@ def _raise_horizon(journal: Journal, run: Run, horizon: int, now: float) -> int:
         return 0
     with journal.lock:
         db = journal.backend
-        with db.transaction(f"raising the horizon of {run.run_id!r}"):
-            _remember(journal, run, horizon, now)
-            db.execute(
-                "UPDATE runs SET horizon = ?, checksum = ? WHERE run_id = ? AND horizon < ?",
-                (horizon, journal._resealed(run.run_id, horizon=horizon), run.run_id, horizon),
-            )
-            db.execute("DELETE FROM snapshots WHERE run_id = ? AND seq < ?", (run.run_id, horizon))
-            return int(db.changes())
+        try:
+            with db.transaction(f"raising the horizon of {run.run_id!r}"):
+                _remember(journal, run, horizon, now)
+                db.execute(
+                    "UPDATE runs SET horizon = ?, checksum = ? WHERE run_id = ? AND horizon < ?",
+                    (horizon, journal._resealed(run.run_id, horizon=horizon), run.run_id, horizon),
+                )
+                db.execute(
+                    "DELETE FROM snapshots WHERE run_id = ? AND seq < ?", (run.run_id, horizon)
+                )
+                deleted = int(db.changes())
+        except CommitUnknown:
+            # Landed or not, the row now says which; the deletions below read the
+            # horizon it holds, and a later pass raises it again if it did not land.
+            db.settle()
+            return 0
+        return deleted
 
 
 def _delete_below(journal: Journal, run_id: str, batch: int) -> int:
     total = 0
     db = journal.backend
     while True:
-        with journal.lock, db.transaction(f"compacting {run_id!r}"):
-            row = db.execute(
-                "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
-                " FROM runs WHERE run_id = ?",
-                (run_id, run_id),
-            ).fetchone()
-            if row is None:  # the run was deleted meanwhile (retention in another process)
-                return total
-            lo, horizon = row
-            if lo is None or lo > horizon:
-                return total
-            db.execute(
-                "DELETE FROM entries WHERE run_id = ? AND seq >= ? AND seq <= ?",
-                (run_id, lo, min(lo + batch - 1, horizon)),
-            )
-            total += db.changes()
+        try:
+            with journal.lock, db.transaction(f"compacting {run_id!r}"):
+                row = db.execute(
+                    "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
+                    " FROM runs WHERE run_id = ?",
+                    (run_id, run_id),
+                ).fetchone()
+                if row is None:  # the run was deleted meanwhile (retention in another process)
+                    return total
+                lo, horizon = row
+                if lo is None or lo > horizon:
+                    return total
+                db.execute(
+                    "DELETE FROM entries WHERE run_id = ? AND seq >= ? AND seq <= ?",
+                    (run_id, lo, min(lo + batch - 1, horizon)),
+                )
+                deleted = db.changes()
+        except CommitUnknown:
+            # Entries below the horizon are never read: what this round left, landed
+            # or not, the next pass deletes.
+            db.settle()
+            return total
+        total += deleted
 
 
 def _read_payload(
@@ -184,7 +202,6 @@ def _remember(journal: Journal, run: Run, horizon: int, now: float) -> None:
     Best effort: a snapshot this process cannot decode and encode again exactly (a
     codec key or a class missing here) keeps its bytes, and history then says less.
     """
-    from .store import _snapshot_checksum  # noqa: PLC0415 - store imports this module
 
     db = journal.backend
     kinds = {
@@ -213,7 +230,7 @@ def _remember(journal: Journal, run: Run, horizon: int, now: float) -> None:
     ).fetchone()
     db.execute(
         "UPDATE snapshots SET state = ?, checksum = ? WHERE run_id = ? AND seq = ?",
-        (data, _snapshot_checksum(run.run_id, horizon, data, fingerprint), run.run_id, horizon),
+        (data, snapshot_checksum(run.run_id, horizon, data, fingerprint), run.run_id, horizon),
     )
 
 

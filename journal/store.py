@@ -14,11 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn, TypeVar
 
 from ._backend import CommitUnknown, Listener, open_backend
-from ._recorder import CLAIMABLE, PARENT_DONE, Recorder
+from ._integrity import entry_checksum, entry_rows, run_from_row, snapshot_checksum
+from ._recorder import Recorder, Reseal
 from ._schema import (
-    RUN_FIELDS,
-    SEALED_FIELDS,
-    SEALED_INDEX,
     run_checksum,
 )
 from .codecs import Codec, JsonSerializer, Undecoded, codec_for_name, decode_for_reading
@@ -48,7 +46,7 @@ from .lineage import ancestors
 from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run, SnapshotInfo
 from .schedules import Schedules
-from .tags import check_tags, tag_clauses
+from .tags import check_tags
 from .verify import VerifyReport, verify
 
 __all__ = [
@@ -104,39 +102,10 @@ def _storable(text: str) -> bool:
     return True
 
 
-def entry_checksum(  # noqa: PLR0917 - one positional per stored column, in column order
-    run_id: str,
-    seq: int,
-    kind: str,
-    step: str | None,
-    key: str | None,
-    payload: bytes | None,
-    codec: str,
-    ts: float,
-) -> int:
-    """CRC-32 over every field of an entry: a flipped byte anywhere is detected on read."""
-    head = f"{run_id}\x1f{seq}\x1f{kind}\x1f{step}\x1f{key}\x1f{codec}\x1f{ts!r}".encode()
-    return zlib.crc32(payload or b"", zlib.crc32(head))
-
-
-def _entry_rows(
-    run_id: str, entries: Sequence[NewEntry], base: int, now: float
-) -> list[tuple[Any, ...]]:
-    """The stored rows of ``entries`` as seqs ``base+1..``, checksums included."""
-    return [
-        (
-            run_id,
-            seq,
-            e.kind,
-            e.step,
-            e.key,
-            e.payload,
-            e.codec,
-            now,
-            entry_checksum(run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now),
-        )
-        for seq, e in enumerate(entries, base + 1)
-    ]
+def _as_entries(run_id: str, base: int, entries: Sequence[NewEntry], now: float) -> Iterator[Entry]:
+    """``entries`` as they are stored from seq ``base + 1`` (for folding)."""
+    for seq, e in enumerate(entries, base + 1):
+        yield Entry(run_id, seq, e.kind, e.step, e.key, e.payload, e.codec, now)
 
 
 def _only_entries(req: AppendRequest) -> bool:
@@ -150,16 +119,6 @@ def _only_entries(req: AppendRequest) -> bool:
     )
 
 
-def _snapshot_checksum(run_id: str, seq: int, state: bytes, fingerprint: str) -> int:
-    return zlib.crc32(state, zlib.crc32(f"{run_id}\x1f{seq}\x1f{fingerprint}".encode()))
-
-
-_GUARD_STATUS = 2
-"""Where the status is in a row read with ``guard``: ``(last_seq, epoch, status)``."""
-_SEALED_STATUS = 2 + SEALED_FIELDS.index("status")
-"""Where the status is in a row read with ``sealed_guard``: ``(last_seq, epoch, *sealed,
-checksum)``."""
-
 _KEPT_BINDINGS = 1024
 """Runs the engine left whose own codec stays bound (see :meth:`Journal.use_codec`)."""
 
@@ -171,48 +130,6 @@ def _ended(run_id: str, status: str) -> RunEnded:
         run_id=run_id,
         status=status,
     )
-
-
-_NUMBER = (int, float)
-_SHAPE = {
-    "last_seq": (int,),
-    "epoch": (int,),
-    "updated_at": _NUMBER,
-    "owner": (str, type(None)),
-    "lease_expires_at": (*_NUMBER, type(None)),
-    "wake_at": (*_NUMBER, type(None)),
-}
-"""The types of the columns the checksum leaves out (it covers the others)."""
-
-
-def _run_from_row(row: Sequence[Any] | None, sealed: bool = True) -> Run:
-    """The run of a row read with ``run_select``, its checksum verified (``sealed``)."""
-    assert row is not None
-    *values, checksum = row
-    run_id = values[0]
-    if sealed and checksum != run_checksum([values[i] for i in SEALED_INDEX]):
-        raise RunCorrupted(
-            f"run {run_id!r}: its row fails its checksum (its status, input, output, error, "
-            "lineage or creation time was altered on disk)",
-            run_id=run_id,
-        )
-    fields = dict(zip(RUN_FIELDS, values, strict=True))
-    for name, types in _SHAPE.items():
-        if not isinstance(fields[name], types):
-            raise RunCorrupted(
-                f"run {run_id!r}: its {name} column holds {fields[name]!r}, which no writer "
-                "stores (the row was altered on disk)",
-                run_id=run_id,
-            )
-    try:
-        fields["meta"] = json.loads(fields["meta"])
-    except (TypeError, ValueError) as exc:
-        raise RunCorrupted(
-            f"run {run_id!r}: its meta column is not a JSON object ({exc})", run_id=run_id
-        ) from None
-    if not isinstance(fields["meta"], dict):
-        raise RunCorrupted(f"run {run_id!r}: its meta column is not a JSON object", run_id=run_id)
-    return Run(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +208,10 @@ class Journal:
         # since the last snapshot, that snapshot's bytes, its seq]. A cache: a run
         # another writer moved on (or a rolled-back append) is measured again.
         self._tails: dict[str, list[int]] = {}
+        # Per run this journal writes and snapshots: [the state at its last snapshot,
+        # the appends since (base, entries, time), the seq they reach], so the next
+        # snapshot folds what the writer already holds instead of re-reading entries.
+        self._held: dict[str, list[Any]] = {}
         self._altered: set[str] = set()
         """Runs whose row failed its checksum when a claim read it: never claimed again."""
         self._lock = threading.RLock()
@@ -597,14 +518,26 @@ class Journal:
                 clock.append(db.clock())
             run = replace(run, lease_expires_at=clock[0] + req.lease_seconds)
         if not self._insert_run(run, req.meta):
-            return _run_from_row(db.select_run(run.run_id), db.sealed), False
+            return run_from_row(db.select_run(run.run_id), db.sealed), False
         self._snapshot_every[run.run_id] = run.snapshot_every
         if run.meta.get("tags"):
             self.index_tags(run.run_id, run.tags)
         self._tails[run.run_id] = [0, 0, 0, 0]  # nothing to measure in a new run
         if req.entries:
             # A run created in this transaction has no entries: no guard needed.
-            self._insert(run.run_id, req.entries, 0, run.created_at)
+            db.insert_entries(entry_rows(run.run_id, req.entries, 0, run.created_at))
+            if self._snapshot_due(run.run_id, 0, req.entries):
+                state = FoldedState()
+                if run.forked_from is not None:  # a fork starts from its source's state
+                    state = self.state_at(run.forked_from, run.forked_at or 0)
+                    state.seq = 0
+                fold(
+                    state,
+                    _as_entries(run.run_id, 0, req.entries, run.created_at),
+                    self.decode_entry,
+                )
+                db.put_snapshot(self._snapshot_row(run.run_id, state, run.created_at))
+                self._tails.pop(run.run_id, None)
         return run, True
 
     def _insert_run(self, run: Run, meta: str) -> bool:
@@ -711,7 +644,7 @@ class Journal:
         with self._lock:
             db = self._c()
             row = self._read(f"reading run {run_id!r}", db.select_run, run_id)
-        return _run_from_row(row, db.sealed) if row is not None else None
+        return run_from_row(row, db.sealed) if row is not None else None
 
     def run_ids(self) -> list[str]:
         """Every run's id, oldest first, without reading (or verifying) the rows."""
@@ -740,60 +673,34 @@ class Journal:
     ) -> list[Run]:
         """Runs matching every given filter, ordered by creation time, paged. ``tags``:
         runs carrying every one of these ``key: value`` tags (through the tag index)."""
-        clauses, params = self._run_filter(status, name, created_after, created_before)
-        if parent_run_id is not None:
-            clauses.append("parent_run_id = ?")
-            params.append(parent_run_id)
+        statuses = None if status is None else [status] if isinstance(status, str) else [*status]
+        bad = [s for s in statuses or () if s not in RUN_STATUSES]
+        if bad:
+            raise ValueError(f"unknown status {bad[0]!r}; expected one of {RUN_STATUSES}")
         wanted = check_tags(tags)
         if wanted and self._c().schema_version < 4:
             return []  # a journal older than tags, opened read-only: no run has any
-        tagged, tag_params = tag_clauses(wanted)
-        clauses += tagged
-        params += tag_params
         with self._lock:
             db = self._c()
             rows = self._read(
                 "listing runs",
                 db.select_runs,
-                clauses,
-                params,
+                statuses=statuses,
+                name=name,
+                created_after=created_after,
+                created_before=created_before,
+                parent_run_id=parent_run_id,
+                tags=wanted,
                 newest_first=newest_first,
                 limit=limit,
                 offset=offset,
             )
-        runs = [_run_from_row(r, db.sealed) for r in rows]
+        runs = [run_from_row(r, db.sealed) for r in rows]
         if wanted:
             # The index is not sealed; the row is: a run indexed under a tag it does not
             # carry (an altered index) is left out.
             runs = [r for r in runs if all(r.tags.get(k) == v for k, v in wanted.items())]
         return runs
-
-    @staticmethod
-    def _run_filter(
-        status: str | Sequence[str] | None,
-        name: str | None,
-        created_after: float | None,
-        created_before: float | None,
-    ) -> tuple[list[str], list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            bad = [s for s in statuses if s not in RUN_STATUSES]
-            if bad:
-                raise ValueError(f"unknown status {bad[0]!r}; expected one of {RUN_STATUSES}")
-            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
-            params += statuses
-        if name is not None:
-            clauses.append("name = ?")
-            params.append(name)
-        if created_after is not None:
-            clauses.append("created_at >= ?")
-            params.append(created_after)
-        if created_before is not None:
-            clauses.append("created_at < ?")
-            params.append(created_before)
-        return clauses, params
 
     def update_run(
         self,
@@ -903,7 +810,7 @@ class Journal:
             t = self._clock() if now is None else now
             db = self._c()
             rows = self._read("finding claimable runs", db.claimable_rows, t, limit)
-        return [_run_from_row(r, db.sealed) for r in rows]
+        return [run_from_row(r, db.sealed) for r in rows]
 
     def claim_next(
         self,
@@ -937,57 +844,56 @@ class Journal:
             return []
         with self._lock:
             db = self._c()
-            with db.transaction("claiming runs"):
-                # Read inside the transaction, after any wait for the lock: a lease
-                # granted must run lease_seconds from the claim, not from before it.
-                t = db.clock() if now is None else now
-                where = [CLAIMABLE, PARENT_DONE]
-                params: list[Any] = [t, t, t]
-                if skip_names:
-                    where.append(f"name NOT IN ({','.join('?' * len(skip_names))})")
-                    params += skip_names
-                if skip_run_ids:
-                    where.append(f"run_id NOT IN ({','.join('?' * len(skip_run_ids))})")
-                    params += skip_run_ids
+            chosen: list[str] = []
+            granted: list[float] = []  # the expiry written, known before the COMMIT
+            try:
+                with db.transaction("claiming runs"):
+                    # Read inside the transaction, after any wait for the lock: a lease
+                    # granted must run lease_seconds from the claim, not from before it.
+                    t = db.clock() if now is None else now
+                    granted.append(t + lease_seconds)
 
-                def candidates(clause: str, extra: Sequence[Any], n: int) -> list[Any]:
-                    return db.claim_candidates([*where, clause], [*params, *extra], n)
+                    def candidates(n: int, **which: Any) -> list[Any]:
+                        return db.claim_candidates(
+                            t, n, skip_names=skip_names, skip_run_ids=skip_run_ids, **which
+                        )
 
-                marks = ",".join("?" * len(limits))
-                unlimited = f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1"
-                among: list[Any] = list(limits)
-                if run_ids is not None:
-                    unlimited += f" AND run_id IN ({','.join('?' * len(run_ids))})"
-                    among += run_ids
-                rows = candidates(unlimited, among, limit)
-                for queue in sorted(limits):
-                    # Counting then claiming a limited queue must not interleave with
-                    # another claimer's; a stalled claimer holds up that queue only.
-                    if not db.take_turns(_queue_turn(queue)):
-                        continue
-                    active = db.running_in_queue(queue, t)
-                    room = min(limits[queue] - active, limit)
-                    if room > 0:
-                        # The queue's next runs by priority; a run named in run_ids goes
-                        # only if it is among them (it does not jump the queue).
-                        rows += [
-                            r
-                            for r in candidates("queue = ?", [queue], room)
-                            if run_ids is None or r[0] in run_ids
-                        ]
-                rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-                chosen = []
-                for run_id in [r[0] for r in rows[:limit]]:
-                    try:
-                        checksum = self._resealed(run_id, claim=True)
-                    except RunCorrupted:
-                        # Altered on disk: left alone (`durable verify` names it), so that
-                        # one bad row does not stop a worker from claiming the others.
-                        self._altered.add(run_id)
-                        continue
-                    db.mark_claimed(run_id, owner, t + lease_seconds, checksum, t)
-                    chosen.append(run_id)
-                claimed = [_run_from_row(db.select_run(run_id), db.sealed) for run_id in chosen]
+                    rows = candidates(limit, not_queues=list(limits), run_ids=run_ids)
+                    for queue in sorted(limits):
+                        # Counting then claiming a limited queue must not interleave with
+                        # another claimer's; a stalled claimer holds up that queue only.
+                        if not db.take_turns(_queue_turn(queue)):
+                            continue
+                        active = db.running_in_queue(queue, t)
+                        room = min(limits[queue] - active, limit)
+                        if room > 0:
+                            # The queue's next runs by priority; a run named in run_ids goes
+                            # only if it is among them (it does not jump the queue).
+                            rows += [
+                                r
+                                for r in candidates(room, queue=queue)
+                                if run_ids is None or r[0] in run_ids
+                            ]
+                    rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+                    for run_id in [r[0] for r in rows[:limit]]:
+                        try:
+                            checksum = self._resealed(run_id, claim=True)
+                        except RunCorrupted:
+                            # Altered on disk: left alone (`durable verify` names it), so that
+                            # one bad row does not stop a worker from claiming the others.
+                            self._altered.add(run_id)
+                            continue
+                        db.mark_claimed(run_id, owner, t + lease_seconds, checksum, t)
+                        chosen.append(run_id)
+                    claimed = [run_from_row(db.select_run(run_id), db.sealed) for run_id in chosen]
+            except CommitUnknown:
+                # Ours are the chosen runs whose lease carries our owner and expiry.
+                db.settle()
+                claimed = [
+                    run
+                    for run in map(self.find_run, chosen)
+                    if run is not None and run.owner == owner and run.lease_expires_at == granted[0]
+                ]
         return claimed
 
     def notify(self, channel: str, payload: str = "") -> None:
@@ -1008,14 +914,26 @@ class Journal:
         """Extend a held lease; raises :class:`ConflictError` if the epoch moved on."""
         with self._lock:
             db = self._c()
-            with db.transaction(f"renewing the lease on {run_id!r}"):
-                expires = db.clock() + lease_seconds
-                if not db.renew(run_id, owner, epoch, expires):
-                    raise ConflictError(
-                        f"run {run_id!r}: lease lost (epoch {epoch} is no longer current)",
-                        run_id=run_id,
-                        epoch=epoch,
-                    )
+            expires = None
+            try:
+                with db.transaction(f"renewing the lease on {run_id!r}"):
+                    expires = db.clock() + lease_seconds
+                    renewed = db.renew(run_id, owner, epoch, expires)
+            except CommitUnknown:
+                # Renewed if the lease there is the one we wrote.
+                db.settle()
+                run = self.find_run(run_id)
+                renewed = run is not None and (run.owner, run.epoch, run.lease_expires_at) == (
+                    owner,
+                    epoch,
+                    expires,
+                )
+            if not renewed or expires is None:
+                raise ConflictError(
+                    f"run {run_id!r}: lease lost (epoch {epoch} is no longer current)",
+                    run_id=run_id,
+                    epoch=epoch,
+                )
         return expires
 
     # -- entries ---------------------------------------------------------------------
@@ -1042,81 +960,47 @@ class Journal:
         encoded), error and wake time change in the same commit.
         """
         expected = -1 if expected_seq is None else expected_seq
-        # The common case (entries after a known seq, nothing else: see _advance)
-        # skips building a request, and the transaction is spelled out rather than
-        # taken from Recorder.transaction (same semantics): at durability "process"
-        # a commit is ~15 µs and every µs of Python shows.
         plain = (
-            len(entries) > 0
-            and expected >= 0
-            and status is None
+            status is None
             and output is UNSET
             and error is UNSET
             and wake_at is UNSET
             and not release
         )
-        req = (
-            None
-            if plain
-            else AppendRequest(
-                run_id, entries, expected, epoch, status, output, error, wake_at, release
-            )
+        req = AppendRequest(
+            run_id, entries, expected, epoch, status, output, error, wake_at, release
         )
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        changes, reseal = (None, None) if plain else self._changes(req)
         with self._lock:
             db = self._c()
             now = time.time()
-            if (
-                req is None
-                and db.one_statement_append
-                and not self._snapshot_due(run_id, expected, entries)
-            ):
-                return self._append_in_one_statement(run_id, entries, expected, epoch, now)
+            snapshot = self._snapshot(run_id, expected, entries, now)
             try:
-                db.begin()
-            except db.errors as exc:
-                raise db.translate(exc, f"appending to run {run_id!r}") from exc
-            try:
-                if req is None:
-                    seq = self._advance(run_id, entries, expected, epoch, now)
-                else:
-                    seq = self._apply(req, now)
-            except BaseException as exc:
-                db.rollback()
-                if isinstance(exc, db.errors):
-                    raise db.translate(exc, f"appending to run {run_id!r}") from exc
-                raise
-            try:
-                db.commit(f"appending to run {run_id!r}")
+                seq = db.append(
+                    run_id,
+                    entries,
+                    expected,
+                    epoch,
+                    now,
+                    changes=changes,
+                    release=release,
+                    reseal=reseal,
+                    snapshot=snapshot,
+                )
             except CommitUnknown as exc:
                 # A COMMIT that raised may still have committed: re-read to decide.
-                return self._resolve_unknown(
-                    req or AppendRequest(run_id, entries, expected, epoch), exc
-                )
-            return seq
-
-    def _append_in_one_statement(
-        self,
-        run_id: str,
-        entries: Sequence[NewEntry],
-        expected: int,
-        epoch: int | None,
-        now: float,
-    ) -> int:
-        # A server round trip per statement dominates a PostgreSQL append: guard,
-        # run update and inserts go as one statement, its own transaction.
-        db = self._c()
-        where = f"appending to run {run_id!r}"
-        try:
-            written = db.append_entries(
-                run_id, _entry_rows(run_id, entries, expected, now), expected, epoch, now
-            )
-        except CommitUnknown as exc:
-            return self._resolve_unknown(AppendRequest(run_id, entries, expected, epoch), exc)
-        except db.errors as exc:
-            raise db.translate(exc, where) from exc
-        if not written:
-            self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
-        return expected + len(entries)
+                self._held.pop(run_id, None)
+                return self._resolve_unknown(req, exc)
+            except BaseException:
+                self._held.pop(run_id, None)
+                raise
+            if seq is None:
+                self._held.pop(run_id, None)
+                self._explain_conflict(req)
+            self._appended(req, now, snapshot)
+            return seq if entries else expected
 
     def append_batch(self, requests: Sequence[AppendRequest | CreateRequest]) -> list[Any]:
         """Group commit: apply many runs' appends (and run creations) in one transaction.
@@ -1136,10 +1020,12 @@ class Journal:
         with self._lock:
             db = self._c()
             now = time.time()
+            snapshots = self._batch_snapshots(requests, now)
             try:
                 with db.transaction(f"appending a batch of {len(requests)}"):
-                    results = self._apply_batch(requests, now)
+                    results = self._apply_batch(requests, now, snapshots)
             except CommitUnknown:
+                self._forget_held(requests)
                 return [
                     r
                     if isinstance(r, JournalError)
@@ -1148,7 +1034,36 @@ class Journal:
                     else self._resolve_unknown_create(req)
                     for r, req in zip(results, requests, strict=True)
                 ]
+            except BaseException:
+                self._forget_held(requests)
+                raise
+            self._forget_held(
+                [
+                    r
+                    for r, res in zip(requests, results, strict=True)
+                    if isinstance(res, JournalError)
+                ]
+            )
         return results
+
+    def _batch_snapshots(
+        self, requests: Sequence[AppendRequest | CreateRequest], now: float
+    ) -> dict[int, Sequence[Any]]:
+        """The snapshot rows the batch's appends call for, by request index, built before
+        its transaction; each append is taken as landed (forgotten if it does not)."""
+        snapshots: dict[int, Sequence[Any]] = {}
+        for i, req in enumerate(requests):
+            if isinstance(req, AppendRequest) and req.entries:
+                row = self._snapshot(req.run_id, req.expected_seq, req.entries, now)
+                if row is not None:
+                    snapshots[i] = row
+                self._appended(req, now, row)
+        return snapshots
+
+    def _forget_held(self, requests: Sequence[AppendRequest | CreateRequest]) -> None:
+        for req in requests:
+            if isinstance(req, AppendRequest):
+                self._held.pop(req.run_id, None)
 
     def continue_run(
         self,
@@ -1167,9 +1082,12 @@ class Journal:
         req = AppendRequest(run_id, entries, expected_seq, epoch, "completed", release=True)
         with self._lock:
             db = self._c()
+            now = time.time()
+            snapshot = self._snapshot(run_id, expected_seq, entries, now)
+            self._held.pop(run_id, None)  # the run ends here
             try:
                 with db.transaction(f"continuing run {run_id!r} as {new.run_id!r}"):
-                    self._apply(req, time.time())
+                    self._apply(req, now, snapshot)
                     run, created = self._create(continuation)
                     if not created:
                         raise ConflictError(
@@ -1209,7 +1127,12 @@ class Journal:
             run_id=req.run.run_id,
         )
 
-    def _apply_batch(self, batch: Sequence[AppendRequest | CreateRequest], now: float) -> list[Any]:
+    def _apply_batch(
+        self,
+        batch: Sequence[AppendRequest | CreateRequest],
+        now: float,
+        snapshots: Mapping[int, Sequence[Any]],
+    ) -> list[Any]:
         # Creations first (a JournalError from one is raised before it writes), then
         # one guard read for every append (locking the rows in a fixed order on
         # PostgreSQL, so two batches never deadlock), checked in Python as each
@@ -1217,6 +1140,7 @@ class Journal:
         db = self._c()
         created: dict[int, tuple[Run, bool] | JournalError] = {}
         requests: list[AppendRequest] = []
+        snapshot_of: dict[int, Sequence[Any]] = {}  # by id() of the request
         clock: list[float] = []  # one read of the journal's clock for the batch's leases
         for i, item in enumerate(batch):
             if isinstance(item, CreateRequest):
@@ -1226,6 +1150,8 @@ class Journal:
                     created[i] = exc
             else:
                 requests.append(item)
+                if i in snapshots:
+                    snapshot_of[id(item)] = snapshots[i]
         if not requests:
             return [created[i] for i in range(len(batch))]
         guards: dict[str, list[Any]] = {}
@@ -1234,7 +1160,7 @@ class Journal:
         results: list[int | JournalError] = []
         rows: list[tuple[Any, ...]] = []
         updates: list[tuple[AppendRequest, int]] = []
-        snapshots: list[tuple[str, int]] = []
+        written_snapshots: list[Sequence[Any]] = []
         for req in requests:
             guard = guards.get(req.run_id)
             if guard is None:
@@ -1254,9 +1180,9 @@ class Journal:
                 continue
             n = len(req.entries)
             if n:
-                rows += _entry_rows(req.run_id, req.entries, base, now)
-                if self._snapshot_due(req.run_id, base, req.entries):
-                    snapshots.append((req.run_id, base + n))
+                rows += entry_rows(req.run_id, req.entries, base, now)
+                if id(req) in snapshot_of:
+                    written_snapshots.append(snapshot_of[id(req)])
             guard[0] = base + n
             if req.status is not None:
                 guard[2] = req.status  # a later request of this batch sees the run ended
@@ -1268,14 +1194,13 @@ class Journal:
         for req, last_seq in updates:
             self._update_run(req, last_seq, now)
             self._forget_finished(req)
-        if db.stores_last_seq:
-            # A run whose row update already wrote its final last seq needs no second one.
-            written = {req.run_id: last_seq for req, last_seq in updates}
-            for run_id in {req.run_id for req in requests} & guards.keys():
-                if written.get(run_id) != guards[run_id][0]:
-                    db.set_last_seq(run_id, guards[run_id][0], now)
-        for run_id, seq in snapshots:
-            self._write_snapshot(run_id, seq, now)
+        # A run whose row update already wrote its final last seq needs no second one.
+        written = {req.run_id: last_seq for req, last_seq in updates}
+        for run_id in {req.run_id for req in requests} & guards.keys():
+            if written.get(run_id) != guards[run_id][0]:
+                db.set_last_seq(run_id, guards[run_id][0], now)
+        for snapshot in written_snapshots:
+            db.put_snapshot(snapshot)
         if created:
             appended = iter(results)
             return [created[i] if i in created else next(appended) for i in range(len(batch))]
@@ -1317,38 +1242,28 @@ class Journal:
             run_id=req.run_id,
         )
 
-    def _apply(self, req: AppendRequest, now: float) -> int:
-        """Guard the run row, insert the entries, update the run, snapshot."""
-        if req.entries and req.expected_seq >= 0 and _only_entries(req):
-            return self._advance(req.run_id, req.entries, req.expected_seq, req.epoch, now)
-        run_id, entries = req.run_id, req.entries
-        n = len(entries)
-        if req.status is not None and req.status not in RUN_STATUSES:
-            raise ValueError(f"unknown status {req.status!r}")
-        db = self._c()
-        # A change to a sealed column reads the row's sealed columns with the guard:
-        # one statement, not two, on the path that ends every run.
-        seals = req.status is not None or req.output is not UNSET or req.error is not UNSET
-        row = db.guard_row(run_id, sealed=seals)
-        if (
-            row is None
-            or (req.expected_seq >= 0 and row[0] != req.expected_seq)
-            or (req.epoch is not None and row[1] != req.epoch)
-            or row[_SEALED_STATUS if seals else _GUARD_STATUS] in TERMINAL_STATUSES
-        ):
+    def _apply(self, req: AppendRequest, now: float, snapshot: Sequence[Any] | None) -> int:
+        """Carry out ``req`` in the open write transaction (see :meth:`append`)."""
+        changes, reseal = (None, None) if _only_entries(req) else self._changes(req)
+        seq = self._c().write_append(
+            req.run_id,
+            req.entries,
+            req.expected_seq,
+            req.epoch,
+            now,
+            changes,
+            req.release,
+            reseal,
+            snapshot,
+        )
+        if seq is None:
             self._explain_conflict(req)
-        base = row[0]
-        self._update_run(req, base + n, now, row[2:] if seals else None)
-        seq = self._insert(run_id, entries, base, now) if n else req.expected_seq
-        self._forget_finished(req)
-        return seq
+        return seq if req.entries else req.expected_seq
 
-    def _update_run(
-        self, req: AppendRequest, last_seq: int, now: float, stored: Sequence[Any] | None = None
-    ) -> None:
-        """Write the run-row changes ``req`` carries (status, output, lease release...);
-        ``stored``: the row's sealed columns and checksum, if the caller read them."""
-        changes: dict[str, Any] = {"updated_at": now, "last_seq": last_seq}
+    def _changes(self, req: AppendRequest) -> tuple[dict[str, Any], Reseal | None]:
+        """The run-row changes ``req`` carries, and how to reseal the row if they touch a
+        sealed column (from its sealed columns and checksum as stored)."""
+        changes: dict[str, Any] = {}
         if req.status is not None:
             changes["status"] = req.status
         for column, value in (
@@ -1358,11 +1273,24 @@ class Journal:
         ):
             if value is not UNSET:
                 changes[column] = value
-        if req.status is not None or req.output is not UNSET or req.error is not UNSET:
-            changes["checksum"] = self._resealed(
+        if req.status is None and req.output is UNSET and req.error is UNSET:
+            return changes, None
+
+        def reseal(stored: Sequence[Any]) -> int:
+            return self._resealed(
                 req.run_id, status=req.status, output=req.output, error=req.error, row=stored
             )
-        self._c().update_run(req.run_id, changes, release=req.release)
+
+        return changes, reseal
+
+    def _update_run(self, req: AppendRequest, last_seq: int, now: float) -> None:
+        """Write the run-row changes ``req`` carries (status, output, lease release...)."""
+        changes, reseal = self._changes(req)
+        if reseal is not None:
+            changes["checksum"] = reseal(self._c().sealed_row(req.run_id))
+        self._c().update_run(
+            req.run_id, {"updated_at": now, "last_seq": last_seq, **changes}, release=req.release
+        )
 
     def release(self, run_id: str, epoch: int) -> bool:
         """Give up the lease on ``run_id`` if ``epoch`` still holds it, so another worker
@@ -1382,41 +1310,60 @@ class Journal:
         if req.status in TERMINAL_STATUSES:
             self._snapshot_every.pop(req.run_id, None)
             self._tails.pop(req.run_id, None)
+            self._held.pop(req.run_id, None)
 
-    def _advance(
-        self,
-        run_id: str,
-        entries: Sequence[NewEntry],
-        expected: int,
-        epoch: int | None,
-        now: float,
-    ) -> int:
-        """The hot path: entries after a known seq and no other change, so no runs UPDATE.
+    def _snapshot(
+        self, run_id: str, expected: int, entries: Sequence[NewEntry], now: float
+    ) -> Sequence[Any] | None:
+        """The snapshot row appending ``entries`` after ``expected`` calls for, if any,
+        built now, before the write transaction, from the state this journal holds for
+        the run (its last snapshot's, folded with the entries it appended since and
+        these), or read once if it holds none. It is held as the run's from here on:
+        :meth:`_appended` forgets it if the append does not land."""
+        if expected < 0 or not entries or not self._snapshot_due(run_id, expected, entries):
+            return None
+        state = self._held_state(run_id, expected)
+        if state is None:
+            return None
+        fold(state, _as_entries(run_id, expected, entries, now), self.decode_entry)
+        row = self._snapshot_row(run_id, state, now)
+        self._held[run_id] = [state, [], state.seq]
+        tail = self._tails.get(run_id)
+        if tail is not None and tail[0] == state.seq:
+            tail[1:] = [0, len(row[2]), state.seq]
+        else:
+            self._tails.pop(run_id, None)
+        return row
 
-        The guard is a read (the caller holds the write lock since BEGIN IMMEDIATE);
-        the new last seq is the newest entry's, which readers derive. (A backend
-        whose guard locks only the run's row stores it instead.)
-        """
-        db = self._c()
-        row = db.guard_row(run_id)
-        if (
-            row is None
-            or row[0] != expected
-            or (epoch is not None and row[1] != epoch)
-            or row[_GUARD_STATUS] in TERMINAL_STATUSES
-        ):
-            self._explain_conflict(AppendRequest(run_id, entries, expected, epoch))
-        # Before the insert: a snapshot it writes reads the run.
-        db.set_last_seq(run_id, expected + len(entries), now)
-        return self._insert(run_id, entries, expected, now)
+    def _held_state(self, run_id: str, seq: int) -> FoldedState | None:
+        """The run's state at ``seq`` from what this journal holds, else read (outside
+        any write transaction); ``None`` if the run has no such seq now (the append's
+        guard then says why)."""
+        held = self._held.pop(run_id, None)
+        if held is not None and held[2] == seq:
+            state: FoldedState = held[0]
+            for base, entries, ts in held[1]:
+                fold(state, _as_entries(run_id, base, entries, ts), self.decode_entry)
+            return state
+        try:
+            return self.state_at(run_id, seq)
+        except (RunNotFound, SeqOutOfRange, HorizonError):
+            return None
 
-    def _insert(self, run_id: str, entries: Sequence[NewEntry], base: int, now: float) -> int:
-        """Insert ``entries`` as seqs ``base+1..``; write a snapshot if they cross a boundary."""
-        self._c().insert_entries(_entry_rows(run_id, entries, base, now))
-        seq = base + len(entries)
-        if self._snapshot_due(run_id, base, entries):
-            self._write_snapshot(run_id, seq, now)
-        return seq
+    def _appended(self, req: AppendRequest, now: float, snapshot: Sequence[Any] | None) -> None:
+        """Keep the held state of ``req``'s run in step with an append that landed (or,
+        in a batch, is taken to land)."""
+        self._forget_finished(req)
+        if snapshot is not None or not req.entries:
+            return
+        held = self._held.get(req.run_id)
+        if held is None:
+            return
+        if req.expected_seq < 0 or held[2] != req.expected_seq:
+            del self._held[req.run_id]
+            return
+        held[1].append((req.expected_seq, req.entries, now))
+        held[2] += len(req.entries)
 
     def _snapshot_due(self, run_id: str, base: int, entries: Sequence[NewEntry]) -> bool:
         """Does appending ``entries`` after ``base`` call for a snapshot (see
@@ -1451,7 +1398,7 @@ class Journal:
         row = self._c().guard_row(req.run_id)
         if row is None:
             raise RunNotFound(f"no run {req.run_id!r} in journal {self.where!r}", run_id=req.run_id)
-        raise self._conflict(req, row[0], row[1], row[_GUARD_STATUS])
+        raise self._conflict(req, row[0], row[1], row[2])
 
     @staticmethod
     def _conflict(req: AppendRequest, last_seq: int, epoch: int, status: str) -> ConflictError:
@@ -1647,7 +1594,7 @@ class Journal:
         checksum: int,
         strict: bool = True,
     ) -> FoldedState | None:
-        if _snapshot_checksum(run_id, snap_seq, state, fingerprint) != checksum:
+        if snapshot_checksum(run_id, snap_seq, state, fingerprint) != checksum:
             raise CorruptionError(
                 f"run {run_id!r}: snapshot at seq {snap_seq} fails its checksum",
                 run_id=run_id,
@@ -1675,14 +1622,33 @@ class Journal:
         """Write (or rewrite) the snapshot of the state at ``seq`` (default: last)."""
         with self._lock:
             db = self._c()
-            with db.transaction(f"snapshotting run {run_id!r}"):
-                run = self.get_run(run_id)
-                target = run.last_seq if seq is None else seq
-                return self._write_snapshot(run_id, target, time.time())
+            run = self.get_run(run_id)
+            target = run.last_seq if seq is None else seq
+            # Folded before the write transaction: entries up to a seq never change.
+            row = self._snapshot_row(run_id, self.state_at(run_id, target), time.time())
+            info = SnapshotInfo(run_id, target, row[3], row[4], len(row[2]), row[6])
+            try:
+                with db.transaction(f"snapshotting run {run_id!r}"):
+                    db.put_snapshot(row)
+            except CommitUnknown:
+                # Ours if the snapshot there is the one we wrote (same creation time).
+                final = db.settle()
+                if info in self.snapshots(run_id):
+                    return info
+                raise (ConnectionLost if final else ConflictError)(
+                    f"run {run_id!r}: the COMMIT of its snapshot at seq {target} failed and "
+                    "the snapshot is not there now; write it again",
+                    run_id=run_id,
+                    seq=target,
+                ) from None
+            self._held.pop(run_id, None)
+            self._tails.pop(run_id, None)
+            return info
 
-    def _write_snapshot(self, run_id: str, seq: int, now: float) -> SnapshotInfo:
+    def _snapshot_row(self, run_id: str, state: FoldedState, now: float) -> tuple[Any, ...]:
+        """The stored row of a snapshot of ``state`` (see :meth:`Recorder.put_snapshot`)."""
         db = self._c()
-        state = self.state_at(run_id, seq)
+        seq = state.seq
         codec_name, horizon = db.run_codec_horizon(run_id)
         codec = self.codec_named(codec_name, run_id=run_id)
         payload = state.to_payload()
@@ -1690,23 +1656,8 @@ class Journal:
             payload.update(kept_compaction(self, run_id, seq))
         data = codec.encode(payload, path=f"snapshot of {run_id!r} at seq {seq}")
         fingerprint = self.fingerprint(codec.name)
-        db.put_snapshot(
-            (
-                run_id,
-                seq,
-                data,
-                codec.name,
-                fingerprint,
-                _snapshot_checksum(run_id, seq, data, fingerprint),
-                now,
-            ),
-        )
-        tail = self._tails.get(run_id)
-        if tail is not None and tail[0] == seq:
-            tail[1:] = [0, len(data), seq]
-        else:
-            self._tails.pop(run_id, None)
-        return SnapshotInfo(run_id, seq, codec.name, fingerprint, len(data), now)
+        checksum = snapshot_checksum(run_id, seq, data, fingerprint)
+        return (run_id, seq, data, codec.name, fingerprint, checksum, now)
 
     def snapshots(self, run_id: str) -> list[SnapshotInfo]:
         """The run's snapshots, oldest first."""
