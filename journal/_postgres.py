@@ -18,7 +18,7 @@ import os
 import re
 import select
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ._extras import install_hint
@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._backend import CommitUnknown, Cursor, Listener, redact
 from ._integrity import entry_rows
-from ._recorder import Recorder, Reseal
+from ._recorder import Recorder
 from ._schema import (
     ENTRY_COLUMNS,
     RUN_FIELDS,
@@ -535,31 +535,9 @@ class PostgresBackend(Recorder):
         cur.executemany(self._spell(sql), rows)
         self._last = cur
 
-    def append(
-        self,
-        run_id: str,
-        entries: Sequence[NewEntry],
-        expected: int,
-        epoch: int | None,
-        now: float,
-        *,
-        changes: Mapping[str, Any] | None = None,
-        release: bool = False,
-        reseal: Reseal | None = None,
-        snapshot: Sequence[Any] | None = None,
+    def append_entries(
+        self, run_id: str, entries: Sequence[NewEntry], expected: int, epoch: int | None, now: float
     ) -> int | None:
-        if changes is not None or release or snapshot is not None or expected < 0 or not entries:
-            return super().append(
-                run_id,
-                entries,
-                expected,
-                epoch,
-                now,
-                changes=changes,
-                release=release,
-                reseal=reseal,
-                snapshot=snapshot,
-            )
         # A server round trip per statement dominates a PostgreSQL append: guard, run
         # update and inserts go as one statement, its own transaction.
         rows = entry_rows(run_id, entries, expected, now)

@@ -293,18 +293,29 @@ class Recorder(Backend):
         ``expected`` (``-1``: any) and its epoch ``epoch`` (``None``: any) and it has
         not ended; with them, set the run's columns in ``changes`` (``reseal`` computes
         its new checksum from the stored sealed columns) and write the ``snapshot`` row
-        (see :meth:`put_snapshot`: built beforehand, from state in hand). The
-        new last seq, or ``None`` (nothing written) if the guard failed. Raises
+        (see :meth:`put_snapshot`: built beforehand, from state in hand). The new last
+        seq, or ``None`` (nothing written) if the guard failed. Raises
         :class:`~journal._backend.CommitUnknown` if the COMMIT's outcome is unknown."""
+        if changes is None and not release and snapshot is None and expected >= 0 and entries:
+            return self.append_entries(run_id, entries, expected, epoch, now)
+        parts = (changes, release, reseal, snapshot)
+        return self._own_transaction(run_id, entries, expected, epoch, now, *parts)
+
+    def append_entries(
+        self, run_id: str, entries: Sequence[NewEntry], expected: int, epoch: int | None, now: float
+    ) -> int | None:
+        """The hot path of :meth:`append`: entries after a known seq, nothing else (a
+        backend may do it in fewer round trips)."""
+        return self._own_transaction(run_id, entries, expected, epoch, now)
+
+    def _own_transaction(self, run_id: str, *args: Any) -> int | None:
         where = f"appending to run {run_id!r}"
         try:
             self.begin()
         except self.errors as exc:
             raise self.translate(exc, where) from exc
         try:
-            seq = self.write_append(
-                run_id, entries, expected, epoch, now, changes, release, reseal, snapshot
-            )
+            seq = self.write_append(run_id, *args)
         except BaseException as exc:
             self.rollback()
             if isinstance(exc, self.errors):
