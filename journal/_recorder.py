@@ -477,3 +477,53 @@ class Recorder(Backend):
         """Delete the schedule; False if there was none."""
         self.execute("DELETE FROM schedules WHERE name = ?", (name,))
         return self.changes() > 0
+
+    # -- time travel -----------------------------------------------------------------------
+
+    def count_checkpoints(self, run_id: str, upto: int, kinds: Sequence[str]) -> int:
+        """How many of the run's entries up to ``upto`` are of one of ``kinds``."""
+        (n,) = self.execute(
+            f"SELECT count(*) FROM entries WHERE run_id = ? AND seq <= ?"
+            f" AND kind IN ({_marks(len(kinds))})",
+            (run_id, upto, *kinds),
+        ).fetchone()
+        return int(n)
+
+    def locate_checkpoint(
+        self, run_id: str, upto: int, kinds: Sequence[str], number: int
+    ) -> int | None:
+        """The seq of the run's ``number``-th entry (from 1) of one of ``kinds`` up to
+        ``upto``, or ``None``."""
+        row = self.execute(
+            f"SELECT seq FROM entries WHERE run_id = ? AND seq <= ? AND kind IN"
+            f" ({_marks(len(kinds))}) ORDER BY seq LIMIT 1 OFFSET ?",
+            (run_id, upto, *kinds, number - 1),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def last_seq_marked(self, run_id: str, kind: str, step: str) -> int:
+        """The seq of the run's newest entry of ``kind`` or of ``step`` (0 if none)."""
+        (seq,) = self.execute(
+            "SELECT max(seq) FROM entries WHERE run_id = ? AND (kind = ? OR step = ?)",
+            (run_id, kind, step),
+        ).fetchone()
+        return int(seq or 0)
+
+    def seq_at_time(self, run_id: str, ts: float) -> int | None:
+        """The seq of the run's newest entry written at or before ``ts``, or ``None``."""
+        (seq,) = self.execute(
+            "SELECT max(seq) FROM entries WHERE run_id = ? AND ts <= ?", (run_id, ts)
+        ).fetchone()
+        return None if seq is None else int(seq)
+
+    def forks_of(self, run_id: str) -> list[str]:
+        """The ids of the runs forked from ``run_id``, oldest first."""
+        rows = self.execute(
+            "SELECT run_id FROM runs WHERE forked_from = ? ORDER BY created_at, run_id", (run_id,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def function_names(self) -> list[str]:
+        """The distinct names of the runs' functions and workflows, sorted."""
+        rows = self.execute("SELECT DISTINCT name FROM runs ORDER BY name").fetchall()
+        return [r[0] for r in rows]

@@ -620,6 +620,57 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
 
     # -- state and snapshots ---------------------------------------------------------
 
+    # -- time-travel queries -------------------------------------------------------------
+
+    def count_checkpoints(self, run_id: str, upto: int, kinds: Sequence[str]) -> int:
+        """How many of the run's entries up to seq ``upto`` are of one of ``kinds``."""
+        with self._lock:
+            db = self._c()
+            return self._read(
+                f"counting entries of {run_id!r}", db.count_checkpoints, run_id, upto, kinds
+            )
+
+    def locate_checkpoint(
+        self, run_id: str, upto: int, kinds: Sequence[str], number: int
+    ) -> int | None:
+        """The seq of the run's ``number``-th entry (from 1) of one of ``kinds`` up to seq
+        ``upto``, or ``None`` if it has fewer."""
+        with self._lock:
+            db = self._c()
+            return self._read(
+                f"locating an entry of {run_id!r}",
+                db.locate_checkpoint,
+                run_id,
+                upto,
+                kinds,
+                number,
+            )
+
+    def last_seq_marked(self, run_id: str, kind: str, step: str) -> int:
+        """The seq of the run's newest entry of ``kind`` or of ``step`` (0 if none)."""
+        with self._lock:
+            db = self._c()
+            return self._read(f"reading run {run_id!r}", db.last_seq_marked, run_id, kind, step)
+
+    def seq_at_time(self, run_id: str, ts: float) -> int | None:
+        """The seq of the run's newest entry written at or before ``ts`` (Unix time), or
+        ``None`` if it has none."""
+        with self._lock:
+            db = self._c()
+            return self._read(f"reading run {run_id!r}", db.seq_at_time, run_id, ts)
+
+    def forks_of(self, run_id: str) -> list[str]:
+        """The ids of the runs forked from ``run_id``, oldest first."""
+        with self._lock:
+            db = self._c()
+            return self._read(f"listing the forks of {run_id!r}", db.forks_of, run_id)
+
+    def function_names(self) -> list[str]:
+        """The distinct function and workflow names of the runs, sorted."""
+        with self._lock:
+            db = self._c()
+            return self._read("listing run names", db.function_names)
+
     # -- maintenance and read side -----------------------------------------------------
 
     def compact(
