@@ -398,6 +398,28 @@ class JournalContract:
         assert report.ok, report.problems
         assert report.entries == 10 and report.snapshots == 1
 
+    # -- time-travel queries -----------------------------------------------------------
+
+    def test_time_travel_queries(self, j: Journal) -> None:
+        """Checkpoints are counted and located by kind up to a seq; a time finds the seq
+        written by then; forks and function names are listed."""
+        j.create_run("r", name="mod:f")
+        done = j.entry(K.STEP_COMPLETED, 1, step="s#1")
+        seq = j.append("r", [_set(j, "a", 1), done, _set(j, "b", 2), done], expected_seq=0)
+        kinds = [K.STEP_COMPLETED]
+        assert j.count_checkpoints("r", seq, kinds) == 2
+        assert j.count_checkpoints("r", 2, kinds) == 1
+        assert [j.locate_checkpoint("r", seq, kinds, n) for n in (1, 2, 3)] == [2, 4, None]
+        assert j.last_seq_marked("r", K.STEP_COMPLETED, "nope") == 4
+        assert j.last_seq_marked("r", K.RUN_FORKED, "s#1") == 4
+        assert j.last_seq_marked("r", K.RUN_FORKED, "nope") == 0
+        ts = j.read_one("r", 4).ts
+        assert j.seq_at_time("r", ts) == 4 and j.seq_at_time("r", ts - 3600) is None
+        j.create_run("f2", name="mod:g", forked_from="r", forked_at=2)
+        j.create_run("f1", name="mod:f", forked_from="r", forked_at=4)
+        assert j.forks_of("r") == ["f2", "f1"] and j.forks_of("f1") == []
+        assert j.function_names() == ["mod:f", "mod:g"]
+
     # -- writes whose COMMIT raised ----------------------------------------------------
 
     @staticmethod
