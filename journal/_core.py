@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._recorder import Recorder
-from ._requests import UNSET, CreateRequest
 from .codecs import Codec
 from .errors import CorruptionError, JournalClosed
 from .fold import FoldedState
 from .policies import Durability, SnapshotPolicy
-from .records import Entry, NewEntry, Run
+from .records import Entry, Run
 
 _T = TypeVar("_T")
 
@@ -76,61 +75,16 @@ class JournalCore:
             ) from None
 
     if TYPE_CHECKING:  # what one part calls of another (each defined once, in its part)
-
-        def get_run(self, run_id: str) -> Run: ...
-
-        def find_run(self, run_id: str) -> Run | None: ...
-
-        def _resealed(
-            self,
-            run_id: str,
-            *,
-            status: str | None = None,
-            output: Any = UNSET,
-            error: Any = UNSET,
-            horizon: int | None = None,
-            claim: bool = False,
-            row: Sequence[Any] | None = None,
-        ) -> int: ...
-
-        def _read_entry(self, entry: Entry) -> Any: ...
-
-        def codec_named(self, name: str, *, run_id: str | None = None) -> Codec: ...
-
-        def decode(
-            self,
-            data: bytes | None,
-            codec: str,
-            *,
-            where: str,
-            strict: bool = True,
-            run_id: str | None = None,
-        ) -> Any: ...
-
-        def decode_entry(self, entry: Entry, *, strict: bool = True) -> Any: ...
-
-        def read(self, run_id: str, start: int = 1, end: int | None = None) -> Iterator[Entry]: ...
-
-        def _resolve_unknown_create(self, req: CreateRequest) -> tuple[Run, bool]: ...
-
-        def append(
-            self,
-            run_id: str,
-            entries: Sequence[NewEntry],
-            *,
-            expected_seq: int | None,
-            epoch: int | None = None,
-            status: str | None = None,
-            output: Any = UNSET,
-            error: Any = UNSET,
-            wake_at: Any = UNSET,
-            release: bool = False,
-        ) -> int: ...
-
-        def _snapshot_due(self, run_id: str, base: int, entries: Sequence[NewEntry]) -> bool: ...
-
-        def _snapshot_row(self, run_id: str, state: FoldedState, now: float) -> tuple[Any, ...]: ...
-
-        def state_at(
-            self, run_id: str, seq: int | None = None, *, strict: bool = True
-        ) -> FoldedState: ...
+        get_run: Callable[..., Run]
+        find_run: Callable[..., Run | None]
+        _resealed: Callable[..., int]
+        _read_entry: Callable[..., Any]
+        codec_named: Callable[..., Codec]
+        decode: Callable[..., Any]
+        decode_entry: Callable[..., Any]
+        read: Callable[..., Iterator[Entry]]
+        _resolve_unknown_create: Callable[..., tuple[Run, bool]]
+        append: Callable[..., int]
+        _snapshot_due: Callable[..., bool]
+        _snapshot_row: Callable[..., tuple[Any, ...]]
+        state_at: Callable[..., FoldedState]
