@@ -163,18 +163,21 @@ class SnapshotsMixin(JournalCore):
         """Write (or rewrite) the snapshot of the state at ``seq`` (default: last)."""
         with self._lock:
             db = self._c()
-            run = self.get_run(run_id)
-            target = run.last_seq if seq is None else seq
-            # Folded before the write transaction: entries up to a seq never change.
-            row = self._snapshot_row(run_id, self.state_at(run_id, target), time.time())
-            info = SnapshotInfo(run_id, target, row[3], row[4], len(row[2]), row[6])
+            target = seq
+            info = None
             try:
+                # Folded inside the transaction (an explicit snapshot, not an append's):
+                # a compaction in another process cannot delete the entries it reads.
                 with db.transaction(f"snapshotting run {run_id!r}"):
+                    if target is None:
+                        target = self.get_run(run_id).last_seq
+                    row = self._snapshot_row(run_id, self.state_at(run_id, target), time.time())
+                    info = SnapshotInfo(run_id, target, row[3], row[4], len(row[2]), row[6])
                     db.put_snapshot(row)
             except CommitUnknown:
                 # Ours if the snapshot there is the one we wrote (same creation time).
                 final = db.settle()
-                if info in self.snapshots(run_id):
+                if info is not None and info in self.snapshots(run_id):
                     return info
                 raise (ConnectionLost if final else ConflictError)(
                     f"run {run_id!r}: the COMMIT of its snapshot at seq {target} failed and "
@@ -184,6 +187,7 @@ class SnapshotsMixin(JournalCore):
                 ) from None
             self._held.pop(run_id, None)
             self._tails.pop(run_id, None)
+            assert info is not None  # set before the COMMIT that returned
             return info
 
     def _snapshot_row(self, run_id: str, state: FoldedState, now: float) -> tuple[Any, ...]:
@@ -250,7 +254,9 @@ class SnapshotsMixin(JournalCore):
             return state
         try:
             return self.state_at(run_id, seq)
-        except (RunNotFound, SeqOutOfRange, HorizonError):
+        except (RunNotFound, SeqOutOfRange, HorizonError, CorruptionError):
+            # No such seq now (the guard says why), or compacted under the read by
+            # another process: this boundary's snapshot is left to the next one.
             return None
 
     def _appended(  # noqa: PLR0917 - an append as it landed
