@@ -527,3 +527,69 @@ class Recorder(Backend):
         """The distinct names of the runs' functions and workflows, sorted."""
         rows = self.execute("SELECT DISTINCT name FROM runs ORDER BY name").fetchall()
         return [r[0] for r in rows]
+
+    # -- compaction --------------------------------------------------------------------------
+
+    def snapshot_at(self, run_id: str, seq: int) -> Any:
+        """``(state, codec, fingerprint)`` of the run's snapshot at ``seq``, or ``None``."""
+        return self.execute(
+            "SELECT state, codec, fingerprint FROM snapshots WHERE run_id = ? AND seq = ?",
+            (run_id, seq),
+        ).fetchone()
+
+    def fork_stats(self, run_id: str) -> tuple[int, int | None]:
+        """``(forks of the run not finished, the lowest seq any fork was forked at)``."""
+        row = self.execute(
+            "SELECT count(*) FILTER (WHERE status NOT IN ('completed', 'failed', 'cancelled')),"
+            " min(forked_at) FROM runs WHERE forked_from = ?",
+            (run_id,),
+        ).fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    def first_seq_since(self, run_id: str, ts: float) -> int | None:
+        """The run's first seq written at or after ``ts``, or ``None``."""
+        row = self.execute(
+            "SELECT min(seq) FROM entries WHERE run_id = ? AND ts >= ?", (run_id, ts)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def raise_horizon(self, run_id: str, horizon: int, checksum: int) -> int:
+        """Raise the run's horizon (resealed with ``checksum``) and delete the snapshots
+        below it; how many were deleted."""
+        self.execute(
+            "UPDATE runs SET horizon = ?, checksum = ? WHERE run_id = ? AND horizon < ?",
+            (horizon, checksum, run_id, horizon),
+        )
+        self.execute("DELETE FROM snapshots WHERE run_id = ? AND seq < ?", (run_id, horizon))
+        return int(self.changes())
+
+    def entries_below_horizon(self, run_id: str) -> Any:
+        """``(the run's lowest stored seq, its horizon)``, or ``None`` if there is no run."""
+        return self.execute(
+            "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
+            " FROM runs WHERE run_id = ?",
+            (run_id, run_id),
+        ).fetchone()
+
+    def delete_entries(self, run_id: str, lo: int, hi: int) -> int:
+        """Delete the run's entries ``lo..hi``; how many were deleted."""
+        self.execute(
+            "DELETE FROM entries WHERE run_id = ? AND seq >= ? AND seq <= ?", (run_id, lo, hi)
+        )
+        return int(self.changes())
+
+    def count_kinds(self, run_id: str, after: int, upto: int) -> list[tuple[str, int]]:
+        """``(kind, count)`` of the run's entries after ``after`` up to ``upto``."""
+        rows = self.execute(
+            "SELECT kind, count(*) FROM entries WHERE run_id = ? AND seq > ? AND seq <= ?"
+            " GROUP BY kind",
+            (run_id, after, upto),
+        ).fetchall()
+        return [(str(k), int(n)) for k, n in rows]
+
+    def rewrite_snapshot(self, run_id: str, seq: int, state: bytes, checksum: int) -> None:
+        """Replace the state (and checksum) of the run's snapshot at ``seq``."""
+        self.execute(
+            "UPDATE snapshots SET state = ?, checksum = ? WHERE run_id = ? AND seq = ?",
+            (state, checksum, run_id, seq),
+        )
