@@ -27,11 +27,25 @@ def _signature(obj: Any) -> str:
         return ""
 
 
+def _parts(cls: type) -> list[type]:
+    """``cls`` and the bases it is assembled from in private modules (the Journal facade's
+    parts), whose public methods are the class's own."""
+    private = [
+        base
+        for base in cls.__mro__[1:]
+        if base.__module__.rpartition(".")[2].startswith("_") and base.__module__ != "builtins"
+    ]
+    return [cls, *private]
+
+
 def _members(cls: type) -> list[tuple[str, Any]]:
     out = []
-    for name, value in vars(cls).items():
-        if name.startswith("_") or name in ("model_config", "model_fields"):
+    seen: set[str] = set()
+    items = [item for part in _parts(cls) for item in vars(part).items()]
+    for name, value in items:
+        if name.startswith("_") or name in ("model_config", "model_fields") or name in seen:
             continue
+        seen.add(name)
         if isinstance(value, property) or inspect.isfunction(value):
             out.append((name, value))
         elif isinstance(value, classmethod | staticmethod):

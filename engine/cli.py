@@ -471,18 +471,12 @@ def _lineage(journal: Journal, run: Run) -> dict[str, Run]:
 
 def _count_checkpoints(journal: Journal, run: Run) -> int:
     """Checkpoints of a run, numbered as ``history`` numbers them (a fork counts its
-    sources' up to the fork point), from the retained entries, by SQL."""
+    sources' up to the fork point), counted by the journal from the retained entries."""
     kinds = sorted(NUMBERED_KINDS)
-    marks = ",".join("?" * len(kinds))
-    total = 0
-    for source, upto in fork_lineage(journal, run):
-        rows = journal.query(
-            "SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
-            f" AND kind IN ({marks})",
-            [source.run_id, upto, *kinds],
-        )
-        total += int(rows[0]["n"])
-    return total
+    return sum(
+        journal.count_checkpoints(source.run_id, upto, kinds)
+        for source, upto in fork_lineage(journal, run)
+    )
 
 
 # -- the group ----------------------------------------------------------------------------

@@ -289,7 +289,7 @@ def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
     if step < 0:
         raise StepNotFound(f"run {run.run_id!r}: step numbers start at 1 (0 is the start)")
     chain = lineage(journal, run)
-    kinds = ",".join(f"'{k}'" for k in sorted(NUMBERED_KINDS))
+    kinds = sorted(NUMBERED_KINDS)
     remaining = step
     for i, (segment_id, upto) in enumerate(chain):
         if remaining == 0 and i == 0:
@@ -304,13 +304,7 @@ def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
                 run_id=segment_id,
                 horizon=horizon,
             )
-        count = int(
-            journal.query(
-                f"SELECT count(*) AS n FROM entries WHERE run_id = ? AND seq <= ?"
-                f" AND kind IN ({kinds})",
-                [segment_id, upto],
-            )[0]["n"]
-        )
+        count = journal.count_checkpoints(segment_id, upto, kinds)
         last = i == len(chain) - 1
         if remaining == 0 and (count or last):
             # Past the end of a source: the fork point, as this fork has it, edits included
@@ -318,12 +312,9 @@ def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
             return segment_id, _fork_point(journal, segment_id)
         # The last checkpoint of a source is the fork point: the fork's own state there.
         if 0 < remaining < count or (remaining == count and last):
-            rows = journal.query(
-                f"SELECT seq FROM entries WHERE run_id = ? AND seq <= ? AND kind IN ({kinds})"
-                " ORDER BY seq LIMIT 1 OFFSET ?",
-                [segment_id, upto, remaining - 1],
-            )
-            return segment_id, int(rows[0]["seq"])
+            seq = journal.locate_checkpoint(segment_id, upto, kinds, remaining)
+            assert seq is not None  # fewer than count checkpoints up to upto: counted above
+            return segment_id, seq
         remaining -= count
     raise StepNotFound(
         f"run {run.run_id!r} has {step - remaining} checkpoints; there is no step {step}",
@@ -334,11 +325,7 @@ def _locate(journal: Journal, run: Run, step: int) -> tuple[str, int]:
 
 def _fork_point(journal: Journal, fork_id: str) -> int:
     """The seq that ends a fork's preamble: its ``run.forked`` entry and its edits."""
-    rows = journal.query(
-        "SELECT max(seq) AS seq FROM entries WHERE run_id = ? AND (kind = ? OR step = ?)",
-        [fork_id, K.RUN_FORKED, FORK_STEP],
-    )
-    return int(rows[0]["seq"] or 0)
+    return journal.last_seq_marked(fork_id, K.RUN_FORKED, FORK_STEP)
 
 
 def state_at(
@@ -361,10 +348,7 @@ def state_at(
     if step is not None:
         target_run, target_seq = _locate(journal, run, step)
     elif time is not None:
-        rows = journal.query(
-            "SELECT max(seq) AS seq FROM entries WHERE run_id = ? AND ts <= ?", [run_id, time]
-        )
-        found = rows[0]["seq"]
+        found = journal.seq_at_time(run_id, time)
         if found is None:
             if run.forked_from is None:
                 when = dt.datetime.fromtimestamp(time).astimezone().isoformat(timespec="seconds")

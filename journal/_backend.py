@@ -13,10 +13,13 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._schema import SCHEMA_VERSION
 from .errors import JournalError
+
+if TYPE_CHECKING:
+    from ._recorder import Recorder
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -46,6 +49,9 @@ def redact(location: str) -> str:
         rest = f"{rest[:at].split(':', 1)[0]}:***{rest[at:]}"
     rest = _PASSWORD_PARAM.sub(r"\1***", rest)
     return f"{scheme}://{rest}"
+
+
+_B = TypeVar("_B", bound="Backend")
 
 
 class Cursor(Protocol):
@@ -114,8 +120,6 @@ class Backend:
     """Suffix letting concurrent claimers skip each other's rows."""
     blob_length: str
     no_limit: int | None
-    one_statement_append = False
-    """Whether :meth:`append_entries` does a plain append as one statement."""
     """The LIMIT that means "no limit"."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
@@ -124,19 +128,6 @@ class Backend:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement per parameter row."""
-        raise NotImplementedError
-
-    def append_entries(
-        self,
-        run_id: str,
-        rows: Sequence[Sequence[Any]],
-        expected: int,
-        epoch: int | None,
-        now: float,
-    ) -> bool:
-        """Insert entry ``rows`` if the run's last seq is ``expected`` (and its epoch
-        ``epoch``) and it has not ended, atomically; False (nothing written) if not. Raises
-        :class:`CommitUnknown` if the outcome cannot be known."""
         raise NotImplementedError
 
     def changes(self) -> int:
@@ -200,7 +191,7 @@ class Backend:
         a journal file has no listeners."""
 
     @contextlib.contextmanager
-    def transaction(self, where: str) -> Iterator[Backend]:
+    def transaction(self: _B, where: str) -> Iterator[_B]:
         """``BEGIN`` … ``COMMIT``; rolls back on any exception and translates it."""
         try:
             self.begin()
@@ -223,8 +214,8 @@ def open_backend(
     busy_timeout_ms: int,
     readonly: bool,
     vfs: str | None = None,
-) -> Backend:
-    """The backend for a file path or a ``postgresql://`` URL."""
+) -> Recorder:
+    """The recorder for a file path or a ``postgresql://`` URL."""
     if durability not in ("full", "process"):
         raise ValueError(f"durability must be 'full' or 'process', got {durability!r}")
     if is_url(location):

@@ -31,8 +31,16 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"a postgresql:// journal needs psycopg: {install_hint('postgres')}") from exc
 
-from ._backend import Backend, CommitUnknown, Cursor, Listener, redact
-from ._schema import ENTRY_COLUMNS, RUN_FIELDS, SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs
+from ._backend import CommitUnknown, Cursor, Listener, redact
+from ._integrity import entry_rows
+from ._recorder import Recorder
+from ._schema import (
+    ENTRY_COLUMNS,
+    RUN_FIELDS,
+    SCHEMA_VERSION,
+    SEALED_COLUMNS,
+    reseal_runs,
+)
 from .errors import (
     BadJournalURL,
     ConnectionLost,
@@ -43,6 +51,7 @@ from .errors import (
     NotAJournalError,
     SchemaVersionError,
 )
+from .records import NewEntry
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "split_url"]
 
@@ -258,7 +267,7 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(Recorder):
     """A journal in a PostgreSQL schema, on one connection (autocommit; explicit
     ``BEGIN``/``COMMIT`` so the store spells its transactions as it does for SQLite)."""
 
@@ -526,16 +535,12 @@ class PostgresBackend(Backend):
         cur.executemany(self._spell(sql), rows)
         self._last = cur
 
-    one_statement_append = True
-
     def append_entries(
-        self,
-        run_id: str,
-        rows: Sequence[Sequence[Any]],
-        expected: int,
-        epoch: int | None,
-        now: float,
-    ) -> bool:
+        self, run_id: str, entries: Sequence[NewEntry], expected: int, epoch: int | None, now: float
+    ) -> int | None:
+        # A server round trip per statement dominates a PostgreSQL append: guard, run
+        # update and inserts go as one statement, its own transaction.
+        rows = entry_rows(run_id, entries, expected, now)
         values = ",".join(
             ["(%s,%s::bigint,%s,%s,%s,%s::bytea,%s,%s::float8,%s::bigint)"] * len(rows)
         )
@@ -560,9 +565,11 @@ class PostgresBackend(Backend):
                     f"failed ({_first_line(exc)}); outcome unknown",
                     where=self.location,
                 ) from exc
-            raise
+            raise self.translate(exc, f"appending to run {run_id!r}") from exc
+        except self.errors as exc:
+            raise self.translate(exc, f"appending to run {run_id!r}") from exc
         self._last = cur
-        return cur.rowcount == len(rows)
+        return expected + len(rows) if cur.rowcount == len(rows) else None
 
     def changes(self) -> int:
         return int(self._last.rowcount) if self._last is not None else 0

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._backend import CommitUnknown
+from ._integrity import snapshot_checksum
 from .errors import DecodeError, JournalError
 from .policies import RetentionPolicy
 
@@ -89,9 +91,7 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
     if run.finished and run.last_seq > run.horizon:
         # A finished run's final state is its most useful snapshot: make sure it exists.
         with journal.lock:
-            exists = db.execute(
-                "SELECT 1 FROM snapshots WHERE run_id = ? AND seq = ?", (run.run_id, run.last_seq)
-            ).fetchone()
+            exists = db.snapshot_at(run.run_id, run.last_seq) is not None
         if not exists:
             journal.write_snapshot(run.run_id, run.last_seq)
     valid = [
@@ -103,11 +103,7 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
         return run.horizon
     horizon = valid[-policy.keep_snapshots] if len(valid) >= policy.keep_snapshots else valid[0]
     with journal.lock:
-        active_forks, fork_point = db.execute(
-            "SELECT count(*) FILTER (WHERE status NOT IN ('completed', 'failed', 'cancelled')),"
-            " min(forked_at) FROM runs WHERE forked_from = ?",
-            (run.run_id,),
-        ).fetchone() or (0, None)
+        active_forks, fork_point = db.fork_stats(run.run_id)
     if active_forks:
         return run.horizon  # an unfinished fork re-reads this run's entries up to its fork point
     if fork_point is not None:
@@ -115,11 +111,7 @@ def _choose_horizon(journal: Journal, run: Run, policy: RetentionPolicy, now: fl
         horizon = min(horizon, below[-1]) if below else run.horizon
     if policy.keep_seconds is not None:
         with journal.lock:
-            row = db.execute(
-                "SELECT min(seq) FROM entries WHERE run_id = ? AND ts >= ?",
-                (run.run_id, now - policy.keep_seconds),
-            ).fetchone()
-        first_recent = row[0] if row else None
+            first_recent = db.first_seq_since(run.run_id, now - policy.keep_seconds)
         if first_recent is not None:
             older = [s for s in valid if s < first_recent]
             horizon = min(horizon, older[-1]) if older else run.horizon
@@ -131,36 +123,38 @@ def _raise_horizon(journal: Journal, run: Run, horizon: int, now: float) -> int:
         return 0
     with journal.lock:
         db = journal.backend
-        with db.transaction(f"raising the horizon of {run.run_id!r}"):
-            _remember(journal, run, horizon, now)
-            db.execute(
-                "UPDATE runs SET horizon = ?, checksum = ? WHERE run_id = ? AND horizon < ?",
-                (horizon, journal._resealed(run.run_id, horizon=horizon), run.run_id, horizon),
-            )
-            db.execute("DELETE FROM snapshots WHERE run_id = ? AND seq < ?", (run.run_id, horizon))
-            return int(db.changes())
+        try:
+            with db.transaction(f"raising the horizon of {run.run_id!r}"):
+                _remember(journal, run, horizon, now)
+                checksum = journal._resealed(run.run_id, horizon=horizon)
+                deleted = db.raise_horizon(run.run_id, horizon, checksum)
+        except CommitUnknown:
+            # Landed or not, the row now says which; the deletions below read the
+            # horizon it holds, and a later pass raises it again if it did not land.
+            db.settle()
+            return 0
+        return deleted
 
 
 def _delete_below(journal: Journal, run_id: str, batch: int) -> int:
     total = 0
     db = journal.backend
     while True:
-        with journal.lock, db.transaction(f"compacting {run_id!r}"):
-            row = db.execute(
-                "SELECT (SELECT min(seq) FROM entries WHERE run_id = ?), horizon"
-                " FROM runs WHERE run_id = ?",
-                (run_id, run_id),
-            ).fetchone()
-            if row is None:  # the run was deleted meanwhile (retention in another process)
-                return total
-            lo, horizon = row
-            if lo is None or lo > horizon:
-                return total
-            db.execute(
-                "DELETE FROM entries WHERE run_id = ? AND seq >= ? AND seq <= ?",
-                (run_id, lo, min(lo + batch - 1, horizon)),
-            )
-            total += db.changes()
+        try:
+            with journal.lock, db.transaction(f"compacting {run_id!r}"):
+                row = db.entries_below_horizon(run_id)
+                if row is None:  # the run was deleted meanwhile (retention in another process)
+                    return total
+                lo, horizon = row
+                if lo is None or lo > horizon:
+                    return total
+                deleted = db.delete_entries(run_id, lo, min(lo + batch - 1, horizon))
+        except CommitUnknown:
+            # Entries below the horizon are never read: what this round left, landed
+            # or not, the next pass deletes.
+            db.settle()
+            return total
+        total += deleted
 
 
 def _read_payload(
@@ -168,9 +162,7 @@ def _read_payload(
 ) -> tuple[Any, str | None]:
     """The decoded payload of the snapshot at ``seq`` and its codec; ``(None, None)`` if
     there is none."""
-    row = journal.backend.execute(
-        "SELECT state, codec FROM snapshots WHERE run_id = ? AND seq = ?", (run_id, seq)
-    ).fetchone()
+    row = journal.backend.snapshot_at(run_id, seq)
     if row is None:
         return None, None
     where = f"run {run_id!r} snapshot at seq {seq}"
@@ -184,17 +176,9 @@ def _remember(journal: Journal, run: Run, horizon: int, now: float) -> None:
     Best effort: a snapshot this process cannot decode and encode again exactly (a
     codec key or a class missing here) keeps its bytes, and history then says less.
     """
-    from .store import _snapshot_checksum  # noqa: PLC0415 - store imports this module
 
     db = journal.backend
-    kinds = {
-        str(kind): int(n)
-        for kind, n in db.execute(
-            "SELECT kind, count(*) FROM entries WHERE run_id = ? AND seq > ? AND seq <= ?"
-            " GROUP BY kind",
-            (run.run_id, run.horizon, horizon),
-        ).fetchall()
-    }
+    kinds = {str(kind): int(n) for kind, n in db.count_kinds(run.run_id, run.horizon, horizon)}
     try:
         before = compaction_record(journal, run.run_id, run.horizon) if run.horizon else None
         payload, codec_name = _read_payload(journal, run.run_id, horizon, strict=True)
@@ -208,13 +192,9 @@ def _remember(journal: Journal, run: Run, horizon: int, now: float) -> None:
         data = codec.encode(payload, path=f"snapshot of {run.run_id!r} at seq {horizon}")
     except JournalError:
         return
-    (fingerprint,) = db.execute(
-        "SELECT fingerprint FROM snapshots WHERE run_id = ? AND seq = ?", (run.run_id, horizon)
-    ).fetchone()
-    db.execute(
-        "UPDATE snapshots SET state = ?, checksum = ? WHERE run_id = ? AND seq = ?",
-        (data, _snapshot_checksum(run.run_id, horizon, data, fingerprint), run.run_id, horizon),
-    )
+    fingerprint = db.snapshot_at(run.run_id, horizon)[2]
+    checksum = snapshot_checksum(run.run_id, horizon, data, fingerprint)
+    db.rewrite_snapshot(run.run_id, horizon, data, checksum)
 
 
 def compaction_record(

@@ -2,7 +2,9 @@
 
 Subclass :class:`JournalContract` in a test module and implement
 ``open_journal(tmp_path, **options)``; pytest then runs the whole suite against
-that backend. Needs the ``test`` extra (pytest).
+that backend through the :class:`~journal.Journal` facade. :class:`RecorderContract`
+(``open_recorder(tmp_path)``) tests the backend's recorder operations below it.
+Needs the ``test`` extra (pytest).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from ._backend import CommitUnknown
+from ._recorder import Recorder
+from ._schema import RUN_FIELDS, SCHEDULE_FIELDS, SEALED_FIELDS, run_checksum
 from .errors import (
     ConflictError,
     HorizonError,
@@ -26,9 +31,10 @@ from .errors import (
 )
 from .kinds import EntryKind
 from .policies import RetentionPolicy, SnapshotPolicy
+from .records import NewEntry
 from .store import AppendRequest, Journal
 
-__all__ = ["JournalContract"]
+__all__ = ["JournalContract", "RecorderContract"]
 
 K = EntryKind
 
@@ -419,3 +425,296 @@ class JournalContract:
         report = j.verify()
         assert report.ok, report.problems
         assert report.entries == 10 and report.snapshots == 1
+
+    # -- time-travel queries -----------------------------------------------------------
+
+    def test_time_travel_queries(self, j: Journal) -> None:
+        """Checkpoints are counted and located by kind up to a seq; a time finds the seq
+        written by then; forks and function names are listed."""
+        j.create_run("r", name="mod:f")
+        done = j.entry(K.STEP_COMPLETED, 1, step="s#1")
+        seq = j.append("r", [_set(j, "a", 1), done, _set(j, "b", 2), done], expected_seq=0)
+        kinds = [K.STEP_COMPLETED]
+        assert j.count_checkpoints("r", seq, kinds) == 2
+        assert j.count_checkpoints("r", 2, kinds) == 1
+        assert [j.locate_checkpoint("r", seq, kinds, n) for n in (1, 2, 3)] == [2, 4, None]
+        assert j.last_seq_marked("r", K.STEP_COMPLETED, "nope") == 4
+        assert j.last_seq_marked("r", K.RUN_FORKED, "s#1") == 4
+        assert j.last_seq_marked("r", K.RUN_FORKED, "nope") == 0
+        ts = j.read_one("r", 4).ts
+        assert j.seq_at_time("r", ts) == 4 and j.seq_at_time("r", ts - 3600) is None
+        j.create_run("f2", name="mod:g", forked_from="r", forked_at=2)
+        j.create_run("f1", name="mod:f", forked_from="r", forked_at=4)
+        assert j.forks_of("r") == ["f2", "f1"] and j.forks_of("f1") == []
+        assert j.function_names() == ["mod:f", "mod:g"]
+
+    # -- writes whose COMMIT raised ----------------------------------------------------
+
+    @staticmethod
+    def _commit_then_fail(j: Journal, *, lands: bool) -> Callable[[], None]:
+        """Make the next COMMIT raise as if its outcome were unknown, having applied
+        (``lands``) or rolled back the transaction; returns the undo."""
+        db = j.backend
+        real = db.commit
+
+        def commit(where: str) -> None:
+            del db.commit  # once
+            if lands:
+                real(where)
+            else:
+                db.rollback()
+            raise CommitUnknown(f"{where}: injected", where=where)
+
+        db.commit = commit  # type: ignore[method-assign]
+        return lambda: db.__dict__.pop("commit", None)
+
+    @pytest.mark.parametrize("lands", [True, False])
+    def test_claim_next_whose_commit_raised_is_resolved(self, j: Journal, lands: bool) -> None:
+        """A claim whose COMMIT raised returns what landed, never the private error."""
+        j.create_run("r", name="f")
+        self._commit_then_fail(j, lands=lands)
+        claimed = j.claim_next("w", lease_seconds=60)
+        assert [r.run_id for r in claimed] == (["r"] if lands else [])
+        run = j.get_run("r")
+        assert (run.owner, run.epoch) == (("w", 1) if lands else (None, 0))
+
+    @pytest.mark.parametrize("lands", [True, False])
+    def test_renew_lease_whose_commit_raised_is_resolved(self, j: Journal, lands: bool) -> None:
+        """A renewal whose COMMIT raised returns the new expiry if it landed, else is a
+        ConflictError (a JournalError), never the private error."""
+        j.create_run("r", name="f")
+        run = j.claim_run("r", "w", lease_seconds=5)
+        self._commit_then_fail(j, lands=lands)
+        if lands:
+            expires = j.renew_lease("r", "w", run.epoch, 60)
+            assert j.get_run("r").lease_expires_at == expires
+        else:
+            with pytest.raises(ConflictError):
+                j.renew_lease("r", "w", run.epoch, 60)
+            assert j.get_run("r").lease_expires_at == run.lease_expires_at
+
+    @pytest.mark.parametrize("lands", [True, False])
+    def test_write_snapshot_whose_commit_raised_is_resolved(self, j: Journal, lands: bool) -> None:
+        """A snapshot whose COMMIT raised is returned if it landed, else a JournalError."""
+        j.create_run("r", name="f", entries=[_set(j, "a", 1), _set(j, "b", 2)])
+        self._commit_then_fail(j, lands=lands)
+        if lands:
+            info = j.write_snapshot("r")
+            assert info in j.snapshots("r") and info.seq == 2
+        else:
+            with pytest.raises(JournalError) as caught:
+                j.write_snapshot("r")
+            assert not isinstance(caught.value, CommitUnknown)
+            assert j.snapshots("r") == []
+
+    # -- snapshots from the state the writer holds -------------------------------------
+
+    def test_snapshots_fold_what_the_writer_holds(self, tmp_path: Path) -> None:
+        """Once a run has a snapshot, later snapshots are built from the state the
+        journal holds (no entry read back), and each equals a fold from scratch."""
+        j = self.open_journal(tmp_path, snapshots=SnapshotPolicy(every=3, by_size=False))
+        try:
+            j.create_run("r", name="f")
+            seq = 0
+            for i in range(4):  # up to the first snapshot (which may read the run once)
+                seq = j.append("r", [_set(j, f"k{i}", i)], expected_seq=seq)
+            read = j.entries_read
+            for i in range(4, 20):
+                seq = j.append("r", [_set(j, f"k{i % 6}", [i])], expected_seq=seq)
+            seq = j.append("r", [_set(j, "x", 1), _set(j, "y", 2)], expected_seq=seq)
+            assert j.entries_read == read
+            snaps = [s.seq for s in j.snapshots("r")]
+            assert snaps == [3, 6, 9, 12, 15, 18, 22]
+            assert j.verify("r").ok  # every snapshot equals the fold of its entries
+            # seq 19 is the append of i = 18: every key k0..k5 was last set by it or before
+            assert j.state_at("r", 19).values == {f"k{i % 6}": [i] for i in range(4, 19)}
+        finally:
+            j.close()
+
+    def test_a_failed_append_does_not_leave_its_state_held(self, tmp_path: Path) -> None:
+        """An append refused by its guard, or by another writer's append, leaves no
+        trace in the next snapshot."""
+        path = tmp_path
+        j = self.open_journal(path, snapshots=SnapshotPolicy(every=2, by_size=False))
+        other = self.open_journal(path, snapshots=SnapshotPolicy(every=2, by_size=False))
+        try:
+            j.create_run("r", name="f")
+            seq = j.append("r", [_set(j, "a", 1), _set(j, "b", 1)], expected_seq=0)
+            with pytest.raises(ConflictError):
+                j.append("r", [_set(j, "lost", 1)], expected_seq=seq + 5)
+            seq = other.append("r", [_set(other, "c", 1)], expected_seq=seq)
+            seq = j.append("r", [_set(j, "d", 1)], expected_seq=seq)
+            assert [s.seq for s in j.snapshots("r")] == [2, 4]
+            assert j.verify("r").ok
+            assert j.state_at("r").values == {"a": 1, "b": 1, "c": 1, "d": 1}
+        finally:
+            other.close()
+            j.close()
+
+
+class RecorderContract:
+    """The recorder's operations, below the facade (eventsourcing's recorder test case
+    shape). Subclasses provide :meth:`open_recorder`; the facade's checks (seals,
+    codecs, errors) are not in play here."""
+
+    def open_recorder(self, tmp_path: Path) -> Recorder:
+        """Open a fresh, empty journal's recorder of the backend under test."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def rec(self, tmp_path: Path) -> Any:
+        recorder = self.open_recorder(tmp_path)
+        yield recorder
+        recorder.close()
+
+    @staticmethod
+    def _run(rec: Recorder, run_id: str, **fields: Any) -> bool:
+        now = fields.pop("now", time.time())
+        values = {
+            "run_id": run_id, "kind": "function", "name": "f", "status": "pending",
+            "codec": "json", "input": b"{}", "created_at": now, "updated_at": now,
+            "last_seq": 0, "epoch": 0, "owner": None, "lease_expires_at": None,
+            "wake_at": None, "parent_run_id": None, "forked_from": None, "forked_at": None,
+            "code_version": None, "snapshot_every": None, "meta": "{}", "queue": None,
+            "priority": 0,
+        }  # fmt: skip
+        values.update(fields)
+        sealed = [values.get(f, None if f in ("output", "error") else 0) for f in SEALED_FIELDS]
+        row = [values[f] for f in RUN_FIELDS if f not in ("output", "error", "horizon")]
+        with rec.transaction("inserting"):
+            return rec.insert_run([*row, run_checksum(sealed)])
+
+    @staticmethod
+    def _entries(n: int, tag: str = "e") -> list[NewEntry]:
+        return [NewEntry(K.STATE_SET, f"{i}".encode(), "json", key=f"{tag}{i}") for i in range(n)]
+
+    def test_insert_run_once_per_id(self, rec: Recorder) -> None:
+        """A second insert of an id writes nothing; the row reads back as written."""
+        assert self._run(rec, "r", name="first")
+        assert not self._run(rec, "r", name="second")
+        row = rec.select_run("r")
+        assert row[RUN_FIELDS.index("name")] == "first" and rec.run_exists("r")
+        assert rec.select_run("nope") is None and not rec.run_exists("nope")
+        assert rec.run_names() == ["r"]
+
+    def test_append_checks_its_guard_and_writes_all_or_nothing(self, rec: Recorder) -> None:
+        """An append lands only after the expected seq, at the epoch, on an open run."""
+        self._run(rec, "r")
+        now = time.time()
+        assert rec.append("r", self._entries(2), 0, None, now) == 2
+        assert rec.append("r", self._entries(1), 0, None, now) is None  # seq moved on
+        assert rec.append("r", self._entries(1), 2, 7, now) is None  # wrong epoch
+        assert rec.append("nope", self._entries(1), 0, None, now) is None
+        assert [r[1] for r in rec.select_entries("r", 1, 10)] == [1, 2]
+        assert rec.fork_point("r") == (2, 0)
+        assert rec.append("r", (), -1, None, now, changes={"status": "completed"}) == 2
+        assert rec.append("r", self._entries(1), 2, None, now) is None  # ended
+        assert len(rec.select_entries("r", 1, 10)) == 2
+
+    def test_append_with_changes_reseals_and_snapshots_in_one_commit(self, rec: Recorder) -> None:
+        """Run changes, the reseal from the stored sealed columns and a snapshot row
+        land with the entries; a failed guard writes none of them."""
+        self._run(rec, "r")
+        seen: list[Any] = []
+
+        def reseal(stored: Any) -> int:
+            seen.append(list(stored))
+            return 12345
+
+        snap = ("r", 1, b"state", "json", "fp", 1, time.time())
+        got = rec.append(
+            "r", self._entries(1), 0, None, time.time(),
+            changes={"status": "waiting", "wake_at": 5.0}, reseal=reseal, snapshot=snap,
+        )  # fmt: skip
+        assert got == 1
+        assert seen and seen[0][SEALED_FIELDS.index("status")] == "pending"
+        row = rec.select_run("r")
+        assert row[RUN_FIELDS.index("status")] == "waiting" and row[-1] == 12345
+        assert [s[1] for s in rec.snapshot_infos("r")] == [1]
+        bad = ("r", 2, b"other", "json", "fp", 1, time.time())
+        assert rec.append("r", self._entries(1), 0, None, time.time(), snapshot=bad) is None
+        assert [s[1] for s in rec.snapshot_infos("r")] == [1]
+
+    def test_claims_order_skip_and_respect_parents(self, rec: Recorder) -> None:
+        """Candidates come by priority then age; a child waits for its parent; a
+        claimed run is no candidate until its lease expires."""
+        t = time.time()
+        self._run(rec, "old", now=t - 3)
+        self._run(rec, "new", now=t - 2)
+        self._run(rec, "urgent", now=t - 1, priority=5)
+        self._run(rec, "child", now=t - 4, parent_run_id="old")
+        self._run(rec, "q", now=t - 5, queue="slow")
+        with rec.transaction("claiming"):
+            ids = [r[0] for r in rec.claim_candidates(t, 10, not_queues=["slow"])]
+            assert ids == ["urgent", "old", "new"]
+            assert [r[0] for r in rec.claim_candidates(t, 10, queue="slow")] == ["q"]
+            assert [r[0] for r in rec.claim_candidates(t, 10, skip_names=["f"])] == []
+            only = rec.claim_candidates(t, 10, run_ids=["new"], skip_run_ids=["old"])
+            assert [r[0] for r in only] == ["new"]
+            rec.mark_claimed("old", "w", t + 60, 1, t)
+        assert rec.lease_row("old")[:2] == ("running", "w")
+        assert rec.guard_row("old")[1] == 1  # the epoch rose
+        with rec.transaction("claiming"):
+            ids = [r[0] for r in rec.claim_candidates(t, 10)]
+        assert "old" not in ids and "child" not in ids
+        assert rec.running_in_queue("slow", t) == 0
+        assert [r[0] for r in rec.claimable_rows(t, 10)] == ["q", "child", "new", "urgent"]
+
+    def test_renew_only_for_the_holder_of_an_open_run(self, rec: Recorder) -> None:
+        """A renewal needs the owner and the epoch, and the run open."""
+        t = time.time()
+        self._run(rec, "r", owner="w", epoch=3, lease_expires_at=t + 1, status="running")
+        with rec.transaction("renewing"):
+            assert rec.renew("r", "w", 3, t + 60)
+            assert not rec.renew("r", "w", 2, t + 90)
+            assert not rec.renew("r", "x", 3, t + 90)
+        assert rec.lease_row("r")[2] == t + 60
+        rec.append("r", (), -1, None, t, changes={"status": "failed"})
+        with rec.transaction("renewing"):
+            assert not rec.renew("r", "w", 3, t + 90)
+
+    def test_snapshots_newest_first_above_the_horizon(self, rec: Recorder) -> None:
+        """Snapshot rows read newest first within [horizon, seq]; a rewrite replaces."""
+        self._run(rec, "r")
+        rec.append("r", self._entries(6), 0, None, time.time())
+        with rec.transaction("snapshots"):
+            for seq in (2, 4, 6):
+                rec.put_snapshot(("r", seq, b"x" * seq, "json", "fp", seq, 1.0))
+            rec.put_snapshot(("r", 4, b"y" * 10, "json", "fp", 4, 2.0))
+        assert [r[0] for r in rec.snapshot_rows("r", 5, 3)] == [4]
+        assert [r[0] for r in rec.snapshot_rows("r", 6, 0)] == [6, 4, 2]
+        assert [(s[1], s[4]) for s in rec.snapshot_infos("r")] == [(2, 2), (4, 10), (6, 6)]
+        assert rec.tail_size("r", 5) == (4, 10, 1, 1)
+        assert rec.run_codec_horizon("r") == ("json", 0)
+
+    def test_select_runs_filters(self, rec: Recorder) -> None:
+        """Filters combine; tags go through the index."""
+        t = time.time()
+        self._run(rec, "a", now=t - 2, status="completed")
+        self._run(rec, "b", now=t - 1, parent_run_id="a")
+        with rec.transaction("tags"):
+            rec.index_tags("b", {"team": "x"})
+        assert [r[0] for r in rec.select_runs(statuses=["completed"])] == ["a"]
+        assert [r[0] for r in rec.select_runs(parent_run_id="a")] == ["b"]
+        assert [r[0] for r in rec.select_runs(tags={"team": "x"})] == ["b"]
+        assert [r[0] for r in rec.select_runs(created_after=t - 1.5)] == ["b"]
+        assert [r[0] for r in rec.select_runs(newest_first=True, limit=1)] == ["b"]
+
+    def test_schedules_put_move_and_delete(self, rec: Recorder) -> None:
+        """A schedule is inserted once, moved only from the tick it is at, deleted."""
+        values = [
+            "nightly", "f", "0 3 * * *", "UTC", "skip", "json", b"{}", "{}", None,
+            "api", 1.0, 0, 100.0, 1.0,
+        ]  # fmt: skip
+        assert len(values) == len(SCHEDULE_FIELDS)
+        with rec.transaction("schedules"):
+            assert rec.insert_schedule([*values, 1])
+            assert not rec.insert_schedule([*values, 1])
+            assert rec.update_schedule("nightly", {"next_at": 200.0}, next_at_was=100.0)
+            assert not rec.update_schedule("nightly", {"next_at": 300.0}, next_at_was=100.0)
+        assert rec.next_schedule_due() == 200.0
+        assert [r[0] for r in rec.schedule_rows(due=250.0)] == ["nightly"]
+        assert rec.schedule_rows(due=150.0) == []
+        with rec.transaction("schedules"):
+            assert rec.delete_schedule("nightly") and not rec.delete_schedule("nightly")
+        assert rec.schedule_rows() == []

@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._integrity import entry_checksum, snapshot_checksum
 from ._schema import ENTRY_COLUMNS, RUN_COLUMNS, RUN_FIELDS, SEALED_INDEX, run_checksum
 from .errors import CorruptionError, JournalError, MigrationError, RunCorrupted
-from .store import _snapshot_checksum, entry_checksum
 
 if TYPE_CHECKING:
     from .store import Journal
@@ -506,7 +506,7 @@ def _snapshot_batches(
         batch = []
         for rid, seq, state, codec, fingerprint, checksum, created_at in rows:
             data = bytes(state)
-            if _snapshot_checksum(rid, seq, data, fingerprint) != checksum:
+            if snapshot_checksum(rid, seq, data, fingerprint) != checksum:
                 raise CorruptionError(
                     f"run {run_id!r}: the snapshot at seq {seq} fails its checksum in the "
                     "source; it was not copied",
@@ -571,7 +571,7 @@ def _verify_snapshots(
                 )
                 return
             rid, seq, state, _codec, fingerprint, checksum, _created = b
-            if _snapshot_checksum(rid, seq, state, fingerprint) != checksum:
+            if snapshot_checksum(rid, seq, state, fingerprint) != checksum:
                 report.mismatches.append(
                     f"run {run_id!r}: the target's snapshot at seq {seq} fails its checksum"
                 )

@@ -17,6 +17,8 @@ import time
 from typing import TYPE_CHECKING
 
 from ._backend import CommitUnknown
+from ._integrity import entry_rows
+from ._requests import AppendRequest
 from .errors import ConflictError, NotFailed, RunNotFound
 from .kinds import EntryKind
 
@@ -34,8 +36,6 @@ def reopen_failed(
     it pending, if it is still failed at ``failed_seq`` with ``error``; return the run."""
     if entry.kind != EntryKind.RUN_RESUMED:
         raise ValueError(f"a reopen appends a {EntryKind.RUN_RESUMED} entry, not {entry.kind}")
-    # Imported here: store imports this module's users, not the other way round.
-    from .store import AppendRequest  # noqa: PLC0415
 
     request = AppendRequest(
         run_id, [entry], failed_seq, None, "pending", error=None, wake_at=None, release=True
@@ -44,11 +44,7 @@ def reopen_failed(
         db = journal._c()
         try:
             with db.transaction(f"reopening run {run_id!r}"):
-                row = db.execute(
-                    f"SELECT {db.last_seq}, runs.status, runs.error FROM runs"
-                    f" WHERE runs.run_id = ?{db.for_update}",
-                    (run_id,),
-                ).fetchone()
+                row = db.failure_row(run_id)
                 if row is None:
                     raise RunNotFound(
                         f"no run {run_id!r} in journal {journal.where!r}", run_id=run_id
@@ -71,7 +67,7 @@ def reopen_failed(
                     )
                 now = time.time()
                 journal._update_run(request, failed_seq + 1, now)
-                journal._insert(run_id, [entry], failed_seq, now)
+                db.insert_entries(entry_rows(run_id, [entry], failed_seq, now))
         except CommitUnknown:
             # The COMMIT may have landed: ours if the entry after the failure is ours.
             db.settle()

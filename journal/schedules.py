@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace as _replace
 from typing import TYPE_CHECKING, Any
 
-from ._schema import SCHEDULE_COLUMNS, SCHEDULE_FIELDS, SCHEDULE_SEALED, run_checksum
+from ._schema import SCHEDULE_FIELDS, SCHEDULE_SEALED, run_checksum
 from .errors import ScheduleConflict, ScheduleCorrupted, ScheduleNotFound
 from .records import ScheduleRecord
 
@@ -63,18 +63,16 @@ class Schedules:
         # A journal older than version 4 opened read-only has no schedules table.
         return self._journal.backend.schema_version >= 4
 
-    def _select(self, where: str, params: Sequence[Any], what: str) -> list[ScheduleRecord]:
+    def _select(self, what: str, **which: Any) -> list[ScheduleRecord]:
         if not self._stored():
             return []
         with self._journal.lock:
-            rows = self._journal._read(
-                f"SELECT {SCHEDULE_COLUMNS}, checksum FROM schedules {where}", params, where=what
-            )
+            rows = self._journal._read(what, self._journal.backend.schedule_rows, **which)
         return [_record(r) for r in rows]
 
     def find(self, name: str) -> ScheduleRecord | None:
         """The schedule named ``name``, or ``None``."""
-        found = self._select("WHERE name = ?", (name,), f"reading schedule {name!r}")
+        found = self._select(f"reading schedule {name!r}", name=name)
         return found[0] if found else None
 
     def get(self, name: str) -> ScheduleRecord:
@@ -88,25 +86,21 @@ class Schedules:
 
     def all(self) -> list[ScheduleRecord]:
         """Every schedule, by name."""
-        return self._select("ORDER BY name", (), "listing schedules")
+        return self._select("listing schedules")
 
     def due(self, now: float, *, limit: int = 100) -> list[ScheduleRecord]:
         """Schedules not paused whose next tick is at or before ``now``, soonest first."""
-        return self._select(
-            "WHERE paused = 0 AND next_at <= ? ORDER BY next_at, name LIMIT ?",
-            (now, limit),
-            "reading due schedules",
-        )
+        return self._select("reading due schedules", due=now, limit=limit)
 
     def next_due(self) -> float | None:
         """The soonest tick of any schedule not paused (Unix time), or ``None``."""
         if not self._stored():
             return None
         with self._journal.lock:
-            rows = self._journal._read(
-                "SELECT min(next_at) FROM schedules WHERE paused = 0", (), where="reading schedules"
+            due: float | None = self._journal._read(
+                "reading schedules", self._journal.backend.next_schedule_due
             )
-        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+        return due
 
     def put(self, record: ScheduleRecord, *, replace: bool = False) -> tuple[ScheduleRecord, bool]:
         """Store ``record`` unless a schedule of its name exists: ``(stored, written)``.
@@ -120,11 +114,7 @@ class Schedules:
         with journal.lock:
             db = journal._c()
             with db.transaction(where):
-                row = db.execute(
-                    f"SELECT {SCHEDULE_COLUMNS}, checksum FROM schedules WHERE name = ?"
-                    f"{db.for_update}",
-                    (record.name,),
-                ).fetchone()
+                row = db.locked_schedule_row(record.name)
                 old = None if row is None else _record(row)
                 if old is not None:
                     same = all(getattr(old, f) == getattr(record, f) for f in _DEFINITION)
@@ -140,17 +130,11 @@ class Schedules:
                             differences=changed,
                         )
                     record = _replace(record, paused=old.paused, created_at=old.created_at)
-                    db.execute("DELETE FROM schedules WHERE name = ?", (record.name,))
+                    db.delete_schedule(record.name)
                 values = _values(record)
                 # ON CONFLICT: a concurrent adder of the same name (PostgreSQL, where the
                 # row lock above locks nothing yet) wins; its schedule is returned.
-                db.execute(
-                    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}, checksum)"
-                    f" VALUES ({','.join('?' * (len(values) + 1))})"
-                    " ON CONFLICT (name) DO NOTHING",
-                    (*values, run_checksum(values[:SCHEDULE_SEALED])),
-                )
-                inserted = db.changes() > 0
+                inserted = db.insert_schedule((*values, run_checksum(values[:SCHEDULE_SEALED])))
         if not inserted:
             return self.get(record.name), False
         return record, True
@@ -159,35 +143,25 @@ class Schedules:
         """Move ``name``'s next tick from ``expected`` to ``next_at``: False (nothing
         written) if it is no longer ``expected`` (another worker moved it first)."""
         return self._update(
-            name,
-            "next_at = ?, updated_at = ? WHERE name = ? AND next_at = ?",
-            (next_at, time.time(), name, expected),
+            name, {"next_at": next_at, "updated_at": time.time()}, next_at_was=expected
         )
 
     def set_paused(self, name: str, paused: bool, *, next_at: float | None = None) -> bool:
         """Pause or resume ``name`` (resuming sets its next tick to ``next_at``); False if
         there is no such schedule."""
         if paused:
-            return self._update(
-                name, "paused = 1, updated_at = ? WHERE name = ?", (time.time(), name)
-            )
-        return self._update(
-            name,
-            "paused = 0, next_at = ?, updated_at = ? WHERE name = ?",
-            (next_at, time.time(), name),
-        )
+            return self._update(name, {"paused": 1, "updated_at": time.time()})
+        return self._update(name, {"paused": 0, "next_at": next_at, "updated_at": time.time()})
 
     def remove(self, name: str) -> bool:
         """Delete ``name``; False if there was no such schedule. Its runs stay."""
-        return self._write("DELETE FROM schedules WHERE name = ?", (name,), name, "removing")
-
-    def _update(self, name: str, assignments: str, params: Sequence[Any]) -> bool:
-        return self._write(f"UPDATE schedules SET {assignments}", params, name, "updating")
-
-    def _write(self, sql: str, params: Sequence[Any], name: str, doing: str) -> bool:
         journal = self._journal
-        with journal.lock:
-            db = journal._c()
-            with db.transaction(f"{doing} schedule {name!r}"):
-                db.execute(sql, params)
-                return db.changes() > 0
+        with journal.lock, journal.backend.transaction(f"removing schedule {name!r}") as db:
+            removed: bool = db.delete_schedule(name)
+        return removed
+
+    def _update(self, name: str, changes: dict[str, Any], next_at_was: float | None = None) -> bool:
+        journal = self._journal
+        with journal.lock, journal.backend.transaction(f"updating schedule {name!r}") as db:
+            updated: bool = db.update_schedule(name, changes, next_at_was=next_at_was)
+        return updated

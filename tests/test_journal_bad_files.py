@@ -31,8 +31,9 @@ from journal import (
     SerializationError,
     SignatureError,
 )
+from journal._integrity import entry_checksum
+from journal._integrity import snapshot_checksum as _snapshot_checksum
 from journal._schema import APPLICATION_ID, SCHEMA_VERSION
-from journal.store import _snapshot_checksum, entry_checksum
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 

@@ -43,8 +43,9 @@ from journal import (
     decode_for_reading,
     to_jsonable,
 )
+from journal._integrity import entry_checksum
+from journal._integrity import snapshot_checksum as _snapshot_checksum
 from journal._schema import reseal_runs
-from journal.store import _snapshot_checksum, entry_checksum
 
 KEY = b"read-safety-key"
 RUN = "crafted-run"

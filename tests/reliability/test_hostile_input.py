@@ -42,7 +42,7 @@ from engine import (
     step,
 )
 from journal import DecodeError, EntryKind, Journal, JournalError, JsonSerializer
-from journal.store import entry_checksum
+from journal._integrity import entry_checksum
 
 MEGABYTE = "x" * (1 << 20)
 HOSTILE: dict[str, str] = {
