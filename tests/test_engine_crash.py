@@ -19,6 +19,9 @@ PostgreSQL run must also record what the SQLite run recorded. The random kills r
 ``RANDOM_TRIALS`` seeds on SQLite and the first ``PG_RANDOM_TRIALS`` on PostgreSQL: the
 kill points that differ between backends (inside a commit's round trips) are hit as
 often in ten trials, and the suite stays within its time budget.
+
+The quick set (``-m "not slow"``) keeps a few kill points on each backend (each test
+is two interpreter start-ups); the full suite runs every point on both.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _trials import seeds
+from _trials import backends, on_backends, seeds
 
 from journal import Entry, EntryKind, Journal, Run
 from journal.pg_cluster import wait_for_sessions_to_end
@@ -384,6 +387,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 class TestBaseline:
     """Uninterrupted runs: the reference every recovered run is compared with."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     @pytest.mark.parametrize("flavour", ["sync", "async"])
     def test_uninterrupted_run(
         self, place: Place, baseline: Callable[[str], Baseline], flavour: str
@@ -412,12 +416,22 @@ class TestBaseline:
 # -- the matrix ------------------------------------------------------------------------
 
 KILL_STEPS = [0, 1, 17, 49]
+# The kill points of the quick set: the middle step in each phase on SQLite, the first
+# and last where they differ most; one point on PostgreSQL.
+QUICK_SQLITE = {"before": [17], "inside": [0, 17], "after": [17, 49]}
+QUICK_PG = {"before": [], "inside": [17], "after": []}
+
+
+def matrix(phase: str) -> list[object]:
+    return on_backends(KILL_STEPS, sqlite=QUICK_SQLITE[phase], postgresql=QUICK_PG[phase])
 
 
 class TestSyncKillMatrix:
     """SIGKILL before, inside and right after step k of the 50-step sync run, then recover."""
 
-    @pytest.mark.parametrize("k", KILL_STEPS)
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), matrix("before"), indirect=["journal_location"]
+    )
     def test_kill_before_step(
         self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
@@ -428,7 +442,9 @@ class TestSyncKillMatrix:
         ran = check_recovered(crash, baseline("sync"))
         assert ran == Counter(range(N)), "a step ran twice"
 
-    @pytest.mark.parametrize("k", KILL_STEPS)
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), matrix("inside"), indirect=["journal_location"]
+    )
     def test_kill_inside_step(
         self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
@@ -441,7 +457,9 @@ class TestSyncKillMatrix:
         assert ran[k] == 2
         assert ran - Counter([k]) == Counter(range(N)), "a step other than k ran twice"
 
-    @pytest.mark.parametrize("k", KILL_STEPS)
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), matrix("after"), indirect=["journal_location"]
+    )
     def test_kill_after_step(
         self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
@@ -456,8 +474,8 @@ class TestSyncKillMatrix:
 
 # The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
 # counts (tests/_trials.py).
-RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
-RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 1)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 0, pytest.mark.postgres)
 
 
 class TestRandomKills:
@@ -484,6 +502,7 @@ class TestRandomKills:
 class TestAsyncKills:
     """The async run (with a 5-step gather) killed at chosen points, then recovered."""
 
+    @pytest.mark.parametrize("journal_location", backends(sqlite=False), indirect=True)
     @pytest.mark.parametrize(
         ("point", "completed", "in_flight"),
         [
@@ -509,6 +528,7 @@ class TestAsyncKills:
         ran = check_recovered(crash, baseline("async"))
         assert {i for i, c in ran.items() if c > 1} == in_flight
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_kill_inside_gather(self, place: Place, baseline: Callable[[str], Baseline]) -> None:
         """Killed in the third step of the gather: only gather steps not yet committed re-run."""
         crash = crash_at(place, "async", "inside:12")
@@ -523,6 +543,7 @@ class TestAsyncKills:
 class TestUnimportableFunction:
     """Recovering a run whose function can no longer be imported."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_function_not_found_leaves_run_untouched(
         self, place: Place, baseline: Callable[[str], Baseline]
     ) -> None:

@@ -21,6 +21,10 @@ Every test runs on both backends (``journal_location``: a journal file, then a f
 PostgreSQL schema), against the uninterrupted SQLite run as the reference. The random
 kills run ``RANDOM_TRIALS`` seeds on SQLite and the first ``PG_RANDOM_TRIALS`` on
 PostgreSQL, to keep the suite within its time budget.
+
+The quick set (``-m "not slow"``) keeps a few kill points of each kind, and one on
+PostgreSQL (each test is two or three interpreter start-ups); the full suite runs every
+point on both backends.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import IO, Any, cast
 
 import apsw
 import pytest
-from _trials import seeds
+from _trials import backends, on_backends, seeds
 
 from journal import Entry, EntryKind, Journal, Run
 from journal._schema import reseal_runs
@@ -382,6 +386,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Baseline]:
 class TestBaseline:
     """The uninterrupted run every recovered run is compared with."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_uninterrupted_run(self, place: Place, baseline: Baseline) -> None:
         """Each (step, part) runs and commits once; the result and store are the oracle's,
         on both backends."""
@@ -413,6 +418,7 @@ def assert_twice_exactly(ran: Counter[Label], crash: Crash) -> None:
 class TestKillInsideStep:
     """SIGKILL inside a step once its side effect is logged, before it returns."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_inside_split(self, place: Place, baseline: Baseline) -> None:
         """Killed in the fan-out step: nothing committed, only split runs twice."""
         crash = crash_at(place, "inside:split")
@@ -422,7 +428,11 @@ class TestKillInsideStep:
         ran = check_recovered(crash, baseline)
         assert ran == Counter(LABELS) + Counter([("split", -1)])
 
-    @pytest.mark.parametrize("k", [0, 4, 7])
+    @pytest.mark.parametrize(
+        ("journal_location", "k"),
+        on_backends([0, 4, 7], sqlite=[4], postgresql=[7]),
+        indirect=["journal_location"],
+    )
     def test_inside_work(self, place: Place, baseline: Baseline, k: int) -> None:
         """Killed inside part k's work step: it and the other steps in flight run twice."""
         crash = crash_at(place, f"inside:work:{k}")
@@ -443,7 +453,9 @@ def work_completions(db: str, run_id: str) -> int:
 class TestKillAfterCommit:
     """SIGKILL once the k-th work step's completion is committed (parts >= k held back)."""
 
-    @pytest.mark.parametrize("k", [1, 3, 7])
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), on_backends([1, 3, 7], sqlite=[3]), indirect=["journal_location"]
+    )
     def test_after_kth_work_commit(self, place: Place, baseline: Baseline, k: int) -> None:
         """Parts < k are committed and never re-run; held parts run once, after recovery."""
         run_id, where = f"after-{k}", f"after the commit of work #{k}"
@@ -467,7 +479,11 @@ class TestKillAfterCommit:
 class TestKillInJoin:
     """SIGKILL inside join, in the call that collected the k-th part."""
 
-    @pytest.mark.parametrize("k", [1, N // 2, N])
+    @pytest.mark.parametrize(
+        ("journal_location", "k"),
+        on_backends([1, N // 2, N], sqlite=[N // 2]),
+        indirect=["journal_location"],
+    )
     def test_inside_join(self, place: Place, baseline: Baseline, k: int) -> None:
         """k-1 collected parts are in the journaled buffer; only the k-th join re-runs."""
         crash = crash_at(place, f"inside:join:{k}")
@@ -485,8 +501,8 @@ class TestKillInJoin:
 
 # The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
 # counts (tests/_trials.py).
-RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
-RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 1)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 0, pytest.mark.postgres)
 
 
 class TestRandomKills:
@@ -595,7 +611,11 @@ def age(db: str, run_id: str, seconds: float) -> None:
 class TestHumanInTheLoop:
     """Process 1 parks the run on wait_for_event and dies; 2 sends; 3 recovers."""
 
-    @pytest.mark.parametrize("how", ["exit", "kill"])
+    @pytest.mark.parametrize(
+        ("journal_location", "how"),
+        on_backends(["exit", "kill"], sqlite=["kill"], postgresql=["exit"]),
+        indirect=["journal_location"],
+    )
     @pytest.mark.parametrize("form", ["event", "mapping"])
     def test_three_processes(self, place: Place, how: str, form: str) -> None:
         """running -> waiting -> pending -> completed; the step after the wait runs once."""
@@ -623,6 +643,7 @@ class TestHumanInTheLoop:
         assert pids[("prepare", 0)] == p1_pid
         assert pids[("ask-after", 0)] == pids[("finish", 0)] == report["pid"]
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_answer_later_than_the_default_timeout(self, place: Place) -> None:
         """A run started with timeout=None still completes when answered 2 minutes later."""
         db, log, run_id = place.db, place.log, "late"
@@ -633,7 +654,11 @@ class TestHumanInTheLoop:
         assert report.get("result") == f"{ITEM} approved"
         assert executions(log, run_id)[("finish", 0)] == 1
 
-    @pytest.mark.parametrize("how", ["exit", "kill"])
+    @pytest.mark.parametrize(
+        ("journal_location", "how"),
+        on_backends(["exit", "kill"], sqlite=["kill"]),
+        indirect=["journal_location"],
+    )
     def test_parked_longer_than_its_timeout_completes(self, place: Place, how: str) -> None:
         """A run with timeout=2 parked for a human 3 s (its process gone), then answered
         and recovered, completes: time waiting for an event and time dead are not
@@ -681,6 +706,7 @@ def beats(log: Path, run_id: str) -> list[tuple[int, int]]:
 class TestLivingTime:
     """A workflow's timeout counts the time it lived, summed across processes."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_recovered_after_more_than_its_timeout_completes(self, place: Place) -> None:
         """timeout=2, killed after 2 of 4 beats of 0.25 s, dead 3 s, recovered: completes,
         and the living time it recorded sums both processes' beats."""
@@ -699,6 +725,7 @@ class TestLivingTime:
         assert beats(log, run_id) == [(0, first.pid), (1, first.pid), (2, report["pid"]),
                                       (3, report["pid"])]  # fmt: skip
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_living_time_is_summed_across_a_restart(self, place: Place) -> None:
         """timeout=2.2, beats of 0.5 s: 3 beats before the kill, the recovering process
         fails with WorkflowTimeoutError before 3 more (which alone it could run in time)."""
