@@ -31,9 +31,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,17 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import PROCS, REPO, assert_sigkilled, finish, settle, tagged
+from _children import spawn as start_child
 from _trials import backends, on_backends, seeds
 
 from journal import Entry, EntryKind, Journal, Run
-from journal.pg_cluster import wait_for_sessions_to_end
 
-REPO = Path(__file__).resolve().parents[1]
-PROCS = REPO / "tests" / "_procs"
 CHILD = PROCS / "engine_crash_child.py"
 N = 50
 LEASE = 0.2
-TIMEOUT = 60
 GATHER = range(10, 15)
 SYNC_FN = "engine_crash_workload:crash_job"
 RANDOM_TRIALS = 50
@@ -85,57 +81,7 @@ def spawn(
         env["ENGINE_CRASH_AT"] = crash_at
     if announce:
         env["ENGINE_CRASH_ANNOUNCE"] = "1"
-    env["PGAPPNAME"] = name = f"durable-test-{uuid.uuid4().hex[:12]}"
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), mode, *map(str, args)],
-        cwd=log.parent,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _SESSION_NAMES[proc.pid] = name
-    return proc
-
-
-# A killed client's COMMIT may still be carried out by its server backend: each child
-# names its PostgreSQL sessions, and what a kill left is read once they are gone.
-_SESSION_NAMES: dict[int, str] = {}
-
-
-def settle(db: str, proc: subprocess.Popen[str]) -> None:
-    """Wait until the killed child's server sessions (PostgreSQL) have ended."""
-    name = _SESSION_NAMES.pop(proc.pid, None)
-    if name is not None and db.startswith(("postgresql://", "postgres://")):
-        wait_for_sessions_to_end(db, name)
-
-
-def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    """Wait for a child (killing it after ``TIMEOUT``); return its stdout and stderr."""
-    try:
-        return proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"child timed out; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def tagged(out: str, err: str, tag: str) -> dict[str, Any]:
-    """The JSON of the child's ``<tag> {...}`` stdout line (failing with its output if absent)."""
-    for line in out.splitlines():
-        if line.startswith(f"{tag} "):
-            data: dict[str, Any] = json.loads(line[len(tag) + 1 :])
-            return data
-    pytest.fail(f"no {tag!r} line from the child; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def assert_sigkilled(proc: subprocess.Popen[str], out: str, err: str, where: str) -> None:
-    """The child must have died of SIGKILL (not finished, not crashed by an exception)."""
-    assert proc.returncode == -signal.SIGKILL, (
-        f"child for {where} exited {proc.returncode} instead of dying of SIGKILL; "
-        f"stdout {out[-800:]!r}; stderr:\n{err[-3000:]}"
-    )
+    return start_child([str(CHILD), mode, *map(str, args)], env=env, cwd=log.parent)
 
 
 # -- what the log and the journal say ----------------------------------------------------
@@ -239,8 +185,7 @@ class Crash:
 def _after_kill(
     proc: subprocess.Popen[str], place: Place, run_id: str, flavour: str, where: str
 ) -> Crash:
-    out, err = finish(proc)
-    assert_sigkilled(proc, out, err, where)
+    assert_sigkilled(proc, where)
     db, log = place.db, place.log
     settle(db, proc)
     before = view(db, run_id)

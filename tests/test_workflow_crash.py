@@ -32,27 +32,34 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import apsw
 import pytest
+from _children import (
+    PROCS,
+    REPO,
+    TIMEOUT,
+    Popen,
+    assert_sigkilled,
+    finish,
+    kill,
+    read_line,
+    settle,
+    tagged,
+)
+from _children import spawn as start_child
 from _trials import backends, on_backends, seeds
 
 from journal import Entry, EntryKind, Journal, Run
 from journal._schema import reseal_runs
-from journal.pg_cluster import wait_for_sessions_to_end
 
-REPO = Path(__file__).resolve().parents[1]
-PROCS = REPO / "tests" / "_procs"
 CHILD = PROCS / "workflow_child.py"
 if str(PROCS) not in sys.path:
     sys.path.append(str(PROCS))
@@ -62,7 +69,6 @@ import workflow_workload  # noqa: E402, F401
 K = EntryKind
 N = 8
 LEASE = 0.2
-TIMEOUT = 60
 RANDOM_TRIALS = 30
 PG_RANDOM_TRIALS = 8
 LOOP_N = 3000
@@ -85,8 +91,6 @@ EXPECTED_STORE = {"n": N, "joined": N, **{f"part{i}": value(i) for i in range(N)
 
 # -- children -------------------------------------------------------------------------
 
-Popen = subprocess.Popen[str]
-
 
 def spawn(mode: str, *args: object, log: Path, env: dict[str, str] | None = None) -> Popen:
     """Start the child runner with the workload importable and ``env`` (``WF_*``) set."""
@@ -97,81 +101,7 @@ def spawn(mode: str, *args: object, log: Path, env: dict[str, str] | None = None
         WF_LOG=str(log),
         **(env or {}),
     )
-    environ["PGAPPNAME"] = name = f"durable-test-{uuid.uuid4().hex[:12]}"
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), mode, *map(str, args)],
-        cwd=log.parent,
-        env=environ,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _SESSION_NAMES[proc.pid] = name
-    return proc
-
-
-# A killed client's COMMIT may still be carried out by its server backend: each child
-# names its PostgreSQL sessions, and what a kill left is read once they are gone.
-_SESSION_NAMES: dict[int, str] = {}
-
-
-def settle(db: str, proc: Popen) -> None:
-    """Wait until the killed child's server sessions (PostgreSQL) have ended."""
-    name = _SESSION_NAMES.pop(proc.pid, None)
-    if name is not None and db.startswith(("postgresql://", "postgres://")):
-        wait_for_sessions_to_end(db, name)
-
-
-def finish(proc: Popen) -> tuple[str, str]:
-    """Wait for a child (killing it after ``TIMEOUT``); return its stdout and stderr."""
-    try:
-        return proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"child timed out; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def read_line(proc: Popen, prefix: str) -> str:
-    """Read the child's stdout up to its next line starting with ``prefix``; return the rest."""
-    stdout = cast(IO[str], proc.stdout)  # a pipe: spawn() asks for one
-    skipped: list[str] = []  # kept for the failure message (the child's "error ..." line)
-    while True:
-        line = stdout.readline()
-        if not line:
-            out, err = finish(proc)
-            seen = "".join(skipped[-20:]) + out
-            pytest.fail(
-                f"the child ended (status {proc.returncode}) before printing {prefix!r}:"
-                f" {seen[-800:]!r}\n{err[-3000:]}"
-            )
-        if line.startswith(prefix):
-            return line[len(prefix) :].strip()
-        skipped.append(line)
-
-
-def tagged(out: str, err: str, tag: str) -> dict[str, Any]:
-    """The JSON of the child's ``<tag> {...}`` stdout line (failing with its output if absent)."""
-    for line in out.splitlines():
-        if line.startswith(f"{tag} "):
-            data: dict[str, Any] = json.loads(line[len(tag) + 1 :])
-            return data
-    pytest.fail(f"no {tag!r} line from the child; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def kill(proc: Popen, where: str) -> None:
-    """SIGKILL the child and check it died of it (not of an exception, not finished)."""
-    os.kill(proc.pid, signal.SIGKILL)
-    assert_sigkilled(proc, where)
-
-
-def assert_sigkilled(proc: Popen, where: str) -> None:
-    out, err = finish(proc)
-    assert proc.returncode == -signal.SIGKILL, (
-        f"child for {where} exited {proc.returncode} instead of dying of SIGKILL; "
-        f"stdout {out[-800:]!r}; stderr:\n{err[-3000:]}"
-    )
+    return start_child([str(CHILD), mode, *map(str, args)], env=environ, cwd=log.parent)
 
 
 def recover_in_child(db: str, log: Path, run_id: str, where: str) -> dict[str, Any]:
