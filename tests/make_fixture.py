@@ -4,8 +4,8 @@ rows carried a checksum) and journal_v3.db (before run tags and schedules) were 
 by ``python tests/make_fixture.py`` with the code of those versions, not today's.
 
 It holds function runs (completed, failed, pending), a workflow run, snapshots, a
-compacted run and a fork; tests/test_journal_integrity.py (v2) and tests/test_schedules.py
-(v3) open, upgrade and read them.
+compacted run and a fork; tests/journal/test_journal_integrity.py (v2) and
+tests/engine/test_schedules.py (v3) open, upgrade and read them.
 """
 
 from __future__ import annotations

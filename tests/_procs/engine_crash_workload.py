@@ -1,4 +1,5 @@
-"""Durable functions crashed by tests/test_engine_crash.py (imported by name, never run).
+"""Durable functions crashed by tests/reliability/test_engine_crash.py (imported by name,
+never run).
 
 Runs record ``engine_crash_workload:<qualname>``, so this module must be importable
 (``tests/_procs`` on ``PYTHONPATH``) in every process that starts or recovers them.

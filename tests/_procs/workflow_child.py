@@ -1,4 +1,4 @@
-"""Child-process program for tests/test_workflow_crash.py.
+"""Child-process program for tests/reliability/test_workflow_crash.py.
 
 Run as ``python workflow_child.py MODE ARGS...``; every mode configures the default
 engine on ``DB`` with ``durability="process"`` (a SIGKILL loses nothing committed).

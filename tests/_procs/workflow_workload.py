@@ -1,4 +1,4 @@
-"""Workflows crashed by tests/test_workflow_crash.py (imported by name, never run).
+"""Workflows crashed by tests/reliability/test_workflow_crash.py (imported by name, never run).
 
 Runs record ``workflow_workload:<qualname>``, so this module must be importable
 (``tests/_procs`` on ``PYTHONPATH``) in every process that starts, feeds or recovers

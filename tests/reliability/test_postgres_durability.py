@@ -20,14 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from _children import REPO
 
 from journal import Journal
 from journal.pg_cluster import ClusterUnavailable, TempCluster
 
-REPO = Path(__file__).resolve().parents[1]
 WRITER = REPO / "tests" / "_procs" / "pg_writer.py"
 WRITERS = 3
 

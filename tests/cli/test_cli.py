@@ -31,12 +31,13 @@ from typing import Any
 
 import click
 import pytest
+from _children import REPO
 from click.testing import CliRunner
 
 from engine.cli import cli
 from journal import Journal
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 DOCS = ROOT / "docs" / "cli.md"
 
 WORKLOAD = """
@@ -861,13 +862,13 @@ def reference() -> str:
     return "\n".join(parts)
 
 
-BEGIN = "<!-- BEGIN GENERATED: durable --help (tests/test_cli.py) -->"
+BEGIN = "<!-- BEGIN GENERATED: durable --help (tests/cli/test_cli.py) -->"
 END = "<!-- END GENERATED -->"
 
 
 def test_docs_reference_is_current() -> None:
     """docs/cli.md holds every command's current --help. To regenerate it:
-    ``DURABLE_UPDATE_DOCS=1 pytest tests/test_cli.py -k docs``."""
+    ``DURABLE_UPDATE_DOCS=1 pytest tests/cli/test_cli.py -k docs``."""
     text = DOCS.read_text(encoding="utf-8")
     assert BEGIN in text and END in text, "docs/cli.md lost its generated-section markers"
     head, rest = text.split(BEGIN, 1)
@@ -877,7 +878,7 @@ def test_docs_reference_is_current() -> None:
         DOCS.write_text(expected, encoding="utf-8")
         return
     assert text == expected, (
-        "docs/cli.md is out of date: run DURABLE_UPDATE_DOCS=1 pytest tests/test_cli.py -k docs"
+        "docs/cli.md is out of date: run DURABLE_UPDATE_DOCS=1 pytest tests/cli/test_cli.py -k docs"
     )
 
 

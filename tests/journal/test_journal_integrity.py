@@ -28,6 +28,7 @@ from typing import Any
 
 import apsw
 import pytest
+from _children import FIXTURES
 from _trials import scaled
 from pydantic import BaseModel
 from starlette.testclient import TestClient
@@ -62,7 +63,7 @@ from journal import (
 from journal._schema import SCHEMA_VERSION, SEALED_COLUMNS, reseal_runs, run_checksum
 
 TRIALS = int(os.environ.get("DURABLE_BITFLIP_TRIALS", scaled(300)))
-FIXTURE = Path(__file__).parent / "fixtures" / "journal_v2.db"
+FIXTURE = FIXTURES / "journal_v2.db"
 RUNS = {"fn-done", "fn-compacted", "fn-failed", "fn-fork", "wf-done", "fn-pending"}
 
 
