@@ -48,7 +48,7 @@ def _log(i: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     if os.environ.get("ENGINE_CRASH_ANNOUNCE") == "1":
-        print(f"logged {i}", flush=True)
+        os.write(1, f"logged {i}\n".encode())  # one write(2): lines never interleave
 
 
 def _hold() -> None:

@@ -53,7 +53,7 @@ def fan(db: str, run_id: str, n: str, lease: str) -> None:
 
     _configure(db, lease)
     handler = FanJob(timeout=None).run(run_id=run_id, n=int(n))
-    print("started", flush=True)
+    os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
     print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
 
 
@@ -62,7 +62,7 @@ def loop(db: str, run_id: str, n: str, lease: str, snapshot_every: str) -> None:
 
     _configure(db, lease)
     handler = Loop(timeout=None, snapshot_every=int(snapshot_every)).run(run_id=run_id, n=int(n))
-    print("started", flush=True)
+    os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
     print(f"result {json.dumps(handler.result(timeout=120))}", flush=True)
 
 
@@ -98,7 +98,7 @@ def paced(db: str, run_id: str, n: str, pace: str, timeout: str, lease: str) -> 
 
     _configure(db, lease)
     handler = Paced(timeout=float(timeout)).run(run_id=run_id, n=int(n), pace=float(pace))
-    print("started", flush=True)
+    os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
     try:
         print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
     except engine.EngineError as exc:

@@ -59,7 +59,10 @@ def _log(ctx: Context[Any], step_name: str, part: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     if os.environ.get("WF_ANNOUNCE") == "1":
-        print(f"logged {step_name} {part}", flush=True)
+        # One write(2) per line: steps on other threads and the child's own lines
+        # ("started") must not interleave inside a line (print writes text and "\n"
+        # separately).
+        os.write(1, f"logged {step_name} {part}\n".encode())
 
 
 def _crash_point(point: str) -> None:
