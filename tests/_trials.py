@@ -4,11 +4,15 @@
 runs ten times as many random kills, race trials and hypothesis examples (a soak);
 ``0.5`` half as many. The first ``quick`` trials of a random-kill family run in the
 quick set (``pytest -m "not slow"``); the rest carry ``@pytest.mark.slow``.
+
+``on_backends`` does the same for the chosen kill points of a crash matrix: every point
+runs on both backends in the full suite, the quick set keeps a few on each.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import pytest
@@ -38,4 +42,30 @@ def seeds(backend: str, count: int, quick: int, *marks: Any) -> list[Any]:
             marks=[*marks, *([pytest.mark.slow] if seed >= quick else [])],
         )
         for seed in range(scaled(count))
+    ]
+
+
+def _on(backend: str, quick: bool) -> list[Any]:
+    marks = [pytest.mark.postgres] if backend == "postgresql" else []
+    return marks if quick else [*marks, pytest.mark.slow]
+
+
+def backends(*, sqlite: bool = True, postgresql: bool = False) -> list[Any]:
+    """``parametrize("journal_location", backends(...), indirect=True)``: the test on
+    both backends, ``slow`` on those not named quick (``sqlite`` / ``postgresql``)."""
+    quick = {"sqlite": sqlite, "postgresql": postgresql}
+    return [pytest.param(b, id=b, marks=_on(b, quick[b])) for b in ("sqlite", "postgresql")]
+
+
+def on_backends(
+    values: Iterable[Any], *, sqlite: Collection[Any] = (), postgresql: Collection[Any] = ()
+) -> list[Any]:
+    """``parametrize(("journal_location", NAME), on_backends(...), indirect=["journal_location"])``:
+    each value on both backends, ``slow`` unless named quick for that backend."""
+    values = list(values)
+    quick = {"sqlite": sqlite, "postgresql": postgresql}
+    return [
+        pytest.param(b, v, id=f"{b}-{v}", marks=_on(b, v in quick[b]))
+        for b in ("sqlite", "postgresql")
+        for v in values
     ]

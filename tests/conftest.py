@@ -39,6 +39,18 @@ def _temp_on_tmpfs() -> None:
 
 _temp_on_tmpfs()
 
+
+def _no_worker_terminal_size() -> None:
+    """A pytest-xdist worker runs with ``COLUMNS=80`` and ``LINES=24`` in its environment;
+    the children the tests start would inherit them and wrap their output at 80
+    columns, which no test run in one process sees (a piped child uses 120)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
+
+
+_no_worker_terminal_size()
+
 # Why the PostgreSQL tests did not run, for the terminal summary.
 _pg_unavailable = pytest.StashKey[str]()
 

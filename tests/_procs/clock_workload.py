@@ -1,4 +1,5 @@
-"""Durable functions for tests/test_lease_clock.py and tests/test_recover_queue.py.
+"""Durable functions for tests/reliability/test_lease_clock.py and
+tests/engine/test_recover_queue.py.
 
 Imported by name (``tests/_procs`` on ``PYTHONPATH``). Every step execution appends a
 ``begin`` line when it starts and an ``end`` line when its side effect is done (one

@@ -1,5 +1,5 @@
 """A function and a workflow with codecs of their own, crashed and recovered by
-tests/test_run_codecs.py (imported by name, never run).
+tests/engine/test_run_codecs.py (imported by name, never run).
 
 - ``CODEC_LOG``: each step appends ``"<run_id> <step>"`` to this file before it returns.
 - ``CODEC_CRASH=1``: the second step SIGKILLs this process once its line is logged (its

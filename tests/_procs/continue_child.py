@@ -1,4 +1,4 @@
-"""Child-process program for tests/test_long_runs.py (continue_as_new under SIGKILL).
+"""Child-process program for tests/engine/test_long_runs.py (continue_as_new under SIGKILL).
 
 ``python continue_child.py run LOCATION LOG KILL_AT GENERATION``: run a chain of
 :func:`chain` runs (5 steps each, 20 in all, run id ``c``), SIGKILLing itself at

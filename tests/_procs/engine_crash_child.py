@@ -1,4 +1,4 @@
-"""Child-process program for tests/test_engine_crash.py.
+"""Child-process program for tests/reliability/test_engine_crash.py.
 
 Run as ``python engine_crash_child.py MODE ARGS...``. This file's own folder is taken
 off ``sys.path`` first: the parent alone decides, through ``PYTHONPATH``, whether

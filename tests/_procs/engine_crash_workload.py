@@ -1,4 +1,5 @@
-"""Durable functions crashed by tests/test_engine_crash.py (imported by name, never run).
+"""Durable functions crashed by tests/reliability/test_engine_crash.py (imported by name,
+never run).
 
 Runs record ``engine_crash_workload:<qualname>``, so this module must be importable
 (``tests/_procs`` on ``PYTHONPATH``) in every process that starts or recovers them.
@@ -47,7 +48,7 @@ def _log(i: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     if os.environ.get("ENGINE_CRASH_ANNOUNCE") == "1":
-        print(f"logged {i}", flush=True)
+        os.write(1, f"logged {i}\n".encode())  # one write(2): lines never interleave
 
 
 def _hold() -> None:

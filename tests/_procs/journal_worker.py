@@ -1,4 +1,4 @@
-"""Child-process programs for tests/test_journal_processes.py.
+"""Child-process programs for tests/reliability/test_journal_processes.py.
 
 Run as ``python journal_worker.py MODE ARGS...``. Every line a mode prints is
 flushed at once: the parent coordinates through this stdout (and a "go" line

@@ -1,5 +1,5 @@
 """A workflow written for llama-index-workflows 2.x, with only its imports changed to
-``engine``: used by tests/test_workflow_llamaindex.py, in process and under SIGKILL.
+``engine``: used by tests/engine/test_workflow_llamaindex.py, in process and under SIGKILL.
 
 ``Review`` drafts, asks a human (an ``InputRequiredEvent`` returned from a step, answered
 by a ``HumanResponseEvent``), then publishes through a step that fails until its third

@@ -1,4 +1,4 @@
-"""A worker process for tests/test_multiworker.py: ``Engine.worker`` until SIGTERM.
+"""A worker process for tests/reliability/test_multiworker.py: ``Engine.worker`` until SIGTERM.
 
 ``python multiworker_child.py URL LEASE_SECONDS CONCURRENCY POLL_INTERVAL``
 

@@ -1,4 +1,4 @@
-"""Durable functions drained by the worker processes of tests/test_multiworker.py.
+"""Durable functions drained by the worker processes of tests/reliability/test_multiworker.py.
 
 Imported by name in every worker (``tests/_procs`` on ``PYTHONPATH``); runs record
 ``multiworker_workload:<qualname>``. Every step execution appends one line to the file

@@ -1,4 +1,4 @@
-"""Child-process program for tests/test_postgres_durability.py.
+"""Child-process program for tests/reliability/test_postgres_durability.py.
 
 ``python pg_writer.py URL DURABILITY RUN_ID``: create run ``RUN_ID`` on the PostgreSQL
 journal at ``URL`` opened with ``durability=DURABILITY``, print ``ready``, then append

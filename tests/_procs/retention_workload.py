@@ -1,4 +1,4 @@
-"""Runs for tests/test_retention.py: a child fills a journal, another applies retention
+"""Runs for tests/journal/test_retention.py: a child fills a journal, another applies retention
 (and may be SIGKILLed anywhere in it)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A worker process for tests/test_schedule_crash.py: ``Engine.worker`` until SIGTERM.
+"""A worker process for tests/reliability/test_schedule_crash.py: ``Engine.worker`` until SIGTERM.
 
 ``python schedule_child.py LOCATION LEASE_SECONDS POLL_INTERVAL``
 

@@ -1,4 +1,4 @@
-"""The scheduled function of tests/test_schedule_crash.py, imported by every worker.
+"""The scheduled function of tests/reliability/test_schedule_crash.py, imported by every worker.
 
 Each execution of its step appends one line to ``$SCHEDULE_LOG`` (one write on an
 ``O_APPEND`` descriptor, then fsync) before it returns::

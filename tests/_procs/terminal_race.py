@@ -1,4 +1,4 @@
-"""Processes raced by tests/test_terminal.py (imported by name, never run).
+"""Processes raced by tests/reliability/test_terminal.py (imported by name, never run).
 
 Runs record ``terminal_race:<qualname>``, so this module must be importable
 (``tests/_procs`` on ``sys.path``) in every process that starts, feeds or cancels them.

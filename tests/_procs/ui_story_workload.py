@@ -1,4 +1,4 @@
-"""Runs for the web view's story tests (tests/test_ui_story.py, tests/test_ui_browser.py):
+"""Runs for the web view's story tests (tests/ui/test_ui_story.py, tests/ui/test_ui_browser.py):
 one crashed by SIGKILL and taken over by another process, one that fails.
 
 :func:`crash_and_recover` starts ``crashy`` in a child process

@@ -1,4 +1,4 @@
-"""Child-process program for tests/test_workflow_crash.py.
+"""Child-process program for tests/reliability/test_workflow_crash.py.
 
 Run as ``python workflow_child.py MODE ARGS...``; every mode configures the default
 engine on ``DB`` with ``durability="process"`` (a SIGKILL loses nothing committed).
@@ -44,13 +44,6 @@ from engine import HumanResponseEvent, configure, default_engine, send_event
 WORKLOAD = "workflow_workload"
 
 
-def _say(line: str) -> None:
-    """One line in one write: steps on other threads print too, and print() writes the
-    text and its newline separately (two lines could interleave into one)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def _configure(db: str, lease: str = "0.2") -> None:
     configure(db, lease_seconds=float(lease), durability="process")
 
@@ -60,8 +53,8 @@ def fan(db: str, run_id: str, n: str, lease: str) -> None:
 
     _configure(db, lease)
     handler = FanJob(timeout=None).run(run_id=run_id, n=int(n))
-    _say("started")
-    _say(f"result {json.dumps(handler.result(timeout=60))}")
+    os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
+    print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
 
 
 def loop(db: str, run_id: str, n: str, lease: str, snapshot_every: str) -> None:
@@ -69,8 +62,8 @@ def loop(db: str, run_id: str, n: str, lease: str, snapshot_every: str) -> None:
 
     _configure(db, lease)
     handler = Loop(timeout=None, snapshot_every=int(snapshot_every)).run(run_id=run_id, n=int(n))
-    _say("started")
-    _say(f"result {json.dumps(handler.result(timeout=120))}")
+    os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
+    print(f"result {json.dumps(handler.result(timeout=120))}", flush=True)
 
 
 def approval(db: str, run_id: str, lease: str, how: str, timeout: str = "none") -> None:
@@ -80,7 +73,7 @@ def approval(db: str, run_id: str, lease: str, how: str, timeout: str = "none") 
     journal = default_engine().journal
     workflow = workflow_workload.Approval(timeout=None if timeout == "none" else float(timeout))
     handler = workflow.run(run_id=run_id, item="invoice-7")
-    _say(f"status {journal.get_run(run_id).status}")
+    print(f"status {journal.get_run(run_id).status}", flush=True)
     workflow_workload.PREPARE_GATE.set()
 
     async def first_streamed() -> dict[str, Any]:
@@ -93,7 +86,7 @@ def approval(db: str, run_id: str, lease: str, how: str, timeout: str = "none") 
         if status != "running":
             raise RuntimeError(f"run {run_id!r} became {status} instead of waiting")
         time.sleep(0.005)
-    _say(f"waiting {json.dumps({'status': status, 'streamed': streamed})}")
+    print(f"waiting {json.dumps({'status': status, 'streamed': streamed})}", flush=True)
     if how == "exit":
         os._exit(0)  # no cleanup: the lease is neither released nor renewed
     sys.stdin.readline()  # the parent SIGKILLs this process
@@ -105,11 +98,11 @@ def paced(db: str, run_id: str, n: str, pace: str, timeout: str, lease: str) -> 
 
     _configure(db, lease)
     handler = Paced(timeout=float(timeout)).run(run_id=run_id, n=int(n), pace=float(pace))
-    _say("started")
+    os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
     try:
-        _say(f"result {json.dumps(handler.result(timeout=60))}")
+        print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
     except engine.EngineError as exc:
-        _say(f"failed {type(exc).__name__}: {exc}")
+        print(f"failed {type(exc).__name__}: {exc}", flush=True)
 
 
 def send(db: str, run_id: str, form: str, response: str) -> None:
@@ -119,7 +112,7 @@ def send(db: str, run_id: str, form: str, response: str) -> None:
     else:
         key = send_event(run_id, HumanResponseEvent(response=response))
     run = default_engine().journal.get_run(run_id)
-    _say(f"sent {json.dumps({'key': key, 'status': run.status, 'owner': run.owner})}")
+    print(f"sent {json.dumps({'key': key, 'status': run.status, 'owner': run.owner})}", flush=True)
 
 
 def _wait_claimable(run_id: str, timeout: float = 30.0) -> float:
@@ -152,7 +145,7 @@ def recover(db: str, run_id: str, lease: str) -> None:
     if "read_at_first" in stats:
         stats["read_at_first"] -= before
     out["loop"] = stats
-    _say(f"report {json.dumps(out)}")
+    print(f"report {json.dumps(out)}", flush=True)
 
 
 def main() -> None:
@@ -168,7 +161,7 @@ def main() -> None:
     try:
         modes[mode](*args)
     except Exception as exc:  # reported to the parent on stdout
-        _say(f"error {type(exc).__name__} {exc}")
+        print(f"error {type(exc).__name__} {exc}", flush=True)
         raise SystemExit(3) from exc
     finally:
         default_engine().close()

@@ -1,4 +1,4 @@
-"""Workflows crashed by tests/test_workflow_crash.py (imported by name, never run).
+"""Workflows crashed by tests/reliability/test_workflow_crash.py (imported by name, never run).
 
 Runs record ``workflow_workload:<qualname>``, so this module must be importable
 (``tests/_procs`` on ``PYTHONPATH``) in every process that starts, feeds or recovers
@@ -47,13 +47,6 @@ LOOP_STATS: dict[str, int] = {}
 journal had read when the first step of this process started)."""
 
 
-def _say(line: str) -> None:
-    """One line in one write: steps on other threads print too, and print() writes the
-    text and its newline separately (two lines could interleave into one)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def value(i: int) -> int:
     """What part ``i`` contributes (the test restates it as an independent oracle)."""
     return (i * 7919 + 13) % 1009
@@ -66,7 +59,10 @@ def _log(ctx: Context[Any], step_name: str, part: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     if os.environ.get("WF_ANNOUNCE") == "1":
-        _say(f"logged {step_name} {part}")
+        # One write(2) per line: steps on other threads and the child's own lines
+        # ("started") must not interleave inside a line (print writes text and "\n"
+        # separately).
+        os.write(1, f"logged {step_name} {part}\n".encode())
 
 
 def _crash_point(point: str) -> None:

@@ -1,7 +1,9 @@
 """Shared settings of the reliability suite: the quick/long switch and a fast scratch dir.
 
-The quick set (the default, run in CI) finishes in well under a minute on two cores.
-``DURABLE_LONG=1`` runs the long set (about three minutes): 60 appends instead of 20
+This folder holds the SIGKILL, race, fault and load suites; their child programs are in
+``tests/_procs`` and the helpers that start and kill them in ``tests/_children.py``.
+The power-loss, I/O-fault, load and model tests below take two sizes.
+``DURABLE_LONG=1`` runs their long set: 60 appends instead of 20
 per power-loss workload and 4 seeds per crash point, 40 appends per I/O-fault
 workload, 10,000 runs instead of 1,000 in the load test, and 500 state-machine
 examples instead of 75.

@@ -8,9 +8,9 @@ file verifies. Crafted JSON payloads that look like tagged classes are refused w
 ``DecodeError`` and never run what they name.
 
 Not repeated here (see the existing suites): a tampered or unsigned payload under the
-signed pickle codec is refused before unpickling (tests/test_codecs.py::TestPickle,
-tests/test_journal_bad_files.py::TestTamperedSignedPickle); the journal, -wal and
--shm files are created 0600 (tests/test_journal_bad_files.py::TestFileMode).
+signed pickle codec is refused before unpickling (tests/journal/test_codecs.py::TestPickle,
+tests/journal/test_journal_bad_files.py::TestTamperedSignedPickle); the journal, -wal and
+-shm files are created 0600 (tests/journal/test_journal_bad_files.py::TestFileMode).
 """
 
 from __future__ import annotations

@@ -199,11 +199,22 @@ def sweep(directory: Path, durability: str, fault: str, variant: str) -> Sweep:
     return out
 
 
+def sweeps(*quick: tuple[str, str]) -> list[object]:
+    """``(fault, durability)`` for every pair; those not in ``quick`` are ``slow``. The
+    quick set takes each fault and each durability once per variant (a Latin square)."""
+    return [
+        pytest.param(f, d, id=f"{f}-{d}", marks=[] if (f, d) in quick else [pytest.mark.slow])
+        for f in sorted(FAULTS)
+        for d in ("full", "process")
+    ]
+
+
 class TestFaultAtEveryWrite:
     """An I/O error or a full disk at each write/truncate/sync, in turn."""
 
-    @pytest.mark.parametrize("durability", ["full", "process"])
-    @pytest.mark.parametrize("fault", sorted(FAULTS))
+    @pytest.mark.parametrize(
+        ("fault", "durability"), sweeps(("IOError", "process"), ("FullError", "full"))
+    )
     def test_client_goes_on(self, fast_dir: Path, durability: str, fault: str) -> None:
         """Typed errors only; after retries every append is present exactly once."""
         s = sweep(fast_dir, durability, fault, "continue")
@@ -216,8 +227,9 @@ class TestFaultAtEveryWrite:
         assert s.failures == [], f"{len(s.failures)} failures; first: {s.failures[:3]}"
         assert s.ghosts == []
 
-    @pytest.mark.parametrize("durability", ["full", "process"])
-    @pytest.mark.parametrize("fault", sorted(FAULTS))
+    @pytest.mark.parametrize(
+        ("fault", "durability"), sweeps(("IOError", "full"), ("FullError", "process"))
+    )
     def test_process_dies_after_the_fault(
         self, fast_dir: Path, durability: str, fault: str
     ) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import PROCS, REPO
 
 from journal import Journal
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).resolve().parent / "_procs" / "journal_worker.py"
+WORKER = PROCS / "journal_worker.py"
 TIMEOUT = 60
 
 

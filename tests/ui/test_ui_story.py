@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import PROCS
 from starlette.testclient import TestClient
 
 from engine import configure
@@ -21,9 +22,8 @@ from engine.ui import create_app
 from engine.ui.story import MIN_SILENCE, find_takeovers
 from journal import EntryKind, Journal
 
-PROCS = Path(__file__).resolve().parent / "_procs"
 sys.path.insert(0, str(PROCS))
-import ui_story_workload as wl  # noqa: E402 - lives in tests/_procs, beside its child
+import ui_story_workload as wl
 
 K = EntryKind
 XSS = "<script>alert(1)</script>"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import REPO
 from pydantic import BaseModel, PrivateAttr
 
 from engine import (
@@ -49,7 +50,6 @@ from engine import (
 from journal import EntryKind, Journal, RunNotFound
 
 K = EntryKind
-REPO = Path(__file__).resolve().parents[1]
 PROCS = REPO / "tests" / "_procs"
 CALLS: Counter[str] = Counter()
 

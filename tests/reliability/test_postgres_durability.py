@@ -8,7 +8,8 @@ journal, at ``"process"`` as at ``"full"``. (With ``synchronous_commit=off``, wh
 ``"process"`` once meant, such a crash lost the last few hundred milliseconds of
 acknowledged commits.)
 
-Each test runs its own throwaway cluster: the session's server is never killed.
+The tests of this module share one throwaway cluster of their own (each trial writes to
+a fresh schema): the session's server is never killed.
 """
 
 from __future__ import annotations
@@ -19,23 +20,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from _children import REPO
 
 from journal import Journal
 from journal.pg_cluster import ClusterUnavailable, TempCluster
 
-REPO = Path(__file__).resolve().parents[1]
 WRITER = REPO / "tests" / "_procs" / "pg_writer.py"
 WRITERS = 3
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[TempCluster]:
-    """A private server this test may crash (skipped without PostgreSQL, as pg_url)."""
+    """A private server these tests may crash (skipped without PostgreSQL, as pg_url).
+
+    Shared by the module's tests: each crash is followed by a restart and its crash
+    recovery, so every trial starts on a running server, and an ``initdb`` per test
+    was most of a quick test's time."""
     try:
         server = TempCluster()
     except ClusterUnavailable as exc:
@@ -47,17 +51,21 @@ def cluster() -> Iterator[TempCluster]:
 
 
 def writer(url: str, durability: str, run_id: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
+    """Start a writer process (``ready()`` waits for it to be writing)."""
+    return subprocess.Popen(
         [sys.executable, str(WRITER), url, durability, run_id],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def ready(proc: subprocess.Popen[str]) -> None:
+    """Wait until the writer says ``ready``: its run exists and its appends begin."""
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line == "ready\n", f"{line!r} {proc.stderr.read() if proc.stderr else ''}"
-    return proc
 
 
 def acknowledged(proc: subprocess.Popen[str]) -> list[int]:
@@ -67,13 +75,16 @@ def acknowledged(proc: subprocess.Popen[str]) -> list[int]:
     return [int(line.split()[1]) for line in out.splitlines() if line.startswith("ack ")]
 
 
-def crash_trial(server: TempCluster, durability: str, trial: int, rng: random.Random) -> int:
+def crash_trial(server: TempCluster, durability: str, trial: str, rng: random.Random) -> int:
     """One server crash under load; assert nothing acknowledged was lost; return acks."""
-    url = f"{server.url}?schema=d{trial}"
+    url = f"{server.url}?schema=d_{trial}"
     # Made here first: writers racing to create a fresh schema is another matter.
     Journal(url).close()
+    # Started together (each is mostly interpreter start-up), then all seen writing.
     procs = {f"w{trial}-{i}": writer(url, durability, f"w{trial}-{i}") for i in range(WRITERS)}
-    time.sleep(rng.uniform(0.3, 1.5))
+    for proc in procs.values():
+        ready(proc)
+    time.sleep(rng.uniform(0.1, 0.8))
     server.crash()
     acks = {run_id: acknowledged(proc) for run_id, proc in procs.items()}
     server.restart()
@@ -96,7 +107,8 @@ def crash_trial(server: TempCluster, durability: str, trial: int, rng: random.Ra
 def test_server_crash_loses_nothing_acknowledged(cluster: TempCluster, durability: str) -> None:
     """Two server crashes: every acknowledged commit is there after the restart."""
     rng = random.Random(f"{durability}-quick")
-    assert sum(crash_trial(cluster, durability, t, rng) for t in range(2)) > 0
+    trials = (crash_trial(cluster, durability, f"{durability}_q{t}", rng) for t in range(2))
+    assert sum(trials) > 0
 
 
 @pytest.mark.slow
@@ -106,7 +118,8 @@ def test_server_crash_loses_nothing_acknowledged_many(
 ) -> None:
     """Fifteen server crashes at random moments under three writers."""
     rng = random.Random(f"{durability}-many")
-    assert sum(crash_trial(cluster, durability, t, rng) for t in range(15)) > 0
+    trials = (crash_trial(cluster, durability, f"{durability}_m{t}", rng) for t in range(15))
+    assert sum(trials) > 0
 
 
 @pytest.mark.parametrize(("durability", "setting"), [("process", "local"), ("full", "on")])

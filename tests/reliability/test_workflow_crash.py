@@ -21,6 +21,10 @@ Every test runs on both backends (``journal_location``: a journal file, then a f
 PostgreSQL schema), against the uninterrupted SQLite run as the reference. The random
 kills run ``RANDOM_TRIALS`` seeds on SQLite and the first ``PG_RANDOM_TRIALS`` on
 PostgreSQL, to keep the suite within its time budget.
+
+The quick set (``-m "not slow"``) keeps a few kill points of each kind, and one on
+PostgreSQL (each test is two or three interpreter start-ups); the full suite runs every
+point on both backends.
 """
 
 from __future__ import annotations
@@ -28,27 +32,34 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import apsw
 import pytest
-from _trials import seeds
+from _children import (
+    PROCS,
+    REPO,
+    TIMEOUT,
+    Popen,
+    assert_sigkilled,
+    finish,
+    kill,
+    read_line,
+    settle,
+    tagged,
+)
+from _children import spawn as start_child
+from _trials import backends, on_backends, seeds
 
 from journal import Entry, EntryKind, Journal, Run
 from journal._schema import reseal_runs
-from journal.pg_cluster import wait_for_sessions_to_end
 
-REPO = Path(__file__).resolve().parents[1]
-PROCS = REPO / "tests" / "_procs"
 CHILD = PROCS / "workflow_child.py"
 if str(PROCS) not in sys.path:
     sys.path.append(str(PROCS))
@@ -58,7 +69,6 @@ import workflow_workload  # noqa: E402, F401
 K = EntryKind
 N = 8
 LEASE = 0.2
-TIMEOUT = 60
 RANDOM_TRIALS = 30
 PG_RANDOM_TRIALS = 8
 LOOP_N = 3000
@@ -81,8 +91,6 @@ EXPECTED_STORE = {"n": N, "joined": N, **{f"part{i}": value(i) for i in range(N)
 
 # -- children -------------------------------------------------------------------------
 
-Popen = subprocess.Popen[str]
-
 
 def spawn(mode: str, *args: object, log: Path, env: dict[str, str] | None = None) -> Popen:
     """Start the child runner with the workload importable and ``env`` (``WF_*``) set."""
@@ -93,81 +101,7 @@ def spawn(mode: str, *args: object, log: Path, env: dict[str, str] | None = None
         WF_LOG=str(log),
         **(env or {}),
     )
-    environ["PGAPPNAME"] = name = f"durable-test-{uuid.uuid4().hex[:12]}"
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), mode, *map(str, args)],
-        cwd=log.parent,
-        env=environ,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _SESSION_NAMES[proc.pid] = name
-    return proc
-
-
-# A killed client's COMMIT may still be carried out by its server backend: each child
-# names its PostgreSQL sessions, and what a kill left is read once they are gone.
-_SESSION_NAMES: dict[int, str] = {}
-
-
-def settle(db: str, proc: Popen) -> None:
-    """Wait until the killed child's server sessions (PostgreSQL) have ended."""
-    name = _SESSION_NAMES.pop(proc.pid, None)
-    if name is not None and db.startswith(("postgresql://", "postgres://")):
-        wait_for_sessions_to_end(db, name)
-
-
-def finish(proc: Popen) -> tuple[str, str]:
-    """Wait for a child (killing it after ``TIMEOUT``); return its stdout and stderr."""
-    try:
-        return proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"child timed out; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def read_line(proc: Popen, prefix: str) -> str:
-    """Read the child's stdout up to its next line starting with ``prefix``; return the rest."""
-    stdout = cast(IO[str], proc.stdout)  # a pipe: spawn() asks for one
-    skipped: list[str] = []  # kept for the failure message (the child's "error ..." line)
-    while True:
-        line = stdout.readline()
-        if not line:
-            out, err = finish(proc)
-            seen = "".join(skipped[-20:]) + out
-            pytest.fail(
-                f"the child ended (status {proc.returncode}) before printing {prefix!r}:"
-                f" {seen[-800:]!r}\n{err[-3000:]}"
-            )
-        if line.startswith(prefix):
-            return line[len(prefix) :].strip()
-        skipped.append(line)
-
-
-def tagged(out: str, err: str, tag: str) -> dict[str, Any]:
-    """The JSON of the child's ``<tag> {...}`` stdout line (failing with its output if absent)."""
-    for line in out.splitlines():
-        if line.startswith(f"{tag} "):
-            data: dict[str, Any] = json.loads(line[len(tag) + 1 :])
-            return data
-    pytest.fail(f"no {tag!r} line from the child; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def kill(proc: Popen, where: str) -> None:
-    """SIGKILL the child and check it died of it (not of an exception, not finished)."""
-    os.kill(proc.pid, signal.SIGKILL)
-    assert_sigkilled(proc, where)
-
-
-def assert_sigkilled(proc: Popen, where: str) -> None:
-    out, err = finish(proc)
-    assert proc.returncode == -signal.SIGKILL, (
-        f"child for {where} exited {proc.returncode} instead of dying of SIGKILL; "
-        f"stdout {out[-800:]!r}; stderr:\n{err[-3000:]}"
-    )
+    return start_child([str(CHILD), mode, *map(str, args)], env=environ, cwd=log.parent)
 
 
 def recover_in_child(db: str, log: Path, run_id: str, where: str) -> dict[str, Any]:
@@ -382,6 +316,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Baseline]:
 class TestBaseline:
     """The uninterrupted run every recovered run is compared with."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_uninterrupted_run(self, place: Place, baseline: Baseline) -> None:
         """Each (step, part) runs and commits once; the result and store are the oracle's,
         on both backends."""
@@ -413,6 +348,7 @@ def assert_twice_exactly(ran: Counter[Label], crash: Crash) -> None:
 class TestKillInsideStep:
     """SIGKILL inside a step once its side effect is logged, before it returns."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_inside_split(self, place: Place, baseline: Baseline) -> None:
         """Killed in the fan-out step: nothing committed, only split runs twice."""
         crash = crash_at(place, "inside:split")
@@ -422,7 +358,11 @@ class TestKillInsideStep:
         ran = check_recovered(crash, baseline)
         assert ran == Counter(LABELS) + Counter([("split", -1)])
 
-    @pytest.mark.parametrize("k", [0, 4, 7])
+    @pytest.mark.parametrize(
+        ("journal_location", "k"),
+        on_backends([0, 4, 7], sqlite=[4], postgresql=[7]),
+        indirect=["journal_location"],
+    )
     def test_inside_work(self, place: Place, baseline: Baseline, k: int) -> None:
         """Killed inside part k's work step: it and the other steps in flight run twice."""
         crash = crash_at(place, f"inside:work:{k}")
@@ -443,7 +383,9 @@ def work_completions(db: str, run_id: str) -> int:
 class TestKillAfterCommit:
     """SIGKILL once the k-th work step's completion is committed (parts >= k held back)."""
 
-    @pytest.mark.parametrize("k", [1, 3, 7])
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), on_backends([1, 3, 7], sqlite=[3]), indirect=["journal_location"]
+    )
     def test_after_kth_work_commit(self, place: Place, baseline: Baseline, k: int) -> None:
         """Parts < k are committed and never re-run; held parts run once, after recovery."""
         run_id, where = f"after-{k}", f"after the commit of work #{k}"
@@ -467,7 +409,11 @@ class TestKillAfterCommit:
 class TestKillInJoin:
     """SIGKILL inside join, in the call that collected the k-th part."""
 
-    @pytest.mark.parametrize("k", [1, N // 2, N])
+    @pytest.mark.parametrize(
+        ("journal_location", "k"),
+        on_backends([1, N // 2, N], sqlite=[N // 2]),
+        indirect=["journal_location"],
+    )
     def test_inside_join(self, place: Place, baseline: Baseline, k: int) -> None:
         """k-1 collected parts are in the journaled buffer; only the k-th join re-runs."""
         crash = crash_at(place, f"inside:join:{k}")
@@ -485,8 +431,8 @@ class TestKillInJoin:
 
 # The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
 # counts (tests/_trials.py).
-RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
-RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 1)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 0, pytest.mark.postgres)
 
 
 class TestRandomKills:
@@ -595,7 +541,11 @@ def age(db: str, run_id: str, seconds: float) -> None:
 class TestHumanInTheLoop:
     """Process 1 parks the run on wait_for_event and dies; 2 sends; 3 recovers."""
 
-    @pytest.mark.parametrize("how", ["exit", "kill"])
+    @pytest.mark.parametrize(
+        ("journal_location", "how"),
+        on_backends(["exit", "kill"], sqlite=["kill"], postgresql=["exit"]),
+        indirect=["journal_location"],
+    )
     @pytest.mark.parametrize("form", ["event", "mapping"])
     def test_three_processes(self, place: Place, how: str, form: str) -> None:
         """running -> waiting -> pending -> completed; the step after the wait runs once."""
@@ -623,6 +573,7 @@ class TestHumanInTheLoop:
         assert pids[("prepare", 0)] == p1_pid
         assert pids[("ask-after", 0)] == pids[("finish", 0)] == report["pid"]
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_answer_later_than_the_default_timeout(self, place: Place) -> None:
         """A run started with timeout=None still completes when answered 2 minutes later."""
         db, log, run_id = place.db, place.log, "late"
@@ -633,7 +584,11 @@ class TestHumanInTheLoop:
         assert report.get("result") == f"{ITEM} approved"
         assert executions(log, run_id)[("finish", 0)] == 1
 
-    @pytest.mark.parametrize("how", ["exit", "kill"])
+    @pytest.mark.parametrize(
+        ("journal_location", "how"),
+        on_backends(["exit", "kill"], sqlite=["kill"]),
+        indirect=["journal_location"],
+    )
     def test_parked_longer_than_its_timeout_completes(self, place: Place, how: str) -> None:
         """A run with timeout=2 parked for a human 3 s (its process gone), then answered
         and recovered, completes: time waiting for an event and time dead are not
@@ -681,6 +636,7 @@ def beats(log: Path, run_id: str) -> list[tuple[int, int]]:
 class TestLivingTime:
     """A workflow's timeout counts the time it lived, summed across processes."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_recovered_after_more_than_its_timeout_completes(self, place: Place) -> None:
         """timeout=2, killed after 2 of 4 beats of 0.25 s, dead 3 s, recovered: completes,
         and the living time it recorded sums both processes' beats."""
@@ -699,6 +655,7 @@ class TestLivingTime:
         assert beats(log, run_id) == [(0, first.pid), (1, first.pid), (2, report["pid"]),
                                       (3, report["pid"])]  # fmt: skip
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_living_time_is_summed_across_a_restart(self, place: Place) -> None:
         """timeout=2.2, beats of 0.5 s: 3 beats before the kill, the recovering process
         fails with WorkflowTimeoutError before 3 more (which alone it could run in time)."""

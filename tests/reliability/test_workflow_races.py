@@ -41,7 +41,6 @@ from engine.workflow_run import WorkflowRun
 from journal import EntryKind, Journal, NewEntry
 
 K = EntryKind
-REPO = Path(__file__).resolve().parents[1]
 
 # A second process that sends the answers: one run id per stdin line, optionally
 # after a random pause (seconds, on the same line); it prints "sent <run id>".

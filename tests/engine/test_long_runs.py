@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import PROCS
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -174,7 +175,7 @@ class TestLookahead:
 
 # -- continue_as_new -------------------------------------------------------------------
 
-CHILD = Path(__file__).resolve().parent / "_procs" / "continue_child.py"
+CHILD = PROCS / "continue_child.py"
 CHAIN_TOTAL, PER_RUN = 20, 5
 CHAIN = ["c", "c~1", "c~2", "c~3"]
 

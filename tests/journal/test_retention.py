@@ -15,15 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from _children import PROCS, REPO
 
 from engine import Engine, fork
 from journal import HorizonError, Journal, Retention, RunNotFound, apply_retention
 
-REPO = Path(__file__).resolve().parent.parent
-PROCS = Path(__file__).resolve().parent / "_procs"
 sys.path.insert(0, str(PROCS))
 
-import retention_workload as wl  # noqa: E402
+import retention_workload as wl
 
 DAY = 86400.0
 RUNS = 24  # r000..r023: every third failed

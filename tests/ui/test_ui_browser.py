@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import PROCS
 
 from engine import Context, Engine, configure, durable, step
 from engine.ui import create_app
@@ -182,7 +183,7 @@ def test_browse_pick_a_step_and_fork(server: str, page: Any, db_path: Path, tmp_
 
 # -- the run's story, at two widths --------------------------------------------------------
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "_procs"))
+sys.path.insert(0, str(PROCS))
 import ui_story_workload as story_wl  # noqa: E402 - lives in tests/_procs, beside its child
 
 WIDTHS = (1400, 800)

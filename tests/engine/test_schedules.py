@@ -1,7 +1,8 @@
 """Schedules: cron in a time zone, the missed-ticks policies, the run-time API, the
 schema-4 table on both backends, and the upgrade of a version-3 journal.
 
-The crash test (three worker processes, SIGKILLs mid-tick) is tests/test_schedule_crash.py.
+The crash test (three worker processes, SIGKILLs mid-tick) is
+tests/reliability/test_schedule_crash.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from _children import FIXTURES
 
 from engine import (
     BadSchedule,
@@ -38,8 +40,6 @@ from journal import (
     ScheduleCorrupted,
     ScheduleNotFound,
 )
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @durable(name="test_schedules:job")

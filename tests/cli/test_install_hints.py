@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _children import REPO
+
 from journal import Journal
 from journal._extras import install_hint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def test_hint_names_this_python_and_this_checkout() -> None:

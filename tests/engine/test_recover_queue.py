@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _children import REPO
 
 from engine import Engine, Queue, durable, fork, step
 
-REPO = Path(__file__).resolve().parents[1]
 PROCS = REPO / "tests" / "_procs"
 sys.path.insert(0, str(PROCS))
 import clock_workload as workload  # noqa: E402

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import REPO
 from pydantic import BaseModel, Field
 
 from engine import (
@@ -31,7 +32,6 @@ from engine.worker import Worker
 from journal import EntryKind, Journal, PickleSerializer, SerializationError, SignatureError
 
 K = EntryKind
-REPO = Path(__file__).resolve().parent.parent
 PROCS = REPO / "tests" / "_procs"
 
 

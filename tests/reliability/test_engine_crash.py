@@ -19,6 +19,9 @@ PostgreSQL run must also record what the SQLite run recorded. The random kills r
 ``RANDOM_TRIALS`` seeds on SQLite and the first ``PG_RANDOM_TRIALS`` on PostgreSQL: the
 kill points that differ between backends (inside a commit's round trips) are hit as
 often in ten trials, and the suite stays within its time budget.
+
+The quick set (``-m "not slow"``) keeps a few kill points on each backend (each test
+is two interpreter start-ups); the full suite runs every point on both.
 """
 
 from __future__ import annotations
@@ -28,9 +31,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,17 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _trials import seeds
+from _children import PROCS, REPO, assert_sigkilled, finish, settle, tagged
+from _children import spawn as start_child
+from _trials import backends, on_backends, seeds
 
 from journal import Entry, EntryKind, Journal, Run
-from journal.pg_cluster import wait_for_sessions_to_end
 
-REPO = Path(__file__).resolve().parents[1]
-PROCS = REPO / "tests" / "_procs"
 CHILD = PROCS / "engine_crash_child.py"
 N = 50
 LEASE = 0.2
-TIMEOUT = 60
 GATHER = range(10, 15)
 SYNC_FN = "engine_crash_workload:crash_job"
 RANDOM_TRIALS = 50
@@ -82,57 +81,7 @@ def spawn(
         env["ENGINE_CRASH_AT"] = crash_at
     if announce:
         env["ENGINE_CRASH_ANNOUNCE"] = "1"
-    env["PGAPPNAME"] = name = f"durable-test-{uuid.uuid4().hex[:12]}"
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), mode, *map(str, args)],
-        cwd=log.parent,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _SESSION_NAMES[proc.pid] = name
-    return proc
-
-
-# A killed client's COMMIT may still be carried out by its server backend: each child
-# names its PostgreSQL sessions, and what a kill left is read once they are gone.
-_SESSION_NAMES: dict[int, str] = {}
-
-
-def settle(db: str, proc: subprocess.Popen[str]) -> None:
-    """Wait until the killed child's server sessions (PostgreSQL) have ended."""
-    name = _SESSION_NAMES.pop(proc.pid, None)
-    if name is not None and db.startswith(("postgresql://", "postgres://")):
-        wait_for_sessions_to_end(db, name)
-
-
-def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    """Wait for a child (killing it after ``TIMEOUT``); return its stdout and stderr."""
-    try:
-        return proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"child timed out; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def tagged(out: str, err: str, tag: str) -> dict[str, Any]:
-    """The JSON of the child's ``<tag> {...}`` stdout line (failing with its output if absent)."""
-    for line in out.splitlines():
-        if line.startswith(f"{tag} "):
-            data: dict[str, Any] = json.loads(line[len(tag) + 1 :])
-            return data
-    pytest.fail(f"no {tag!r} line from the child; stdout {out[-800:]!r}; stderr:\n{err[-3000:]}")
-
-
-def assert_sigkilled(proc: subprocess.Popen[str], out: str, err: str, where: str) -> None:
-    """The child must have died of SIGKILL (not finished, not crashed by an exception)."""
-    assert proc.returncode == -signal.SIGKILL, (
-        f"child for {where} exited {proc.returncode} instead of dying of SIGKILL; "
-        f"stdout {out[-800:]!r}; stderr:\n{err[-3000:]}"
-    )
+    return start_child([str(CHILD), mode, *map(str, args)], env=env, cwd=log.parent)
 
 
 # -- what the log and the journal say ----------------------------------------------------
@@ -236,8 +185,7 @@ class Crash:
 def _after_kill(
     proc: subprocess.Popen[str], place: Place, run_id: str, flavour: str, where: str
 ) -> Crash:
-    out, err = finish(proc)
-    assert_sigkilled(proc, out, err, where)
+    assert_sigkilled(proc, where)
     db, log = place.db, place.log
     settle(db, proc)
     before = view(db, run_id)
@@ -384,6 +332,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 class TestBaseline:
     """Uninterrupted runs: the reference every recovered run is compared with."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     @pytest.mark.parametrize("flavour", ["sync", "async"])
     def test_uninterrupted_run(
         self, place: Place, baseline: Callable[[str], Baseline], flavour: str
@@ -412,12 +361,22 @@ class TestBaseline:
 # -- the matrix ------------------------------------------------------------------------
 
 KILL_STEPS = [0, 1, 17, 49]
+# The kill points of the quick set: the middle step in each phase on SQLite, the first
+# and last where they differ most; one point on PostgreSQL.
+QUICK_SQLITE = {"before": [17], "inside": [0, 17], "after": [17, 49]}
+QUICK_PG = {"before": [], "inside": [17], "after": []}
+
+
+def matrix(phase: str) -> list[object]:
+    return on_backends(KILL_STEPS, sqlite=QUICK_SQLITE[phase], postgresql=QUICK_PG[phase])
 
 
 class TestSyncKillMatrix:
     """SIGKILL before, inside and right after step k of the 50-step sync run, then recover."""
 
-    @pytest.mark.parametrize("k", KILL_STEPS)
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), matrix("before"), indirect=["journal_location"]
+    )
     def test_kill_before_step(
         self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
@@ -428,7 +387,9 @@ class TestSyncKillMatrix:
         ran = check_recovered(crash, baseline("sync"))
         assert ran == Counter(range(N)), "a step ran twice"
 
-    @pytest.mark.parametrize("k", KILL_STEPS)
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), matrix("inside"), indirect=["journal_location"]
+    )
     def test_kill_inside_step(
         self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
@@ -441,7 +402,9 @@ class TestSyncKillMatrix:
         assert ran[k] == 2
         assert ran - Counter([k]) == Counter(range(N)), "a step other than k ran twice"
 
-    @pytest.mark.parametrize("k", KILL_STEPS)
+    @pytest.mark.parametrize(
+        ("journal_location", "k"), matrix("after"), indirect=["journal_location"]
+    )
     def test_kill_after_step(
         self, place: Place, baseline: Callable[[str], Baseline], k: int
     ) -> None:
@@ -456,8 +419,8 @@ class TestSyncKillMatrix:
 
 # The first seeds run in the quick set, the rest are slow; DURABLE_TRIALS scales both
 # counts (tests/_trials.py).
-RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 3)
-RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 1, pytest.mark.postgres)
+RANDOM_CASES = seeds("sqlite", RANDOM_TRIALS, 1)
+RANDOM_CASES += seeds("postgresql", PG_RANDOM_TRIALS, 0, pytest.mark.postgres)
 
 
 class TestRandomKills:
@@ -484,6 +447,7 @@ class TestRandomKills:
 class TestAsyncKills:
     """The async run (with a 5-step gather) killed at chosen points, then recovered."""
 
+    @pytest.mark.parametrize("journal_location", backends(sqlite=False), indirect=True)
     @pytest.mark.parametrize(
         ("point", "completed", "in_flight"),
         [
@@ -509,6 +473,7 @@ class TestAsyncKills:
         ran = check_recovered(crash, baseline("async"))
         assert {i for i, c in ran.items() if c > 1} == in_flight
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_kill_inside_gather(self, place: Place, baseline: Callable[[str], Baseline]) -> None:
         """Killed in the third step of the gather: only gather steps not yet committed re-run."""
         crash = crash_at(place, "async", "inside:12")
@@ -523,6 +488,7 @@ class TestAsyncKills:
 class TestUnimportableFunction:
     """Recovering a run whose function can no longer be imported."""
 
+    @pytest.mark.parametrize("journal_location", backends(), indirect=True)
     def test_function_not_found_leaves_run_untouched(
         self, place: Place, baseline: Callable[[str], Baseline]
     ) -> None:

@@ -48,6 +48,7 @@ from typing import IO
 
 import psycopg
 import pytest
+from _children import REPO
 
 from engine import Engine
 from engine.worker import Worker
@@ -56,7 +57,6 @@ from journal.pg_cluster import ClusterUnavailable, TempCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
-REPO = Path(__file__).resolve().parent.parent
 PROCS = REPO / "tests" / "_procs"
 CHILD = PROCS / "multiworker_child.py"
 sys.path.insert(0, str(PROCS))

@@ -1,9 +1,14 @@
-"""The ``durable`` command line, run as a real program against real journal files.
+"""The ``durable`` command line against real journal files.
 
-Every check runs ``python -m engine.cli`` in a subprocess: exit statuses, one-line
-errors without tracebacks, human output and ``--json`` output parsed and checked.
-The journals are built once per module by a subprocess running a small workload
-written into the temporary directory. ``docs/cli.md`` is checked against ``--help``.
+Commands that run user code, hold a worker or write (replay, fork, recover, worker,
+cancel, compact, migrate...), usage errors and ``--help`` run as a real program
+(``python -m engine.cli`` in a subprocess); the commands that only read a journal run
+the same ``cli`` object in this process (click's CliRunner, in the workload's
+directory, with the subprocess's environment), where an exception that escapes is
+shown as the traceback the program would print. Exit statuses, one-line errors
+without tracebacks, human output and ``--json`` output parsed and checked. The
+journals are built once per module by a subprocess running a small workload written
+into the temporary directory. ``docs/cli.md`` is checked against ``--help``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +31,13 @@ from typing import Any
 
 import click
 import pytest
+from _children import REPO
 from click.testing import CliRunner
 
 from engine.cli import cli
 from journal import Journal
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 DOCS = ROOT / "docs" / "cli.md"
 
 WORKLOAD = """
@@ -116,6 +123,9 @@ with Journal(crashed_db) as j:
 
 # -- helpers ---------------------------------------------------------------------------
 
+# Read-only commands: run in this process unless they are told to import code.
+IN_PROCESS = {"runs", "show", "history", "state", "diff", "search", "export", "verify"}
+
 
 class Env:
     """The working directory holding the workload and the journals built from it."""
@@ -128,15 +138,15 @@ class Env:
     def run(
         self, *args: Any, db: Path | str | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """``durable [--db DB] ARGS...`` in a subprocess, in the workload's directory."""
-        cmd = [sys.executable, "-m", "engine.cli"]
-        if db is not None:
-            cmd += ["--db", str(db)]
-        cmd += [str(a) for a in args]
+        """``durable [--db DB] ARGS...`` in the workload's directory: in this process for
+        a read-only command (``IN_PROCESS``) that imports nothing, else in a subprocess."""
+        argv = (["--db", str(db)] if db is not None else []) + [str(a) for a in args]
+        if self.in_process(args, env):
+            return self.invoke(argv, env)
         base = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_")}
         base.pop("COLUMNS", None)
         return subprocess.run(
-            cmd,
+            [sys.executable, "-m", "engine.cli", *argv],
             cwd=self.root,
             env={**base, **(env or {})},
             capture_output=True,
@@ -145,18 +155,55 @@ class Env:
             check=False,
         )
 
+    @staticmethod
+    def in_process(args: tuple[Any, ...], env: dict[str, str] | None) -> bool:
+        imports = "--import" in args or any(k == "DURABLE_IMPORT" for k in env or {})
+        return bool(args) and str(args[0]) in IN_PROCESS and not imports
+
+    def invoke(
+        self, argv: list[str], env: dict[str, str] | None
+    ) -> subprocess.CompletedProcess[str]:
+        """``durable ARGV...`` through CliRunner, with the environment ``run`` gives a
+        subprocess; an escaping exception is appended to stderr as a traceback."""
+        unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DURABLE_")}
+        here = os.getcwd()
+        os.chdir(self.root)  # relative paths (export -o) as the program sees them
+        try:
+            result = CliRunner().invoke(
+                cli, argv, env={**unset, "COLUMNS": None, **(env or {})}, prog_name="durable"
+            )
+        finally:
+            os.chdir(here)
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(
+            ["durable", *argv], result.exit_code, result.stdout, stderr
+        )
+
     def all(
         self, *calls: tuple[Any, ...] | dict[str, Any], db: Path | str | None = None
     ) -> list[subprocess.CompletedProcess[str]]:
         """Run independent invocations concurrently (each is mostly interpreter start-up);
         a call is a tuple of arguments, or ``{"args": ..., "db": ..., "env": ...}``."""
         specs = [c if isinstance(c, dict) else {"args": c} for c in calls]
+        # In-process calls one after the other (CliRunner swaps sys.stdout), the
+        # subprocesses side by side.
         with ThreadPoolExecutor(max_workers=8) as pool:
             futures = [
-                pool.submit(self.run, *spec["args"], db=spec.get("db", db), env=spec.get("env"))
+                None
+                if self.in_process(tuple(spec["args"]), spec.get("env"))
+                else pool.submit(
+                    self.run, *spec["args"], db=spec.get("db", db), env=spec.get("env")
+                )
                 for spec in specs
             ]
-            return [f.result() for f in futures]
+            return [
+                f.result()
+                if f is not None
+                else self.run(*spec["args"], db=spec.get("db", db), env=spec.get("env"))
+                for f, spec in zip(futures, specs, strict=True)
+            ]
 
     def copy(self, src: Path, name: str) -> Path:
         """A private copy of a journal (with its -wal, if any) for a test that writes."""
@@ -815,13 +862,13 @@ def reference() -> str:
     return "\n".join(parts)
 
 
-BEGIN = "<!-- BEGIN GENERATED: durable --help (tests/test_cli.py) -->"
+BEGIN = "<!-- BEGIN GENERATED: durable --help (tests/cli/test_cli.py) -->"
 END = "<!-- END GENERATED -->"
 
 
 def test_docs_reference_is_current() -> None:
     """docs/cli.md holds every command's current --help. To regenerate it:
-    ``DURABLE_UPDATE_DOCS=1 pytest tests/test_cli.py -k docs``."""
+    ``DURABLE_UPDATE_DOCS=1 pytest tests/cli/test_cli.py -k docs``."""
     text = DOCS.read_text(encoding="utf-8")
     assert BEGIN in text and END in text, "docs/cli.md lost its generated-section markers"
     head, rest = text.split(BEGIN, 1)
@@ -831,7 +878,7 @@ def test_docs_reference_is_current() -> None:
         DOCS.write_text(expected, encoding="utf-8")
         return
     assert text == expected, (
-        "docs/cli.md is out of date: run DURABLE_UPDATE_DOCS=1 pytest tests/test_cli.py -k docs"
+        "docs/cli.md is out of date: run DURABLE_UPDATE_DOCS=1 pytest tests/cli/test_cli.py -k docs"
     )
 
 

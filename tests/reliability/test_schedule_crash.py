@@ -27,13 +27,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from _children import REPO
 
 from engine import Engine, Schedule, add_schedule, pause_schedule, tick_run_id
 from journal import EntryKind, Journal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-REPO = Path(__file__).resolve().parent.parent
 PROCS = REPO / "tests" / "_procs"
 NAME = "crash-tick"
 TARGET = "schedule_workload:tick"

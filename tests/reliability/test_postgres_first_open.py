@@ -12,13 +12,12 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
+from _children import REPO
 
 from journal import Journal
 
-REPO = Path(__file__).resolve().parents[1]
 OPENERS = 5
 TRIALS = 12
 SPACING = 0.4  # seconds between trials' instants

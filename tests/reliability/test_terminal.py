@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _children import PROCS
 from _trials import scaled
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -33,7 +34,6 @@ from journal import (
 )
 
 K = EntryKind
-PROCS = Path(__file__).parent / "_procs"
 TERMINAL_KINDS = {
     K.RUN_COMPLETED: "completed",
     K.RUN_FAILED: "failed",
