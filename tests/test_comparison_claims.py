@@ -218,7 +218,7 @@ def check_telemetry() -> None:
     assert "telemetry" in params(engine.Engine) and issubclass(engine.Telemetry, object)
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '\notel = [\n    "opentelemetry-api' in pyproject
-    # Behaviour: tests/test_telemetry.py (spans across enqueue and a SIGKILL, metrics).
+    # Behaviour: tests/engine/test_telemetry.py (spans across enqueue and a SIGKILL, metrics).
 
 
 def check_languages() -> None:

@@ -1,6 +1,6 @@
 """Workflows written for LlamaIndex (a nested workflow injected with ``add_workflows``, a
 ``Resource`` parameter, a ``@catch_error`` handler), with only their imports changed to
-``engine``: used by tests/test_workflow_resources.py in process and under SIGKILL.
+``engine``: used by tests/reliability/test_workflow_resources.py in process and under SIGKILL.
 
 Every step body appends a line to ``$LI_LOG`` (fsynced) so a test counts what ran, across
 processes; a step whose name is in ``$LI_HOLD`` sleeps there until killed.

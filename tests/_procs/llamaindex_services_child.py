@@ -1,4 +1,4 @@
-"""Child process for tests/test_workflow_resources.py: ``start DB WORKFLOW RUN_ID``
+"""Child process for tests/reliability/test_workflow_resources.py: ``start DB WORKFLOW RUN_ID``
 starts a run (and is killed by the test); ``recover DB`` resumes what a dead process
 left, waits for it, and prints the recovery report as JSON."""
 

@@ -1,4 +1,4 @@
-"""Child-process program for tests/test_resume.py.
+"""Child-process program for tests/engine/test_resume.py.
 
 Run as ``python resume_child.py MODE DB RUN_ID [N]`` with ``tests/_procs`` on
 ``PYTHONPATH``:

@@ -1,4 +1,4 @@
-"""A durable function that fails at one step, then is resumed (tests/test_resume.py).
+"""A durable function that fails at one step, then is resumed (tests/engine/test_resume.py).
 
 Imported by name (``tests/_procs`` on ``PYTHONPATH``) in every process that starts,
 resumes or recovers it. Driven by environment variables read at call time:

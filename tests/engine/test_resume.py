@@ -40,7 +40,7 @@ from engine.ui import create_app
 from journal import EntryKind, Journal, NotFailed, ResumeRecord, RunNotFound
 
 K = EntryKind
-PROCS = Path(__file__).parent / "_procs"
+PROCS = Path(__file__).parents[1] / "_procs"
 CHILD = PROCS / "resume_child.py"
 TOKEN = "fixed-token-for-the-tests_0123456789"
 

@@ -38,7 +38,7 @@ from engine import (
 )
 from journal import Journal
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROCS = REPO / "tests" / "_procs"
 MADE: Counter[str] = Counter()
 

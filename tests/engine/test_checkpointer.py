@@ -349,7 +349,7 @@ class TestNoExtraWrites:
         assert done["double"]["returned"] == "Doubled"
 
 
-PROCS = Path(__file__).resolve().parent / "_procs"
+PROCS = Path(__file__).resolve().parents[1] / "_procs"
 
 
 def test_checkpoints_survive_sigkill_and_run_from_goes_on(tmp_path: Path) -> None:

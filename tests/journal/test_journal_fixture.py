@@ -21,7 +21,7 @@ from make_fixture import describe
 from engine import Engine
 from journal import Journal, copy_journal
 
-FIXTURE = Path(__file__).parent / "fixtures" / "journal_v4.db"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "journal_v4.db"
 EXPECTED: dict[str, Any] = json.loads(FIXTURE.with_suffix(".json").read_text())
 
 
