@@ -6,7 +6,8 @@ by ``python tests/make_fixture.py`` with the code of those versions, not today's
 It holds function runs (completed, failed, pending), a workflow run, snapshots, a
 compacted run and a fork; tests/journal/test_journal_integrity.py (v2) and
 tests/engine/test_schedules.py (v3) open, upgrade and read them. From version 4 on it
-also holds tagged runs, a function run asleep on a timer, a workflow run waiting for an event and a schedule, and
+also holds tagged runs, a function run asleep on a timer, a workflow run waiting for an
+event and a schedule, and
 ``python tests/make_fixture.py --expect`` writes beside it what the code that wrote it
 reads from it (journal_vN.json: runs, history, state at every seq, lineage), which
 tests/journal/test_journal_fixture.py compares with what today's code reads.
