@@ -56,7 +56,7 @@ from .errors import (
     WrongFunction,
 )
 from .execution import _CURRENT_RUN, ContinueAsNew, RunExecution, child_outcome
-from .queues import WAKE_CHANNEL, queue_limits
+from .queues import WAKE_CHANNEL, queue_limits, queue_rates
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
 from .runids import check_same_start
@@ -453,6 +453,7 @@ class Engine:
                 self.owner,
                 lease_seconds=self.lease_seconds,
                 limits=queue_limits(),
+                rates=queue_rates(),
                 run_ids=[run.run_id],
             )
             return claimed[0] if claimed else None
@@ -1123,6 +1124,7 @@ class Engine:
             lease_seconds=self.lease_seconds,
             limit=len(vetted),
             limits=queue_limits(),
+            rates=queue_rates(),
             skip_run_ids=sorted(skip),
             run_ids=sorted(vetted),
         )
@@ -1133,7 +1135,7 @@ class Engine:
             fn.launch(self, run, future)
             report.handles.append(RunHandle(self, run.run_id, future))
         taken = {run.run_id for run in claimed}
-        limited = queue_limits()
+        limited = {*queue_limits(), *queue_rates()}
         held = [r for r in vetted.values() if r.run_id not in taken and r.queue in limited]
         held.sort(key=lambda r: (-r.priority, r.created_at, r.run_id))
         report.queued[:] = [r.run_id for r in held]

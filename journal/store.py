@@ -89,6 +89,37 @@ _PARENT_DONE = (
 _QUEUE_TURNS = 0x44524232  # claimers of a limited queue take turns on a key made from this
 
 
+def _queue_room(
+    db: Backend,
+    queue: str,
+    now: float,
+    concurrency: int | None,
+    rate: tuple[int, float] | None,
+    limit: int,
+) -> int:
+    """How many more runs of a limited ``queue`` one claim may take at ``now``, inside
+    the claim's transaction and turn: at most ``concurrency`` running (leased) at once,
+    and at most ``rate[0]`` first claimed (``runs.started_at``) in the last ``rate[1]``
+    seconds. Counted from the runs themselves, so every worker and process sharing the
+    journal is held to one limit."""
+    room = limit
+    if concurrency is not None:
+        (active,) = db.execute(
+            "SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'"
+            " AND owner IS NOT NULL AND lease_expires_at >= ?",
+            (queue, now),
+        ).fetchone()
+        room = min(room, concurrency - active)
+    if rate is not None:
+        n, seconds = rate
+        (started,) = db.execute(
+            "SELECT count(*) FROM runs WHERE queue = ? AND started_at > ?",
+            (queue, now - seconds),
+        ).fetchone()
+        room = min(room, n - started)
+    return room
+
+
 def _queue_turn(queue: str) -> int:
     """The advisory-lock key of a limited queue's claim turn (a signed 64-bit int)."""
     return (_QUEUE_TURNS << 31) ^ zlib.crc32(queue.encode())
@@ -963,6 +994,7 @@ class Journal:
         skip_run_ids: Sequence[str] = (),
         run_ids: Sequence[str] | None = None,
         now: float | None = None,
+        rates: Mapping[str, tuple[int, float]] | None = None,
     ) -> list[Run]:
         """Claim up to ``limit`` runs nobody holds, highest priority then oldest first:
         the durable queue's dequeue, and the one door every run is claimed through
@@ -972,13 +1004,16 @@ class Journal:
         unfinished (the parent resumes them). ``limits`` caps how many runs of each
         named queue may be running (leased) at once across every worker: claimers of
         one limited queue take turns, and while another holds that queue's turn its
-        runs are left for the next call (never waited for). Runs of functions in
+        runs are left for the next call (never waited for). ``rates`` maps a queue to
+        ``(n, seconds)``: at most ``n`` of its runs are first claimed in any
+        ``seconds`` (counted from when each was first claimed). Runs of functions in
         ``skip_names`` and the runs in ``skip_run_ids`` (those the caller is
         executing) are left alone, and so is a run whose row fails its checksum
         (``durable verify`` names it). Concurrent claimers on PostgreSQL skip each
         other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
         """
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
+        rates = dict(rates or {})
         skip_run_ids = [*skip_run_ids, *self._altered]
         if run_ids is not None and not run_ids:
             return []
@@ -1005,24 +1040,20 @@ class Journal:
                         (*params, *extra, n),
                     ).fetchall()
 
-                marks = ",".join("?" * len(limits))
-                unlimited = f"(queue IS NULL OR queue NOT IN ({marks}))" if limits else "1 = 1"
-                among: list[Any] = list(limits)
+                limited = sorted({*limits, *rates})
+                marks = ",".join("?" * len(limited))
+                unlimited = f"(queue IS NULL OR queue NOT IN ({marks}))" if limited else "1 = 1"
+                among: list[Any] = list(limited)
                 if run_ids is not None:
                     unlimited += f" AND run_id IN ({','.join('?' * len(run_ids))})"
                     among += run_ids
                 rows = candidates(unlimited, among, limit)
-                for queue in sorted(limits):
+                for queue in limited:
                     # Counting then claiming a limited queue must not interleave with
                     # another claimer's; a stalled claimer holds up that queue only.
                     if not db.take_turns(_queue_turn(queue)):
                         continue
-                    (active,) = db.execute(
-                        "SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'"
-                        " AND owner IS NOT NULL AND lease_expires_at >= ?",
-                        (queue, t),
-                    ).fetchone()
-                    room = min(limits[queue] - active, limit)
+                    room = _queue_room(db, queue, t, limits.get(queue), rates.get(queue), limit)
                     if room > 0:
                         # The queue's next runs by priority; a run named in run_ids goes
                         # only if it is among them (it does not jump the queue).
@@ -1044,8 +1075,9 @@ class Journal:
                     db.execute(
                         "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
                         "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
+                        "started_at = CASE WHEN status = 'pending' THEN ? ELSE started_at END, "
                         "checksum = ?, updated_at = ? WHERE run_id = ?",
-                        (owner, t + lease_seconds, checksum, t, run_id),
+                        (owner, t + lease_seconds, t, checksum, t, run_id),
                     )
                     chosen.append(run_id)
                 claimed = [
