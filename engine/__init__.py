@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .context import Context, current_context, idempotency_key
+from .context import Context, current_context, heartbeat, idempotency_key
 from .durable import DurableFunction, durable
 from .errors import (
     BadSchedule,
@@ -174,6 +174,7 @@ __all__ = [
     "durable",
     "fire_schedules",
     "fork",
+    "heartbeat",
     "history",
     "idempotency_key",
     "iter_history",

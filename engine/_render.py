@@ -352,6 +352,7 @@ def run_json(
         doc["output"] = _decoded(journal, run.output, run, "output")
         doc["traceback"] = failure_traceback(journal, run)
         doc["waiting_for"] = waits(journal, run)
+        doc["heartbeats"] = journal.heartbeat_of(run.run_id)
     if checkpoints is not None:
         doc["checkpoints"] = checkpoints
     return doc
@@ -581,6 +582,13 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
         if isinstance(deadline, int | float):
             line += f", until {timestamp(deadline, ms=True)}"
         out.append(Text(clean(line)))
+    beats = journal.heartbeat_of(run.run_id)
+    if beats:
+        out.append(Text("\nheartbeats", style="bold"))
+        for key, beat in beats.items():
+            ago = f" ({duration(now - beat['at'])} ago)" if now >= beat["at"] else ""
+            line = f"{key}  {timestamp(beat['at'], ms=True)}{ago}  {compact_json(beat.get('details'))}"
+            out.append(Text(clean(line)))
     if run.error:
         out.append(Text("\nerror", style="bold red"))
         out.append(Text(clean(run.error, lines=True), style="red"))

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -246,6 +247,10 @@ class Engine:
         # Every run this engine holds a lease on, executing or queued for a thread,
         # with the epoch it claimed: the heartbeat renews them all.
         self._leases: dict[str, int] = {}
+        # ctx.heartbeat() of steps executing here: run -> step key -> (details as JSON,
+        # wall time); the lease heartbeat writes a run's beats with its next renewal.
+        self._beats: dict[str, dict[str, tuple[str, float]]] = {}
+        self._beats_due: set[str] = set()
         self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
         # The run.started entry is the same for every run of one codec (it names
         # this engine as owner): encoded once, shared (entries are immutable).
@@ -329,7 +334,13 @@ class Engine:
             while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
                 for run_id, epoch in list(self._leases.items()):
                     try:
-                        journal.renew_lease(run_id, self.owner, epoch, self.lease_seconds)
+                        journal.renew_lease(
+                            run_id,
+                            self.owner,
+                            epoch,
+                            self.lease_seconds,
+                            heartbeat=self._beats_of(run_id),
+                        )
                     except ConflictError:
                         ex = self._executions.get(run_id)
                         if ex is not None:
@@ -339,6 +350,22 @@ class Engine:
         finally:
             if journal is not self.journal:
                 journal.close()
+
+    def _progress(self, run_id: str, key: str, details: str) -> None:
+        """A step of ``run_id`` beat (``ctx.heartbeat``): kept for the next renewal."""
+        self._beats.setdefault(run_id, {})[key] = (details, time.time())
+        self._beats_due.add(run_id)
+
+    def _beats_of(self, run_id: str) -> str | None:
+        """The run's step heartbeats as the JSON its row keeps, if any came since the
+        last renewal; None otherwise (the row keeps what it has)."""
+        if run_id not in self._beats_due:
+            return None
+        self._beats_due.discard(run_id)
+        beats = dict(self._beats.get(run_id, {}))
+        return json.dumps(
+            {key: {"at": at, "details": json.loads(d)} for key, (d, at) in sorted(beats.items())}
+        )
 
     def _heartbeat_journal(self) -> Journal:
         """On PostgreSQL, a connection of the heartbeat's own: on the shared one, renewals
@@ -800,6 +827,8 @@ class Engine:
             self._executions.pop(run_id, None)
             self._running.pop(run_id, None)
             self._leases.pop(run_id, None)
+            self._beats.pop(run_id, None)
+            self._beats_due.discard(run_id)
             if self._journal is not None:
                 self._journal.use_codec(run_id, None)
 

@@ -1105,16 +1105,27 @@ class Journal:
         (PostgreSQL); for a journal file, one whose ``wait`` just sleeps (poll)."""
         return self._c().listener(channel)
 
-    def renew_lease(self, run_id: str, owner: str, epoch: int, lease_seconds: float) -> float:
-        """Extend a held lease; raises :class:`ConflictError` if the epoch moved on."""
+    def renew_lease(
+        self,
+        run_id: str,
+        owner: str,
+        epoch: int,
+        lease_seconds: float,
+        *,
+        heartbeat: str | None = None,
+    ) -> float:
+        """Extend a held lease; raises :class:`ConflictError` if the epoch moved on.
+        ``heartbeat`` (JSON: the steps' last progress, see :meth:`heartbeat_of`)
+        replaces the run's in the same statement."""
         with self._lock:
             db = self._c()
             with db.transaction(f"renewing the lease on {run_id!r}"):
                 expires = db.clock() + lease_seconds
+                beat = "" if heartbeat is None else ", heartbeat = ?"
                 db.execute(
-                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
+                    f"UPDATE runs SET lease_expires_at = ?{beat} WHERE run_id = ? AND owner = ?"
                     " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
-                    (expires, run_id, owner, epoch),
+                    (expires, *([] if heartbeat is None else [heartbeat]), run_id, owner, epoch),
                 )
                 if db.changes() == 0:
                     raise ConflictError(
@@ -1123,6 +1134,37 @@ class Journal:
                         epoch=epoch,
                     )
         return expires
+
+    def heartbeat_of(self, run_id: str) -> dict[str, Any]:
+        """The progress the run's steps last reported (``ctx.heartbeat``): step key ->
+        ``{"at": unix time, "details": ...}``, as of the last lease renewal; ``{}`` if
+        none (or the journal predates heartbeats)."""
+        with self._lock:
+            if self._c().schema_version < 5:
+                return {}
+            rows = self._read(
+                "SELECT heartbeat FROM runs WHERE run_id = ?",
+                (run_id,),
+                where=f"reading the heartbeats of run {run_id!r}",
+            )
+        if not rows or rows[0][0] is None:
+            return {}
+        try:
+            beats = json.loads(rows[0][0])
+        except ValueError:
+            beats = None
+        if not isinstance(beats, dict) or not all(
+            isinstance(v, dict)
+            and isinstance(v.get("at"), int | float)
+            and not isinstance(v.get("at"), bool)
+            for v in beats.values()
+        ):
+            raise CorruptionError(
+                f"run {run_id!r}: its heartbeat column is not the JSON object the engine"
+                " writes; the file was altered or damaged",
+                run_id=run_id,
+            )
+        return beats
 
     # -- entries ---------------------------------------------------------------------
 

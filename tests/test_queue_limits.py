@@ -213,12 +213,14 @@ class TestDedup:
         assert {"DedupKeyConflict", "StepHeartbeatTimeout", "heartbeat"} <= set(engine.__all__)
 
 
-def _child(location: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _child(
+    location: str, *args: str, env: dict[str, str] | None = None, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(PROCS / "limits_child.py"), location, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env={**os.environ, **(env or {}), "PYTHONPATH": f"{PROCS}{os.pathsep}{REPO}"},
     )
@@ -240,7 +242,9 @@ class TestProcesses:
         log = tmp_path / "exec.log"
         _finish(_child(location, "enqueue", "12"))
         env = {"LIMITS_LOG": str(log)}
-        workers = [_child(location, "worker", env=env) for _ in range(3)]
+        # A worker's log goes to a file: a pipe nobody reads could fill and stall it.
+        errs = [(tmp_path / f"worker{i}.err").open("w") for i in range(3)]
+        workers = [_child(location, "worker", env=env, stderr=e) for e in errs]
         try:
             for w in workers:
                 assert w.stdout is not None
@@ -258,7 +262,10 @@ class TestProcesses:
                 w.terminate()
             for w in workers:
                 w.communicate(timeout=30)
-        assert completed == 12
+            for e in errs:
+                e.close()
+        logs = "".join(p.read_text() for p in sorted(tmp_path.glob("worker*.err")))
+        assert completed == 12, logs
         assert len(starts) == 12
         assert _worst_window(starts, 0.5) <= 3
         assert starts[-1] - starts[0] > 1.5  # 4 windows' worth
