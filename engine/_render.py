@@ -587,7 +587,9 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
         out.append(Text("\nheartbeats", style="bold"))
         for key, beat in beats.items():
             ago = f" ({duration(now - beat['at'])} ago)" if now >= beat["at"] else ""
-            line = f"{key}  {timestamp(beat['at'], ms=True)}{ago}  {compact_json(beat.get('details'))}"
+            line = (
+                f"{key}  {timestamp(beat['at'], ms=True)}{ago}  {compact_json(beat.get('details'))}"
+            )
             out.append(Text(clean(line)))
     if run.error:
         out.append(Text("\nerror", style="bold red"))

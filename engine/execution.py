@@ -71,6 +71,7 @@ class StepScope:
     # ``beat`` (time.monotonic() of the last ctx.heartbeat) is set only by a step that
     # beats: a step that never does pays nothing for it.
     __slots__ = ("beat", "buffer", "execution", "key")
+    beat: float
 
     def __init__(self, execution: RunExecution, key: str) -> None:
         self.execution = execution
@@ -642,7 +643,9 @@ def _recorded_failure(name: str, payload: dict[str, Any]) -> StepFailed:
 
 
 def _live_failure(name: str, key: str, exc: BaseException, attempt: int) -> StepFailed:
-    cls: type[StepFailed] = StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    cls: type[StepFailed] = (
+        StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    )
     if isinstance(exc, StepHeartbeatTimeout):
         cls = StepHeartbeatTimeout
     return cls(

@@ -135,12 +135,16 @@ def enqueue(
         raise TypeError(f"priority must be an int, got {priority!r}")
     name = queue or DEFAULT_QUEUE
     if dedup_key is None:
-        return _enqueue(engine, fn, args, kwargs, run_id, name, priority, tags)
+        return _enqueue(
+            engine, fn, args, kwargs, run_id=run_id, name=name, priority=priority, tags=tags
+        )
     if run_id is not None:
         raise TypeError("give a run_id or a dedup_key, not both: a run id is already a key")
     if not isinstance(dedup_key, str) or not 0 < len(dedup_key) <= _MAX_DEDUP_KEY:
         raise ValueError(f"dedup_key must be a str of 1 to {_MAX_DEDUP_KEY} characters")
-    return _dedup_enqueue(engine, fn, args, kwargs, name, priority, tags, dedup_key)
+    return _dedup_enqueue(
+        engine, fn, args, kwargs, queue=name, priority=priority, tags=tags, key=dedup_key
+    )
 
 
 def _enqueue(
@@ -148,6 +152,7 @@ def _enqueue(
     fn: DurableFunction[Any, Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
     run_id: str | None,
     name: str,
     priority: int,
@@ -191,6 +196,7 @@ def _dedup_enqueue(
     fn: DurableFunction[Any, Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
     queue: str,
     priority: int,
     tags: Mapping[str, str] | None,
@@ -217,7 +223,15 @@ def _dedup_enqueue(
     while True:
         try:
             return _enqueue(
-                engine, fn, args, kwargs, f"{prefix}{gen}", queue, priority, tagged, dedup=True
+                engine,
+                fn,
+                args,
+                kwargs,
+                run_id=f"{prefix}{gen}",
+                name=queue,
+                priority=priority,
+                tags=tagged,
+                dedup=True,
             )
         except _Taken as taken:
             run = taken.run

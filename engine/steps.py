@@ -91,7 +91,9 @@ def step(
         or not isinstance(heartbeat_timeout, int | float)
         or not 0 < heartbeat_timeout < float("inf")
     ):
-        raise ValueError(f"heartbeat_timeout must be a number of seconds > 0, got {heartbeat_timeout!r}")
+        raise ValueError(
+            f"heartbeat_timeout must be a number of seconds > 0, got {heartbeat_timeout!r}"
+        )
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         policy = retry or RetryPolicy(

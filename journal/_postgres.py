@@ -92,8 +92,8 @@ _V4 = (
 
 # Version 5: queue rate limits (first claim of a queued run) and step heartbeats.
 _V5 = (
-    "ALTER TABLE runs ADD COLUMN started_at DOUBLE PRECISION",
-    "ALTER TABLE runs ADD COLUMN heartbeat TEXT",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS started_at DOUBLE PRECISION",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat TEXT",
     "CREATE INDEX IF NOT EXISTS runs_by_start ON runs(queue, started_at)",
 )
 

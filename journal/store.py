@@ -92,6 +92,7 @@ _QUEUE_TURNS = 0x44524232  # claimers of a limited queue take turns on a key mad
 def _queue_room(
     db: Backend,
     queue: str,
+    *,
     now: float,
     concurrency: int | None,
     rate: tuple[int, float] | None,
@@ -1053,7 +1054,14 @@ class Journal:
                     # another claimer's; a stalled claimer holds up that queue only.
                     if not db.take_turns(_queue_turn(queue)):
                         continue
-                    room = _queue_room(db, queue, t, limits.get(queue), rates.get(queue), limit)
+                    room = _queue_room(
+                        db,
+                        queue,
+                        now=t,
+                        concurrency=limits.get(queue),
+                        rate=rates.get(queue),
+                        limit=limit,
+                    )
                     if room > 0:
                         # The queue's next runs by priority; a run named in run_ids goes
                         # only if it is among them (it does not jump the queue).

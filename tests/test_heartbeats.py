@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +26,8 @@ from engine import (
     Engine,
     NotInRun,
     RunFailed,
-    StepFailed,
     StartEvent,
+    StepFailed,
     StepHeartbeatTimeout,
     StopEvent,
     Workflow,
@@ -148,9 +147,7 @@ def eng(tmp_path: Path) -> Iterator[Engine]:
 
 def _failures(journal: Journal, run_id: str) -> list[dict[str, Any]]:
     return [
-        journal.decode_entry(e)
-        for e in journal.read(run_id)
-        if e.kind == EntryKind.STEP_FAILED
+        journal.decode_entry(e) for e in journal.read(run_id) if e.kind == EntryKind.STEP_FAILED
     ]
 
 

@@ -9,6 +9,7 @@ process tests run real worker and enqueuer processes (``tests/_procs/limits_chil
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import engine
 from engine import DedupKeyConflict, Engine, Queue, durable, step
 from engine.queues import DEDUP_TAG, queue_rates
 from journal import Journal
+from journal._schema import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 PROCS = REPO / "tests" / "_procs"
@@ -300,3 +302,47 @@ def _race(location: str) -> str:
     ids = {_finish(p).strip() for p in procs}
     assert len(ids) == 1
     return ids.pop()
+
+
+class TestSchemaVersion5:
+    """Version 5 adds runs.started_at (rate limits) and runs.heartbeat (ctx.heartbeat)."""
+
+    def test_v4_file_reads_as_is_and_upgrades_on_write(self, tmp_path: Path) -> None:
+        """tests/fixtures/journal_v4.db: read-only it stays version 4 (no heartbeats to
+        show); opened to write it is version 5, its runs intact and verified."""
+        path = tmp_path / "v4.db"
+        shutil.copy(REPO / "tests" / "fixtures" / "journal_v4.db", path)
+        with Journal(path, readonly=True) as old:
+            assert old.backend.schema_version == 4
+            assert old.heartbeat_of("fn-done") == {}
+            before = [(r.run_id, r.status, r.last_seq) for r in old.list_runs(limit=None)]
+        with Journal(path) as j:
+            assert j.backend.schema_version == SCHEMA_VERSION == 5
+            assert j.verify().ok
+            assert [(r.run_id, r.status, r.last_seq) for r in j.list_runs(limit=None)] == before
+            assert j.heartbeat_of("fn-done") == {}
+            j.create_run("q1", name="m:f", queue="q", status="pending")
+            got = j.claim_next("w", limit=5, rates={"q": (1, 60.0)}, run_ids=["q1"])
+            assert [r.run_id for r in got] == ["q1"]
+            assert len(_starts(j, "q")) == 1
+
+    @pytest.mark.postgres
+    def test_postgres_v4_schema_upgrades(self, pg_schema_url: str) -> None:
+        """A PostgreSQL journal at version 4 (the new columns dropped) is upgraded on open."""
+        with Journal(pg_schema_url) as j:
+            j.create_run("old", name="m:f", queue="q", status="pending")
+            db = j.backend
+            with j.lock, db.transaction("downgrading"):
+                db.execute("DROP INDEX runs_by_start")
+                db.execute("ALTER TABLE runs DROP COLUMN started_at")
+                db.execute("ALTER TABLE runs DROP COLUMN heartbeat")
+                db.execute("UPDATE journal_meta SET value = '4' WHERE key = 'schema_version'")
+        with Journal(pg_schema_url, readonly=True) as old:
+            assert old.backend.schema_version == 4
+            assert old.heartbeat_of("old") == {}
+        with Journal(pg_schema_url) as j:
+            assert j.query("SELECT value FROM journal_meta WHERE key = 'schema_version'") == [
+                {"value": "5"}
+            ]
+            assert [r.run_id for r in j.claim_next("w", rates={"q": (1, 60.0)})] == ["old"]
+            assert len(_starts(j, "q")) == 1
