@@ -346,6 +346,9 @@ class Engine:
                         if ex is not None:
                             ex.cancel_requested.set()  # fenced off: stop at the next step
                     except Exception:
+                        # Not written: the beats go with the next renewal.
+                        if run_id in self._beats:
+                            self._beats_due.add(run_id)
                         continue
         finally:
             if journal is not self.journal:
