@@ -1,11 +1,12 @@
 """Writes tests/fixtures/journal_vN.db: a small journal in the schema version N of the
 code that runs it. Kept to show how the fixtures were made: journal_v2.db (before run
-rows carried a checksum) and journal_v3.db (before run tags and schedules) were written
-by ``python tests/make_fixture.py`` with the code of those versions, not today's.
+rows carried a checksum), journal_v3.db (before run tags and schedules) and
+journal_v4.db (before queue rate limits and step heartbeats) were written by ``python
+tests/make_fixture.py`` with the code of those versions, not today's.
 
 It holds function runs (completed, failed, pending), a workflow run, snapshots, a
-compacted run and a fork; tests/test_journal_integrity.py (v2) and tests/test_schedules.py
-(v3) open, upgrade and read them.
+compacted run and a fork; tests/test_journal_integrity.py (v2), tests/test_schedules.py
+(v3) and tests/test_queue_limits.py (v4) open, upgrade and read them.
 """
 
 from __future__ import annotations
