@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .checkpointer import CheckpointCallback, WorkflowCheckpointer
-from .context import Context, current_context, idempotency_key
+from .context import Context, current_context, heartbeat, idempotency_key
 from .drawing import (
     FlowGraph,
     draw_all_possible_flows,
@@ -26,6 +26,7 @@ from .errors import (
     CircularResourceError,
     ContextSerdeError,
     ContextStateError,
+    DedupKeyConflict,
     DrawingError,
     EngineError,
     FencedOff,
@@ -40,6 +41,7 @@ from .errors import (
     RunIdConflict,
     ServiceNotFoundError,
     StepFailed,
+    StepHeartbeatTimeout,
     StepTimeout,
     WorkerStopping,
     WorkflowConfigurationError,
@@ -164,6 +166,7 @@ __all__ = [
     "Context",
     "ContextSerdeError",
     "ContextStateError",
+    "DedupKeyConflict",
     "DictState",
     "Diff",
     "DrawingError",
@@ -209,6 +212,7 @@ __all__ = [
     "StateView",
     "StepFailed",
     "StepFailedEvent",
+    "StepHeartbeatTimeout",
     "StepNotFound",
     "StepSpec",
     "StepTimeout",
@@ -250,6 +254,7 @@ __all__ = [
     "durable",
     "fire_schedules",
     "fork",
+    "heartbeat",
     "history",
     "idempotency_key",
     "iter_history",

@@ -373,6 +373,7 @@ def run_json(
         doc["traceback"] = failure_traceback(journal, run)
         doc["waiting_for"] = waits(journal, run)
         doc["resumed"] = resumes(journal, run)
+        doc["heartbeats"] = journal.heartbeat_of(run.run_id)
     if checkpoints is not None:
         doc["checkpoints"] = checkpoints
     return doc
@@ -610,6 +611,15 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
         if isinstance(deadline, int | float):
             line += f", until {timestamp(deadline, ms=True)}"
         out.append(Text(clean(line)))
+    beats = journal.heartbeat_of(run.run_id)
+    if beats:
+        out.append(Text("\nheartbeats", style="bold"))
+        for key, beat in beats.items():
+            ago = f" ({duration(now - beat['at'])} ago)" if now >= beat["at"] else ""
+            line = (
+                f"{key}  {timestamp(beat['at'], ms=True)}{ago}  {compact_json(beat.get('details'))}"
+            )
+            out.append(Text(clean(line)))
     if run.error:
         out.append(Text("\nerror", style="bold red"))
         out.append(Text(clean(run.error, lines=True), style="red"))

@@ -18,7 +18,7 @@ from .state import State, TypedState
 if TYPE_CHECKING:
     from .execution import RunExecution
 
-__all__ = ["Context", "current_context", "idempotency_key"]
+__all__ = ["Context", "current_context", "heartbeat", "idempotency_key"]
 
 # A default lets a bare ``ctx: Context`` pass ``mypy --strict``; ``object``, not Any,
 # so that ``@durable`` can tell (by overload) a function taking a Context from others.
@@ -82,6 +82,12 @@ class Context(Generic[StateT]):
         message is said once per run, not once per recovery; records carry ``run_id``
         and ``step``."""
         return RunLog(self.run_id, lambda: self.replaying)
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Inside a step: say the attempt is alive, with ``details`` (JSON) of its
+        progress. Keeps a step with ``heartbeat_timeout`` from being failed as dead;
+        the last details of each step show in ``durable show`` and the web view."""
+        self._ex.heartbeat(details)
 
     def now(self) -> dt.datetime:
         """The current UTC time, journaled: a replay returns the same instant."""
@@ -151,6 +157,11 @@ def current_context() -> Context[Any]:
     """The Context of the run executing here (in its body or in one of its steps)."""
     ctx: Context[Any] = require_execution("current_context()").context
     return ctx
+
+
+def heartbeat(details: Any = None) -> None:
+    """``ctx.heartbeat(details)`` for a step that has no ``ctx`` at hand."""
+    require_execution("heartbeat()").heartbeat(details)
 
 
 def idempotency_key() -> str:

@@ -215,6 +215,17 @@ class DurableFunction(Generic[P, R]):
         run_id: str | None = None,
         queue: str | Queue | None = None,
         priority: int = 0,
+        dedup_key: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[T]: ...
+    @overload
+    def enqueue(
+        self: DurableFunction[P, _Async[T]],
+        *args: Any,
+        dedup_key: str | None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        tags: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> RunHandle[T]: ...
     @overload
@@ -242,6 +253,17 @@ class DurableFunction(Generic[P, R]):
         run_id: str | None = None,
         queue: str | Queue | None = None,
         priority: int = 0,
+        dedup_key: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[R]: ...
+    @overload
+    def enqueue(
+        self,
+        *args: Any,
+        dedup_key: str | None,
+        queue: str | Queue | None = None,
+        priority: int = 0,
+        tags: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> RunHandle[R]: ...
     def enqueue(  # type: ignore[misc]
@@ -251,6 +273,7 @@ class DurableFunction(Generic[P, R]):
         queue: str | Queue | None = None,
         priority: int = 0,
         tags: Mapping[str, str] | None = None,
+        dedup_key: str | None = None,
         **kwargs: Any,
     ) -> RunHandle[Any]:
         """Queue a run for a worker (``durable worker``) and return its handle at once.
@@ -260,6 +283,12 @@ class DurableFunction(Generic[P, R]):
         existing ``run_id`` with the same arguments returns that run: it is never
         queued twice. Other arguments raise :class:`RunIdConflict`. ``tags`` are added
         to the function's own, as for :meth:`start`.
+
+        ``dedup_key``: while a run of this function holding that key in the queue is
+        unfinished, enqueuing with the key again returns that run (whatever the
+        arguments) instead of queuing another; once it finished, the next enqueue
+        queues a new run. The key of another function's unfinished run raises
+        :class:`DedupKeyConflict`.
         """
         return enqueue(
             self.engine,
@@ -270,6 +299,7 @@ class DurableFunction(Generic[P, R]):
             queue=queue_name(queue) or self.queue,
             priority=priority,
             tags={**self.tags, **tags} if tags else self.tags or None,
+            dedup_key=dedup_key,
         )
 
     def launch(self, engine: Engine, run: Run, future: concurrent.futures.Future[Any]) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "CircularResourceError",
     "ContextSerdeError",
     "ContextStateError",
+    "DedupKeyConflict",
     "DrawingError",
     "EngineError",
     "FencedOff",
@@ -57,6 +58,7 @@ __all__ = [
     "RunIdConflict",
     "ServiceNotFoundError",
     "StepFailed",
+    "StepHeartbeatTimeout",
     "StepTimeout",
     "WorkerStopping",
     "WorkflowConfigurationError",
@@ -87,6 +89,11 @@ class StepFailed(EngineError):
 
 class StepTimeout(StepFailed):
     """A step attempt ran longer than its timeout."""
+
+
+class StepHeartbeatTimeout(StepTimeout):
+    """A step attempt went longer than its ``heartbeat_timeout`` without calling
+    ``ctx.heartbeat()``: treated as dead, failed, and left to the retry policy."""
 
 
 class RunFailed(EngineError):
@@ -134,6 +141,11 @@ class RunIdConflict(EngineError):
 
 class WrongFunction(RunIdConflict):
     """The run id exists but belongs to a different function."""
+
+
+class DedupKeyConflict(WrongFunction):
+    """An unfinished run of another function holds this deduplication key in this
+    queue; nothing was queued. ``key``, ``queue`` and ``run_id`` name the holder."""
 
 
 class BadSchedule(EngineError, ValueError):

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import datetime as dt
+import json
 import random
 import threading
 import time
@@ -39,6 +40,7 @@ from .errors import (
     RunCancelled,
     RunFailed,
     StepFailed,
+    StepHeartbeatTimeout,
     StepTimeout,
     WorkerStopping,
 )
@@ -66,7 +68,10 @@ _CURRENT_STEP: contextvars.ContextVar[StepScope | None] = contextvars.ContextVar
 class StepScope:
     """The step attempt being executed: where its mutations go, its idempotency key."""
 
-    __slots__ = ("buffer", "execution", "key")
+    # ``beat`` (time.monotonic() of the last ctx.heartbeat) is set only by a step that
+    # beats: a step that never does pays nothing for it.
+    __slots__ = ("beat", "buffer", "execution", "key")
+    beat: float
 
     def __init__(self, execution: RunExecution, key: str) -> None:
         self.execution = execution
@@ -396,6 +401,20 @@ class RunExecution:
             await self.commit_async(self._completed(scope, h, attempt, result, started))
             return result
 
+    def heartbeat(self, details: Any = None) -> None:
+        """Record that the current step attempt is alive, with ``details`` of its
+        progress: kept in memory, written to the run's row by the lease heartbeat at its
+        next renewal (no commit of its own), and read by ``durable show``."""
+        scope = _CURRENT_STEP.get()
+        if scope is None or scope.execution is not self:
+            raise NotInRun("ctx.heartbeat() must be called inside a @step")
+        try:
+            encoded = json.dumps(details, sort_keys=True, default=_unencodable)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"step {scope.key}: heartbeat details must be JSON: {exc}") from None
+        scope.beat = time.monotonic()
+        self.engine._progress(self.run_id, scope.key, encoded)
+
     def take_index(self) -> int:
         """Hand out the next call index (async steps take theirs when called)."""
         return self._begin_call()
@@ -606,8 +625,14 @@ def child_outcome(child_id: str, outcome: dict[str, Any]) -> Any:
     )
 
 
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _recorded_failure(name: str, payload: dict[str, Any], key: str | None) -> StepFailed:
-    cls = StepTimeout if payload.get("timeout") else StepFailed
+    cls: type[StepFailed] = StepTimeout if payload.get("timeout") else StepFailed
+    if payload.get("type") == StepHeartbeatTimeout.__qualname__:
+        cls = StepHeartbeatTimeout
     return cls(
         f"step {name!r} failed after {payload['attempt']} attempt(s): "
         f"{payload['type']}: {payload['error']}",
@@ -634,7 +659,11 @@ def _failed_step(exc: BaseException) -> str | None:
 
 
 def _live_failure(name: str, key: str, exc: BaseException, attempt: int) -> StepFailed:
-    cls = StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    cls: type[StepFailed] = (
+        StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    )
+    if isinstance(exc, StepHeartbeatTimeout):
+        cls = StepHeartbeatTimeout
     return cls(
         f"step {name!r} ({key}) failed after {attempt} attempt(s): {type(exc).__qualname__}: {exc}",
         step=name,
@@ -648,7 +677,7 @@ def _live_failure(name: str, key: str, exc: BaseException, attempt: int) -> Step
 def _run_sync(
     spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if spec.timeout is None:
+    if spec.timeout is None and spec.heartbeat_timeout is None:
         return fn(*args, **kwargs)
     # A thread cannot be killed: a timed-out attempt is abandoned, its result and
     # its mutations discarded, while the next attempt (or the failure) goes on.
@@ -661,23 +690,70 @@ def _run_sync(
         except BaseException as exc:
             future.set_exception(exc)
 
+    began = time.monotonic()
     threading.Thread(target=target, daemon=True, name=f"step-{spec.name}").start()
-    try:
-        return future.result(spec.timeout)
-    except concurrent.futures.TimeoutError:
-        raise StepTimeout(
-            f"step {spec.name!r} timed out after {spec.timeout}s", step=spec.name
-        ) from None
+    if spec.heartbeat_timeout is None:
+        try:
+            return future.result(spec.timeout)
+        except concurrent.futures.TimeoutError:
+            raise _timed_out(spec) from None
+    scope = _CURRENT_STEP.get()
+    while True:
+        wait = _until_dead(spec, scope, began)
+        try:
+            return future.result(max(wait, 0.0))
+        except concurrent.futures.TimeoutError:
+            _check_alive(spec, scope, began)
 
 
 async def _run_async(
     spec: StepSpec, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if spec.timeout is None:
+    if spec.timeout is None and spec.heartbeat_timeout is None:
         return await fn(*args, **kwargs)
+    if spec.heartbeat_timeout is None:
+        try:
+            return await asyncio.wait_for(fn(*args, **kwargs), spec.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _timed_out(spec) from None
+    began = time.monotonic()
+    scope = _CURRENT_STEP.get()
+    task = asyncio.ensure_future(fn(*args, **kwargs))
     try:
-        return await asyncio.wait_for(fn(*args, **kwargs), spec.timeout)
-    except (asyncio.TimeoutError, TimeoutError):
-        raise StepTimeout(
-            f"step {spec.name!r} timed out after {spec.timeout}s", step=spec.name
-        ) from None
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=max(_until_dead(spec, scope, began), 0.0))
+            if done:
+                return task.result()
+            _check_alive(spec, scope, began)
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def _timed_out(spec: StepSpec) -> StepTimeout:
+    return StepTimeout(f"step {spec.name!r} timed out after {spec.timeout}s", step=spec.name)
+
+
+def _until_dead(spec: StepSpec, scope: StepScope | None, began: float) -> float:
+    """Seconds until the attempt is dead unless it beats (or ends) first."""
+    assert spec.heartbeat_timeout is not None
+    last = getattr(scope, "beat", began)
+    left = last + spec.heartbeat_timeout - time.monotonic()
+    if spec.timeout is not None:
+        left = min(left, began + spec.timeout - time.monotonic())
+    return left
+
+
+def _check_alive(spec: StepSpec, scope: StepScope | None, began: float) -> None:
+    """Raise if the attempt ran past its timeout or its heartbeats stopped."""
+    assert spec.heartbeat_timeout is not None
+    now = time.monotonic()
+    if spec.timeout is not None and now >= began + spec.timeout:
+        raise _timed_out(spec)
+    last = getattr(scope, "beat", began)
+    if now - last >= spec.heartbeat_timeout:
+        raise StepHeartbeatTimeout(
+            f"step {spec.name!r} sent no heartbeat for {now - last:.1f}s"
+            f" (heartbeat_timeout {spec.heartbeat_timeout}s): treated as dead",
+            step=spec.name,
+        )

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -56,7 +57,7 @@ from .errors import (
     WrongFunction,
 )
 from .execution import _CURRENT_RUN, ContinueAsNew, RunExecution, child_outcome
-from .queues import WAKE_CHANNEL, queue_limits
+from .queues import WAKE_CHANNEL, queue_limits, queue_rates
 from .recorded import FORK_STEP, History, load_history
 from .registry import resolve
 from .resume import resume_run
@@ -254,6 +255,10 @@ class Engine:
         # Every run this engine holds a lease on, executing or queued for a thread,
         # with the epoch it claimed: the heartbeat renews them all.
         self._leases: dict[str, int] = {}
+        # ctx.heartbeat() of steps executing here: run -> step key -> (details as JSON,
+        # wall time); the lease heartbeat writes a run's beats with its next renewal.
+        self._beats: dict[str, dict[str, tuple[str, float]]] = {}
+        self._beats_due: set[str] = set()
         self._committers: dict[asyncio.AbstractEventLoop, GroupCommitter] = {}
         self._watchers: dict[asyncio.AbstractEventLoop, RunWatcher] = {}
         # The run.started entry is the same for every run of one codec (it names
@@ -349,10 +354,20 @@ class Engine:
         try:
             while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
                 # Every held lease in one commit: a process holding 10,000 parked runs
-                # writes one transaction per beat, not 10,000.
+                # writes one transaction per beat, not 10,000. Steps' heartbeats since
+                # the last renewal go in the same statements.
+                leases = dict(self._leases)
+                beats = {
+                    run_id: beat
+                    for run_id in leases
+                    if (beat := self._beats_of(run_id)) is not None
+                }
                 try:
-                    lost = journal.renew_leases(self.owner, dict(self._leases), self.lease_seconds)
+                    lost = journal.renew_leases(
+                        self.owner, leases, self.lease_seconds, heartbeats=beats
+                    )
                 except Exception:
+                    self._beats_due.update(beats)  # not written: with the next renewal
                     continue
                 for run_id in lost:
                     ex = self._executions.get(run_id)
@@ -361,6 +376,22 @@ class Engine:
         finally:
             if journal is not self.journal:
                 journal.close()
+
+    def _progress(self, run_id: str, key: str, details: str) -> None:
+        """A step of ``run_id`` beat (``ctx.heartbeat``): kept for the next renewal."""
+        self._beats.setdefault(run_id, {})[key] = (details, time.time())
+        self._beats_due.add(run_id)
+
+    def _beats_of(self, run_id: str) -> str | None:
+        """The run's step heartbeats as the JSON its row keeps, if any came since the
+        last renewal; None otherwise (the row keeps what it has)."""
+        if run_id not in self._beats_due:
+            return None
+        self._beats_due.discard(run_id)
+        beats = dict(self._beats.get(run_id, {}))
+        return json.dumps(
+            {key: {"at": at, "details": json.loads(d)} for key, (d, at) in sorted(beats.items())}
+        )
 
     def _heartbeat_journal(self) -> Journal:
         """On PostgreSQL, a connection of the heartbeat's own: on the shared one, renewals
@@ -479,6 +510,7 @@ class Engine:
                 self.owner,
                 lease_seconds=self.lease_seconds,
                 limits=queue_limits(),
+                rates=queue_rates(),
                 run_ids=[run.run_id],
             )
             return claimed[0] if claimed else None
@@ -840,6 +872,8 @@ class Engine:
             ex = self._executions.pop(run_id, None)
             future = self._running.pop(run_id, None)
             self._leases.pop(run_id, None)
+            self._beats.pop(run_id, None)
+            self._beats_due.discard(run_id)
             if self._journal is not None:
                 self._journal.use_codec(run_id, None)
         if self.telemetry is not None and ex is not None:  # OpenTelemetry: see _begin
@@ -1166,6 +1200,7 @@ class Engine:
             lease_seconds=self.lease_seconds,
             limit=len(vetted),
             limits=queue_limits(),
+            rates=queue_rates(),
             skip_run_ids=sorted(skip),
             run_ids=sorted(vetted),
         )
@@ -1176,7 +1211,7 @@ class Engine:
             fn.launch(self, run, future)
             report.handles.append(RunHandle(self, run.run_id, future))
         taken = {run.run_id for run in claimed}
-        limited = queue_limits()
+        limited = {*queue_limits(), *queue_rates()}
         held = [r for r in vetted.values() if r.run_id not in taken and r.queue in limited]
         held.sort(key=lambda r: (-r.priority, r.created_at, r.run_id))
         report.queued[:] = [r.run_id for r in held]

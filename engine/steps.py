@@ -24,13 +24,16 @@ class StepSpec:
     ``num_workers`` None is the default: 4 concurrent executions of a workflow step
     (LlamaIndex's default), 1 for a step that calls ``ctx.collect_events``.
     ``retry_policy`` is a LlamaIndex-style policy (``next(elapsed, attempts, error)``);
-    when set it decides a workflow step's retries instead of ``retry``."""
+    when set it decides a workflow step's retries instead of ``retry``.
+    ``heartbeat_timeout``: seconds an attempt may go without ``ctx.heartbeat()``
+    before it is failed as dead (:class:`StepHeartbeatTimeout`)."""
 
     name: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None
     num_workers: int | None = None
     retry_policy: Any = None
+    heartbeat_timeout: float | None = None
 
 
 @overload
@@ -47,6 +50,7 @@ def step(
     num_workers: int | None = None,
     retry_policy: Any = None,
     workflow: type[Any] | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -62,13 +66,17 @@ def step(
     num_workers: int | None = None,
     retry_policy: Any = None,
     workflow: type[Any] | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> Any:
     """Mark a function as a step: inside a durable run each call is journaled and,
     once completed, never executed again (its recorded result is returned).
 
     ``retries`` extra attempts with exponential ``backoff`` (or a full
-    :class:`RetryPolicy`), and ``timeout`` seconds per attempt. Outside a run the
-    function is called as it is. Works on ``def`` and ``async def`` functions.
+    :class:`RetryPolicy`), and ``timeout`` seconds per attempt. With
+    ``heartbeat_timeout``, an attempt that goes that many seconds without calling
+    ``ctx.heartbeat()`` is failed with :class:`StepHeartbeatTimeout` (the retry
+    policy decides what next). Outside a run the function is called as it is. Works
+    on ``def`` and ``async def`` functions.
 
     On a workflow step, ``num_workers`` bounds its concurrent executions and
     ``retry_policy`` takes a LlamaIndex retry policy; ``workflow=W`` adds a free
@@ -78,12 +86,22 @@ def step(
         isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers <= 0
     ):
         raise WorkflowValidationError("num_workers must be an integer greater than 0")
+    if heartbeat_timeout is not None and (
+        isinstance(heartbeat_timeout, bool)
+        or not isinstance(heartbeat_timeout, int | float)
+        or not 0 < heartbeat_timeout < float("inf")
+    ):
+        raise ValueError(
+            f"heartbeat_timeout must be a number of seconds > 0, got {heartbeat_timeout!r}"
+        )
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         policy = retry or RetryPolicy(
             attempts=retries + 1, wait_initial=backoff, wait_max=max_backoff
         )
-        spec = StepSpec(name or func.__qualname__, policy, timeout, num_workers, retry_policy)
+        spec = StepSpec(
+            name or func.__qualname__, policy, timeout, num_workers, retry_policy, heartbeat_timeout
+        )
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)

@@ -248,17 +248,30 @@ class _CrashingJournal(Journal):
         self._alive()
         return super().claim_run(*args, **kwargs)
 
-    def renew_lease(self, run_id: str, owner: str, epoch: int, lease_seconds: float) -> float:
+    def renew_lease(
+        self,
+        run_id: str,
+        owner: str,
+        epoch: int,
+        lease_seconds: float,
+        *,
+        heartbeat: str | None = None,
+    ) -> float:
         if self.dead:  # the heartbeat thread: report the lease lost, write nothing
             raise ConflictError(f"run {run_id!r}: the process is dead", run_id=run_id)
-        return super().renew_lease(run_id, owner, epoch, lease_seconds)
+        return super().renew_lease(run_id, owner, epoch, lease_seconds, heartbeat=heartbeat)
 
     def renew_leases(
-        self, owner: str, leases: Mapping[str, int], lease_seconds: float
+        self,
+        owner: str,
+        leases: Mapping[str, int],
+        lease_seconds: float,
+        *,
+        heartbeats: Mapping[str, str] | None = None,
     ) -> list[str]:
         if self.dead:  # the heartbeat thread: every lease lost, nothing written
             return list(leases)
-        return super().renew_leases(owner, leases, lease_seconds)
+        return super().renew_leases(owner, leases, lease_seconds, heartbeats=heartbeats)
 
     def write_snapshot(self, run_id: str, seq: int | None = None) -> Any:
         self._alive()

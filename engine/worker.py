@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from journal import JournalError, Listener, Retention, apply_retention
 
 from .errors import FunctionNotFound
-from .queues import WAKE_CHANNEL, queue_limits
+from .queues import WAKE_CHANNEL, queue_limits, queue_rates
 from .registry import resolve
 from .schedules import fire_in_worker, store_declared
 
@@ -73,6 +73,7 @@ class Worker:
             lease_seconds=eng.lease_seconds,
             limit=free,
             limits=queue_limits(),
+            rates=queue_rates(),
             skip_names=sorted(self._unresolvable),
             # A run executing here whose lease ran out (a stall) is not claimed again:
             # the heartbeat renews it, or another worker takes it and fences this one.

@@ -117,6 +117,7 @@ class ClaimsMixin(JournalCore):
         lease_seconds: float = 30.0,
         limit: int = 1,
         limits: dict[str, int] | None = None,
+        rates: Mapping[str, tuple[int, float]] | None = None,
         skip_names: Sequence[str] = (),
         skip_run_ids: Sequence[str] = (),
         run_ids: Sequence[str] | None = None,
@@ -130,13 +131,17 @@ class ClaimsMixin(JournalCore):
         unfinished (the parent resumes them). ``limits`` caps how many runs of each
         named queue may be running (leased) at once across every worker: claimers of
         one limited queue take turns, and while another holds that queue's turn its
-        runs are left for the next call (never waited for). Runs of functions in
+        runs are left for the next call (never waited for). ``rates`` maps a queue to
+        ``(n, seconds)``: at most ``n`` of its runs are first claimed in any
+        ``seconds`` (counted from when each was first claimed). Runs of functions in
         ``skip_names`` and the runs in ``skip_run_ids`` (those the caller is
         executing) are left alone, and so is a run whose row fails its checksum
         (``durable verify`` names it). Concurrent claimers on PostgreSQL skip each
         other's rows (``FOR UPDATE SKIP LOCKED``) rather than wait.
         """
         limits = {q: n for q, n in (limits or {}).items() if n is not None}
+        rates = dict(rates or {})
+        limited = sorted({*limits, *rates})
         skip_run_ids = [*skip_run_ids, *self._altered]
         if run_ids is not None and not run_ids:
             return []
@@ -156,14 +161,20 @@ class ClaimsMixin(JournalCore):
                             t, n, skip_names=skip_names, skip_run_ids=skip_run_ids, **which
                         )
 
-                    rows = candidates(limit, not_queues=list(limits), run_ids=run_ids)
-                    for queue in sorted(limits):
+                    rows = candidates(limit, not_queues=limited, run_ids=run_ids)
+                    for queue in limited:
                         # Counting then claiming a limited queue must not interleave with
                         # another claimer's; a stalled claimer holds up that queue only.
                         if not db.take_turns(_queue_turn(queue)):
                             continue
-                        active = db.running_in_queue(queue, t)
-                        room = min(limits[queue] - active, limit)
+                        room = limit
+                        if queue in limits:
+                            room = min(room, limits[queue] - db.running_in_queue(queue, t))
+                        if queue in rates:
+                            # Counted from the runs themselves (when each was first
+                            # claimed): every worker sharing the journal holds one limit.
+                            n, seconds = rates[queue]
+                            room = min(room, n - db.started_in_queue(queue, t - seconds))
                         if room > 0:
                             # The queue's next runs by priority; a run named in run_ids goes
                             # only if it is among them (it does not jump the queue).
@@ -209,10 +220,18 @@ class ClaimsMixin(JournalCore):
         return self._c().listener(channel)
 
     def renew_leases(
-        self, owner: str, leases: Mapping[str, int], lease_seconds: float
+        self,
+        owner: str,
+        leases: Mapping[str, int],
+        lease_seconds: float,
+        *,
+        heartbeats: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Extend every held lease in ``leases`` (run id → epoch) in one commit; return
-        the run ids whose lease was lost (their epoch moved on or they ended)."""
+        the run ids whose lease was lost (their epoch moved on or they ended).
+        ``heartbeats`` (run id → JSON, see :meth:`heartbeat_of`) replace those runs'
+        step heartbeats in the same statements."""
+        beats = heartbeats or {}
         if not leases:
             return []
         with self._lock:
@@ -224,7 +243,7 @@ class ClaimsMixin(JournalCore):
                     lost = [
                         run_id
                         for run_id, epoch in leases.items()
-                        if not db.renew(run_id, owner, epoch, expires)
+                        if not db.renew(run_id, owner, epoch, expires, beats.get(run_id))
                     ]
             except CommitUnknown:
                 # Renewed where the lease there is the one we wrote.
@@ -238,15 +257,25 @@ class ClaimsMixin(JournalCore):
                 ]
         return lost
 
-    def renew_lease(self, run_id: str, owner: str, epoch: int, lease_seconds: float) -> float:
-        """Extend a held lease; raises :class:`ConflictError` if the epoch moved on."""
+    def renew_lease(
+        self,
+        run_id: str,
+        owner: str,
+        epoch: int,
+        lease_seconds: float,
+        *,
+        heartbeat: str | None = None,
+    ) -> float:
+        """Extend a held lease; raises :class:`ConflictError` if the epoch moved on.
+        ``heartbeat`` (JSON: the steps' last progress, see :meth:`heartbeat_of`)
+        replaces the run's in the same statement."""
         with self._lock:
             db = self._c()
             expires = None
             try:
                 with db.transaction(f"renewing the lease on {run_id!r}"):
                     expires = db.clock() + lease_seconds
-                    renewed = db.renew(run_id, owner, epoch, expires)
+                    renewed = db.renew(run_id, owner, epoch, expires, heartbeat)
             except CommitUnknown:
                 # Renewed if the lease there is the one we wrote.
                 db.settle()

@@ -99,6 +99,13 @@ _V4 = (
     "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
 )
 
+# Version 5: queue rate limits (first claim of a queued run) and step heartbeats.
+_V5 = (
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS started_at DOUBLE PRECISION",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat TEXT",
+    "CREATE INDEX IF NOT EXISTS runs_by_start ON runs(queue, started_at)",
+)
+
 DDL = (
     """
     CREATE TABLE journal_meta (
@@ -167,6 +174,7 @@ DDL = (
     )
     """,
     *_V4,
+    *_V5,
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -174,6 +182,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE runs ADD COLUMN checksum BIGINT NOT NULL DEFAULT 0",),
     # version 4: run tags and schedules (no run carries tags yet: nothing to fill).
     4: _V4,
+    # version 5: queue rate limits and step heartbeats (old runs have neither).
+    5: _V5,
 }
 """Statements taking a PostgreSQL journal to each version (the first one was 2)."""
 

@@ -44,6 +44,7 @@ _INSERT_RUN = (
 _CLAIM = (
     "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, "
     "status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
+    "started_at = CASE WHEN status = 'pending' THEN ? ELSE started_at END, "
     "checksum = ?, updated_at = ? WHERE run_id = ?"
 )
 _PUT_SNAPSHOT = (
@@ -238,7 +239,7 @@ class Recorder(Backend):
         self, run_id: str, owner: str, expires: float, checksum: int, now: float
     ) -> None:
         """Give ``owner`` the lease until ``expires``, raising the epoch (pending → running)."""
-        self.execute(_CLAIM, (owner, expires, checksum, now, run_id))
+        self.execute(_CLAIM, (owner, expires, now, checksum, now, run_id))
 
     def claim_candidates(
         self,
@@ -289,14 +290,30 @@ class Recorder(Backend):
         ).fetchone()
         return int(active)
 
-    def renew(self, run_id: str, owner: str, epoch: int, expires: float) -> bool:
-        """Extend ``owner``'s lease if ``epoch`` still holds the unfinished run."""
+    def started_in_queue(self, queue: str, since: float) -> int:
+        """How many runs of ``queue`` were first claimed after ``since``."""
+        (started,) = self.execute(
+            "SELECT count(*) FROM runs WHERE queue = ? AND started_at > ?", (queue, since)
+        ).fetchone()
+        return int(started)
+
+    def renew(
+        self, run_id: str, owner: str, epoch: int, expires: float, heartbeat: str | None = None
+    ) -> bool:
+        """Extend ``owner``'s lease if ``epoch`` still holds the unfinished run; with
+        ``heartbeat``, replace the run's step heartbeats in the same statement."""
+        beat = "" if heartbeat is None else ", heartbeat = ?"
         self.execute(
-            "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND owner = ?"
+            f"UPDATE runs SET lease_expires_at = ?{beat} WHERE run_id = ? AND owner = ?"
             " AND epoch = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
-            (expires, run_id, owner, epoch),
+            (expires, *([] if heartbeat is None else [heartbeat]), run_id, owner, epoch),
         )
         return self.changes() > 0
+
+    def heartbeat_text(self, run_id: str) -> str | None:
+        """The run's heartbeat column (JSON), ``None`` if unset or no such run."""
+        row = self.execute("SELECT heartbeat FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else row[0]
 
     # -- the append ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from ._schema import run_checksum
 from ._snapshots import as_entries
 from .codecs import Codec
 from .errors import (
+    CorruptionError,
     HorizonError,
     RunCorrupted,
     RunNotFound,
@@ -315,6 +316,35 @@ class RunsMixin(JournalCore):
         where there is no such number (PostgreSQL): re-read."""
         with self._lock:
             return self._read("reading data_version", self._c().data_version)
+
+    def heartbeat_of(self, run_id: str) -> dict[str, Any]:
+        """The progress the run's steps last reported (``ctx.heartbeat``): step key ->
+        ``{"at": unix time, "details": ...}``, as of the last lease renewal; ``{}`` if
+        none (or the journal predates heartbeats)."""
+        with self._lock:
+            if self._c().schema_version < 5:
+                return {}
+            text = self._read(
+                f"reading the heartbeats of run {run_id!r}", self._c().heartbeat_text, run_id
+            )
+        if text is None:
+            return {}
+        try:
+            beats = json.loads(text)
+        except ValueError:
+            beats = None
+        if not isinstance(beats, dict) or not all(
+            isinstance(v, dict)
+            and isinstance(v.get("at"), int | float)
+            and not isinstance(v.get("at"), bool)
+            for v in beats.values()
+        ):
+            raise CorruptionError(
+                f"run {run_id!r}: its heartbeat column is not the JSON object the engine"
+                " writes; the file was altered or damaged",
+                run_id=run_id,
+            )
+        return beats
 
     def run_ids(self) -> list[str]:
         """Every run's id, oldest first, without reading (or verifying) the rows."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 APPLICATION_ID = 0x44524231  # "DRB1": tells a journal from any other SQLite file
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 RUN_FIELDS = (
     "run_id",
@@ -132,6 +132,16 @@ _V4_SQLITE = (
     "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
 )
 
+# Version 5: when a queued run was first claimed (a queue's rate limit counts these
+# inside the claim) and the progress its steps last reported (ctx.heartbeat). Neither
+# is sealed nor read with the run: both change as workers go, and only the claim and
+# the read tools look at them.
+_V5_SQLITE = (
+    "ALTER TABLE runs ADD COLUMN started_at REAL",
+    "ALTER TABLE runs ADD COLUMN heartbeat TEXT",
+    "CREATE INDEX IF NOT EXISTS runs_by_start ON runs(queue, started_at)",
+)
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version 2: the durable queue (enqueue with a queue name and a priority).
     2: (
@@ -143,6 +153,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE runs ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0",),
     # version 4: run tags and schedules (no run carries tags yet: nothing to fill).
     4: _V4_SQLITE,
+    # version 5: queue rate limits and step heartbeats (old runs have neither).
+    5: _V5_SQLITE,
 }
 """Statements taking a journal from the version before each key to that version."""
 
@@ -208,6 +220,7 @@ DDL = (
     ) WITHOUT ROWID
     """,
     *_V4_SQLITE,
+    *_V5_SQLITE,
 )
 
 

@@ -1,11 +1,13 @@
 """Writes tests/fixtures/journal_vN.db: a small journal in the schema version N of the
 code that runs it. Kept to show how the fixtures were made: journal_v2.db (before run
-rows carried a checksum) and journal_v3.db (before run tags and schedules) were written
-by ``python tests/make_fixture.py`` with the code of those versions, not today's.
+rows carried a checksum), journal_v3.db (before run tags and schedules) and
+journal_v4.db (before queue rate limits and step heartbeats) were written by ``python
+tests/make_fixture.py`` with the code of those versions, not today's.
 
 It holds function runs (completed, failed, pending), a workflow run, snapshots, a
 compacted run and a fork; tests/journal/test_journal_integrity.py (v2) and
-tests/engine/test_schedules.py (v3) open, upgrade and read them. From version 4 on it
+tests/engine/test_schedules.py (v3) and
+tests/engine/test_queue_limits.py (v4) open, upgrade and read them. From version 4 on it
 also holds tagged runs, a function run asleep on a timer, a workflow run waiting for an
 event and a schedule, and
 ``python tests/make_fixture.py --expect`` writes beside it what the code that wrote it

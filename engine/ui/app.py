@@ -718,6 +718,7 @@ def api_run(request: Request) -> Response:
     doc["input"] = _decoded(journal, run.input, run.codec, f"{where} input")
     doc["output"] = _decoded(journal, run.output, run.codec, f"{where} output")
     doc.update(_related(journal, run))
+    doc["heartbeats"] = journal.heartbeat_of(run.run_id)
     return JSONResponse(doc)
 
 
@@ -957,6 +958,8 @@ def _page_context(ui: UI, request: Request, run: Run) -> dict[str, Any]:
         "fork_note": next((c for c in cps if c.kind == K.RUN_FORKED), None),
         "input": _decoded(ui.journal, run.input, run.codec, f"run {run.run_id!r} input"),
         "output": _decoded(ui.journal, run.output, run.codec, f"run {run.run_id!r} output"),
+        # What its steps last reported (ctx.heartbeat); a damaged value is said, not fatal.
+        "heartbeats": _guarded(lambda: ui.journal.heartbeat_of(run.run_id)),
     }
 
 

@@ -40,6 +40,7 @@ from journal import (
     ScheduleCorrupted,
     ScheduleNotFound,
 )
+from journal._schema import SCHEMA_VERSION
 
 
 @durable(name="test_schedules:job")
@@ -275,7 +276,7 @@ class TestSchemaFour:
         with Engine(path) as eng:
             journal = eng.journal
             version = journal.raw_connection().execute("PRAGMA user_version").fetchone()[0]
-            assert version == 4
+            assert version == SCHEMA_VERSION
             assert journal.verify().ok
             after = [(r.run_id, r.status, r.last_seq) for r in journal.list_runs(limit=None)]
             assert after == before and len(after) == 6
@@ -300,7 +301,7 @@ class TestSchemaFour:
             assert old.schedules.all() == [] and old.list_runs(tags={"a": "b"}) == []
         with Engine(pg_schema_url) as eng:
             rows = eng.journal.query("SELECT value FROM journal_meta WHERE key = 'schema_version'")
-            assert rows == [{"value": "4"}]
+            assert rows == [{"value": str(SCHEMA_VERSION)}]
             assert eng.journal.get_run("old").status == "pending"
             add_schedule("s", job, "0 3 * * *", engine=eng)
             assert [s.name for s in list_schedules(engine=eng)] == ["s"]

@@ -15,6 +15,9 @@ def _downgrade_to_v1(path: Path) -> None:
     """Make the file what version 1 wrote: no queue or checksum columns, user_version 1."""
     conn = apsw.Connection(str(path))
     for sql in (
+        "DROP INDEX runs_by_start",
+        "ALTER TABLE runs DROP COLUMN started_at",
+        "ALTER TABLE runs DROP COLUMN heartbeat",
         "ALTER TABLE runs DROP COLUMN checksum",
         "DROP INDEX runs_by_queue",
         "ALTER TABLE runs DROP COLUMN queue",

@@ -56,9 +56,11 @@ def test_parked_runs_are_watched_by_one_read_per_change(db_path: Path, monkeypat
     singles: list[str] = []
     real = Journal.renew_leases
 
-    def renew_leases(self: Journal, owner: str, leases: Any, lease_seconds: float) -> Any:
+    def renew_leases(
+        self: Journal, owner: str, leases: Any, lease_seconds: float, **kw: Any
+    ) -> Any:
         renewals.append(len(leases))
-        return real(self, owner, leases, lease_seconds)
+        return real(self, owner, leases, lease_seconds, **kw)
 
     monkeypatch.setattr(Journal, "renew_leases", renew_leases)
     monkeypatch.setattr(Journal, "renew_lease", lambda self, run_id, *a: singles.append(run_id))
