@@ -227,6 +227,15 @@ class SnapshotsMixin(JournalCore):
         the run (its last snapshot's, folded with the entries it appended since and
         these), or read once if it holds none. It is held as the run's from here on:
         :meth:`_appended` forgets it if the append does not land."""
+        db = self._c()
+        try:  # reads outside the write transaction: their errors are the journal's too
+            return self._build_snapshot(run_id, expected, entries, now)
+        except db.errors as exc:
+            raise db.translate(exc, f"preparing a snapshot of run {run_id!r}") from exc
+
+    def _build_snapshot(
+        self, run_id: str, expected: int, entries: Sequence[NewEntry], now: float
+    ) -> Sequence[Any] | None:
         if expected < 0 or not entries or not self._snapshot_due(run_id, expected, entries):
             return None
         state = self._held_state(run_id, expected)

@@ -48,12 +48,19 @@ def _configure(db: str, lease: str = "0.2") -> None:
     configure(db, lease_seconds=float(lease), durability="process")
 
 
+def _announced() -> None:
+    import workflow_workload
+
+    workflow_workload.STARTED.set()  # crash points may fire from here on
+
+
 def fan(db: str, run_id: str, n: str, lease: str) -> None:
     from workflow_workload import FanJob
 
     _configure(db, lease)
     handler = FanJob(timeout=None).run(run_id=run_id, n=int(n))
     os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
+    _announced()
     print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
 
 
@@ -63,6 +70,7 @@ def loop(db: str, run_id: str, n: str, lease: str, snapshot_every: str) -> None:
     _configure(db, lease)
     handler = Loop(timeout=None, snapshot_every=int(snapshot_every)).run(run_id=run_id, n=int(n))
     os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
+    _announced()
     print(f"result {json.dumps(handler.result(timeout=120))}", flush=True)
 
 
@@ -99,6 +107,7 @@ def paced(db: str, run_id: str, n: str, pace: str, timeout: str, lease: str) -> 
     _configure(db, lease)
     handler = Paced(timeout=float(timeout)).run(run_id=run_id, n=int(n), pace=float(pace))
     os.write(1, b"started\n")  # one write(2): never inside a step's "logged" line
+    _announced()
     try:
         print(f"result {json.dumps(handler.result(timeout=60))}", flush=True)
     except engine.EngineError as exc:

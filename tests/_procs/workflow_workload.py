@@ -39,6 +39,10 @@ from engine import (
     step,
 )
 
+STARTED = threading.Event()
+"""Set by the child once it announced "started": a crash point waits for it, so a step
+that runs at once cannot kill the process before the test knows the run exists."""
+
 PREPARE_GATE = threading.Event()
 """Set by the starting process once it has read the run's first status."""
 
@@ -67,6 +71,7 @@ def _log(ctx: Context[Any], step_name: str, part: int) -> None:
 
 def _crash_point(point: str) -> None:
     if os.environ.get("WF_CRASH_AT") == point:
+        STARTED.wait(10)
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -52,7 +52,7 @@ from _children import REPO
 
 from engine import Engine
 from engine.worker import Worker
-from journal import EntryKind, Journal, store
+from journal import EntryKind, Journal, _claims
 from journal.pg_cluster import ClusterUnavailable, TempCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
@@ -624,7 +624,7 @@ def test_a_claimer_never_waits_for_a_stalled_claims_turn(pg_schema_url: str) -> 
                          entries=[first.entry(EntryKind.RUN_STARTED, {"owner": None})],
                          queue="q")  # fmt: skip
         with psycopg.connect(_server(pg_schema_url)) as stalled:  # a transaction holding the turn
-            stalled.execute("SELECT pg_advisory_xact_lock(%s)", (store._queue_turn("q"),))
+            stalled.execute("SELECT pg_advisory_xact_lock(%s)", (_claims._queue_turn("q"),))
             started = time.monotonic()
             assert second.claim_next("worker-b", lease_seconds=1.0, limits={"q": 5}) == []
             assert time.monotonic() - started < 1.0, "the claim waited for the turn"
@@ -703,7 +703,7 @@ def test_a_claimer_that_stalls_holding_the_turn_loses_it(pg_schema_url: str) -> 
         other.create_run("r1", name="f", status="pending", queue="q")
         with stalled.lock:
             stalled.backend.begin()
-            assert stalled.backend.take_turns(store._queue_turn("q"))
+            assert stalled.backend.take_turns(_claims._queue_turn("q"))
             assert other.claim_next("b", limits={"q": 5}) == []  # the turn is held
             time.sleep(1.5)  # the stalled client never comes back to its transaction
         assert [r.run_id for r in other.claim_next("b", limits={"q": 5})] == ["r1"]
@@ -717,7 +717,7 @@ def test_a_held_turn_holds_up_its_queue_only(pg_schema_url: str) -> None:
         j.create_run("other", name="f", status="pending", queue="r")
         j.create_run("free", name="f", status="pending", queue="default")
         with psycopg.connect(_server(pg_schema_url)) as stalled:
-            stalled.execute("SELECT pg_advisory_xact_lock(%s)", (store._queue_turn("q"),))
+            stalled.execute("SELECT pg_advisory_xact_lock(%s)", (_claims._queue_turn("q"),))
             got = j.claim_next("w", limit=5, limits={"q": 5, "r": 5})
             assert sorted(r.run_id for r in got) == ["free", "other"]
             stalled.rollback()
