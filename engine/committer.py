@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from journal import Journal
 
 
-_ALONE: Any = object()  # the queue slot of a commit that may turn out to be alone
-
-
 class GroupCommitter:
     """Batches appends and run creations from many runs on one event loop."""
 
@@ -45,39 +42,48 @@ class GroupCommitter:
         """Queue ``request``; once committed return its result (an append's new last seq,
         a creation's ``(run, created)``) or raise its error."""
         if not self._draining and not self._queue:
-            # Let every task that is ready this turn submit too; if none did, this commit
-            # is alone and is written here, on the loop's thread: a hop to the commit
-            # thread costs more than a commit at "process" (two thread wake-ups on a
-            # busy machine). Commits that arrive together still batch in the thread.
-            self._draining = True
-            self._queue.append((request, _ALONE))
-            try:
-                await asyncio.sleep(0)
-            finally:
-                self._draining = False
-            if len(self._queue) == 1:
-                self._queue.clear()
-                return self._commit_alone(request)
-            future: asyncio.Future[Any] = self._loop.create_future()
-            self._queue[0] = (request, future)
-            self._draining = True
-            self._loop.create_task(self._drain())
-            return await future
-        future = self._loop.create_future()
+            return await self._submit_first(request)
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.append((request, future))
         if not self._draining:
-            self._draining = True
-            self._loop.create_task(self._drain())
+            self._start_drain()
         return await future
 
-    def _commit_alone(self, request: AppendRequest | CreateRequest) -> Any:
-        (result,) = self._journal.append_batch([request])
-        self.batches += 1
-        self.requests += 1
-        self.inline += 1
-        if isinstance(result, Exception):
-            raise result
-        return result
+    async def _submit_first(self, request: AppendRequest | CreateRequest) -> Any:
+        # Let every task that is ready this turn submit too (they queue behind this
+        # slot); if none did, this commit is alone and is written here, on the loop's
+        # thread: a hop to the commit thread costs more than a commit at "process".
+        slot: tuple[AppendRequest | CreateRequest, Any] = (request, None)
+        self._draining = True
+        self._queue.append(slot)
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            # Cancelled before anything was written: ours is dropped, the commits
+            # queued behind it still go.
+            self._queue.remove(slot)
+            self._draining = False
+            if self._queue:
+                self._start_drain()
+            raise
+        self._draining = False
+        if len(self._queue) == 1:
+            self._queue.clear()
+            (result,) = self._journal.append_batch([request])
+            self.batches += 1
+            self.requests += 1
+            self.inline += 1
+            if isinstance(result, Exception):
+                raise result
+            return result
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue[0] = (request, future)
+        self._start_drain()
+        return await future
+
+    def _start_drain(self) -> None:
+        self._draining = True
+        self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
