@@ -63,6 +63,9 @@ def _log(ctx: Context[Any], step_name: str, part: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     if os.environ.get("WF_ANNOUNCE") == "1":
+        # After "started": the test reads up to "started" first, and a step that logged
+        # before it would be skipped there and never counted.
+        STARTED.wait(10)
         # One write(2) per line: steps on other threads and the child's own lines
         # ("started") must not interleave inside a line (print writes text and "\n"
         # separately).
