@@ -21,29 +21,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import itertools
 import json
 import os
 import signal
-import sqlite3
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import sqlite_utils
 from rich.console import Console
 from rich.text import Text
 
 from journal import (
     RUN_STATUSES,
-    DecodeError,
-    Entry,
     Journal,
     JournalError,
     MigrationError,
@@ -62,8 +56,8 @@ from journal import (
     resolve_path,
     to_jsonable,
 )
-from journal._extras import install_hint
-from journal.export import open_readonly
+from journal.extras import install_hint
+from journal.search import MATCH_END, MATCH_START, search_payloads
 
 from . import _render as render
 from .continuation import continued_as, continued_from
@@ -112,7 +106,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     JournalError,
     EngineError,
     ValueError,  # includes json.JSONDecodeError and UnicodeDecodeError
-    sqlite3.Error,
     OSError,
     OverflowError,  # a number too large for SQLite or for a date
 )
@@ -175,8 +168,6 @@ def _describe(exc: BaseException, path: str | None) -> str:
     message = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and exc.filename is not None:
         message = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
-    elif isinstance(exc, sqlite3.Error) and path:
-        message = f"{path!r}: {exc}"
     elif path and path not in message:
         message = f"{message} (journal {path!r})"
     return message
@@ -823,8 +814,10 @@ def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_jso
     read); the matching entries print best first. All the words of TEXT must match,
     as whole words.
     """
-    with _reader(ctx) as journal:
-        hits = _search(journal, text, run_id, limit)
+    if not text.strip():
+        raise Failure("search: TEXT is empty")
+    with _reader(ctx) as journal, render.progress("indexing payloads") as tick:
+        hits = search_payloads(journal, text, run_id=run_id, limit=limit, progress=tick)
     if as_json:
         _emit_json(
             [
@@ -843,153 +836,15 @@ def search(ctx: click.Context, text: str, run_id: str | None, limit: int, as_jso
     console.print(Text(render.plural(len(hits), "match", "matches"), style="dim"))
 
 
-_OPEN, _CLOSE = "\x02", "\x03"
-
-
 def _highlight(snippet: str, *, colour: bool, safe: bool = True) -> Text:
     out = Text()
-    for i, raw in enumerate(snippet.replace(_CLOSE, _OPEN).split(_OPEN)):
+    for i, raw in enumerate(snippet.replace(MATCH_END, MATCH_START).split(MATCH_START)):
         part = render.clean(raw) if safe else raw
         if i % 2:
             out.append(part, style="bold yellow") if colour else out.append(f"[{part}]")
         else:
             out.append(part)
     return out
-
-
-INDEX_IN_MEMORY = 64 << 20
-"""Journals up to this size are indexed in memory; larger ones in a temporary file."""
-
-
-def _search(journal: Journal, text: str, run_id: str | None, limit: int) -> list[dict[str, Any]]:
-    """Decode payloads into a temporary FTS5 index (sqlite-utils) and query it."""
-    if not text.strip():
-        raise Failure("search: TEXT is empty")
-    runs = [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
-    with contextlib.ExitStack() as stack:
-        if journal.is_postgres:
-            rows_of = functools.partial(_pg_entry_rows, journal)
-        else:
-            source = open_readonly(journal.path)
-            stack.callback(source.conn.close)
-            rows_of = functools.partial(_file_entry_rows, source)
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="durable-search-"))
-        if _journal_size(journal) > INDEX_IN_MEMORY:
-            index = sqlite_utils.Database(os.path.join(tmp, "index.db"))
-        else:
-            index = sqlite_utils.Database(memory=True)
-        stack.callback(index.conn.close)
-        table = index.table("payloads")
-        total = sum(r.last_seq - r.horizon for r in runs)
-        with render.progress("indexing payloads", total=total) as tick:
-            table.insert_all(_documents(journal, rows_of, runs, tick, total), batch_size=1000)
-        if not table.exists():
-            return []
-        table.enable_fts(["key", "text"], tokenize="unicode61")
-        sql = (
-            "SELECT p.run_id, p.seq, p.kind, p.step, p.key,"
-            f" snippet(payloads_fts, -1, '{_OPEN}', '{_CLOSE}', '…', 12) AS snippet"
-            " FROM payloads_fts JOIN payloads p ON p.rowid = payloads_fts.rowid"
-            " WHERE payloads_fts MATCH ? ORDER BY rank LIMIT ?"
-        )
-        return list(index.query(sql, [index.quote_fts(text), limit]))
-
-
-def _journal_size(journal: Journal) -> int:
-    """Bytes the journal takes: its file, or its tables in PostgreSQL."""
-    if not journal.is_postgres:
-        return os.path.getsize(journal.path)
-    rows = journal.query(
-        "SELECT pg_total_relation_size('entries') + pg_total_relation_size('runs') AS n"
-    )
-    return int(rows[0]["n"])
-
-
-_ENTRY_ROWS = (
-    "SELECT run_id, seq, kind, step, key, payload, codec, ts FROM entries"
-    " WHERE run_id = ? AND seq > ? AND payload IS NOT NULL ORDER BY seq"
-)
-_PAGE = 1000
-
-
-def _file_entry_rows(source: Any, run: Run) -> Iterator[dict[str, Any]]:
-    """A run's retained entries with a payload, streamed by a read-only apsw connection."""
-    return source.query(_ENTRY_ROWS, [run.run_id, run.horizon])  # type: ignore[no-any-return]
-
-
-def _pg_entry_rows(journal: Journal, run: Run) -> Iterator[dict[str, Any]]:
-    """The same from PostgreSQL, a page per read-only query (``Journal.query``)."""
-    after = run.horizon
-    while True:
-        rows = journal.query(f"{_ENTRY_ROWS} LIMIT {_PAGE}", [run.run_id, after])
-        yield from rows
-        if len(rows) < _PAGE:
-            return
-        after = rows[-1]["seq"]
-
-
-def _documents(
-    journal: Journal,
-    rows_of: Callable[[Run], Iterator[dict[str, Any]]],
-    runs: list[Run],
-    tick: Callable[[int, int], None],
-    total: int,
-) -> Iterator[dict[str, Any]]:
-    """One row per run input and per retained entry with a payload, decoded to JSON text."""
-    done = 0
-    for run in runs:
-        where = f"run {run.run_id!r} input"
-        yield {
-            "run_id": run.run_id,
-            "seq": 0,
-            "kind": "run.input",
-            "step": None,
-            "key": None,
-            "text": _text(journal.decode, run.input, run.codec, where=where, strict=False),
-        }
-        yield from _snapshot_documents(journal, run)
-        for row in rows_of(run):
-            entry = Entry(**row)
-            yield {
-                "run_id": entry.run_id,
-                "seq": entry.seq,
-                "kind": entry.kind,
-                "step": entry.step,
-                "key": entry.key,
-                "text": _text(journal.decode_entry, entry, strict=False),
-            }
-            done += 1
-            if done % 500 == 0:
-                tick(done, total)
-
-
-def _snapshot_documents(journal: Journal, run: Run) -> Iterator[dict[str, Any]]:
-    """A compacted run's values as its horizon snapshot holds them (kind ``snapshot``, one
-    row per key): the entries that set them are gone, the values are not."""
-    if not run.horizon:
-        return
-    try:
-        values = journal.state_at(run.run_id, run.horizon).values
-    except (DecodeError, JournalError) as exc:
-        values = {"": f"(undecodable: {exc})"}
-    for key, value in values.items():
-        if key.startswith("@"):  # a workflow's own bookkeeping
-            continue
-        yield {
-            "run_id": run.run_id,
-            "seq": run.horizon,
-            "kind": "snapshot",
-            "step": None,
-            "key": key,
-            "text": _text(lambda v: v, value),
-        }
-
-
-def _text(decode: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
-    try:
-        return json.dumps(to_jsonable(decode(*args, **kwargs)), ensure_ascii=False)
-    except DecodeError as exc:
-        return f"(undecodable: {exc})"
 
 
 # -- commands that execute code -----------------------------------------------------------
