@@ -53,13 +53,23 @@ from journal import (
 )
 from journal.kinds import RUN_STATUSES
 
-from ..errors import EngineError, FunctionNotFound, NotResumable, WrongFunction
+from ..errors import (
+    BadRequest,
+    BadToken,
+    BodyTooLarge,
+    EngineError,
+    FunctionNotFound,
+    NotResumable,
+    ReadOnly,
+    StepNotFound,
+    UnsupportedMedia,
+    WrongFunction,
+)
 from ..registry import import_user_modules
 from ..runtime import Engine
-from ..timetravel import Checkpoint, StepNotFound, diff, fork, iter_history, state_at
+from ..timetravel import Checkpoint, diff, fork, iter_history, state_at
 from ..workflow import RunFinished, send_event
 from . import graph, runlist, steps, story, views
-from .views import BadRequest
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -104,23 +114,6 @@ CSP = (
 )
 """Only the package's own script and stylesheet run: even an escaping bug could not
 load or inline a script."""
-
-
-class ReadOnly(EngineError):
-    """The UI was opened read-only: actions are refused (403)."""
-
-
-class UnsupportedMedia(EngineError):
-    """An action's body must be JSON (415): a cross-site HTML form cannot send that."""
-
-
-class BodyTooLarge(EngineError):
-    """A request body past :data:`MAX_BODY` (413), refused as soon as it is seen."""
-
-
-class BadToken(EngineError, ValueError):
-    """A fixed token (``--token``, ``$DURABLE_UI_TOKEN``) that is too short or holds
-    characters a URL or a cookie cannot carry as they are."""
 
 
 def new_token() -> str:

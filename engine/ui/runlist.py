@@ -14,7 +14,7 @@ from typing import Any
 from journal import Journal, Run, check_tags
 from journal.kinds import RUN_STATUSES
 
-from .views import BadRequest
+from ..errors import BadRequest
 
 __all__ = ["DEFAULT_LIMIT", "Page", "Search", "list_page", "parse_search"]
 
