@@ -15,8 +15,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-import sqlite_utils
-
 from .errors import DecodeError, JournalError
 from .render import to_jsonable
 
@@ -59,6 +57,10 @@ def search_payloads(
     entries are indexed. ValueError if ``text`` is empty."""
     if not text.strip():
         raise ValueError("search: TEXT is empty")
+    # Imported here: sqlite-utils (and what it imports) is for search only, and `import
+    # journal` stays as quick as it was.
+    import sqlite_utils  # noqa: PLC0415
+
     runs = [journal.get_run(run_id)] if run_id is not None else journal.list_runs(limit=None)
     tick = progress or (lambda done, total: None)
     try:

@@ -15,8 +15,8 @@ from typing import Any
 import click
 from rich.text import Text
 
-from journal import RUN_STATUSES
-from journal.search import MATCH_END, MATCH_START, search_payloads
+from journal import RUN_STATUSES, search_payloads
+from journal.search import MATCH_END, MATCH_START
 
 from .. import _render as render
 from ..continuation import continued_as, continued_from
