@@ -21,11 +21,15 @@ from .drawing import (
 )
 from .durable import DurableFunction, durable
 from .errors import (
+    BadRequest,
     BadSchedule,
+    BadToken,
+    BodyTooLarge,
     CannotResume,
     CircularResourceError,
     ContextSerdeError,
     ContextStateError,
+    CrashSafetyError,
     DedupKeyConflict,
     DrawingError,
     EngineError,
@@ -33,20 +37,28 @@ from .errors import (
     FunctionNotFound,
     JournalUnreachable,
     NonDeterminismError,
+    NoStepForEvent,
     NotInRun,
     NotResumable,
+    ReadOnly,
     ResultTimeout,
     RunCancelled,
     RunFailed,
+    RunFinished,
     RunIdConflict,
     ServiceNotFoundError,
     StepFailed,
     StepHeartbeatTimeout,
+    StepNotFound,
     StepTimeout,
+    UnsupportedMedia,
+    WaitTimeout,
     WorkerStopping,
     WorkflowConfigurationError,
     WorkflowRuntimeError,
     WorkflowStepDoesNotExistError,
+    WorkflowTimeout,
+    WorkflowTimeoutError,
     WorkflowValidationError,
     WrongFunction,
 )
@@ -121,7 +133,6 @@ from .timetravel import (
     Checkpoint,
     Diff,
     StateView,
-    StepNotFound,
     diff,
     fork,
     history,
@@ -130,14 +141,12 @@ from .timetravel import (
 )
 from .worker import Worker
 from .workflow import (
-    RunFinished,
     Workflow,
     WorkflowCheckpoint,
     WorkflowHandler,
     send_event,
 )
 from .workflow_context import DictState, Store, WorkflowContext
-from .workflow_run import NoStepForEvent, WaitTimeout, WorkflowTimeout, WorkflowTimeoutError
 from .workflow_testing import WorkflowTestResult, WorkflowTestRunner
 
 try:
@@ -156,8 +165,11 @@ def recover(
 
 __all__ = [
     "LATE_GRACE",
+    "BadRequest",
     "BadSchedule",
+    "BadToken",
     "BaseSerializer",
+    "BodyTooLarge",
     "CannotResume",
     "Checkpoint",
     "CheckpointCallback",
@@ -166,6 +178,7 @@ __all__ = [
     "Context",
     "ContextSerdeError",
     "ContextStateError",
+    "CrashSafetyError",
     "DedupKeyConflict",
     "DictState",
     "Diff",
@@ -190,6 +203,7 @@ __all__ = [
     "NotResumable",
     "PickleSerializer",
     "Queue",
+    "ReadOnly",
     "RecoveryReport",
     "ReplayFilter",
     "ReplayReport",
@@ -222,6 +236,7 @@ __all__ = [
     "Telemetry",
     "TypedState",
     "UnrecoverableDefinition",
+    "UnsupportedMedia",
     "WaitTimeout",
     "Worker",
     "WorkerStopping",

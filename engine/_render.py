@@ -37,7 +37,6 @@ from rich.text import Text
 
 from journal import (
     DecodeError,
-    Entry,
     EntryKind,
     Journal,
     JournalError,
@@ -261,13 +260,7 @@ def _decoded(journal: Journal, data: bytes | None, run: Run, what: str) -> Any:
         return {"undecodable": str(exc)}
 
 
-_ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts"
 _WAIT_PREFIX = "@wait/"  # a workflow's record of a wait_for_event (engine.workflow_run)
-
-
-def _entries(journal: Journal, sql: str, params: list[Any]) -> list[Entry]:
-    rows = journal.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {sql}", params)
-    return [Entry(**row) for row in rows]
 
 
 def waits(journal: Journal, run: Run) -> list[dict[str, Any]]:
@@ -276,12 +269,12 @@ def waits(journal: Journal, run: Run) -> list[dict[str, Any]]:
     if run.status != "waiting":
         return []
     open_waits: dict[str, dict[str, Any]] = {}
-    found = _entries(
-        journal,
-        "run_id = ? AND seq > ? AND kind IN (?, ?) AND key LIKE ? ORDER BY seq",
-        [run.run_id, run.horizon, EntryKind.STATE_SET, EntryKind.STATE_DELETED,
-         _WAIT_PREFIX + "%"],
-    )  # fmt: skip
+    found = journal.find_entries(
+        run.run_id,
+        [EntryKind.STATE_SET, EntryKind.STATE_DELETED],
+        key_prefix=_WAIT_PREFIX,
+        after=run.horizon,
+    )
     for entry in found:
         key = entry.key or ""
         if entry.kind == EntryKind.STATE_DELETED:
@@ -303,11 +296,7 @@ def waits(journal: Journal, run: Run) -> list[dict[str, Any]]:
 def resumes(journal: Journal, run: Run) -> list[dict[str, Any]]:
     """The times ``run`` was resumed after a failure: each ``run.resumed`` entry's
     ``{"seq", "by", "at", "failed_seq", "error"}`` (what a journal holds, as it holds it)."""
-    found = _entries(
-        journal,
-        "run_id = ? AND seq > ? AND kind = ? ORDER BY seq",
-        [run.run_id, run.horizon, EntryKind.RUN_RESUMED],
-    )
+    found = journal.find_entries(run.run_id, [EntryKind.RUN_RESUMED], after=run.horizon)
     out = []
     for entry in found:
         try:
@@ -323,15 +312,11 @@ def failure_traceback(journal: Journal, run: Run) -> str | None:
     """The traceback journaled with a failed run's ``run.failed`` entry, if any."""
     if run.status != "failed":
         return None
-    found = _entries(
-        journal,
-        "run_id = ? AND seq > ? AND kind = ? ORDER BY seq DESC LIMIT 1",
-        [run.run_id, run.horizon, EntryKind.RUN_FAILED],
-    )
+    found = journal.find_entries(run.run_id, [EntryKind.RUN_FAILED], after=run.horizon)
     if not found:
         return None
     try:
-        info = journal.decode_entry(found[0])
+        info = journal.decode_entry(found[-1])
     except (DecodeError, JournalError):
         return None
     text = info.get("traceback") if isinstance(info, dict) else None

@@ -6,8 +6,10 @@
     ├── NonDeterminismError   replay met code doing what the journal did not record
     ├── StepFailed            a step's last attempt failed (recorded: replay raises it too)
     │   └── StepTimeout       ... because an attempt ran past its timeout
+    │       └── StepHeartbeatTimeout  ... or went longer than its heartbeat timeout silent
     ├── RunFailed             awaiting a run that ended in failure
     ├── RunCancelled          the run was cancelled (raised in its body at a step boundary)
+    ├── RunFinished           an event sent to a run that has already ended
     ├── FencedOff             this worker lost the run's lease; it stopped without writing
     │   ├── JournalUnreachable  ... or could not reach the journal's database to commit
     │   └── WorkerStopping      ... or is stopping: the run paused at a step boundary
@@ -16,18 +18,40 @@
     ├── FunctionNotFound      a recorded function or workflow can no longer be imported
     ├── RunIdConflict         a run id that exists with other input
     │   └── WrongFunction     ... or that belongs to another function
+    │       └── DedupKeyConflict  ... or a deduplication key another function's run holds
+    ├── StepNotFound          no checkpoint with that number (or at that time) in the run
     ├── BadSchedule           a cron expression, time zone or missed-ticks policy that is not valid
     ├── NotInRun              a run-only helper (ctx access, idempotency key) used outside a run
     ├── ResultTimeout         ``handle.result(timeout)`` expired before the run ended
     ├── WorkflowValidationError     a workflow's steps or graph are invalid (LlamaIndex's name)
     │   └── WorkflowConfigurationError  ... found when the workflow is built
     ├── WorkflowRuntimeError  a workflow run went wrong (a step returned a non-event, ...)
+    ├── WorkflowTimeoutError  a workflow run did not stop within its timeout (LlamaIndex's name)
+    ├── WaitTimeout           ``ctx.wait_for_event`` reached its timeout
+    ├── NoStepForEvent        a step produced an event no step of the workflow accepts
     ├── WorkflowStepDoesNotExistError  a checkpointer was named a step the workflow lacks
     ├── DrawingError          nothing to draw: no run of the workflow, or not a workflow run
     ├── ContextStateError     a workflow Context used in a state that does not allow it
     ├── ContextSerdeError     a workflow Context could not be serialized or restored
     ├── CircularResourceError   resource factories that depend on each other in a circle
-    └── ServiceNotFoundError  no workflow was added under that name (``add_workflows``)
+    ├── ServiceNotFoundError  no workflow was added under that name (``add_workflows``)
+    ├── CrashSafetyError      ``CrashReport.assert_ok`` found a recovered run that differs
+    └── the web UI's (``durable ui``), each answered with its HTTP status:
+        ├── BadRequest        a parameter or body the API cannot use (400)
+        ├── ReadOnly          an action on a UI opened read-only (403)
+        ├── UnsupportedMedia  an action whose body is not JSON (415)
+        ├── BodyTooLarge      a request body past the UI's limit (413)
+        └── BadToken          a fixed access token that is too short or not URL-safe
+
+Several also derive from the built-in exception a caller would catch (``TimeoutError``,
+``ValueError``, ``LookupError``, ``TypeError``, ``RuntimeError``, ``KeyError``,
+``AssertionError``): the LlamaIndex-compatible names keep LlamaIndex's bases.
+Not errors, and so not here: ``ContinueAsNew`` and ``ReplayStop`` (``engine.execution``)
+and ``SimulatedCrash`` (``engine.testing``) are control-flow signals deriving from
+``BaseException`` so that no ``except Exception`` swallows them;
+``UnrecoverableDefinition`` (``engine.registry``) is a warning; the CLI's ``Failure``
+and ``CheckFailed`` are click's exceptions; ``DemoFailed`` is the demo's own user-code
+failure.
 
 Journal errors (``journal.JournalError``) pass through unchanged: a value the
 codec cannot encode is still a ``journal.SerializationError``.
@@ -38,32 +62,44 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadRequest",
     "BadSchedule",
+    "BadToken",
+    "BodyTooLarge",
     "CannotResume",
     "CircularResourceError",
     "ContextSerdeError",
     "ContextStateError",
+    "CrashSafetyError",
     "DedupKeyConflict",
     "DrawingError",
     "EngineError",
     "FencedOff",
     "FunctionNotFound",
     "JournalUnreachable",
+    "NoStepForEvent",
     "NonDeterminismError",
     "NotInRun",
     "NotResumable",
+    "ReadOnly",
     "ResultTimeout",
     "RunCancelled",
     "RunFailed",
+    "RunFinished",
     "RunIdConflict",
     "ServiceNotFoundError",
     "StepFailed",
     "StepHeartbeatTimeout",
+    "StepNotFound",
     "StepTimeout",
+    "UnsupportedMedia",
+    "WaitTimeout",
     "WorkerStopping",
     "WorkflowConfigurationError",
     "WorkflowRuntimeError",
     "WorkflowStepDoesNotExistError",
+    "WorkflowTimeout",
+    "WorkflowTimeoutError",
     "WorkflowValidationError",
     "WrongFunction",
 ]
@@ -203,3 +239,56 @@ class CircularResourceError(EngineError, ValueError):
 
 class ServiceNotFoundError(EngineError):
     """No workflow was added under that name (``add_workflows``)."""
+
+
+class RunFinished(EngineError):
+    """The run has already ended: it takes no more events."""
+
+
+class StepNotFound(EngineError, LookupError):
+    """No checkpoint with that number (or none at that time) in the run."""
+
+
+class NoStepForEvent(EngineError):
+    """A step produced an event that no step of the workflow accepts."""
+
+
+class WaitTimeout(EngineError, TimeoutError):
+    """``ctx.wait_for_event`` reached its timeout."""
+
+
+class WorkflowTimeoutError(EngineError, TimeoutError):
+    """The run did not reach a StopEvent within the workflow's timeout."""
+
+
+WorkflowTimeout = WorkflowTimeoutError
+"""The former name of :class:`WorkflowTimeoutError`."""
+
+
+class CrashSafetyError(EngineError, AssertionError):
+    """:meth:`CrashReport.assert_ok` found a recovered run that differs."""
+
+
+# -- the web UI's (engine.ui), each answered with an HTTP status --------------------------
+
+
+class BadRequest(EngineError, ValueError):
+    """A query parameter or request body the API cannot use (answered with 400)."""
+
+
+class ReadOnly(EngineError):
+    """The UI was opened read-only: actions are refused (403)."""
+
+
+class UnsupportedMedia(EngineError):
+    """An action's body must be JSON (415): a cross-site HTML form cannot send that."""
+
+
+class BodyTooLarge(EngineError):
+    """A request body past the UI's limit (``engine.ui.app.MAX_BODY``; 413), refused as
+    soon as it is seen."""
+
+
+class BadToken(EngineError, ValueError):
+    """A fixed token (``--token``, ``$DURABLE_UI_TOKEN``) that is too short or holds
+    characters a URL or a cookie cannot carry as they are."""

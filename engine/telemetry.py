@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CannotResume, FencedOff, RunCancelled, WorkerStopping
 from .execution import RunExecution
@@ -56,7 +56,7 @@ _LIVE: contextvars.ContextVar[_LiveStep | None] = contextvars.ContextVar(
 
 
 def _otel_missing(exc: ImportError) -> ImportError:
-    from journal._extras import install_hint  # noqa: PLC0415 - only for the message
+    from journal.extras import install_hint  # noqa: PLC0415 - only for the message
 
     return ImportError(
         f"telemetry needs the otel extra (opentelemetry-api and -sdk): "
@@ -197,37 +197,24 @@ class Telemetry:
         """Observe ``engine``'s journal for the gauges (queue depth, runs by status)."""
         self._engines.add(engine)
 
-    def _observe(self, sql: str, attr: str) -> Iterator[Any]:
+    def _observe(self, by: Literal["status", "queue"], attr: str) -> Iterator[Any]:
         for engine in list(self._engines):
             journal = engine._journal
             if journal is None or journal.closed:
                 continue
             try:
-                rows = journal.query(sql)
+                counts = journal.count_runs(by, status="pending" if by == "queue" else None)
             except Exception as exc:  # a gauge must not break the metric reader
                 log.debug("telemetry: cannot read %s: %s", journal.path, exc)
                 continue
-            for row in rows:
-                yield self._observation(
-                    int(row["n"]), {attr: str(row["k"]), "durable.journal": str(journal.path)}
-                )
+            for value, n in counts.items():
+                yield self._observation(n, {attr: value, "durable.journal": str(journal.path)})
 
     def _observe_queues(self, _options: Any) -> Iterable[Any]:
-        return list(
-            self._observe(
-                "SELECT queue AS k, COUNT(*) AS n FROM runs WHERE status = 'pending' "
-                "AND queue IS NOT NULL GROUP BY queue",
-                "durable.queue",
-            )
-        )
+        return list(self._observe("queue", "durable.queue"))
 
     def _observe_runs(self, _options: Any) -> Iterable[Any]:
-        return list(
-            self._observe(
-                "SELECT status AS k, COUNT(*) AS n FROM runs GROUP BY status",
-                "durable.run.status",
-            )
-        )
+        return list(self._observe("status", "durable.run.status"))
 
     # -- creation: the trace a run joins ------------------------------------------------
 

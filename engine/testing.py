@@ -54,7 +54,7 @@ from journal import (
 
 from .committer import GroupCommitter
 from .durable import DurableFunction
-from .errors import EngineError
+from .errors import CrashSafetyError, EngineError
 from .runtime import Engine
 from .timetravel import Diff, _walk
 from .workflow import Workflow
@@ -87,10 +87,6 @@ class SimulatedCrash(BaseException):
     """The process "dies" here: raised from the engine's commit path right after the
     chosen commit, and by every later write. Not an ``Exception``, so neither the engine
     nor your ``except Exception`` records or swallows it."""
-
-
-class CrashSafetyError(AssertionError):
-    """:meth:`CrashReport.assert_ok` found a recovered run that differs."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 from journal import EntryKind, HorizonError, Journal, Run, SeqOutOfRange, to_jsonable
 
-from .errors import EngineError
+from .errors import StepNotFound
 from .recorded import FORK_STEP, lineage, split_key
 from .runtime import Engine, RunHandle, default_engine
 
@@ -52,10 +52,6 @@ CHECKPOINT_KINDS = frozenset({
     K.CHILD_COMPLETED, K.EVENT_RECEIVED, K.RUN_FORKED, K.RUN_COMPLETED, K.RUN_FAILED,
     K.RUN_CANCELLED, K.RUN_RESUMED,
 })  # fmt: skip
-
-
-class StepNotFound(EngineError, LookupError):
-    """No checkpoint with that number (or none at that time) in the run."""
 
 
 @dataclass(frozen=True)

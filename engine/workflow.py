@@ -24,9 +24,9 @@ from journal.ids import new_run_id
 
 from .context import Context
 from .errors import (
-    EngineError,
     FencedOff,
     RunCancelled,
+    RunFinished,
     WorkerStopping,
     WorkflowConfigurationError,
     WorkflowRuntimeError,
@@ -69,10 +69,6 @@ __all__ = [
 K = EntryKind
 _log = logging.getLogger(__name__)
 _registered_names: set[str] = set()
-
-
-class RunFinished(EngineError):
-    """The run has already ended: it takes no more events."""
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,15 @@ from .errors import (
     EngineError,
     FencedOff,
     JournalUnreachable,
+    NoStepForEvent,
     RunCancelled,
     StepFailed,
     StepTimeout,
+    WaitTimeout,
     WorkerStopping,
     WorkflowRuntimeError,
+    WorkflowTimeout,
+    WorkflowTimeoutError,
 )
 from .events import (
     Event,
@@ -84,22 +88,6 @@ _log = logging.getLogger(__name__)
 CHECKPOINT_CALLBACKS: dict[tuple[int, str], Callable[..., Any]] = {}
 """(id of the engine, run id) -> the ``checkpoint_callback`` given to ``run``/``run_from``:
 called after each step's commit in the process executing the run (nothing is written)."""
-
-
-class NoStepForEvent(EngineError):
-    """A step produced an event that no step of the workflow accepts."""
-
-
-class WaitTimeout(EngineError, TimeoutError):
-    """``ctx.wait_for_event`` reached its timeout."""
-
-
-class WorkflowTimeoutError(EngineError, TimeoutError):
-    """The run did not reach a StopEvent within the workflow's timeout."""
-
-
-WorkflowTimeout = WorkflowTimeoutError
-"""The former name of :class:`WorkflowTimeoutError`."""
 
 
 @dataclass

@@ -63,6 +63,7 @@ from .records import Entry, NewEntry, ResumeRecord, Run, ScheduleRecord, Snapsho
 from .render import to_jsonable
 from .retention import Retention, RetentionReport, apply_retention
 from .schedules import Schedules
+from .search import search_payloads
 from .store import (
     DEFAULT_PATH,
     ENV_VAR,
@@ -162,5 +163,6 @@ __all__ = [
     "register_type",
     "registered_name",
     "resolve_path",
+    "search_payloads",
     "to_jsonable",
 ]

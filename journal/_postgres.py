@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from ._extras import install_hint
+from .extras import install_hint
 
 try:
     import psycopg
@@ -668,6 +668,16 @@ class PostgresBackend(Recorder):
 
     def close(self) -> None:
         self.conn.close()
+
+    def size_bytes(self) -> int:
+        # Every table of the journal's schema, with its indexes and TOAST.
+        row = self.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ?"
+            " AND c.relkind = 'r'",
+            (self.schema,),
+        ).fetchone()
+        return int(row[0])
 
     def reclaim(self, max_pages: int | None) -> int:
         # Autovacuum returns dead rows' space for reuse; a plain VACUUM does it now.

@@ -66,6 +66,56 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _contains(text: str) -> str:
+    """``text`` as a LIKE pattern matching it anywhere, case-folded, its own ``%``/``_``
+    literal (the statements say ``ESCAPE '\\'``)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def run_filter(
+    *,
+    statuses: Sequence[str] | None = None,
+    name: str | None = None,
+    created_after: float | None = None,
+    created_before: float | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    contains: Sequence[str] = (),
+    id_contains: Sequence[str] = (),
+    name_contains: Sequence[str] = (),
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (and its parameters) on ``runs`` for the runs meeting every
+    filter: ``tags`` indexed under every one; each of ``contains`` in the id or the name,
+    ``id_contains`` in the id, ``name_contains`` in the name (anywhere, any case)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if statuses is not None:
+        clauses.append(f"status IN ({_marks(len(statuses))})")
+        params += statuses
+    for clause, value in (
+        ("name = ?", name),
+        ("created_at >= ?", created_after),
+        ("created_at < ?", created_before),
+        ("parent_run_id = ?", parent_run_id),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    like = "lower({}) LIKE ? ESCAPE '\\'"
+    for word in contains:
+        clauses.append(f"({like.format('run_id')} OR {like.format('name')})")
+        params += [_contains(word), _contains(word)]
+    for column, words in (("run_id", id_contains), ("name", name_contains)):
+        for word in words:
+            clauses.append(like.format(column))
+            params.append(_contains(word))
+    tagged, tag_params = tag_clauses(tags or {})
+    clauses += tagged
+    params += tag_params
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
 class Recorder(Backend):
     """A backend's operations on runs, entries and snapshots (see the module docstring)."""
 
@@ -80,42 +130,32 @@ class Recorder(Backend):
     def select_runs(
         self,
         *,
-        statuses: Sequence[str] | None = None,
-        name: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        parent_run_id: str | None = None,
-        tags: Mapping[str, str] | None = None,
         newest_first: bool = False,
         limit: int | None = None,
         offset: int = 0,
+        **filters: Any,
     ) -> list[Any]:
-        """Rows of the runs meeting every given filter (``tags``: indexed under every
-        one), ordered by creation time, paged."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for clause, value in (
-            ("name = ?", name),
-            ("created_at >= ?", created_after),
-            ("created_at < ?", created_before),
-            ("parent_run_id = ?", parent_run_id),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if statuses is not None:
-            clauses.insert(0, f"status IN ({_marks(len(statuses))})")
-            params[:0] = statuses
-        tagged, tag_params = tag_clauses(tags or {})
-        clauses += tagged
-        params += tag_params
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        """Rows of the runs meeting every given filter (see :func:`run_filter`), ordered
+        by creation time, paged."""
+        where, params = run_filter(**filters)
         order = "DESC" if newest_first else "ASC"
         return self.execute(
             f"SELECT {self.run_select} FROM runs {where}"
             f" ORDER BY created_at {order}, run_id {order} LIMIT ? OFFSET ?",
             [*params, self.no_limit if limit is None else limit, offset],
         ).fetchall()
+
+    def count_runs(self, by: str, **filters: Any) -> list[tuple[str, int]]:
+        """``(value, runs)`` per value of column ``by`` (``status`` or ``queue``; runs
+        without one left out) among the runs meeting every filter."""
+        if by not in ("status", "queue"):
+            raise ValueError(f"runs are counted by status or queue, not {by!r}")
+        where, params = run_filter(**filters)
+        where = f"{where} AND {by} IS NOT NULL" if where else f"WHERE {by} IS NOT NULL"
+        rows = self.execute(
+            f"SELECT {by}, count(*) FROM runs {where} GROUP BY {by} ORDER BY {by}", params
+        ).fetchall()
+        return [(str(value), int(n)) for value, n in rows]
 
     def runs_by_id(self, run_ids: Sequence[str]) -> list[Any]:
         """Rows of the runs with these ids that exist (any order), 500 ids per read."""
@@ -420,6 +460,39 @@ class Recorder(Backend):
             " ORDER BY seq",
             (run_id, lo, hi),
         ).fetchall()
+
+    def keyed_entries(
+        self,
+        run_ids: Sequence[str],
+        kinds: Sequence[str],
+        *,
+        keys: Sequence[str] | None = None,
+        key_prefix: str | None = None,
+        after: int = 0,
+    ) -> list[Any]:
+        """Entry rows of these runs above seq ``after``, of one of ``kinds``, whose key
+        is one of ``keys`` and starts with ``key_prefix`` (where given), in (run, seq)
+        order."""
+        clauses = [f"run_id IN ({_marks(len(run_ids))})", f"kind IN ({_marks(len(kinds))})"]
+        params: list[Any] = [*run_ids, *kinds]
+        if keys is not None:
+            clauses.append(f"key IN ({_marks(len(keys))})")
+            params += keys
+        if key_prefix is not None:
+            # substr, not LIKE: a prefix is compared as it is, with no character special.
+            clauses.append(f"substr(key, 1, {len(key_prefix)}) = ?")
+            params.append(key_prefix)
+        clauses.append("seq > ?")
+        params.append(after)
+        return self.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE {' AND '.join(clauses)}"
+            " ORDER BY run_id, seq",
+            params,
+        ).fetchall()
+
+    def size_bytes(self) -> int:
+        """Bytes the journal takes on disk."""
+        raise NotImplementedError
 
     def tail_size(self, run_id: str, base: int) -> tuple[int, int, int, int]:
         """``(snapshot seq, its bytes, entries after it up to base, their payload bytes)``

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from ._backend import CommitUnknown
 from ._core import JournalCore
@@ -370,37 +370,104 @@ class RunsMixin(JournalCore):
         offset: int = 0,
         newest_first: bool = False,
         tags: Mapping[str, str] | None = None,
+        contains: str | Sequence[str] = (),
+        id_contains: str | Sequence[str] = (),
+        name_contains: str | Sequence[str] = (),
     ) -> list[Run]:
         """Runs matching every given filter, ordered by creation time, paged. ``tags``:
-        runs carrying every one of these ``key: value`` tags (through the tag index)."""
-        statuses = None if status is None else [status] if isinstance(status, str) else [*status]
-        bad = [s for s in statuses or () if s not in RUN_STATUSES]
-        if bad:
-            raise ValueError(f"unknown status {bad[0]!r}; expected one of {RUN_STATUSES}")
-        wanted = check_tags(tags)
-        if wanted and self._c().schema_version < 4:
+        runs carrying every one of these ``key: value`` tags (through the tag index).
+        ``contains``: runs whose id or name holds each of these texts (any case, anywhere);
+        ``id_contains``/``name_contains``: the same in the id only, the name only."""
+        filters = self._run_filters(
+            status, name, created_after, created_before, parent_run_id, tags,
+            contains, id_contains, name_contains,
+        )  # fmt: skip
+        if filters is None:
             return []  # a journal older than tags, opened read-only: no run has any
         with self._lock:
             db = self._c()
             rows = self._read(
                 "listing runs",
                 db.select_runs,
-                statuses=statuses,
-                name=name,
-                created_after=created_after,
-                created_before=created_before,
-                parent_run_id=parent_run_id,
-                tags=wanted,
                 newest_first=newest_first,
                 limit=limit,
                 offset=offset,
+                **filters,
             )
         runs = [run_from_row(r, db.sealed) for r in rows]
+        wanted = filters["tags"]
         if wanted:
             # The index is not sealed; the row is: a run indexed under a tag it does not
             # carry (an altered index) is left out.
             runs = [r for r in runs if all(r.tags.get(k) == v for k, v in wanted.items())]
         return runs
+
+    def count_runs(
+        self,
+        by: Literal["status", "queue"] = "status",
+        *,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        contains: str | Sequence[str] = (),
+        id_contains: str | Sequence[str] = (),
+        name_contains: str | Sequence[str] = (),
+    ) -> dict[str, int]:
+        """How many runs match the filters (those of :meth:`list_runs`), by status or by
+        queue (runs in no queue left out); values no run has are absent. Counts the tag
+        index as it is: a run indexed under a tag it does not carry is counted."""
+        if by not in ("status", "queue"):
+            raise ValueError(f"runs are counted by 'status' or 'queue', not {by!r}")
+        filters = self._run_filters(
+            status, name, created_after, created_before, parent_run_id, tags,
+            contains, id_contains, name_contains,
+        )  # fmt: skip
+        if filters is None:
+            return {}
+        with self._lock:
+            db = self._c()
+            rows = self._read(f"counting runs by {by}", db.count_runs, by, **filters)
+        return dict(rows)
+
+    def _run_filters(  # noqa: PLR0917 - list_runs' filters, in order
+        self,
+        status: str | Sequence[str] | None,
+        name: str | None,
+        created_after: float | None,
+        created_before: float | None,
+        parent_run_id: str | None,
+        tags: Mapping[str, str] | None,
+        contains: str | Sequence[str],
+        id_contains: str | Sequence[str],
+        name_contains: str | Sequence[str],
+    ) -> dict[str, Any] | None:
+        """The recorder's filters, checked; ``None`` when no run can match (tags asked
+        of a journal older than tags)."""
+        statuses = None if status is None else [status] if isinstance(status, str) else [*status]
+        bad = [s for s in statuses or () if s not in RUN_STATUSES]
+        if bad:
+            raise ValueError(f"unknown status {bad[0]!r}; expected one of {RUN_STATUSES}")
+        wanted = check_tags(tags)
+        if wanted and self._c().schema_version < 4:
+            return None
+
+        def texts(value: str | Sequence[str]) -> list[str]:
+            return [value] if isinstance(value, str) else [*value]
+
+        return {
+            "statuses": statuses,
+            "name": name,
+            "created_after": created_after,
+            "created_before": created_before,
+            "parent_run_id": parent_run_id,
+            "tags": wanted,
+            "contains": texts(contains),
+            "id_contains": texts(id_contains),
+            "name_contains": texts(name_contains),
+        }
 
     def update_run(
         self,

@@ -416,6 +416,9 @@ class SqliteBackend(Recorder):
         rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check").fetchall()]
         return [] if rows == ["ok"] else [f"integrity_check: {r}" for r in rows]
 
+    def size_bytes(self) -> int:
+        return int(one(self.conn, "PRAGMA page_count")) * int(one(self.conn, "PRAGMA page_size"))
+
     def reclaim(self, max_pages: int | None) -> int:
         before = one(self.conn, "PRAGMA freelist_count")
         arg = "" if max_pages is None else f"({int(max_pages)})"

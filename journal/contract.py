@@ -10,6 +10,7 @@ Needs the ``test`` extra (pytest).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -447,6 +448,103 @@ class JournalContract:
         j.create_run("f1", name="mod:f", forked_from="r", forked_at=4)
         assert j.forks_of("r") == ["f2", "f1"] and j.forks_of("f1") == []
         assert j.function_names() == ["mod:f", "mod:g"]
+
+    # -- the read side ---------------------------------------------------------------
+
+    def test_list_and_count_runs_by_text(self, j: Journal) -> None:
+        """Runs are found by text in their id or name (any case, ``%``/``_`` literal),
+        and counted by status or queue under the same filters."""
+        j.create_run("Order-1", name="shop:checkout", status="completed")
+        j.create_run("order_2", name="shop:refund", queue="mail", tags={"team": "a"})
+        j.create_run("x%y", name="misc:Order", queue="mail")
+        j.create_run("z", name="misc:other", queue="bulk", status="running")
+
+        def ids(**filters: Any) -> list[str]:
+            return [r.run_id for r in j.list_runs(limit=None, **filters)]
+
+        assert ids(contains="ORDER") == ["Order-1", "order_2", "x%y"]
+        assert ids(contains="_") == ["order_2"] and ids(contains="%") == ["x%y"]
+        assert ids(contains=["order", "refund"]) == ["order_2"]
+        assert ids(id_contains="order") == ["Order-1", "order_2"]
+        assert ids(name_contains="order") == ["x%y"]
+        assert ids(contains="order", status="pending", tags={"team": "a"}) == ["order_2"]
+        assert ids(contains="nothing") == []
+        assert j.count_runs() == {"completed": 1, "pending": 2, "running": 1}
+        assert j.count_runs(contains="order") == {"completed": 1, "pending": 2}
+        assert j.count_runs("queue") == {"bulk": 1, "mail": 2}
+        assert j.count_runs("queue", status="pending") == {"mail": 2}
+        assert j.count_runs("queue", name_contains="nothing") == {}
+        with pytest.raises(ValueError, match=r"by 'status' or 'queue'"):
+            j.count_runs("name")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="unknown status"):
+            j.count_runs(status="lost")
+
+    def test_find_entries_by_kind_and_key(self, j: Journal) -> None:
+        """Entries are found by kind, key and key prefix (compared as written) above a
+        seq, across runs, verified."""
+        j.create_run("r", name="f")
+        j.create_run("s", name="f")
+        j.append(
+            "r",
+            [
+                _set(j, "@wait/a", 1),
+                _set(j, "@waitXa", 2),
+                j.entry(K.STATE_DELETED, key="@wait/a"),
+                _set(j, "k_1", 3),
+                j.entry(K.STEP_COMPLETED, 4, step="s#1"),
+            ],
+            expected_seq=0,
+        )
+        j.append("s", [_set(j, "k_1", 5), _set(j, "k%1", 6)], expected_seq=0)
+        both = [K.STATE_SET, K.STATE_DELETED]
+
+        def found(*args: Any, **kwargs: Any) -> list[tuple[str, int]]:
+            return [(e.run_id, e.seq) for e in j.find_entries(*args, **kwargs)]
+
+        assert found("r", both, key_prefix="@wait/") == [("r", 1), ("r", 3)]
+        assert found("r", both, key_prefix="@wait/", after=1) == [("r", 3)]
+        assert found(["s", "r"], [K.STATE_SET], keys=["k_1"]) == [("r", 4), ("s", 1)]
+        assert found(["s", "r"], [K.STATE_SET], key_prefix="k%") == [("s", 2)]
+        assert found("r", [K.STEP_COMPLETED]) == [("r", 5)]
+        assert found("r", both, keys=[]) == [] and found([], both) == []
+        entry = j.find_entries("r", [K.STEP_COMPLETED])[0]
+        assert entry == j.read_one("r", 5) and j.decode_entry(entry) == 4
+
+    def test_size_grows_with_the_journal(self, j: Journal) -> None:
+        """``size()`` measures what the journal takes on disk."""
+        before = j.size()
+        assert before > 0
+        j.create_run("r", name="f")
+        j.append("r", [_set(j, f"k{i}", os.urandom(4096).hex()) for i in range(64)], expected_seq=0)
+        assert j.size() >= before + 64 * 4096
+
+    def test_search_payloads(self, j: Journal) -> None:
+        """Full-text search finds inputs, entries and a compacted run's snapshot values,
+        best first, whole words, limited, in one run if asked."""
+        from .search import MATCH_END, MATCH_START, search_payloads  # noqa: PLC0415
+
+        j.create_run("r", name="f", input={"fruit": "banana"})
+        j.append("r", [_set(j, "k", "a banana split"), _set(j, "n", "none")], expected_seq=0)
+        j.create_run("c", name="f", snapshot_every=2)
+        j.append("c", [_set(j, "old", "banana bread"), _set(j, "x", 1)], expected_seq=0)
+        j.append("c", [_set(j, "y", 2), _set(j, "z", 3)], expected_seq=2)
+        j.compact("c", RetentionPolicy(keep_snapshots=1, include_active=True))
+        assert j.get_run("c").horizon == 4
+        hits = search_payloads(j, "banana")
+        assert {(h["run_id"], h["kind"], h["key"]) for h in hits} == {
+            ("r", "run.input", None),
+            ("r", K.STATE_SET, "k"),
+            ("c", "snapshot", "old"),
+        }
+        assert f"{MATCH_START}banana{MATCH_END}" in hits[0]["snippet"]
+        assert [h["seq"] for h in search_payloads(j, "split", run_id="r")] == [1]
+        assert search_payloads(j, "banana", run_id="c", limit=5)[0]["kind"] == "snapshot"
+        assert len(search_payloads(j, "banana", limit=1)) == 1
+        assert search_payloads(j, "bananas") == []
+        with pytest.raises(ValueError, match="empty"):
+            search_payloads(j, "  ")
+        with pytest.raises(RunNotFound):
+            search_payloads(j, "banana", run_id="nope")
 
     # -- writes whose COMMIT raised ----------------------------------------------------
 

@@ -24,6 +24,8 @@ import urllib.parse
 from pathlib import Path
 from types import TracebackType
 
+from .errors import JournalError
+
 __all__ = ["ClusterUnavailable", "TempCluster", "find_bindir", "wait_for_sessions_to_end"]
 
 _TOOLS = ("initdb", "pg_ctl", "postgres", "createdb")
@@ -33,7 +35,7 @@ _INITDB_FLAGS = ("--auth-local=trust", "--encoding=UTF8", "--locale=C", "--no-sy
 _SETTINGS = {"max_connections": "200", "shared_buffers": "32MB", "listen_addresses": "'127.0.0.1'"}
 
 
-class ClusterUnavailable(RuntimeError):
+class ClusterUnavailable(JournalError, RuntimeError):
     """PostgreSQL could not be found or started; the message says why."""
 
 

@@ -618,6 +618,34 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
             return entry
         raise SeqOutOfRange(f"run {run_id!r} has no seq {seq}", run_id=run_id, seq=seq)
 
+    def find_entries(
+        self,
+        run_ids: str | Sequence[str],
+        kinds: Sequence[str],
+        *,
+        keys: Sequence[str] | None = None,
+        key_prefix: str | None = None,
+        after: int = 0,
+    ) -> list[Entry]:
+        """The retained entries (verified) of these runs above seq ``after``, of one of
+        ``kinds``, whose key is one of ``keys`` and starts with ``key_prefix`` (where
+        given), in order of run id, then seq."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        if not ids or not kinds or (keys is not None and not keys):
+            return []
+        with self._lock:
+            rows = self._read(
+                f"finding entries of {ids[0]!r}" + (f" and {len(ids) - 1} more" if ids[1:] else ""),
+                self._c().keyed_entries,
+                ids,
+                list(kinds),
+                keys=None if keys is None else list(keys),
+                key_prefix=key_prefix,
+                after=after,
+            )
+        self.entries_read += len(rows)
+        return [self._verified(row) for row in rows]
+
     def last_entry(self, run_id: str) -> Entry | None:
         """The run's newest entry, or ``None`` if it has none (or all were compacted)."""
         run = self.get_run(run_id)
@@ -705,6 +733,11 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
     ) -> VerifyReport:
         """Check checksums, seq density, snapshots against folds and the file's integrity."""
         return verify(self, run_id, progress=progress)
+
+    def size(self) -> int:
+        """Bytes the journal takes: its file's pages, or its tables in PostgreSQL."""
+        with self._lock:
+            return self._read(f"measuring {self.where!r}", self._c().size_bytes)
 
     @property
     def backend(self) -> Recorder:

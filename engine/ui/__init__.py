@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from journal._extras import install_hint
+from journal.extras import install_hint
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

@@ -18,14 +18,12 @@ import re
 import secrets
 import socket
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-import apsw
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -55,13 +53,23 @@ from journal import (
 )
 from journal.kinds import RUN_STATUSES
 
-from ..errors import EngineError, FunctionNotFound, NotResumable, WrongFunction
+from ..errors import (
+    BadRequest,
+    BadToken,
+    BodyTooLarge,
+    EngineError,
+    FunctionNotFound,
+    NotResumable,
+    ReadOnly,
+    StepNotFound,
+    UnsupportedMedia,
+    WrongFunction,
+)
 from ..registry import import_user_modules
 from ..runtime import Engine
-from ..timetravel import Checkpoint, StepNotFound, diff, fork, iter_history, state_at
+from ..timetravel import Checkpoint, diff, fork, iter_history, state_at
 from ..workflow import RunFinished, send_event
 from . import graph, runlist, steps, story, views
-from .views import BadRequest
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -108,23 +116,6 @@ CSP = (
 load or inline a script."""
 
 
-class ReadOnly(EngineError):
-    """The UI was opened read-only: actions are refused (403)."""
-
-
-class UnsupportedMedia(EngineError):
-    """An action's body must be JSON (415): a cross-site HTML form cannot send that."""
-
-
-class BodyTooLarge(EngineError):
-    """A request body past :data:`MAX_BODY` (413), refused as soon as it is seen."""
-
-
-class BadToken(EngineError, ValueError):
-    """A fixed token (``--token``, ``$DURABLE_UI_TOKEN``) that is too short or holds
-    characters a URL or a cookie cannot carry as they are."""
-
-
 def new_token() -> str:
     """A fresh access token (256 random bits), as each launch of the UI makes one."""
     return secrets.token_urlsafe(32)
@@ -155,43 +146,6 @@ class UI:
 
 
 # -- opening -----------------------------------------------------------------------------
-
-
-class UIJournal(Journal):
-    """A journal whose ad-hoc queries run on a read-only apsw connection.
-
-    ``Journal.query`` opens the file through the standard library's sqlite3, a second
-    copy of SQLite beside apsw's own in this process. Two copies do not see each
-    other's POSIX locks (sqlite.org/howtocorrupt.html, section 2.2.1): opening through
-    one truncates the -shm file the other has mapped, and a write in flight dies of
-    SIGBUS. The UI writes (forks, events, cancels) while it serves reads that go
-    through ``query`` (``state_at(step=...)`` and ``diff`` do), so its queries stay on
-    apsw's SQLite, which coordinates its own connections.
-    """
-
-    def __init__(self, path: str, *, readonly: bool, **options: Any) -> None:
-        super().__init__(path, readonly=readonly, **options)
-        self._reader = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
-        self._reader.set_busy_timeout(30_000)
-        self._reader_lock = threading.Lock()
-
-    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        """Rows of a read-only SQL query, as dicts (the connection cannot write)."""
-        with self._reader_lock:
-            try:
-                cursor = self._reader.execute(sql, params)
-                try:
-                    names = [d[0] for d in cursor.get_description()]
-                except apsw.ExecutionCompleteError:
-                    return []  # no row, and so no description
-                return [dict(zip(names, row, strict=True)) for row in cursor]
-            except apsw.Error as exc:
-                raise JournalError(f"query failed: {type(exc).__name__}: {exc}", sql=sql) from exc
-
-    def close(self) -> None:
-        with self._reader_lock:
-            self._reader.close()
-        super().close()
 
 
 def writable(path: str) -> bool:
@@ -264,8 +218,7 @@ def create_app(
     path = os.fspath(db)
     journal: Journal
     if is_url(path):
-        # PostgreSQL: Journal.query already runs in a read-only transaction, on the
-        # journal's own connection; there is no file to check or second SQLite to avoid.
+        # PostgreSQL: there is no file whose permissions say whether it can be written.
         readonly = bool(readonly)
         import_modules(imports)
         journal = Journal(path, readonly=readonly, trust_pickle=trust_pickle, hmac_key=hmac_key)
@@ -277,7 +230,7 @@ def create_app(
         if readonly is None:
             readonly = not writable(path)
         import_modules(imports)
-        journal = UIJournal(path, readonly=readonly, trust_pickle=trust_pickle, hmac_key=hmac_key)
+        journal = Journal(path, readonly=readonly, trust_pickle=trust_pickle, hmac_key=hmac_key)
     ui = UI(journal.where, Engine(journal), readonly, _templates())
 
     @contextlib.asynccontextmanager
@@ -703,10 +656,7 @@ def _decoded(journal: Journal, data: bytes | None, codec: str, where: str) -> An
 def _related(journal: Journal, run: Run) -> dict[str, list[str]]:
     """Child runs and forks of ``run``, by id."""
     children = [r.run_id for r in journal.list_runs(parent_run_id=run.run_id, limit=None)]
-    rows = journal.query(
-        "SELECT run_id FROM runs WHERE forked_from = ? ORDER BY created_at", [run.run_id]
-    )
-    return {"children": children, "forks": [str(r["run_id"]) for r in rows]}
+    return {"children": children, "forks": journal.forks_of(run.run_id)}
 
 
 def api_run(request: Request) -> Response:
@@ -864,7 +814,7 @@ def runs_page(request: Request) -> Response:
     """The run list; a script refreshes its rows from ``/api/runs`` every second."""
     ui = _ui(request)
     page, filters = _list_runs(ui, request)
-    names = [str(r["name"]) for r in ui.journal.query("SELECT DISTINCT name FROM runs ORDER BY 1")]
+    names = ui.journal.function_names()
     q = request.query_params
     form = {k: q.get(k, "") for k in ("q", "name", "since", "until", "limit")}
     form["status"] = ",".join(filters["status"] or [])

@@ -1,21 +1,20 @@
 """The run list: the search query, filters, one page of runs, totals and counts by status.
 
-Plain functions over ``Journal.query`` (read-only SQL) and ``Journal.get_run`` (each
-listed row verified), so the same code serves SQLite and PostgreSQL.
+Plain functions over ``Journal.count_runs`` and ``Journal.list_runs`` (each listed row
+verified), so the same code serves SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from journal import Journal, Run, check_tags
 from journal.kinds import RUN_STATUSES
-from journal.tags import tag_clauses
 
-from .views import BadRequest
+from ..errors import BadRequest
 
 __all__ = ["DEFAULT_LIMIT", "Page", "Search", "list_page", "parse_search"]
 
@@ -68,48 +67,6 @@ def parse_search(text: str | None) -> Search:
     return Search(tuple(words), tuple(fields), tuple(tags))
 
 
-def _like(text: str) -> str:
-    """``text`` as a LIKE pattern matching it anywhere, its own ``%``/``_`` literal."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-_COLUMN = {"id": "lower(run_id)", "name": "lower(name)"}
-
-
-def _where(
-    search: Search,
-    name: str | None,
-    since: float | None,
-    until: float | None,
-    statuses: Sequence[str] | None,
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for word in search.words:
-        clauses.append("(lower(run_id) LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\')")
-        params += [_like(word), _like(word)]
-    for fld, text in search.fields:
-        clauses.append(f"{_COLUMN[fld]} LIKE ? ESCAPE '\\'")
-        params.append(_like(text))
-    tagged, tag_params = tag_clauses(dict(search.tags))
-    clauses += tagged
-    params += tag_params
-    if name is not None:
-        clauses.append("name = ?")
-        params.append(name)
-    if since is not None:
-        clauses.append("created_at >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("created_at < ?")
-        params.append(until)
-    if statuses:
-        clauses.append(f"status IN ({','.join('?' * len(statuses))})")
-        params += list(statuses)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
-
-
 @dataclass
 class Page:
     """One page of the list: its runs, where it sits, and what the filters match."""
@@ -145,24 +102,25 @@ def list_page(journal: Journal, filters: Mapping[str, Any]) -> Page:
     to the id, so pages neither repeat nor skip a run."""
     search: Search = filters["search"]
     statuses = filters["status"]
-    if search.tags and journal.backend.schema_version < 4:
-        # A journal older than tags, read without migrating: no run carries any.
-        return Page([], filters["offset"], filters["limit"], 0, dict.fromkeys(RUN_STATUSES, 0))
-    args = (search, filters["name"], filters["since"], filters["until"])
-    where, params = _where(*args, None)
-    rows = journal.query(f"SELECT status, count(*) AS n FROM runs {where} GROUP BY status", params)
+    where: dict[str, Any] = {
+        "name": filters["name"],
+        "created_after": filters["since"],
+        "created_before": filters["until"],
+        "tags": dict(search.tags),
+        "contains": search.words,
+        "id_contains": [text for fld, text in search.fields if fld == "id"],
+        "name_contains": [text for fld, text in search.fields if fld == "name"],
+    }
     counts = dict.fromkeys(RUN_STATUSES, 0)
-    counts.update({str(r["status"]): int(r["n"]) for r in rows})
+    counts.update(journal.count_runs("status", **where))
     total = sum(n for s, n in counts.items() if not statuses or s in statuses)
-    where, params = _where(*args, statuses)
-    ids = journal.query(
-        f"SELECT run_id FROM runs {where} ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?",
-        [*params, filters["limit"], filters["offset"]],
+    found = journal.list_runs(
+        status=statuses or None,
+        newest_first=True,
+        limit=filters["limit"],
+        offset=filters["offset"],
+        **where,
     )
-    # find_run: a run deleted (retention) between the two reads is left out, not a 404.
-    found = (journal.find_run(str(r["run_id"])) for r in ids)
-    runs = [r for r in found if r is not None]
-    # The tag index is not sealed, the row is: a run indexed under a tag it does not carry
-    # (an altered index) is left out.
-    runs = [r for r in runs if all(r.tags.get(k) == v for k, v in search.tags)]
-    return Page(runs, filters["offset"], filters["limit"], total, counts, sum(counts.values()))
+    # The tag index is not sealed, the row is: list_runs leaves out a run indexed under a
+    # tag it does not carry.
+    return Page(found, filters["offset"], filters["limit"], total, counts, sum(counts.values()))

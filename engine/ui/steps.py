@@ -53,19 +53,15 @@ def consumed_by(journal: Journal, run: Run, keys: Sequence[str]) -> list[dict[st
     if not keys:
         return []
     segments = [r for r, _ in lineage(journal, run)]
-    rows = journal.query(
-        f"SELECT run_id, seq, key FROM entries WHERE key IN ({','.join('?' * len(keys))})"
-        f" AND run_id IN ({','.join('?' * len(segments))}) AND kind IN (?, ?)",
-        [*keys, *segments, K.EVENT_EMITTED, K.EVENT_RECEIVED],
-    )
     found: dict[str, Any] = {}
-    for row in rows:
+    for entry in journal.find_entries(
+        segments, [K.EVENT_EMITTED, K.EVENT_RECEIVED], keys=list(dict.fromkeys(keys))
+    ):
         try:
-            entry = journal.read_one(str(row["run_id"]), int(row["seq"]))
             payload = journal.decode_entry(entry, strict=False)
-            found[str(row["key"])] = views.events_of(payload)
+            found[str(entry.key)] = views.events_of(payload)
         except (DecodeError, AttributeError) as exc:
-            found[str(row["key"])] = {"undecodable": str(exc)}
+            found[str(entry.key)] = {"undecodable": str(exc)}
     return [{"key": k, "event": found.get(k)} for k in keys]
 
 

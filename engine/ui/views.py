@@ -14,6 +14,7 @@ from typing import Any
 from journal import EntryKind, Run, Undecoded, to_jsonable
 
 from .._render import resumed_text
+from ..errors import BadRequest
 from ..timetravel import Checkpoint
 from .story import Owners, Takeover
 
@@ -24,10 +25,6 @@ TRACK = 1000.0
 
 MIN_BAR = 4.0
 """The narrowest bar drawn, so that instantaneous work stays visible and clickable."""
-
-
-class BadRequest(ValueError):
-    """A query parameter or request body the API cannot use (answered with 400)."""
 
 
 # -- parameters --------------------------------------------------------------------------

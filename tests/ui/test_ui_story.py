@@ -86,9 +86,8 @@ class TestTakeover:
 
     def test_the_lease_wait_is_the_silence_between_owners(self, story: Any) -> None:
         from engine import Engine, iter_history
-        from engine.ui.app import UIJournal  # queries on apsw, as the UI's (see UIJournal)
 
-        with Engine(UIJournal(str(story["db"]), readonly=True)) as eng:
+        with Engine(Journal(str(story["db"]), readonly=True)) as eng:
             run = eng.journal.get_run("crashed-1")
             cps = list(iter_history("crashed-1", engine=eng))
         (t,) = find_takeovers(run, cps)

@@ -1,0 +1,5 @@
+"""``python -m engine.cli``: the ``durable`` command."""
+
+from . import main
+
+main()
