@@ -38,7 +38,7 @@ from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run
 from .reopen import reopen_failed
 from .schedules import Schedules
-from .verify import VerifyReport, verify
+from .verify import VerifyReport, check_places, verify
 
 __all__ = [
     "DEFAULT_PATH",
@@ -733,6 +733,11 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
                 return db.reclaim(max_pages)
             except db.errors as exc:
                 raise db.translate(exc, f"reclaiming free space in {self.where!r}") from exc
+
+    def check_places(self, run_id: str) -> None:
+        """Raise :class:`MisplacedPayload` if an encrypted value of the run was sealed for
+        another place (see :func:`journal.verify.check_places`: no key needed)."""
+        check_places(self, run_id)
 
     def verify(
         self, run_id: str | None = None, *, progress: Callable[[int, int], None] | None = None

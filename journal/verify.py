@@ -15,7 +15,7 @@ from .tags import check_tags
 if TYPE_CHECKING:
     from .store import Journal
 
-__all__ = ["VerifyReport", "verify"]
+__all__ = ["VerifyReport", "check_places", "verify"]
 
 
 @dataclass
@@ -169,6 +169,28 @@ def _verify_run(journal: Journal, run_id: str, report: VerifyReport) -> Any:
             f"run {run_id!r}: last_seq is {run.last_seq} but entries end at {state.seq}"
         )
     return run.meta.get("tags")
+
+
+def check_places(journal: Journal, run_id: str) -> None:
+    """Raise :class:`~journal.MisplacedPayload` at the run's first encrypted value (its
+    input, output, an entry, a snapshot) sealed for another place; read from the values'
+    headers, so no key is needed and nothing is decrypted or decoded."""
+    run = journal.get_run(run_id)
+    for name in ("input", "output"):
+        data = getattr(run, name)
+        if data is not None and run.codec.startswith(PREFIX):
+            _check_place(data, Place(name, run_id))
+    for entry in journal.read(run_id, run.horizon + 1):
+        if entry.payload is not None and entry.codec.startswith(PREFIX):
+            _check_place(entry.payload, Place("entry", run_id, entry.seq))
+    for snap in journal.snapshots(run_id):
+        if snap.codec.startswith(PREFIX):
+            with journal.lock:
+                row = journal._read(
+                    "reading a snapshot", journal.backend.snapshot_at, run_id, snap.seq
+                )
+            if row is not None:
+                _check_place(bytes(row[0]), Place("snapshot", run_id, snap.seq))
 
 
 def _check_place(data: bytes, place: Place) -> None:

@@ -7,7 +7,13 @@ tests/fixtures/journal_aesgcm_v1.db was written by that code: see gen_aesgcm_v1 
 from __future__ import annotations
 
 import base64
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +288,79 @@ def gen_aesgcm_v1(path: str) -> None:
         fn = durable(name="fixture:work", engine=eng, snapshot_every=2)(_body)
         for run_id in ("a", "b"):
             eng.start(fn, (run_id,), {}, run_id=run_id).result(timeout=30)
+
+
+# -- recovery after a crash ---------------------------------------------------------------
+
+CRASHING = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from engine import Context, configure, default_engine, durable, step
+    from journal import EncryptedCodec, JsonSerializer
+
+    @step
+    def add(i: int) -> int:
+        if i == 2 and not os.path.exists("mark"):
+            open("mark", "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        with open("ran", "a") as f:
+            f.write(f"{i}\\n")
+        return i
+
+    @durable
+    def total(ctx: Context, n: int) -> int:
+        acc = 0
+        for i in range(n):
+            acc += add(i)
+        return acc
+
+    if __name__ == "__main__":
+        configure(sys.argv[2], codec=EncryptedCodec(JsonSerializer(), {"k1": b"1" * 32}),
+                  lease_seconds=1.0)
+        if sys.argv[1] == "start":
+            print(total.start(4, run_id="t").result(timeout=60))
+        else:
+            report = default_engine().recover(wait_leased=True, timeout=30)
+            print(json.dumps({"resumed": report.run_ids,
+                              "errors": {k: [type(v).__name__, str(v)]
+                                         for k, v in report.errors.items()}}))
+    """
+)
+
+
+def test_recovery_leaves_a_run_holding_a_moved_value_and_runs_nothing(tmp_path: Path) -> None:
+    """A run killed mid-flight, two of its step results swapped (checksums recomputed):
+    recovery reports MisplacedPayload naming the run and seq, claims nothing, writes
+    nothing, and no step runs."""
+    (tmp_path / "crashing.py").write_text(CRASHING)
+    db = str(tmp_path / "j.db")
+
+    def run(mode: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "crashing.py", mode, db],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert run("start").returncode == -signal.SIGKILL
+    assert (tmp_path / "ran").read_text().split() == ["0", "1"]
+    with Journal(db) as j:
+        steps = [e.seq for e in j.read("t") if e.kind == "step.completed"]
+        assert len(steps) == 2
+        _swap(j, ("t", steps[0]), ("t", steps[1]))
+        before = (j.get_run("t"), [bytes(e.payload or b"") for e in j.read("t")])
+    done = run("recover")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["resumed"] == []
+    kind, message = report["errors"]["t"]
+    assert kind == "MisplacedPayload"
+    assert f"run 't' seq {steps[0]}" in message and f"belongs to run 't' seq {steps[1]}" in message
+    assert (tmp_path / "ran").read_text().split() == ["0", "1"], "a step ran"
+    with Journal(db) as j:
+        after = (j.get_run("t"), [bytes(e.payload or b"") for e in j.read("t")])
+    assert after == before, "recovery wrote to the run"
