@@ -90,7 +90,7 @@ class CodecsMixin(JournalCore):
         if data is None:
             return None
         if place is not None and run_id is None:
-            run_id = place.run_id if place.field != "schedule" else None
+            run_id = place.run_id
         if strict:
             use = self.codec_named(codec, run_id=run_id)
             if isinstance(use, EncryptedCodec):

@@ -13,7 +13,7 @@ readers that build codecs from the codec column, such as the CLI and the web vie
 
 Each value is bound to its place: the journal seals it (format 2) with the place it is
 written to (:class:`Place`: the run, the seq, and which field: an entry's payload, a
-snapshot, the run's input or output, a schedule's input) in the authenticated header,
+snapshot, the run's input or output) in the authenticated header,
 so a value copied or swapped into another run, seq or field is refused with
 :class:`~journal.MisplacedPayload` naming both places. Values written before format 2
 (format 1) still read, but are bound to their codec only until they are written again.
@@ -49,8 +49,9 @@ _KEY_SIZES = (16, 24, 32)
 @dataclass(frozen=True, slots=True)
 class Place:
     """Where a stored value lives: ``field`` (``"entry"``, ``"snapshot"``, ``"input"``,
-    ``"output"``, ``"schedule"``), the run (a schedule's name for ``"schedule"``) and the
-    seq (0 for a run's input and output and a schedule's input)."""
+    ``"output"``), the run and the seq (0 for a run's input and output). A schedule's
+    stored input is not bound (format 1): it becomes a run's input only once decoded
+    and encoded again, bound to that run."""
 
     field: str
     run_id: str
@@ -78,8 +79,6 @@ class Place:
             return f"run {self.run_id!r} seq {self.seq}"
         if self.field == "snapshot":
             return f"run {self.run_id!r} snapshot at seq {self.seq}"
-        if self.field == "schedule":
-            return f"schedule {self.run_id!r} input"
         return f"run {self.run_id!r} {self.field}"
 
 
