@@ -193,7 +193,8 @@ class RecoveryReport:
 
     handles: list[RunHandle] = field(default_factory=list)
     errors: dict[str, EngineError | JournalError] = field(default_factory=dict)
-    """Runs left alone: their function cannot be imported, or their lineage is damaged."""
+    """Runs left alone: their function cannot be imported, their lineage is damaged, or
+    an encrypted value of theirs was moved from another place (MisplacedPayload)."""
     leased: dict[str, float] = field(default_factory=dict)
     """Unfinished runs another worker holds: seconds until their lease expires."""
     owners: dict[str, str] = field(default_factory=dict)
@@ -1218,7 +1219,7 @@ class Engine:
 
     def _cannot_recover(self, run: Run) -> EngineError | JournalError | None:
         """Why ``run`` cannot resume here (its function cannot be imported, its fork
-        lineage is damaged), or None."""
+        lineage is damaged, an encrypted value of it was moved), or None."""
         try:
             resolve(run.name, run_id=run.run_id)
         except FunctionNotFound as exc:
@@ -1227,6 +1228,12 @@ class Engine:
             try:
                 # A crafted journal's fork links may loop: left alone and reported.
                 fork_lineage(self.journal, run)
+            except JournalError as exc:
+                return exc
+        if run.codec.startswith("aesgcm:"):
+            try:
+                # An encrypted value moved in from another place: left alone, not replayed.
+                self.journal.check_places(run.run_id)
             except JournalError as exc:
                 return exc
         return None

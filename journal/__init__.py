@@ -22,7 +22,7 @@ from .codecs import (
     registered_name,
 )
 from .compaction import CompactionRecord, CompactionReport
-from .encryption import EncryptedCodec
+from .encryption import EncryptedCodec, Place
 from .errors import (
     BadJournalURL,
     ConflictError,
@@ -40,6 +40,7 @@ from .errors import (
     LineageCycle,
     LineageError,
     MigrationError,
+    MisplacedPayload,
     NotAJournalError,
     NotFailed,
     RunCorrupted,
@@ -121,10 +122,12 @@ __all__ = [
     "Listener",
     "MigrationError",
     "MigrationReport",
+    "MisplacedPayload",
     "NewEntry",
     "NotAJournalError",
     "NotFailed",
     "PickleSerializer",
+    "Place",
     "ResumeRecord",
     "Retention",
     "RetentionPolicy",

@@ -3,11 +3,14 @@ per run, and the building of new entries (a bad value fails before any write).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ._core import JournalCore
 from ._requests import UNSET
 from .codecs import Codec, Undecoded, codec_for_name, decode_for_reading
+from .encryption import PREFIX, EncryptedCodec, Place
 from .errors import (
     SerializationError,
     UntrustedPayload,
@@ -73,23 +76,31 @@ class CodecsMixin(JournalCore):
         where: str,
         strict: bool = True,
         run_id: str | None = None,
+        place: Place | None = None,
     ) -> Any:
         """Decode a stored payload (of run ``run_id``: see :meth:`use_codec`); ``None``
         stays ``None``.
 
         ``strict=False`` is for reading, not executing: a pickle this journal may not
         unpickle, or a value whose class cannot be used here, comes back as a
-        :class:`~journal.Undecoded` placeholder instead of an error.
+        :class:`~journal.Undecoded` placeholder instead of an error. An encrypted value
+        bound to another place than ``place`` (or another run than ``run_id``) raises
+        :class:`~journal.MisplacedPayload` either way.
         """
         if data is None:
             return None
+        if place is not None and run_id is None:
+            run_id = place.run_id
         if strict:
-            return self.codec_named(codec, run_id=run_id).decode(data, where=where)
+            use = self.codec_named(codec, run_id=run_id)
+            if isinstance(use, EncryptedCodec):
+                return use.decode(data, where=where, place=place, run_id=run_id)
+            return use.decode(data, where=where)
         try:
             use = self.codec_named(codec, run_id=run_id)
         except UntrustedPayload as exc:
             return Undecoded("pickle", size=len(data), reason=str(exc))
-        return decode_for_reading(use, data, where=where)
+        return decode_for_reading(use, data, where=where, place=place, run_id=run_id)
 
     def decode_entry(self, entry: Entry, *, strict: bool = True) -> Any:
         """Decode an entry's payload; errors name the run and seq (``strict``: see
@@ -99,8 +110,32 @@ class CodecsMixin(JournalCore):
             entry.codec,
             where=f"run {entry.run_id!r} seq {entry.seq}",
             strict=strict,
-            run_id=entry.run_id,
+            place=Place("entry", entry.run_id, entry.seq),
         )
+
+    def bind(self, data: bytes | None, codec: str, place: Place) -> bytes | None:
+        """``data`` as stored at ``place``: an encrypted value sealed bound to it (see
+        :class:`~journal.Place`); any other value as it is."""
+        if data is None or not codec.startswith(PREFIX):
+            return data
+        use = self.codec_named(codec, run_id=place.run_id)
+        if not isinstance(use, EncryptedCodec):
+            return data
+        return use.bind(data, place, where=str(place))
+
+    def bind_entries(
+        self, run_id: str, entries: Sequence[NewEntry], base: int
+    ) -> Sequence[NewEntry]:
+        """``entries`` as appended after seq ``base``: their encrypted payloads bound to
+        their seqs (the same sequence when none is encrypted)."""
+        bound: list[NewEntry] | None = None
+        for i, e in enumerate(entries):
+            if e.payload is not None and e.codec.startswith(PREFIX):
+                if bound is None:
+                    bound = list(entries)
+                place = Place("entry", run_id, base + 1 + i)
+                bound[i] = replace(e, payload=self.bind(e.payload, e.codec, place))
+        return entries if bound is None else bound
 
     def _read_entry(self, entry: Entry) -> Any:
         return self.decode_entry(entry, strict=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._recorder import Recorder
@@ -15,7 +15,7 @@ from .codecs import Codec
 from .errors import CorruptionError, JournalClosed
 from .fold import FoldedState
 from .policies import Durability, SnapshotPolicy
-from .records import Entry, Run
+from .records import Entry, NewEntry, Run
 
 _T = TypeVar("_T")
 
@@ -83,6 +83,8 @@ class JournalCore:
         codec_named: Callable[..., Codec]
         decode: Callable[..., Any]
         decode_entry: Callable[..., Any]
+        bind: Callable[..., bytes | None]
+        bind_entries: Callable[..., Sequence[NewEntry]]
         read: Callable[..., Iterator[Entry]]
         _resolve_unknown_create: Callable[..., tuple[Run, bool]]
         append: Callable[..., int]

@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError(f"a postgresql:// journal needs psycopg: {install_hint('postgres')}") from exc
 
 from ._backend import CommitUnknown, Cursor, Listener, redact
+from ._ddl import create, upgrade
 from ._integrity import entry_rows
 from ._recorder import Recorder
 from ._schema import (
@@ -66,124 +67,11 @@ _SETTLE_TIMEOUT_MS = 10_000
 # One advisory lock key for schema creation and upgrades ("DRB1", as in a file's header).
 _SCHEMA_LOCK = 0x44524231
 
-# Version 4: run tags (indexing the sealed "tags" object of runs.meta) and schedules.
-_V4 = (
-    """
-    CREATE TABLE IF NOT EXISTS run_tags (
-        key    TEXT NOT NULL,
-        value  TEXT NOT NULL,
-        run_id TEXT NOT NULL REFERENCES runs(run_id),
-        PRIMARY KEY (key, value, run_id)
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS run_tags_by_run ON run_tags(run_id)",
-    """
-    CREATE TABLE IF NOT EXISTS schedules (
-        name       TEXT PRIMARY KEY,
-        target     TEXT NOT NULL,
-        cron       TEXT NOT NULL,
-        timezone   TEXT NOT NULL,
-        missed     TEXT NOT NULL,
-        codec      TEXT NOT NULL,
-        input      BYTEA,
-        tags       TEXT NOT NULL DEFAULT '{}',
-        queue      TEXT,
-        origin     TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        paused     INTEGER NOT NULL DEFAULT 0,
-        next_at    DOUBLE PRECISION,
-        updated_at DOUBLE PRECISION NOT NULL,
-        checksum   BIGINT NOT NULL
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
-)
-
-# Version 5: queue rate limits (first claim of a queued run) and step heartbeats.
-_V5 = (
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS started_at DOUBLE PRECISION",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat TEXT",
-    "CREATE INDEX IF NOT EXISTS runs_by_start ON runs(queue, started_at)",
-)
-
-DDL = (
-    """
-    CREATE TABLE journal_meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE runs (
-        run_id           TEXT PRIMARY KEY,
-        kind             TEXT NOT NULL,
-        name             TEXT NOT NULL,
-        status           TEXT NOT NULL,
-        codec            TEXT NOT NULL,
-        input            BYTEA,
-        output           BYTEA,
-        error            TEXT,
-        created_at       DOUBLE PRECISION NOT NULL,
-        updated_at       DOUBLE PRECISION NOT NULL,
-        last_seq         BIGINT NOT NULL DEFAULT 0,
-        epoch            BIGINT NOT NULL DEFAULT 0,
-        owner            TEXT,
-        lease_expires_at DOUBLE PRECISION,
-        wake_at          DOUBLE PRECISION,
-        parent_run_id    TEXT REFERENCES runs(run_id),
-        forked_from      TEXT REFERENCES runs(run_id),
-        forked_at        BIGINT,
-        code_version     TEXT,
-        snapshot_every   BIGINT,
-        horizon          BIGINT NOT NULL DEFAULT 0,
-        meta             TEXT NOT NULL DEFAULT '{}',
-        queue            TEXT,
-        priority         INTEGER NOT NULL DEFAULT 0,
-        checksum         BIGINT NOT NULL
-    )
-    """,
-    "CREATE INDEX runs_by_status ON runs(status, wake_at, lease_expires_at)",
-    "CREATE INDEX runs_by_name ON runs(name, created_at)",
-    "CREATE INDEX runs_by_created ON runs(created_at)",
-    "CREATE INDEX runs_by_parent ON runs(parent_run_id)",
-    "CREATE INDEX runs_by_queue ON runs(status, queue, priority DESC, created_at)",
-    """
-    CREATE TABLE entries (
-        run_id   TEXT NOT NULL REFERENCES runs(run_id),
-        seq      BIGINT NOT NULL,
-        kind     TEXT NOT NULL,
-        step     TEXT,
-        key      TEXT,
-        payload  BYTEA,
-        codec    TEXT NOT NULL,
-        ts       DOUBLE PRECISION NOT NULL,
-        checksum BIGINT NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    )
-    """,
-    """
-    CREATE TABLE snapshots (
-        run_id      TEXT NOT NULL REFERENCES runs(run_id),
-        seq         BIGINT NOT NULL,
-        state       BYTEA NOT NULL,
-        codec       TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        checksum    BIGINT NOT NULL,
-        created_at  DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    )
-    """,
-    *_V4,
-    *_V5,
-)
+DDL = create("postgresql")
+"""The statements creating a new journal's tables (declared once, in ``_ddl.py``)."""
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # version 3: run rows are checksummed (reseal_runs fills the column for old rows).
-    3: ("ALTER TABLE runs ADD COLUMN checksum BIGINT NOT NULL DEFAULT 0",),
-    # version 4: run tags and schedules (no run carries tags yet: nothing to fill).
-    4: _V4,
-    # version 5: queue rate limits and step heartbeats (old runs have neither).
-    5: _V5,
+    version: upgrade("postgresql", version) for version in range(3, SCHEMA_VERSION + 1)
 }
 """Statements taking a PostgreSQL journal to each version (the first one was 2)."""
 

@@ -16,6 +16,7 @@ from ._requests import UNSET, CreateRequest
 from ._schema import run_checksum
 from ._snapshots import as_entries
 from .codecs import Codec
+from .encryption import PREFIX, Place
 from .errors import (
     CorruptionError,
     HorizonError,
@@ -158,6 +159,12 @@ class RunsMixin(JournalCore):
         read once for a whole batch)."""
         db = self._c()
         run = req.run
+        # Its encrypted values bound to their places (its input, its first entries).
+        if run.codec.startswith(PREFIX):
+            run = replace(run, input=self.bind(run.input, run.codec, Place("input", run.run_id)))
+        entries = self.bind_entries(run.run_id, req.entries, 0)
+        if entries is not req.entries:
+            req = replace(req, entries=entries)
         for ref in (run.parent_run_id, run.forked_from):
             if ref is not None and not self._exists(ref):
                 raise RunNotFound(f"no run {ref!r} in {self.where!r}", run_id=ref)

@@ -1,8 +1,8 @@
-"""The journal's schema: its columns, and the SQLite spelling of its tables.
+"""The journal's schema: its columns, and its tables rendered for SQLite.
 
 In a file, ``PRAGMA user_version`` holds SCHEMA_VERSION and ``PRAGMA
-application_id`` marks it as a journal of this project. (PostgreSQL's spelling of
-the same tables is in ``_postgres.py``.)
+application_id`` marks it as a journal of this project. The tables are declared once,
+in ``_ddl.py``, and rendered for each dialect (PostgreSQL's in ``_postgres.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from typing import Any
+
+from ._ddl import create, upgrade
 
 APPLICATION_ID = 0x44524231  # "DRB1": tells a journal from any other SQLite file
 SCHEMA_VERSION = 5
@@ -98,130 +100,14 @@ SCHEDULE_SEALED = 11
 """``schedules.checksum`` covers the first SCHEDULE_SEALED fields (what the schedule
 runs, and when); paused, next_at and updated_at change as workers fire it."""
 
-# Version 4: run tags (the sealed copy is the "tags" object of runs.meta; run_tags is
-# its index, written in the run's creating transaction) and schedules.
-_V4_SQLITE = (
-    """
-    CREATE TABLE IF NOT EXISTS run_tags (
-        key    TEXT NOT NULL,
-        value  TEXT NOT NULL,
-        run_id TEXT NOT NULL REFERENCES runs(run_id),
-        PRIMARY KEY (key, value, run_id)
-    ) WITHOUT ROWID
-    """,
-    "CREATE INDEX IF NOT EXISTS run_tags_by_run ON run_tags(run_id)",
-    """
-    CREATE TABLE IF NOT EXISTS schedules (
-        name       TEXT PRIMARY KEY,
-        target     TEXT NOT NULL,
-        cron       TEXT NOT NULL,
-        timezone   TEXT NOT NULL,
-        missed     TEXT NOT NULL,
-        codec      TEXT NOT NULL,
-        input      BLOB,
-        tags       TEXT NOT NULL DEFAULT '{}',
-        queue      TEXT,
-        origin     TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        paused     INTEGER NOT NULL DEFAULT 0,
-        next_at    REAL,
-        updated_at REAL NOT NULL,
-        checksum   INTEGER NOT NULL
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS schedules_by_next ON schedules(paused, next_at)",
-)
-
-# Version 5: when a queued run was first claimed (a queue's rate limit counts these
-# inside the claim) and the progress its steps last reported (ctx.heartbeat). Neither
-# is sealed nor read with the run: both change as workers go, and only the claim and
-# the read tools look at them.
-_V5_SQLITE = (
-    "ALTER TABLE runs ADD COLUMN started_at REAL",
-    "ALTER TABLE runs ADD COLUMN heartbeat TEXT",
-    "CREATE INDEX IF NOT EXISTS runs_by_start ON runs(queue, started_at)",
-)
-
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # version 2: the durable queue (enqueue with a queue name and a priority).
-    2: (
-        "ALTER TABLE runs ADD COLUMN queue TEXT",
-        "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
-        "CREATE INDEX runs_by_queue ON runs(status, queue, priority DESC, created_at)",
-    ),
-    # version 3: run rows are checksummed (reseal_runs fills the column for old rows).
-    3: ("ALTER TABLE runs ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0",),
-    # version 4: run tags and schedules (no run carries tags yet: nothing to fill).
-    4: _V4_SQLITE,
-    # version 5: queue rate limits and step heartbeats (old runs have neither).
-    5: _V5_SQLITE,
+    version: upgrade("sqlite", version) for version in range(2, SCHEMA_VERSION + 1)
 }
-"""Statements taking a journal from the version before each key to that version."""
+"""Statements taking a journal file from the version before each key to that version
+(rendered from the one declaration of the tables, ``_ddl.py``)."""
 
-DDL = (
-    """
-    CREATE TABLE runs (
-        run_id           TEXT PRIMARY KEY,
-        kind             TEXT NOT NULL,
-        name             TEXT NOT NULL,
-        status           TEXT NOT NULL,
-        codec            TEXT NOT NULL,
-        input            BLOB,
-        output           BLOB,
-        error            TEXT,
-        created_at       REAL NOT NULL,
-        updated_at       REAL NOT NULL,
-        last_seq         INTEGER NOT NULL DEFAULT 0,
-        epoch            INTEGER NOT NULL DEFAULT 0,
-        owner            TEXT,
-        lease_expires_at REAL,
-        wake_at          REAL,
-        parent_run_id    TEXT REFERENCES runs(run_id),
-        forked_from      TEXT REFERENCES runs(run_id),
-        forked_at        INTEGER,
-        code_version     TEXT,
-        snapshot_every   INTEGER,
-        horizon          INTEGER NOT NULL DEFAULT 0,
-        meta             TEXT NOT NULL DEFAULT '{}',
-        queue            TEXT,
-        priority         INTEGER NOT NULL DEFAULT 0,
-        checksum         INTEGER NOT NULL
-    )
-    """,
-    "CREATE INDEX runs_by_queue ON runs(status, queue, priority DESC, created_at)",
-    "CREATE INDEX runs_by_status ON runs(status, wake_at, lease_expires_at)",
-    "CREATE INDEX runs_by_name ON runs(name, created_at)",
-    "CREATE INDEX runs_by_created ON runs(created_at)",
-    "CREATE INDEX runs_by_parent ON runs(parent_run_id)",
-    """
-    CREATE TABLE entries (
-        run_id   TEXT NOT NULL REFERENCES runs(run_id),
-        seq      INTEGER NOT NULL,
-        kind     TEXT NOT NULL,
-        step     TEXT,
-        key      TEXT,
-        payload  BLOB,
-        codec    TEXT NOT NULL,
-        ts       REAL NOT NULL,
-        checksum INTEGER NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID
-    """,
-    """
-    CREATE TABLE snapshots (
-        run_id      TEXT NOT NULL REFERENCES runs(run_id),
-        seq         INTEGER NOT NULL,
-        state       BLOB NOT NULL,
-        codec       TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        checksum    INTEGER NOT NULL,
-        created_at  REAL NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID
-    """,
-    *_V4_SQLITE,
-    *_V5_SQLITE,
-)
+DDL = create("sqlite")
+"""The statements creating a new journal file's tables (see ``_ddl.py``)."""
 
 
 def reseal_runs(execute: Any) -> int:

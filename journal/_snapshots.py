@@ -13,6 +13,7 @@ from ._core import JournalCore
 from ._integrity import snapshot_checksum
 from .codecs import Undecoded
 from .compaction import kept_compaction
+from .encryption import EncryptedCodec, Place
 from .errors import (
     ConflictError,
     ConnectionLost,
@@ -146,7 +147,7 @@ class SnapshotsMixin(JournalCore):
             codec,
             where=f"run {run_id!r} snapshot at seq {snap_seq}",
             strict=strict,
-            run_id=run_id,
+            place=Place("snapshot", run_id, snap_seq),
         )
         if isinstance(payload, Undecoded):
             return None  # a reader may not unpickle it: the entries still tell the state
@@ -200,6 +201,8 @@ class SnapshotsMixin(JournalCore):
         if seq == horizon and horizon:  # rewriting the horizon: keep what compaction dropped
             payload.update(kept_compaction(cast("Journal", self), run_id, seq))
         data = codec.encode(payload, path=f"snapshot of {run_id!r} at seq {seq}")
+        if isinstance(codec, EncryptedCodec):
+            data = codec.bind(data, Place("snapshot", run_id, seq))
         fingerprint = self.fingerprint(codec.name)
         checksum = snapshot_checksum(run_id, seq, data, fingerprint)
         return (run_id, seq, data, codec.name, fingerprint, checksum, now)

@@ -92,7 +92,7 @@ from pydantic import VERSION as _PYDANTIC_VERSION
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
-from .encryption import PREFIX, EncryptedCodec, keys_from_env
+from .encryption import PREFIX, EncryptedCodec, Place, keys_from_env
 from .errors import (
     DecodeError,
     EncryptedPayload,
@@ -1081,14 +1081,23 @@ def codec_for_name(
     )
 
 
-def decode_for_reading(codec: Codec, data: bytes, *, where: str = "payload") -> Any:
+def decode_for_reading(
+    codec: Codec,
+    data: bytes,
+    *,
+    where: str = "payload",
+    place: Place | None = None,
+    run_id: str | None = None,
+) -> Any:
     """Decode ``data`` for a reader: never runs code the reader did not trust, never
     needs the writer's classes. A pickle the codec may not unpickle, or whose classes
     are not importable here, and a typed JSON value whose class cannot be resolved,
-    become :class:`Undecoded`; corrupt data still raises DecodeError."""
+    become :class:`Undecoded`; corrupt data still raises DecodeError, and an encrypted
+    value bound to another ``place`` (or run) :class:`~journal.MisplacedPayload`, with or
+    without its key."""
     if isinstance(codec, EncryptedCodec):
         try:
-            plain = codec.decrypt(data, where=where)
+            plain = codec.decrypt(data, where=where, place=place, run_id=run_id)
         except EncryptedPayload as exc:
             return Undecoded("encrypted", size=len(data), reason=str(exc))
         return decode_for_reading(codec.inner, plain, where=where)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backend import CommitUnknown
 from ._integrity import snapshot_checksum
+from .encryption import EncryptedCodec, Place
 from .errors import DecodeError, JournalError
 from .policies import RetentionPolicy
 
@@ -166,7 +167,8 @@ def _read_payload(
     if row is None:
         return None, None
     where = f"run {run_id!r} snapshot at seq {seq}"
-    return journal.decode(bytes(row[0]), row[1], where=where, strict=strict, run_id=run_id), row[1]
+    place = Place("snapshot", run_id, seq)
+    return journal.decode(bytes(row[0]), row[1], where=where, strict=strict, place=place), row[1]
 
 
 def _remember(journal: Journal, run: Run, horizon: int, now: float) -> None:
@@ -190,6 +192,8 @@ def _remember(journal: Journal, run: Run, horizon: int, now: float) -> None:
         payload["compacted"] = {"at": now, "entries": sum(kinds.values()), "kinds": kinds}
         codec = journal.codec_named(codec_name, run_id=run.run_id)
         data = codec.encode(payload, path=f"snapshot of {run.run_id!r} at seq {horizon}")
+        if isinstance(codec, EncryptedCodec):
+            data = codec.bind(data, Place("snapshot", run.run_id, horizon))
     except JournalError:
         return
     fingerprint = db.snapshot_at(run.run_id, horizon)[2]

@@ -29,6 +29,7 @@ errors are translated into this tree in one place per backend: ``journal/_sqlite
     │       │                   it may not be trusted
     │       └── UntrustedPayload  a pickle this reader does not trust: not unpickled
     │   └── EncryptedPayload    sealed with a key this reader does not hold
+    │   └── MisplacedPayload    an encrypted value bound to another run, seq or field
     ├── SeqOutOfRange           a seq past the run's last entry
     ├── JournalClosed           the journal was used after close()
     ├── JournalBusy             locked by another writer past the busy timeout: retry
@@ -61,6 +62,7 @@ __all__ = [
     "LineageCycle",
     "LineageError",
     "MigrationError",
+    "MisplacedPayload",
     "NotAJournalError",
     "NotFailed",
     "RunCorrupted",
@@ -181,6 +183,12 @@ class UntrustedPayload(SignatureError):
 class EncryptedPayload(DecodeError):
     """A payload encrypted with a key this reader does not hold (``key_id`` names it);
     read tools show an :class:`~journal.Undecoded` placeholder instead."""
+
+
+class MisplacedPayload(DecodeError):
+    """An encrypted value read at a place (run, seq, field) other than the one it was
+    sealed for: moved or swapped in the file. ``run_id`` and ``seq`` name where it was
+    read, ``bound_to`` where it belongs. Never decoded."""
 
 
 class JournalClosed(JournalError):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from .encryption import Place
 from .errors import DecodeError, JournalError
 from .render import to_jsonable
 
@@ -131,6 +132,8 @@ def export_run(journal: Journal, run_id: str, *, format: str = "json") -> str:
     ]
     for name in ("input", "output"):
         data = getattr(run, name)
-        value = journal.decode(data, run.codec, where=f"run {run_id!r} {name}", strict=False)
+        value = journal.decode(
+            data, run.codec, where=f"run {run_id!r} {name}", strict=False, place=Place(name, run_id)
+        )
         run_row[name] = to_jsonable(value)
     return json.dumps({"run": run_row, "entries": entries, "snapshots": snapshots}, indent=2)

@@ -37,6 +37,7 @@ def reopen_failed(
     if entry.kind != EntryKind.RUN_RESUMED:
         raise ValueError(f"a reopen appends a {EntryKind.RUN_RESUMED} entry, not {entry.kind}")
 
+    (entry,) = journal.bind_entries(run_id, [entry], failed_seq)
     request = AppendRequest(
         run_id, [entry], failed_seq, None, "pending", error=None, wake_at=None, release=True
     )

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final, NoReturn
 
 from ._backend import CommitUnknown, open_backend
@@ -20,6 +21,7 @@ from ._runs import RunsMixin
 from ._snapshots import SnapshotsMixin
 from .codecs import Codec, JsonSerializer
 from .compaction import CompactionRecord, compact, compaction_record
+from .encryption import PREFIX, Place, _Sealed
 from .errors import (
     ConflictError,
     ConnectionLost,
@@ -36,7 +38,7 @@ from .policies import Durability, SnapshotPolicy
 from .records import Entry, NewEntry, Run
 from .reopen import reopen_failed
 from .schedules import Schedules
-from .verify import VerifyReport, verify
+from .verify import VerifyReport, check_places, verify
 
 __all__ = [
     "DEFAULT_PATH",
@@ -167,6 +169,12 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
         encoded), error and wake time change in the same commit.
         """
         expected = -1 if expected_seq is None else expected_seq
+        for e in entries:  # the step path: one check per entry when none is encrypted
+            if e.codec.startswith(PREFIX):
+                entries, expected = self._bound(run_id, entries, expected)
+                break
+        if output is not UNSET and isinstance(output, _Sealed):
+            output = output.codec.bind(output, Place("output", run_id))
         plain = (
             status is None
             and output is UNSET
@@ -230,6 +238,7 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
             status = req.status if isinstance(req, AppendRequest) else req.run.status
             if status is not None and status not in RUN_STATUSES:
                 raise ValueError(f"unknown status {status!r}")
+        requests = [self._placed(r) if isinstance(r, AppendRequest) else r for r in requests]
         results: list[Any] = []
         with self._lock:
             db = self._c()
@@ -293,6 +302,7 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
         writes nothing) if the run moved on, was fenced off or ended, or if a run with
         the continuation's id exists."""
         new = continuation.run
+        entries, expected_seq = self._bound(run_id, entries, expected_seq)
         req = AppendRequest(run_id, entries, expected_seq, epoch, "completed", release=True)
         with self._lock:
             db = self._c()
@@ -320,6 +330,30 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
                         continuation=new.run_id,
                     ) from None
         return run
+
+    def _bound(
+        self, run_id: str, entries: Sequence[NewEntry], expected: int
+    ) -> tuple[Sequence[NewEntry], int]:
+        """``entries`` with their encrypted values bound to the seqs they will take, and
+        the seq they go after: to bind them, an append that names none (``-1``) is
+        guarded by the run's last seq as read now."""
+        if expected < 0 and any(
+            e.payload is not None and e.codec.startswith(PREFIX) for e in entries
+        ):
+            expected = self.get_run(run_id).last_seq
+        if expected < 0:
+            return entries, expected
+        return self.bind_entries(run_id, entries, expected), expected
+
+    def _placed(self, req: AppendRequest) -> AppendRequest:
+        """``req`` with its encrypted values bound to their places (see :meth:`bind`)."""
+        entries, expected = self._bound(req.run_id, req.entries, req.expected_seq)
+        output = req.output
+        if isinstance(output, _Sealed):
+            output = output.codec.bind(output, Place("output", req.run_id))
+        if entries is req.entries and output is req.output:
+            return req
+        return replace(req, entries=entries, expected_seq=expected, output=output)
 
     def _resolve_unknown_create(self, req: CreateRequest) -> tuple[Run, bool]:
         # The creation is ours if the row carries our creation time; another creator
@@ -727,6 +761,11 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
                 return db.reclaim(max_pages)
             except db.errors as exc:
                 raise db.translate(exc, f"reclaiming free space in {self.where!r}") from exc
+
+    def check_places(self, run_id: str) -> None:
+        """Raise :class:`MisplacedPayload` if an encrypted value of the run was sealed for
+        another place (see :func:`journal.verify.check_places`: no key needed)."""
+        check_places(self, run_id)
 
     def verify(
         self, run_id: str | None = None, *, progress: Callable[[int, int], None] | None = None
