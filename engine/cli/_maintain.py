@@ -188,10 +188,12 @@ def _nothing_compacted(runs: list[Run], policy: RetentionPolicy) -> str:
 @db_option
 @click.pass_context
 def verify(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
-    """Check checksums, seqs and snapshots; exit 1 on problems.
+    """Check checksums, seqs, snapshots and tags; exit 1 on problems.
 
-    Checks the file's integrity, every entry's checksum and seq density, and every
-    snapshot against the fold of its entries (of RUN, or of every run).
+    Checks the file's integrity, every entry's checksum and seq density, every
+    snapshot against the fold of its entries, that each encrypted value sits where
+    it was sealed (no key needed), and the tag index against the tags each run
+    sealed (of RUN, or of every run).
     """
     with _reader(ctx) as journal, render.progress("verifying") as tick:
         if run_id is not None:
