@@ -152,6 +152,7 @@ def journaled_living(journal: Journal, run: Run) -> float:
 
     Every step commit and every wait records the run's living time so far, so a crashed
     run resumes its clock where its last commit left it: the time dead is not counted.
+    A run resumed after its failure (``engine.resume``) counts from 0 again.
     Read backwards from the run's last entry, which is usually that step's completion:
     one entry first, then larger pages."""
     hi = run.last_seq
@@ -160,6 +161,8 @@ def journaled_living(journal: Journal, run: Run) -> float:
     while hi > run.horizon:
         lo = max(run.horizon + 1, hi - page + 1)
         for entry in reversed(list(journal.read(run.run_id, lo, hi))):
+            if entry.kind == K.RUN_RESUMED:
+                return 0.0  # a resumed run has its whole timeout again
             if entry.kind == K.STEP_COMPLETED or (
                 entry.kind == K.STATE_SET and (entry.key or "").startswith(wait_prefix)
             ):
