@@ -19,10 +19,14 @@ does not hold.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import datetime as dt
 import inspect
+import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -47,6 +51,7 @@ from .errors import (
     JournalUnreachable,
     RunCancelled,
     StepFailed,
+    StepHeartbeatTimeout,
     StepTimeout,
     WorkerStopping,
     WorkflowRuntimeError,
@@ -556,6 +561,8 @@ class WorkflowRun:
         def invoke() -> Any:
             return info.fn(*args, **kwargs)
 
+        if info.spec.heartbeat_timeout is not None:
+            return await self._watched(info, ctx._scope, invoke)
         if info.is_async:
             coro = invoke()
             if info.spec.timeout is None:
@@ -576,6 +583,69 @@ class WorkflowRun:
             raise StepTimeout(
                 f"step {info.name!r} timed out after {info.spec.timeout}s", step=info.name
             ) from None
+
+    async def _watched(self, info: StepInfo, scope: StepScope, invoke: Callable[[], Any]) -> Any:
+        """Run a step with a ``heartbeat_timeout``: its attempt is failed with
+        StepHeartbeatTimeout once that long passes without ``ctx.heartbeat()`` (or with
+        StepTimeout past its ``timeout``), and left to the retry policy."""
+        spec = info.spec
+        began = time.monotonic()
+        if info.is_async:
+            task: asyncio.Future[Any] = asyncio.ensure_future(invoke())
+        else:
+            # A thread of its own, not the loop's executor: a hung attempt is abandoned
+            # (a thread cannot be killed) and must not keep a slot other steps need.
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            context = contextvars.copy_context()
+
+            def target() -> None:
+                if not future.set_running_or_notify_cancel():
+                    return
+                try:
+                    future.set_result(context.run(invoke))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+            threading.Thread(target=target, daemon=True, name=f"step-{info.name}").start()
+            task = asyncio.wrap_future(future)
+        try:
+            while True:
+                last = scope.beat if scope.beat is not None else began
+                now = time.monotonic()
+                left = last + spec.heartbeat_timeout - now  # type: ignore[operator]
+                if spec.timeout is not None:
+                    left = min(left, began + spec.timeout - now)
+                done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
+                if done:
+                    return task.result()
+                now = time.monotonic()
+                if spec.timeout is not None and now >= began + spec.timeout:
+                    raise StepTimeout(
+                        f"step {info.name!r} timed out after {spec.timeout}s", step=info.name
+                    )
+                last = scope.beat if scope.beat is not None else began
+                if now - last >= spec.heartbeat_timeout:  # type: ignore[operator]
+                    raise StepHeartbeatTimeout(
+                        f"step {info.name!r} sent no heartbeat for {now - last:.1f}s"
+                        f" (heartbeat_timeout {spec.heartbeat_timeout}s): treated as dead",
+                        step=info.name,
+                    )
+        finally:
+            if not task.done():
+                scope.abandoned = True  # its late heartbeats and writes go nowhere
+                task.cancel()
+
+    def heartbeat(self, scope: StepScope, details: Any) -> None:
+        """``ctx.heartbeat(details)`` in a step (any thread): the attempt is alive; the
+        details are written to the run's row with the next lease renewal, no commit."""
+        try:
+            encoded = json.dumps(details, sort_keys=True, default=_unencodable)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"step {scope.step}: heartbeat details must be JSON: {exc}") from None
+        if scope.abandoned:
+            return
+        scope.beat = time.monotonic()
+        self.engine._progress(self.run_id, f"{scope.step}/{scope.delivery}", encoded)
 
     def _retry_wait(
         self, info: StepInfo, exc: Exception, attempt: int, first_started: float
@@ -1064,8 +1134,16 @@ class _EndOfStream:
 _END = _EndOfStream()
 
 
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _step_failure(name: str, exc: BaseException, attempt: int) -> StepFailed:
-    cls = StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    cls: type[StepFailed] = (
+        StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    )
+    if isinstance(exc, StepHeartbeatTimeout):
+        cls = StepHeartbeatTimeout
     return cls(
         f"step {name!r} failed after {attempt} attempt(s): {type(exc).__qualname__}: {exc}",
         step=name,
