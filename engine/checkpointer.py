@@ -10,6 +10,7 @@ at that step.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,8 @@ class Checkpoint:
     _workflow: Any = field(repr=False, compare=False)
     _serializer: BaseSerializer = field(repr=False, compare=False)
     _finished: bool = field(default=False, repr=False, compare=False)
+    _at: float = field(default=0.0, repr=False, compare=False)
+    """When the step's commit was written (the entry's time): which setting applied."""
 
     @property
     def id(self) -> str:
@@ -155,6 +158,7 @@ def _iter_checkpoints(
                 _workflow=workflow,
                 _serializer=serializer,
                 _finished=bool(detail.get("stopped")),
+                _at=entry.ts,
             )
 
 
@@ -163,7 +167,10 @@ class WorkflowCheckpointer:
     whose checkpoints ``checkpoints`` lists by run id, each read from the journal.
 
     ``disabled_steps`` (and ``disable_checkpoint``) leave a step's checkpoints out of
-    what is listed; nothing is written either way."""
+    what is listed; nothing is written either way. As in LlamaIndex, where a
+    checkpoint is kept or not when its step completes, a setting applies to the steps
+    that complete while it is in force: changing it later does not change what past
+    runs list."""
 
     def __init__(
         self,
@@ -176,7 +183,11 @@ class WorkflowCheckpointer:
         self._run_ids: list[str] = []
         self.enabled_checkpoints: set[str] = set(type(workflow).steps())
         for name in disabled_steps or []:
-            self.disable_checkpoint(name)
+            self._check_step(name)
+            self.enabled_checkpoints.discard(name)
+        self._initial = frozenset(self.enabled_checkpoints)
+        self._changes: list[tuple[float, str, bool]] = []
+        """(time.time(), step, enabled) of each change after construction, in order."""
 
     def _check_step(self, step: str) -> None:
         if step not in type(self.workflow).steps():
@@ -185,14 +196,31 @@ class WorkflowCheckpointer:
             )
 
     def enable_checkpoint(self, step: str) -> None:
-        """List the checkpoints made after ``step`` (the default for every step)."""
+        """From now on, keep the checkpoints made after ``step`` (the default for every
+        step); those of steps completed while it was disabled stay out."""
         self._check_step(step)
         self.enabled_checkpoints.add(step)
+        self._changed(step, True)
 
     def disable_checkpoint(self, step: str) -> None:
-        """Leave the checkpoints made after ``step`` out."""
+        """From now on, leave the checkpoints made after ``step`` out; those made
+        before stay listed."""
         self._check_step(step)
         self.enabled_checkpoints.discard(step)
+        self._changed(step, False)
+
+    def _changed(self, step: str, enabled: bool) -> None:
+        self._changes.append((time.time(), step, enabled))
+
+    def _enabled_at(self, step: str | None, at: float) -> bool:
+        """Whether ``step``'s checkpoints were enabled at time ``at``."""
+        enabled = step in self._initial
+        for when, name, on in self._changes:
+            if when > at:
+                break
+            if name == step:
+                enabled = on
+        return enabled
 
     def _callback(self, user: CheckpointCallback | None) -> CheckpointCallback | None:
         if user is None:
@@ -240,7 +268,7 @@ class WorkflowCheckpointer:
 
     def _of(self, run_id: str) -> list[Checkpoint]:
         cps = run_checkpoints(self.workflow, run_id, serializer=self._checkpoint_serializer)
-        return [c for c in cps if c.last_completed_step in self.enabled_checkpoints]
+        return [c for c in cps if self._enabled_at(c.last_completed_step, c._at)]
 
     @property
     def checkpoints(self) -> dict[str, list[Checkpoint]]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from typing_extensions import TypeVar
 
 from .errors import NotInRun
-from .execution import current_step, require_execution
+from .execution import _CURRENT_RUN, current_step, require_execution
 from .logs import RunLog
 from .state import State, TypedState
 
@@ -160,7 +160,15 @@ def current_context() -> Context[Any]:
 
 
 def heartbeat(details: Any = None) -> None:
-    """``ctx.heartbeat(details)`` for a step that has no ``ctx`` at hand."""
+    """``ctx.heartbeat(details)`` for a step that has no ``ctx`` at hand (a @durable
+    step, or a workflow step without a Context parameter)."""
+    if _CURRENT_RUN.get() is None:
+        from .workflow_context import CURRENT_SCOPE  # noqa: PLC0415 - imports this module
+
+        scope = CURRENT_SCOPE.get()
+        if scope is not None:
+            scope.run.heartbeat(scope, details)
+            return
     require_execution("heartbeat()").heartbeat(details)
 
 

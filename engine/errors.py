@@ -163,7 +163,7 @@ class CannotResume(EngineError):
 class NotResumable(EngineError):
     """``resume`` refused the run, and wrote nothing: only a failed run can be resumed
     (``status`` is what it is now; a concurrent resume may have reopened it first), and
-    only a ``@durable`` run with its journal whole (``reason`` says which)."""
+    only with its journal whole (``reason`` says which)."""
 
 
 class FunctionNotFound(EngineError):

@@ -7,6 +7,12 @@ holding runs (a queue's limit and priorities apply to a run of a queue) and exec
 its body replays, completed steps return their recorded results without running, and
 the step whose failure ended the run runs again, with its whole retry policy. Unlike
 ``fork``, no new run is made: the run id stays the same.
+
+A workflow run is resumed the same way: its state is the journal's fold, so the events
+its completed steps consumed stay consumed, and the delivery of the step that failed
+is still pending: it is dispatched again, with its attempt count reset by the
+reopening (``state.deleted`` entries in the same transaction) and the run's living
+time (its ``timeout``) counted again from the resume.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from .errors import NotResumable
 from .queues import WAKE_CHANNEL
 from .recorded import CALL_KINDS, COMPLETION_KINDS, lineage, load_history
 from .registry import resolve
+from .workflow_context import INTERNAL
 
 if TYPE_CHECKING:
     from .runtime import Engine, RunHandle
@@ -88,8 +95,9 @@ def resume_run(engine: Engine, run_id: str, by: str | None) -> RunHandle:
         reopens=reopened_failures(journal, run, journal.decode_entry(failure)),
     )
     entry = journal.entry(K.RUN_RESUMED, record.to_payload(), codec=codec)
+    resets = _workflow_resets(journal, run, journal.decode_entry(failure), codec)
     try:
-        journal.reopen_failed(run_id, entry, failed_seq=failure.seq, error=run.error)
+        journal.reopen_failed(run_id, entry, failed_seq=failure.seq, error=run.error, resets=resets)
     except NotFailed as exc:
         raise NotResumable(
             f"run {run_id!r} was not resumed: {exc}",
@@ -123,14 +131,27 @@ def _check(run: Run) -> None:
             status=run.status,
             reason="not failed",
         )
-    if run.kind != "function":
-        raise NotResumable(
-            f"run {run.run_id!r} is a {run.kind} run: only @durable function runs can be "
-            "resumed for now; fork it from a step before its failure instead",
-            run_id=run.run_id,
-            status=run.status,
-            reason="workflow",
-        )
+
+
+def _workflow_resets(journal: Journal, run: Run, failure: Any, codec: Any) -> list[Any]:
+    """For a workflow run: ``state.deleted`` entries for the attempt counts of the
+    pending deliveries to the step whose failure ended the run, so that it runs again
+    with its whole retry policy (as a @durable step does). Other steps in flight when
+    the run failed go on with their counts."""
+    if run.kind != "workflow" or not isinstance(failure, dict):
+        return []
+    step = failure.get("step")
+    if not isinstance(step, str):
+        return []  # a timeout or a setup failure: no step to reset
+    state = journal.state_at(run.run_id)
+    keys = sorted(
+        f"{INTERNAL}attempts/{key}"
+        for key, item in state.pending.items()
+        if isinstance(item, dict)
+        and item.get("to") == step
+        and f"{INTERNAL}attempts/{key}" in state.values
+    )
+    return [journal.entry(K.STATE_DELETED, key=k, step=step, codec=codec) for k in keys]
 
 
 def reopened_failures(journal: Journal, run: Run, failure: Any) -> tuple[tuple[str, int, str], ...]:
@@ -162,7 +183,7 @@ def reopened_failures(journal: Journal, run: Run, failure: Any) -> tuple[tuple[s
 
 
 def check_resumable(run: Run) -> NotResumable | None:
-    """Why ``run`` cannot be resumed (not failed, a workflow run), or None."""
+    """Why ``run`` cannot be resumed (it is not failed), or None."""
     try:
         _check(run)
     except NotResumable as exc:

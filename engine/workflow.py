@@ -140,12 +140,6 @@ def _step_info(
     spec: StepSpec = wrapper.__durable_step__
     fn = wrapper.__wrapped__
     where = f"{owner}.{attr}"
-    if spec.heartbeat_timeout is not None:
-        # Not silently ignored: a workflow step's liveness is its lease and `timeout`.
-        raise WorkflowValidationError(
-            f"{where}: heartbeat_timeout applies to the steps of @durable functions;"
-            " give a workflow step a timeout="
-        )
     try:
         hints = typing.get_type_hints(fn)
     except Exception as exc:

@@ -66,6 +66,10 @@ class StepScope:
         self.recoveries: dict[str, int] = {}
         """``@catch_error`` handler entries along the chain of events this step is on."""
         self.retry = RetryInfo(0, 0.0, None, None)
+        self.beat: float | None = None
+        """time.monotonic() of the attempt's last ``ctx.heartbeat`` (set from any thread)."""
+        self.abandoned = False
+        """Set once the attempt was failed as hung while its code still runs."""
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         if key in self.writes:
@@ -575,6 +579,14 @@ class WorkflowContext(Context[Any]):
             scope, event_type, requirements or {}, timeout, waiter_event
         )
         return event
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Inside a step: say the attempt is alive, with ``details`` (JSON) of its
+        progress. Keeps a step with ``heartbeat_timeout`` from being failed as dead;
+        the last details of each step show in ``durable show`` and the web view.
+        Callable from a sync step's thread."""
+        scope = self._in_step("heartbeat")
+        scope.run.heartbeat(scope, details)
 
     def retry_info(self) -> RetryInfo:
         """The executing step's retry state: ``retry_number`` (0 on the first attempt),

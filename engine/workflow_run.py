@@ -19,10 +19,14 @@ does not hold.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import datetime as dt
 import inspect
+import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -48,6 +52,7 @@ from .errors import (
     NoStepForEvent,
     RunCancelled,
     StepFailed,
+    StepHeartbeatTimeout,
     StepTimeout,
     WaitTimeout,
     WorkerStopping,
@@ -140,6 +145,7 @@ def journaled_living(journal: Journal, run: Run) -> float:
 
     Every step commit and every wait records the run's living time so far, so a crashed
     run resumes its clock where its last commit left it: the time dead is not counted.
+    A run resumed after its failure (``engine.resume``) counts from 0 again.
     Read backwards from the run's last entry, which is usually that step's completion:
     one entry first, then larger pages."""
     hi = run.last_seq
@@ -148,6 +154,8 @@ def journaled_living(journal: Journal, run: Run) -> float:
     while hi > run.horizon:
         lo = max(run.horizon + 1, hi - page + 1)
         for entry in reversed(list(journal.read(run.run_id, lo, hi))):
+            if entry.kind == K.RUN_RESUMED:
+                return 0.0  # a resumed run has its whole timeout again
             if entry.kind == K.STEP_COMPLETED or (
                 entry.kind == K.STATE_SET and (entry.key or "").startswith(wait_prefix)
             ):
@@ -541,6 +549,8 @@ class WorkflowRun:
         def invoke() -> Any:
             return info.fn(*args, **kwargs)
 
+        if info.spec.heartbeat_timeout is not None:
+            return await self._watched(info, ctx._scope, invoke)
         if info.is_async:
             coro = invoke()
             if info.spec.timeout is None:
@@ -561,6 +571,69 @@ class WorkflowRun:
             raise StepTimeout(
                 f"step {info.name!r} timed out after {info.spec.timeout}s", step=info.name
             ) from None
+
+    async def _watched(self, info: StepInfo, scope: StepScope, invoke: Callable[[], Any]) -> Any:
+        """Run a step with a ``heartbeat_timeout``: its attempt is failed with
+        StepHeartbeatTimeout once that long passes without ``ctx.heartbeat()`` (or with
+        StepTimeout past its ``timeout``), and left to the retry policy."""
+        spec = info.spec
+        began = time.monotonic()
+        if info.is_async:
+            task: asyncio.Future[Any] = asyncio.ensure_future(invoke())
+        else:
+            # A thread of its own, not the loop's executor: a hung attempt is abandoned
+            # (a thread cannot be killed) and must not keep a slot other steps need.
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            context = contextvars.copy_context()
+
+            def target() -> None:
+                if not future.set_running_or_notify_cancel():
+                    return
+                try:
+                    future.set_result(context.run(invoke))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+            threading.Thread(target=target, daemon=True, name=f"step-{info.name}").start()
+            task = asyncio.wrap_future(future)
+        try:
+            while True:
+                last = scope.beat if scope.beat is not None else began
+                now = time.monotonic()
+                left = last + spec.heartbeat_timeout - now  # type: ignore[operator]
+                if spec.timeout is not None:
+                    left = min(left, began + spec.timeout - now)
+                done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
+                if done:
+                    return task.result()
+                now = time.monotonic()
+                if spec.timeout is not None and now >= began + spec.timeout:
+                    raise StepTimeout(
+                        f"step {info.name!r} timed out after {spec.timeout}s", step=info.name
+                    )
+                last = scope.beat if scope.beat is not None else began
+                if now - last >= spec.heartbeat_timeout:  # type: ignore[operator]
+                    raise StepHeartbeatTimeout(
+                        f"step {info.name!r} sent no heartbeat for {now - last:.1f}s"
+                        f" (heartbeat_timeout {spec.heartbeat_timeout}s): treated as dead",
+                        step=info.name,
+                    )
+        finally:
+            if not task.done():
+                scope.abandoned = True  # its late heartbeats and writes go nowhere
+                task.cancel()
+
+    def heartbeat(self, scope: StepScope, details: Any) -> None:
+        """``ctx.heartbeat(details)`` in a step (any thread): the attempt is alive; the
+        details are written to the run's row with the next lease renewal, no commit."""
+        try:
+            encoded = json.dumps(details, sort_keys=True, default=_unencodable)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"step {scope.step}: heartbeat details must be JSON: {exc}") from None
+        if scope.abandoned:
+            return
+        scope.beat = time.monotonic()
+        self.engine._progress(self.run_id, f"{scope.step}/{scope.delivery}", encoded)
 
     def _retry_wait(
         self, info: StepInfo, exc: Exception, attempt: int, first_started: float
@@ -1049,8 +1122,16 @@ class _EndOfStream:
 _END = _EndOfStream()
 
 
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _step_failure(name: str, exc: BaseException, attempt: int) -> StepFailed:
-    cls = StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    cls: type[StepFailed] = (
+        StepTimeout if isinstance(exc, StepTimeout | TimeoutError) else StepFailed
+    )
+    if isinstance(exc, StepHeartbeatTimeout):
+        cls = StepHeartbeatTimeout
     return cls(
         f"step {name!r} failed after {attempt} attempt(s): {type(exc).__qualname__}: {exc}",
         step=name,

@@ -5,7 +5,9 @@ A terminal status is final: every other write refuses a finished run
 exception, and it is guarded in one transaction: the run must still be failed, with
 the failure the caller read (the seq of its ``run.failed`` entry and its error), or
 :class:`~journal.NotFailed` is raised and nothing is written. Then a ``run.resumed``
-entry is appended after the failure (which stays in the history) and the run becomes
+entry is appended after the failure (which stays in the history), with the
+``state.deleted`` entries the caller gives (a workflow run's attempt count of the step
+that runs again), and the run becomes
 ``pending`` with no owner, no lease and no error: claimable through the usual doors
 (:meth:`~journal.Journal.claim_run`, :meth:`~journal.Journal.claim_next`) like any
 pending run, so leases and queue limits hold for it.
@@ -14,6 +16,7 @@ pending run, so leases and queue limits hold for it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._backend import CommitUnknown
@@ -30,16 +33,27 @@ __all__ = ["reopen_failed"]
 
 
 def reopen_failed(
-    journal: Journal, run_id: str, entry: NewEntry, *, failed_seq: int, error: str | None
+    journal: Journal,
+    run_id: str,
+    entry: NewEntry,
+    *,
+    failed_seq: int,
+    error: str | None,
+    resets: Sequence[NewEntry] = (),
 ) -> Run:
-    """Append ``entry`` (a ``run.resumed`` entry) to the failed run ``run_id`` and make
-    it pending, if it is still failed at ``failed_seq`` with ``error``; return the run."""
+    """Append ``entry`` (a ``run.resumed`` entry), then ``resets`` (``state.deleted``
+    entries), to the failed run ``run_id`` and make it pending, if it is still failed at
+    ``failed_seq`` with ``error``; return the run."""
     if entry.kind != EntryKind.RUN_RESUMED:
         raise ValueError(f"a reopen appends a {EntryKind.RUN_RESUMED} entry, not {entry.kind}")
-
-    (entry,) = journal.bind_entries(run_id, [entry], failed_seq)
+    for reset in resets:
+        if reset.kind != EntryKind.STATE_DELETED:
+            raise ValueError(
+                f"a reopen resets state with {EntryKind.STATE_DELETED} entries, not {reset.kind}"
+            )
+    entries = list(journal.bind_entries(run_id, [entry, *resets], failed_seq))
     request = AppendRequest(
-        run_id, [entry], failed_seq, None, "pending", error=None, wake_at=None, release=True
+        run_id, entries, failed_seq, None, "pending", error=None, wake_at=None, release=True
     )
     with journal.lock:
         db = journal._c()
@@ -67,8 +81,8 @@ def reopen_failed(
                         status=status,
                     )
                 now = time.time()
-                journal._update_run(request, failed_seq + 1, now)
-                db.insert_entries(entry_rows(run_id, [entry], failed_seq, now))
+                journal._update_run(request, failed_seq + len(entries), now)
+                db.insert_entries(entry_rows(run_id, entries, failed_seq, now))
         except CommitUnknown:
             # The COMMIT may have landed: ours if the entry after the failure is ours.
             db.settle()

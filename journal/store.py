@@ -542,10 +542,16 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
         )
 
     def reopen_failed(
-        self, run_id: str, entry: NewEntry, *, failed_seq: int, error: str | None
+        self,
+        run_id: str,
+        entry: NewEntry,
+        *,
+        failed_seq: int,
+        error: str | None,
+        resets: Sequence[NewEntry] = (),
     ) -> Run:
         """Reopen a failed run (``resume``): see :mod:`journal.reopen`."""
-        return reopen_failed(self, run_id, entry, failed_seq=failed_seq, error=error)
+        return reopen_failed(self, run_id, entry, failed_seq=failed_seq, error=error, resets=resets)
 
     def release(self, run_id: str, epoch: int) -> bool:
         """Give up the lease on ``run_id`` if ``epoch`` still holds it, so another worker

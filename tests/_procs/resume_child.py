@@ -4,7 +4,8 @@ Run as ``python resume_child.py MODE DB RUN_ID [N]`` with ``tests/_procs`` on
 ``PYTHONPATH``:
 
 - ``fail DB RUN_ID N``: start ``resume_workload.pipeline(N)`` and wait for it to end;
-  prints ``status <status>``.
+  prints ``status <status>``. ``wfail DB RUN_ID N``: the same with the workflow
+  ``resume_workload.Chain``.
 - ``resume DB RUN_ID``: wait for the file ``$RESUME_GO`` (if set) to exist, then resume
   the run and wait for it to end; prints ``resumed <status>`` or ``refused <error type>``.
 - ``recover DB RUN_ID``: wait for the run to be claimable (or finished), recover it,
@@ -32,6 +33,11 @@ def main(mode: str, db: str, run_id: str, *rest: str) -> None:
 
         handle = resume_workload.pipeline.start(int(rest[0]), run_id=run_id)
         print(f"status {handle.wait(60).status}", flush=True)
+    elif mode == "wfail":
+        import resume_workload  # registers the workflow
+
+        handler = resume_workload.Chain(timeout=None).run(n=int(rest[0]), run_id=run_id)
+        print(f"status {handler.wait(60).status}", flush=True)
     elif mode == "resume":
         import resume_workload  # registers the function
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,7 +246,8 @@ class TestRunFrom:
 
 class TestEnableAndCallback:
     def test_disabled_steps_are_left_out(self) -> None:
-        """disabled_steps / disable_checkpoint / enable_checkpoint; unknown names refused."""
+        """disabled_steps / disable_checkpoint / enable_checkpoint, each for the steps
+        completed while it is in force; unknown names refused."""
         ckpt = WorkflowCheckpointer(workflow=Branchy(), disabled_steps=["double"])
         handler = ckpt.run(n=1)
         _run(_finish(handler))
@@ -255,8 +257,22 @@ class TestEnableAndCallback:
         ]
         ckpt.enable_checkpoint("double")
         ckpt.disable_checkpoint("pick")
+        # A setting applies to the steps completed while it is in force: the past run
+        # lists what it listed (as in LlamaIndex, where checkpoints are kept or not as
+        # steps complete), a run started now lists by the new setting.
         assert [c.last_completed_step for c in ckpt.checkpoints[handler.run_id]] == [
+            "pick",
+            "finish",
+        ]
+        assert ckpt.filter_checkpoints(run_id=handler.run_id, last_completed_step="double") == []
+        later = ckpt.run(n=1)
+        _run(_finish(later))
+        assert [c.last_completed_step for c in ckpt.checkpoints[later.run_id]] == [
             "double",
+            "finish",
+        ]
+        assert [c.last_completed_step for c in ckpt.checkpoints[handler.run_id]] == [
+            "pick",
             "finish",
         ]
         with pytest.raises(WorkflowStepDoesNotExistError, match="nope"):
@@ -392,3 +408,41 @@ def test_checkpoints_survive_sigkill_and_run_from_goes_on(tmp_path: Path) -> Non
         again = ckpt.run_from(cps[0], state={}, run_id="ck-again")
         assert again.result(timeout=60) == 41
         assert [c.last_completed_step for c in ckpt.checkpoints["ck-again"]] == ["two"]
+
+
+class TestSettingDuringARun:
+    def test_a_change_mid_run_applies_to_the_steps_completed_after_it(self) -> None:
+        """Disabled while the run is parked between two steps: the steps before keep
+        their checkpoints, those after have none; enabled again, nothing past changes."""
+        ckpt = WorkflowCheckpointer(workflow=Asking())
+        handler = ckpt.run(run_id="mid")
+        eng = ckpt.workflow.engine
+        deadline = time.monotonic() + 10
+        while eng.journal.get_run("mid").status != "waiting" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ckpt.disable_checkpoint("greet")
+        handler.ctx.send_event(HumanResponseEvent(response="ann"))
+        assert _run(_finish(handler)) == "hi ann"
+        assert [c.last_completed_step for c in ckpt.filter_checkpoints(run_id="mid")] == []
+        ckpt.enable_checkpoint("greet")
+        assert [c.last_completed_step for c in ckpt.filter_checkpoints(run_id="mid")] == []
+        again = ckpt.run(run_id="mid-2")
+        while eng.journal.get_run("mid-2").status != "waiting" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        again.ctx.send_event(HumanResponseEvent(response="bo"))
+        assert _run(_finish(again)) == "hi bo"
+        assert [c.last_completed_step for c in ckpt.filter_checkpoints(run_id="mid-2")] == ["greet"]
+
+
+def test_the_checkpointer_module_names_llamaindex_imports() -> None:
+    """A LlamaIndex module imports ``Checkpoint`` and ``WorkflowCheckpointer`` from the
+    checkpointer module: ``engine.checkpointer`` has both, and its ``Checkpoint`` (what
+    the checkpointer lists) is not ``engine.Checkpoint`` (the time-travel checkpoint)."""
+    import engine
+    import engine.checkpointer as module
+
+    assert {"Checkpoint", "WorkflowCheckpointer"} <= set(module.__all__)
+    assert module.WorkflowCheckpointer is engine.WorkflowCheckpointer
+    assert module.Checkpoint is Checkpoint and module.Checkpoint is not engine.Checkpoint
+    # engine.WorkflowCheckpoint is wf.checkpoints()'s item: neither is the checkpointer's.
+    assert engine.WorkflowCheckpoint is not module.Checkpoint

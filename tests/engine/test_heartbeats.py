@@ -31,7 +31,6 @@ from engine import (
     StepHeartbeatTimeout,
     StopEvent,
     Workflow,
-    WorkflowValidationError,
     current_context,
     durable,
     heartbeat,
@@ -238,16 +237,19 @@ def test_heartbeat_needs_a_step_and_json(eng: Engine) -> None:
 
 
 def test_heartbeat_timeout_is_checked() -> None:
-    """heartbeat_timeout is a positive number of seconds."""
+    """heartbeat_timeout is a positive number of seconds, on any step."""
     for value in (0, -1, "5", True, float("inf")):
         with pytest.raises(ValueError, match="heartbeat_timeout"):
             step(heartbeat_timeout=value)  # type: ignore[arg-type]
-    with pytest.raises(WorkflowValidationError, match="heartbeat_timeout"):
 
-        class Beating(Workflow):
-            @step(heartbeat_timeout=5)
-            async def go(self, ev: StartEvent) -> StopEvent:
-                return StopEvent(result=1)
+    class Beating(
+        Workflow
+    ):  # a workflow step takes it too (tests/engine/test_workflow_heartbeats.py)
+        @step(heartbeat_timeout=5)
+        async def go(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result=1)
+
+    assert Beating.steps()["go"].spec.heartbeat_timeout == 5
 
 
 def test_a_crafted_heartbeat_column_is_a_typed_error(eng: Engine, tmp_path: Path) -> None:

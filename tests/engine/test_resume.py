@@ -7,6 +7,7 @@ run (recovered by a new process).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -26,10 +27,15 @@ from starlette.testclient import TestClient
 from engine import (
     Context,
     Engine,
+    Event,
     NotResumable,
     Queue,
     RunFailed,
+    StartEvent,
     StepFailed,
+    StopEvent,
+    Workflow,
+    WorkflowTimeoutError,
     durable,
     history,
     resume,
@@ -118,8 +124,92 @@ def queued_checkout(ctx: Context[Any], order: str) -> str:
     return charge(order)
 
 
+# -- a workflow resumed in process ------------------------------------------------------
+
+STEPS: Counter[str] = Counter()
+"""Executions of each workflow step body (attempts included)."""
+
+
+class Reserved(Event):
+    order: str
+
+
+class Charged(Event):
+    order: str
+    paid: str
+
+
+class Shipped(Event):
+    order: str
+
+
+class Ping(Event):
+    """Sent by ``charge`` with ``send_event``: consumed by ``audit``, never again."""
+
+    n: int
+
+
+class CheckoutFlow(Workflow):
+    """start -> reserve -> charge (sync, retried once; also sends a Ping to audit) ->
+    ship -> done; ``BROKEN`` decides which step raises."""
+
+    @step
+    async def reserve(self, ctx: Context, ev: StartEvent) -> Reserved:
+        STEPS["reserve"] += 1
+        await ctx.store.set("reserved", f"res-{ev.order}")
+        return Reserved(order=ev.order)
+
+    @step(retries=1, backoff=0.0)
+    def charge(self, ctx: Context, ev: Reserved) -> Charged:
+        STEPS["charge"] += 1
+        if "charge" in BROKEN:
+            raise RuntimeError("card declined")
+        ctx.send_event(Ping(n=1))
+        return Charged(order=ev.order, paid=f"paid-{ev.order}")
+
+    @step
+    async def audit(self, ctx: Context, ev: Ping) -> None:
+        STEPS["audit"] += 1
+        await ctx.store.set("audited", await ctx.store.get("audited", 0) + ev.n)
+
+    @step
+    async def ship(self, ctx: Context, ev: Charged) -> Shipped:
+        STEPS["ship"] += 1
+        if "ship" in BROKEN:
+            raise RuntimeError("no courier")
+        await ctx.store.set("shipped", f"shipped-{ev.order}")
+        return Shipped(order=ev.order)
+
+    @step
+    async def done(self, ctx: Context, ev: Shipped) -> StopEvent:
+        STEPS["done"] += 1
+        return StopEvent(
+            result={
+                "r": await ctx.store.get("reserved"),
+                "s": await ctx.store.get("shipped"),
+                "audited": await ctx.store.get("audited", 0),
+            }
+        )
+
+
+class SlowFlow(Workflow):
+    """One slow step, then another: fails by its workflow timeout."""
+
+    @step
+    async def first(self, ev: StartEvent) -> Reserved:
+        STEPS["first"] += 1
+        await asyncio.sleep(0.6 if "slow" in BROKEN else 0.0)
+        return Reserved(order="x")
+
+    @step
+    async def second(self, ev: Reserved) -> StopEvent:
+        STEPS["second"] += 1
+        return StopEvent(result="in time")
+
+
 @pytest.fixture(autouse=True)
 def _reset() -> Iterator[None]:
+    STEPS.clear()
     CALLS.clear()
     BROKEN.clear()
     yield
@@ -273,6 +363,107 @@ class TestResume:
         assert eng.journal.get_run("q-1").status == "completed"
 
 
+def failed_workflow(eng: Engine, run_id: str, broken: str) -> None:
+    BROKEN.add(broken)
+    with pytest.raises(RuntimeError):
+        asyncio.run(_await(CheckoutFlow(engine=eng).run(order="o-1", run_id=run_id)))
+    run = eng.journal.get_run(run_id)
+    assert (run.kind, run.status) == ("workflow", "failed")
+
+
+async def _await(handler: Any) -> Any:
+    return await handler
+
+
+def consumed_keys(journal: Journal, run_id: str) -> Counter[str]:
+    return Counter(e.key or "" for e in journal.read(run_id) if e.kind == K.EVENT_CONSUMED)
+
+
+class TestResumeWorkflow:
+    """A failed Workflow run goes on from the step it failed at, as the same run."""
+
+    @pytest.mark.parametrize("broken", ["charge", "ship"])
+    def test_it_ends_as_an_uninterrupted_run_and_no_completed_step_runs_again(
+        self, eng: Engine, broken: str
+    ) -> None:
+        failed_workflow(eng, "w-1", broken)
+        before = dict(STEPS)
+        attempts = 2 if broken == "charge" else 1  # charge is retried once
+        assert before[broken] == attempts
+        consumed_before = consumed_keys(eng.journal, "w-1")
+        BROKEN.clear()  # the fix is deployed
+        handle = eng.resume("w-1")
+        assert handle.run_id == "w-1"
+        resumed = handle.result(timeout=10)
+        after = dict(STEPS)
+        # Each completed step ran once, the failed one once more, the rest once.
+        order = ["reserve", "charge", "ship", "done"]
+        for name in order:
+            expected = 1
+            if name == broken:
+                expected = attempts + 1
+            assert after[name] == expected, (name, after)
+        assert after["audit"] == 1  # the Ping charge sent was delivered once
+        # Events consumed before the failure were not delivered again.
+        consumed = consumed_keys(eng.journal, "w-1")
+        assert all(n == 1 for n in consumed.values()), consumed
+        assert set(consumed_before) <= set(consumed)
+        STEPS.clear()
+        straight = asyncio.run(_await(CheckoutFlow(engine=eng).run(order="o-1", run_id="w-2")))
+        assert resumed == straight == {"r": "res-o-1", "s": "shipped-o-1", "audited": 1}
+        assert eng.journal.state_at("w-1").values == eng.journal.state_at("w-2").values
+        run = eng.journal.get_run("w-1")
+        assert run.status == "completed" and run.error is None
+        ks = kinds(eng.journal, "w-1")
+        assert ks.index(K.RUN_FAILED) < ks.index(K.RUN_RESUMED) < ks.index(K.RUN_COMPLETED)
+        marks = [c.kind for c in history("w-1", engine=eng) if c.kind.startswith("run.")]
+        assert marks[-3:] == ["run.failed", "run.resumed", "run.completed"]
+
+    def test_the_failed_step_gets_its_whole_retry_policy_again(self, eng: Engine) -> None:
+        failed_workflow(eng, "w-1", "charge")
+        assert STEPS["charge"] == 2
+        with pytest.raises(RunFailed, match="card declined"):
+            eng.resume("w-1").result(timeout=10)  # still broken: two more attempts
+        assert STEPS["charge"] == 4 and STEPS["reserve"] == 1
+        BROKEN.clear()
+        assert eng.resume("w-1", by="ops").result(timeout=10)["s"] == "shipped-o-1"
+        assert STEPS["charge"] == 5 and STEPS["reserve"] == 1 and STEPS["ship"] == 1
+        ks = kinds(eng.journal, "w-1")
+        assert ks.count(K.RUN_FAILED) == 2 and ks.count(K.RUN_RESUMED) == 2
+        resumed = [e for e in eng.journal.read("w-1") if e.kind == K.RUN_RESUMED]
+        assert ResumeRecord.from_payload(eng.journal.decode_entry(resumed[-1])).by == "ops"
+        # The reopening reset the failed step's attempt count in the same transaction.
+        after_first = eng.journal.read_one("w-1", resumed[0].seq + 1)
+        assert after_first.kind == K.STATE_DELETED
+        assert (after_first.key or "").startswith("@attempts/")
+
+    def test_a_run_failed_by_its_timeout_has_its_whole_timeout_again(self, eng: Engine) -> None:
+        BROKEN.add("slow")
+        with pytest.raises(WorkflowTimeoutError):
+            asyncio.run(_await(SlowFlow(timeout=0.3, engine=eng).run(run_id="t-1")))
+        assert eng.journal.get_run("t-1").status == "failed"
+        BROKEN.clear()
+        assert eng.resume("t-1").result(timeout=10) == "in time"
+        assert STEPS["second"] == 1
+
+    def test_resume_of_a_workflow_run_that_is_not_failed_is_refused(self, eng: Engine) -> None:
+        asyncio.run(_await(CheckoutFlow(engine=eng).run(order="o-1", run_id="w-ok")))
+        before = row(eng.journal, "w-ok")
+        with pytest.raises(NotResumable, match="is completed: only a failed run") as info:
+            eng.resume("w-ok")
+        assert info.value.reason == "not failed"
+        assert row(eng.journal, "w-ok") == before
+
+    def test_two_resumes_one_reopens(self, eng: Engine) -> None:
+        failed_workflow(eng, "w-1", "ship")
+        BROKEN.clear()
+        handle = eng.resume("w-1")
+        with pytest.raises(NotResumable):
+            eng.resume("w-1")
+        handle.result(timeout=10)
+        assert kinds(eng.journal, "w-1").count(K.RUN_RESUMED) == 1
+
+
 class TestRefused:
     @pytest.mark.parametrize("status", ["completed", "cancelled", "running", "pending"])
     def test_only_a_failed_run_is_resumed_and_nothing_is_written(
@@ -294,21 +485,6 @@ class TestRefused:
     def test_an_unknown_run(self, eng: Engine) -> None:
         with pytest.raises(RunNotFound):
             eng.resume("nope")
-
-    def test_a_workflow_run_is_refused_with_the_reason(self, eng: Engine) -> None:
-        eng.journal.create_run("w-1", name="some:Workflow", kind="workflow", status="running")
-        eng.journal.append(
-            "w-1",
-            [eng.journal.entry(K.RUN_FAILED, {"type": "X", "error": "x"})],
-            expected_seq=None,
-            status="failed",
-            error="X: x",
-        )
-        before = row(eng.journal, "w-1")
-        with pytest.raises(NotResumable, match="workflow run") as info:
-            eng.resume("w-1")
-        assert info.value.reason == "workflow"
-        assert row(eng.journal, "w-1") == before
 
 
 class TestGuardedReopen:
@@ -359,6 +535,39 @@ class TestGuardedReopen:
             assert info.value.status == "pending"
             assert journal.get_run("r").last_seq == seq + 1
 
+    def test_resets_land_in_the_same_transaction(self, journal_location: str) -> None:
+        """A workflow's attempt count is deleted with the reopening; anything but a
+        state.deleted entry is refused before a write."""
+        with Journal(journal_location) as journal:
+            journal.create_run("r", name="m:f", status="running")
+            journal.append(
+                "r",
+                [journal.entry(K.STATE_SET, {"attempt": 2}, key="@attempts/e1")],
+                expected_seq=None,
+            )
+            seq = journal.append(
+                "r",
+                [journal.entry(K.RUN_FAILED, {"type": "E", "error": "e"})],
+                expected_seq=None,
+                status="failed",
+                error="E: e",
+            )
+            entry = self.resumed(journal, seq)
+            with pytest.raises(ValueError, match=r"state\.deleted"):
+                journal.reopen_failed(
+                    "r",
+                    entry,
+                    failed_seq=seq,
+                    error="E: e",
+                    resets=[journal.entry(K.STATE_SET, 1, key="x")],
+                )
+            assert journal.get_run("r").status == "failed"
+            reset = journal.entry(K.STATE_DELETED, key="@attempts/e1")
+            run = journal.reopen_failed("r", entry, failed_seq=seq, error="E: e", resets=[reset])
+            assert (run.status, run.last_seq) == ("pending", seq + 2)
+            assert kinds(journal, "r")[-2:] == [K.RUN_RESUMED, K.STATE_DELETED]
+            assert journal.state_at("r").values == {}
+
     def test_other_terminal_runs_stay_final(self, journal_location: str) -> None:
         with Journal(journal_location) as journal:
             journal.create_run("c", name="m:f", status="running")
@@ -402,9 +611,13 @@ def executions(tmp_path: Path) -> Counter[int]:
     return Counter(int(line.split()[1]) for line in log.read_text().splitlines())
 
 
-def fail_in_child(tmp_path: Path, db: Path, run_id: str = "p-1", n: int = 8) -> None:
+def fail_in_child(
+    tmp_path: Path, db: Path, run_id: str = "p-1", n: int = 8, *, mode: str = "fail"
+) -> None:
+    """Run ``resume_workload.pipeline`` (``mode="wfail"``: its workflow, ``Chain``) in a
+    child process while its step 4 is broken: the run fails there."""
     (tmp_path / "broken").touch()
-    assert run_child(tmp_path, "fail", str(db), run_id, str(n)).split() == ["status", "failed"]
+    assert run_child(tmp_path, mode, str(db), run_id, str(n)).split() == ["status", "failed"]
     (tmp_path / "broken").unlink()
 
 
@@ -453,6 +666,23 @@ class TestCommandLine:
         resumed = json.loads(detail.stdout)["resumed"]
         assert len(resumed) == 1 and "payment provider unavailable" in resumed[0]["error"]
 
+    def test_resume_a_workflow_run_wait_json(self, tmp_path: Path) -> None:
+        db = tmp_path / "j.db"
+        fail_in_child(tmp_path, db, "w-1", mode="wfail")
+        args = ["resume", "w-1", "--wait", "--json", "--import", "resume_workload"]
+        res = durable_cli(tmp_path, *args, "--db", str(db))
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        assert doc["run_id"] == "w-1" and doc["status"] == "completed"
+        assert doc["output"] == sum((i * 7919 + 13) % 1009 for i in range(8))
+        assert executions(tmp_path) == Counter({**dict.fromkeys(range(8), 1), 4: 3})
+        # A second resume of the now completed run: one line, exit 2, nothing written.
+        before = digest(db)
+        again = durable_cli(tmp_path, *args, "--db", str(db))
+        assert again.returncode == 2 and again.stderr.count("\n") == 1
+        assert again.stderr.startswith("error: ") and "only a failed run" in again.stderr
+        assert "Traceback" not in again.stderr and digest(db) == before
+
     @pytest.mark.parametrize("target", ["done", "nope"])
     def test_refused_one_line_exit_2_nothing_written(self, tmp_path: Path, target: str) -> None:
         db = tmp_path / "j.db"
@@ -499,6 +729,23 @@ class TestWebView:
             app.state.ui.engine.close()
         by = [c.detail.get("by") for c in history("o-1", engine=eng) if c.kind == K.RUN_RESUMED]
         assert by == ["durable ui"]
+
+    def test_the_button_for_a_workflow_run(self, eng: Engine) -> None:
+        failed_workflow(eng, "w-1", "ship")
+        BROKEN.clear()
+        app = create_app(eng.journal.path, token=TOKEN)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            with TestClient(app, base_url="http://127.0.0.1") as c:
+                page = c.get("/runs/w-1", headers=auth)
+                assert page.status_code == 200 and 'id="resume-form"' in page.text
+                ok = c.post("/api/runs/w-1/resume", json={}, headers=auth)
+                assert ok.status_code == 202 and ok.json()["resumed"] is True
+                app.state.ui.engine.handle("w-1").wait(10)
+        finally:
+            app.state.ui.engine.close()
+        assert eng.journal.get_run("w-1").status == "completed"
+        assert STEPS["reserve"] == STEPS["charge"] == 1 and STEPS["ship"] == 2
 
 
 # -- real processes: concurrent resumes and crashes --------------------------------------
@@ -630,3 +877,99 @@ class TestCrashDuringResumedRun:
         proc.kill()
         proc.communicate(timeout=60)
         self.check(tmp_path, db, expected)
+
+
+@pytest.fixture(scope="module")
+def expected_workflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
+    """The output and final store of a resumed workflow run never interrupted."""
+    if str(PROCS) not in sys.path:
+        sys.path.insert(0, str(PROCS))
+    import resume_workload  # noqa: F401 - its event classes, to read the journal here
+
+    ref = tmp_path_factory.mktemp("reference-workflow")
+    db = ref / "j.db"
+    fail_in_child(ref, db, "w-1", n=TestCrashDuringResumedWorkflow.N, mode="wfail")
+    assert run_child(ref, "resume", str(db), "w-1").split() == ["resumed", "completed"]
+    with Journal(db) as journal:
+        run = journal.get_run("w-1")
+        return journal.decode(run.output, run.codec, where="output"), dict(
+            journal.state_at("w-1").values
+        )
+
+
+WORKFLOW_KILL_POINTS = ["before:5", "inside:5", "before:7"]
+"""After the failed step's re-run committed; inside the next step; two steps on."""
+
+
+class TestCrashDuringResumedWorkflow:
+    """SIGKILL a process while it executes a resumed workflow run; a new process
+    recovers it; no step that completed runs again."""
+
+    N = 8
+
+    def check(self, tmp_path: Path, db: Path, expected: tuple[Any, dict[str, Any]]) -> None:
+        out = run_child(tmp_path, "recover", str(db), "w-1")
+        assert out.split() == ["status", "completed"]
+        with Journal(db) as journal:
+            run = journal.get_run("w-1")
+            assert (
+                journal.decode(run.output, run.codec, where="output"),
+                dict(journal.state_at("w-1").values),
+            ) == expected
+            assert kinds(journal, "w-1").count(K.RUN_RESUMED) == 1
+            done = [e.key for e in journal.read("w-1") if e.kind == K.STEP_COMPLETED]
+            assert len(done) == self.N + 1 == len(set(done))  # begin and each part, once
+            consumed = Counter(e.key for e in journal.read("w-1") if e.kind == K.EVENT_CONSUMED)
+            assert set(consumed.values()) == {1}  # no event delivered twice
+        counts = executions(tmp_path)
+        # Parts before the failure ran once; the flaky one twice then (its retry) and
+        # again on resume; a part killed inside its body ran once more.
+        for i in range(self.N):
+            assert 1 <= counts[i] <= (1 if i < 4 else 4 if i == 4 else 2), (i, counts)
+
+    @pytest.mark.parametrize("point", WORKFLOW_KILL_POINTS)
+    def test_kill_at_a_chosen_point(
+        self, tmp_path: Path, point: str, expected_workflow: tuple[Any, dict[str, Any]]
+    ) -> None:
+        db = tmp_path / "j.db"
+        fail_in_child(tmp_path, db, "w-1", n=self.N, mode="wfail")
+        res = subprocess.run(
+            [sys.executable, str(CHILD), "resume", str(db), "w-1"],
+            check=False,
+            env=child_env(tmp_path, RESUME_CRASH_AT=point),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == -9, (res.returncode, res.stdout, res.stderr)
+        i = point.split(":")[1]
+        counts = executions(tmp_path)
+        assert counts[4] == 3  # the failed part ran again (and committed) before the kill
+        self.check(tmp_path, db, expected_workflow)
+        after = executions(tmp_path)
+        for j in range(int(i)):  # committed before the kill: not run again
+            assert after[j] == counts[j], (j, counts, after)
+        assert after[int(i)] == counts[int(i)] + 1  # the part in flight ran once more
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("seed", range(scaled(3)))
+    def test_kill_at_a_random_moment(
+        self, tmp_path: Path, seed: int, expected_workflow: tuple[Any, dict[str, Any]]
+    ) -> None:
+        db = tmp_path / "j.db"
+        fail_in_child(tmp_path, db, "w-1", n=self.N, mode="wfail")
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), "resume", str(db), "w-1"],
+            env=child_env(tmp_path, RESUME_STEP_SLEEP="0.03"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        rng = random.Random(seed)
+        deadline = time.monotonic() + 60
+        while executions(tmp_path)[4] < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.12))
+        proc.kill()
+        proc.communicate(timeout=60)
+        self.check(tmp_path, db, expected_workflow)
