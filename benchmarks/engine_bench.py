@@ -21,7 +21,8 @@
     first entry, finishing it) against its cost per step: sequential runs of a
     ``@durable`` function with 0 steps and with 10. The 0-step run's cost is the
     intercept; (10-step cost - 0-step cost) / 10 the cost per step. Target: the
-    fixed cost (CPU) at most two steps' worth.
+    fixed cost (CPU) at most two steps' worth. The lean replica (see below) run
+    with 0 and 10 steps gives the same figure for the statements themselves.
 
 ``steps.concurrent.100`` / ``steps.concurrent.1000``
     That many async runs of an async 10-step function in flight at once in one
@@ -323,7 +324,9 @@ def run_cost(workdir: Path, *, durability: str, steps: int, runs: int, warmup: i
     )
 
 
-def steps_lean(workdir: Path, *, durability: str, runs: int, warmup: int) -> Sample:
+def steps_lean(
+    workdir: Path, *, durability: str, runs: int, warmup: int, steps: int = STEPS
+) -> Sample:
     """A lean-Python replica of what the engine writes for a run: no engine machinery.
 
     The same statements as the engine's (see ``steps_statements``) with the same
@@ -379,7 +382,7 @@ def steps_lean(workdir: Path, *, durability: str, runs: int, warmup: int) -> Sam
                                       "json", t)))  # fmt: skip
         execute("COMMIT")
         seq = 1
-        for i in range(1, STEPS + 1):
+        for i in range(1, steps + 1):
             key = blake2b(repr(((x,), {})).encode(), digest_size=8).hexdigest()
             began = now()
             x = _add_plain(x)
@@ -422,8 +425,14 @@ def steps_lean(workdir: Path, *, durability: str, runs: int, warmup: int) -> Sam
     conn.close()
     return Sample(
         elapsed,
-        runs * STEPS,
-        {"runs": runs, "cpu_us_per_step": cpu / (runs * STEPS) * 1e6},
+        runs * steps if steps else runs,
+        {
+            "runs": runs,
+            "steps": steps,
+            "cpu_us_per_step": cpu / (runs * steps) * 1e6 if steps else 0.0,
+            "us_per_run": elapsed / runs * 1e6,
+            "cpu_us_per_run": cpu / runs * 1e6,
+        },
     )
 
 
@@ -670,8 +679,8 @@ def _fixed_cost(durability: str, quick: bool) -> Scenario:
     runs = {"full": 30, "process": 300} if quick else {"full": 200, "process": 2000}
     n = STEPS
 
-    def per_step(r: Round, key: str) -> float:
-        return (r[f"{n} steps"]["extra"][key] - r["0 steps"]["extra"][key]) / n
+    def per_step(r: Round, key: str, who: str = "") -> float:
+        return (r[f"{who}{n} steps"]["extra"][key] - r[f"{who}0 steps"]["extra"][key]) / n
 
     return Scenario(
         name=f"runs.fixed_cost.{durability}",
@@ -688,6 +697,15 @@ def _fixed_cost(durability: str, quick: bool) -> Scenario:
                 {"durability": durability, "steps": k, "runs": runs[durability], "warmup": 5},
             )
             for k in (0, n)
+        )
+        + tuple(
+            Contender(
+                f"lean {k} steps",
+                f"{__name__}:steps_lean",
+                {"durability": durability, "steps": k, "runs": runs[durability], "warmup": 5},
+                checked=False,
+            )
+            for k in (0, n)
         ),
         reference="0 steps",
         ratio="cost",
@@ -701,7 +719,15 @@ def _fixed_cost(durability: str, quick: bool) -> Scenario:
                 "fixed cost in steps (wall)",
                 lambda r: r["0 steps"]["extra"]["us_per_run"] / per_step(r, "us_per_run"),
             ),
+            Derived(
+                "lean replica: fixed cost in steps (CPU)",
+                lambda r: (
+                    r["lean 0 steps"]["extra"]["cpu_us_per_run"]
+                    / per_step(r, "cpu_us_per_run", "lean ")
+                ),
+            ),
             Derived("fixed CPU µs per run", _extra("0 steps", "cpu_us_per_run"), "µs"),
+            Derived("lean fixed CPU µs per run", _extra("lean 0 steps", "cpu_us_per_run"), "µs"),
             Derived("CPU µs per step", lambda r: per_step(r, "cpu_us_per_run"), "µs"),
             Derived("fixed µs per run (wall)", _extra("0 steps", "us_per_run"), "µs"),
             Derived("µs per step (wall)", lambda r: per_step(r, "us_per_run"), "µs"),
