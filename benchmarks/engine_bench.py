@@ -324,25 +324,15 @@ def run_cost(workdir: Path, *, durability: str, steps: int, runs: int, warmup: i
     )
 
 
-def steps_lean(
-    workdir: Path, *, durability: str, runs: int, warmup: int, steps: int = STEPS
-) -> Sample:
-    """A lean-Python replica of what the engine writes for a run: no engine machinery.
-
-    The same statements as the engine's (see ``steps_statements``) with the same
-    work done in Python around them: the codec encodes the input, each step's
-    completion and the output; each entry and the run row get their checksums; each
-    step's key is a hash of its arguments; each step commit reads the guard and
-    checks it. All of it written as one plain loop over apsw, the ceiling for a
-    Python implementation of these writes. ops = steps.
-    """
+def lean_runner(path: str, durability: str, steps: int = STEPS) -> tuple[Callable[[int], int], Any]:
+    """The lean replica's run (see :func:`steps_lean`) on a new journal at ``path``, and
+    the connection to close."""
     from journal import JsonSerializer
     from journal._integrity import entry_checksum
     from journal._recorder import INSERT_ENTRY
     from journal._schema import RUN_COLUMNS, SEALED_COLUMNS, run_checksum
     from journal._sqlite import LAST_SEQ
 
-    path = str(workdir / "lean.db")
     Journal(path, durability=durability).close()  # type: ignore[arg-type]
     conn = open_connection(path, durability=durability, busy_timeout_ms=5000, readonly=False)
     execute = conn.execute
@@ -414,6 +404,22 @@ def steps_lean(
         execute("COMMIT")
         return x
 
+    return one_run, conn
+
+
+def steps_lean(
+    workdir: Path, *, durability: str, runs: int, warmup: int, steps: int = STEPS
+) -> Sample:
+    """A lean-Python replica of what the engine writes for a run: no engine machinery.
+
+    The same statements as the engine's (see ``steps_statements``) with the same
+    work done in Python around them: the codec encodes the input, each step's
+    completion and the output; each entry and the run row get their checksums; each
+    step's key is a hash of its arguments; each step commit reads the guard and
+    checks it. All of it written as one plain loop over apsw, the ceiling for a
+    Python implementation of these writes. ops = steps.
+    """
+    one_run, conn = lean_runner(str(workdir / "lean.db"), durability, steps)
     for i in range(warmup):
         one_run(i)
     cpu = time.process_time()
