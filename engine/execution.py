@@ -199,12 +199,9 @@ class RunExecution:
         self.seq += len(entries)
         for attempt in (1, 2):
             try:
-                if update or not entries:
-                    self.journal.append(
-                        self.run_id, entries, expected_seq=expected, epoch=self.epoch, **update
-                    )
-                else:  # a step's commit: entries only, the journal's shortest path
-                    self.journal.append_entries(self.run_id, entries, expected, self.epoch)
+                self.journal.append(
+                    self.run_id, entries, expected_seq=expected, epoch=self.epoch, **update
+                )
                 return
             except ConflictError as exc:
                 raise self._conflict(exc) from exc

@@ -175,7 +175,7 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
             and wake_at is UNSET
             and not release
         ):
-            return self.append_entries(run_id, entries, expected_seq, epoch)
+            return self._append_entries(run_id, entries, expected_seq, epoch)
         expected = -1 if expected_seq is None else expected_seq
         plain = (
             status is None
@@ -226,12 +226,11 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
             self._appended(run_id, expected, entries, status, now, snapshot)
             return seq if entries else expected
 
-    def append_entries(
-        self, run_id: str, entries: Sequence[NewEntry], expected: int, epoch: int | None = None
+    def _append_entries(
+        self, run_id: str, entries: Sequence[NewEntry], expected: int, epoch: int | None
     ) -> int:
-        """:meth:`append` of ``entries`` (at least one) after seq ``expected``, changing
-        nothing else: a step's commit, the hot path (at durability "process" a commit is
-        ~15 µs and every µs of Python shows). Returns the new last seq."""
+        """:meth:`append` of entries alone after a known seq: a step's commit, the hot
+        path (at durability "process" a commit is ~15 µs and every µs of Python shows)."""
         with self._lock:
             db = self._c()
             now = time.time()
