@@ -168,6 +168,7 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
         """
         if (
             expected_seq is not None
+            and expected_seq >= 0
             and entries
             and status is None
             and output is UNSET
