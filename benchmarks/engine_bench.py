@@ -408,7 +408,13 @@ def lean_runner(path: str, durability: str, steps: int = STEPS) -> tuple[Callabl
 
 
 def steps_lean(
-    workdir: Path, *, durability: str, runs: int, warmup: int, steps: int = STEPS
+    workdir: Path,
+    *,
+    durability: str,
+    runs: int,
+    warmup: int,
+    steps: int = STEPS,
+    per_run: bool = False,
 ) -> Sample:
     """A lean-Python replica of what the engine writes for a run: no engine machinery.
 
@@ -417,7 +423,7 @@ def steps_lean(
     completion and the output; each entry and the run row get their checksums; each
     step's key is a hash of its arguments; each step commit reads the guard and
     checks it. All of it written as one plain loop over apsw, the ceiling for a
-    Python implementation of these writes. ops = steps.
+    Python implementation of these writes. ops = steps (``per_run``: runs).
     """
     one_run, conn = lean_runner(str(workdir / "lean.db"), durability, steps)
     for i in range(warmup):
@@ -431,7 +437,7 @@ def steps_lean(
     conn.close()
     return Sample(
         elapsed,
-        runs * steps if steps else runs,
+        runs if per_run or not steps else runs * steps,
         {
             "runs": runs,
             "steps": steps,
@@ -708,7 +714,13 @@ def _fixed_cost(durability: str, quick: bool) -> Scenario:
             Contender(
                 f"lean {k} steps",
                 f"{__name__}:steps_lean",
-                {"durability": durability, "steps": k, "runs": runs[durability], "warmup": 5},
+                {
+                    "durability": durability,
+                    "steps": k,
+                    "runs": runs[durability],
+                    "warmup": 5,
+                    "per_run": True,
+                },
                 checked=False,
             )
             for k in (0, n)
