@@ -8,8 +8,21 @@
     asks the engine to keep ~84% of the floor per commit. A fourth contender,
     ``statements``, replays the engine's own SQL for one run (traced, then run by
     raw apsw under new run ids): what those commits cost with no Python around
-    them, the ceiling for any implementation of them. Derived: overhead per step
-    (µs) = durable time per step - plain time per step.
+    them, the ceiling for any implementation of them. A fifth, ``lean``, is a
+    lean-Python replica of the same writes (the same statements, codec work,
+    checksums and argument hash, in one plain loop over apsw with no engine or
+    journal machinery): ``durable ÷ lean replica`` (target ≥ 0.9) is what the
+    engine's machinery costs against Python written for this one job. Derived:
+    overhead per step (µs) = durable time per step - plain time per step; CPU µs
+    per step of durable and lean (run start and end included).
+
+``runs.fixed_cost.full`` / ``runs.fixed_cost.process``
+    A run's fixed cost (its start and its end: creating the run row with its
+    first entry, finishing it) against its cost per step: sequential runs of a
+    ``@durable`` function with 0 steps and with 10. The 0-step run's cost is the
+    intercept; (10-step cost - 0-step cost) / 10 the cost per step. Target: the
+    fixed cost (CPU) at most two steps' worth. The lean replica (see below) run
+    with 0 and 10 steps gives the same figure for the statements themselves.
 
 ``steps.concurrent.100`` / ``steps.concurrent.1000``
     That many async runs of an async 10-step function in flight at once in one
@@ -32,6 +45,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -82,6 +96,14 @@ def ten_plain(x: int) -> int:
 def ten_steps(x: int) -> int:
     """Ten steps with small (int) results."""
     for _ in range(STEPS):
+        x = _add(x)
+    return x
+
+
+@durable
+def n_steps(x: int, n: int) -> int:
+    """``n`` steps (0 for a run with none: its start and end alone)."""
+    for _ in range(n):
         x = _add(x)
     return x
 
@@ -169,10 +191,12 @@ def steps_durable(workdir: Path, *, durability: str, runs: int, warmup: int) -> 
     eng = _engine(workdir, durability)
     for i in range(warmup):
         eng.call(ten_steps, (i,), {})
+    cpu = time.process_time()
     start = time.perf_counter()
     for i in range(runs):
         eng.call(ten_steps, (i,), {})
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     commits, entries = _count_commits(eng, ten_steps)
     eng.close()
     return Sample(
@@ -185,6 +209,7 @@ def steps_durable(workdir: Path, *, durability: str, runs: int, warmup: int) -> 
             "entries_per_run": entries,
             "us_per_run": elapsed / runs * 1e6,
             "us_per_commit": elapsed / (runs * commits) * 1e6,
+            "cpu_us_per_step": cpu / (runs * STEPS) * 1e6,
         },
     )
 
@@ -272,6 +297,154 @@ def steps_statements(workdir: Path, *, durability: str, runs: int, warmup: int) 
         elapsed,
         runs * STEPS,
         {"runs": runs, "statements_per_run": len(traced), "commits_per_run": commits},
+    )
+
+
+def run_cost(workdir: Path, *, durability: str, steps: int, runs: int, warmup: int) -> Sample:
+    """``runs`` sequential runs of ``n_steps`` with ``steps`` steps each; ops = runs."""
+    eng = _engine(workdir, durability)
+    for i in range(warmup):
+        eng.call(n_steps, (i, steps), {})
+    cpu = time.process_time()
+    start = time.perf_counter()
+    for i in range(runs):
+        eng.call(n_steps, (i, steps), {})
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    eng.close()
+    return Sample(
+        elapsed,
+        runs,
+        {
+            "runs": runs,
+            "steps": steps,
+            "us_per_run": elapsed / runs * 1e6,
+            "cpu_us_per_run": cpu / runs * 1e6,
+        },
+    )
+
+
+def lean_runner(path: str, durability: str, steps: int = STEPS) -> tuple[Callable[[int], int], Any]:
+    """The lean replica's run (see :func:`steps_lean`) on a new journal at ``path``, and
+    the connection to close."""
+    from journal import JsonSerializer
+    from journal._integrity import entry_checksum
+    from journal._recorder import INSERT_ENTRY
+    from journal._schema import RUN_COLUMNS, SEALED_COLUMNS, run_checksum
+    from journal._sqlite import LAST_SEQ
+
+    Journal(path, durability=durability).close()  # type: ignore[arg-type]
+    conn = open_connection(path, durability=durability, busy_timeout_ms=5000, readonly=False)
+    execute = conn.execute
+    encode = JsonSerializer().encode
+    crc = entry_checksum
+    blake2b = hashlib.blake2b
+    now = time.time
+    owner = "lean:0"
+    started_payload = encode({"owner": owner})
+    insert_run = (
+        f"INSERT INTO runs ({RUN_COLUMNS}, checksum) VALUES "
+        "(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?) ON CONFLICT (run_id) DO NOTHING"
+    )
+    guard = f"SELECT {LAST_SEQ}, runs.epoch, runs.status FROM runs WHERE runs.run_id = ?"
+    sealed_guard = (
+        f"SELECT {LAST_SEQ}, runs.epoch, {SEALED_COLUMNS}, runs.checksum FROM runs"
+        " WHERE runs.run_id = ?"
+    )
+    finish = (
+        "UPDATE runs SET updated_at = ?, last_seq = ?, status = ?, output = ?, checksum = ?,"
+        " owner = NULL, lease_expires_at = NULL WHERE run_id = ?"
+    )
+    name = f"{__name__}:ten_steps"
+
+    def one_run(x: int) -> int:
+        run_id = new_run_id()
+        t = now()
+        data = encode({"args": [x], "kwargs": {}})
+        sealed = [run_id, "function", name, "running", "json", data, None, None, t,
+                  None, None, None, None, None, 0, "{}", None, 0]  # fmt: skip
+        execute("BEGIN IMMEDIATE")
+        execute(insert_run, (run_id, "function", name, "running", "json", data, t, t, 1, 1,
+                             owner, t + 30.0, None, None, None, None, None, None, "{}", None, 0,
+                             run_checksum(sealed)))  # fmt: skip
+        execute(INSERT_ENTRY, (run_id, 1, "run.started", None, None, started_payload, "json",
+                               t, crc(run_id, 1, "run.started", None, None, started_payload,
+                                      "json", t)))  # fmt: skip
+        execute("COMMIT")
+        seq = 1
+        for i in range(1, steps + 1):
+            key = blake2b(repr(((x,), {})).encode(), digest_size=8).hexdigest()
+            began = now()
+            x = _add_plain(x)
+            payload = encode(
+                {"result": x, "attempt": 1, "started": began, "duration": now() - began}
+            )
+            step = f"add#{i}"
+            t = now()
+            execute("BEGIN IMMEDIATE")
+            row = execute(guard, (run_id,)).fetchone()
+            if row is None or row[0] != seq or row[1] != 1 or row[2] != "running":
+                raise RuntimeError("guard")
+            seq += 1
+            execute(INSERT_ENTRY, (run_id, seq, "step.completed", step, key, payload, "json", t,
+                                   crc(run_id, seq, "step.completed", step, key, payload,
+                                       "json", t)))  # fmt: skip
+            execute("COMMIT")
+        output = encode(x)
+        t = now()
+        execute("BEGIN IMMEDIATE")
+        row = execute(sealed_guard, (run_id,)).fetchone()
+        if row is None or row[0] != seq or row[1] != 1 or run_checksum(row[2:-1]) != row[-1]:
+            raise RuntimeError("guard")
+        sealed[3], sealed[6] = "completed", output
+        seq += 1
+        execute(finish, (t, seq, "completed", output, run_checksum(sealed), run_id))
+        done = crc(run_id, seq, "run.completed", None, None, None, "json", t)
+        execute(INSERT_ENTRY, (run_id, seq, "run.completed", None, None, None, "json", t, done))
+        execute("COMMIT")
+        return x
+
+    return one_run, conn
+
+
+def steps_lean(
+    workdir: Path,
+    *,
+    durability: str,
+    runs: int,
+    warmup: int,
+    steps: int = STEPS,
+    per_run: bool = False,
+) -> Sample:
+    """A lean-Python replica of what the engine writes for a run: no engine machinery.
+
+    The same statements as the engine's (see ``steps_statements``) with the same
+    work done in Python around them: the codec encodes the input, each step's
+    completion and the output; each entry and the run row get their checksums; each
+    step's key is a hash of its arguments; each step commit reads the guard and
+    checks it. All of it written as one plain loop over apsw, the ceiling for a
+    Python implementation of these writes. ops = steps (``per_run``: runs).
+    """
+    one_run, conn = lean_runner(str(workdir / "lean.db"), durability, steps)
+    for i in range(warmup):
+        one_run(i)
+    cpu = time.process_time()
+    start = time.perf_counter()
+    for i in range(runs):
+        one_run(i)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    conn.close()
+    return Sample(
+        elapsed,
+        runs if per_run or not steps else runs * steps,
+        {
+            "runs": runs,
+            "steps": steps,
+            "cpu_us_per_step": cpu / (runs * steps) * 1e6 if steps else 0.0,
+            "us_per_run": elapsed / runs * 1e6,
+            "cpu_us_per_run": cpu / runs * 1e6,
+        },
     )
 
 
@@ -469,6 +642,12 @@ def _sequential(durability: str, quick: bool) -> Scenario:
                 checked=False,
             ),
             Contender(
+                "lean",
+                f"{__name__}:steps_lean",
+                {"durability": durability, "runs": runs[durability], "warmup": 5},
+                checked=False,
+            ),
+            Contender(
                 "plain",
                 f"{__name__}:steps_plain",
                 {"runs": 20_000 if quick else 100_000},
@@ -484,6 +663,19 @@ def _sequential(durability: str, quick: bool) -> Scenario:
                 lambda r: _us_per_op(r["durable"]) - _us_per_op(r["plain"]),
                 "µs",
             ),
+            Derived(
+                "durable ÷ lean replica (steps/s)",
+                lambda r: r["durable"]["rate"] / r["lean"]["rate"],
+                target=(">=", 0.9),
+            ),
+            Derived(
+                "lean ÷ durable (CPU per step)",
+                lambda r: (
+                    r["lean"]["extra"]["cpu_us_per_step"] / r["durable"]["extra"]["cpu_us_per_step"]
+                ),
+            ),
+            Derived("durable CPU µs per step", _extra("durable", "cpu_us_per_step"), "µs"),
+            Derived("lean CPU µs per step", _extra("lean", "cpu_us_per_step"), "µs"),
             Derived("commits per run", _extra("durable", "commits_per_run")),
             Derived(
                 "durable commits/s ÷ floor",
@@ -491,6 +683,72 @@ def _sequential(durability: str, quick: bool) -> Scenario:
             ),
             Derived("floor µs per commit", lambda r: _us_per_op(r["floor"]), "µs"),
             Derived("durable µs per commit", _extra("durable", "us_per_commit"), "µs"),
+        ),
+    )
+
+
+def _fixed_cost(durability: str, quick: bool) -> Scenario:
+    runs = {"full": 30, "process": 300} if quick else {"full": 200, "process": 2000}
+    n = STEPS
+
+    def per_step(r: Round, key: str, who: str = "") -> float:
+        return (r[f"{who}{n} steps"]["extra"][key] - r[f"{who}0 steps"]["extra"][key]) / n
+
+    return Scenario(
+        name=f"runs.fixed_cost.{durability}",
+        description=(
+            f"{runs[durability]} sequential runs of a @durable function with 0 steps vs "
+            f"{n} steps, durability={durability!r}: a run's start and end (the intercept) "
+            "in steps' worth"
+        ),
+        unit="runs",
+        contenders=tuple(
+            Contender(
+                f"{k} steps",
+                f"{__name__}:run_cost",
+                {"durability": durability, "steps": k, "runs": runs[durability], "warmup": 5},
+            )
+            for k in (0, n)
+        )
+        + tuple(
+            Contender(
+                f"lean {k} steps",
+                f"{__name__}:steps_lean",
+                {
+                    "durability": durability,
+                    "steps": k,
+                    "runs": runs[durability],
+                    "warmup": 5,
+                    "per_run": True,
+                },
+                checked=False,
+            )
+            for k in (0, n)
+        ),
+        reference="0 steps",
+        ratio="cost",
+        derived=(
+            Derived(
+                "fixed cost in steps (CPU)",
+                lambda r: r["0 steps"]["extra"]["cpu_us_per_run"] / per_step(r, "cpu_us_per_run"),
+                target=("<=", 2.0),
+            ),
+            Derived(
+                "fixed cost in steps (wall)",
+                lambda r: r["0 steps"]["extra"]["us_per_run"] / per_step(r, "us_per_run"),
+            ),
+            Derived(
+                "lean replica: fixed cost in steps (CPU)",
+                lambda r: (
+                    r["lean 0 steps"]["extra"]["cpu_us_per_run"]
+                    / per_step(r, "cpu_us_per_run", "lean ")
+                ),
+            ),
+            Derived("fixed CPU µs per run", _extra("0 steps", "cpu_us_per_run"), "µs"),
+            Derived("lean fixed CPU µs per run", _extra("lean 0 steps", "cpu_us_per_run"), "µs"),
+            Derived("CPU µs per step", lambda r: per_step(r, "cpu_us_per_run"), "µs"),
+            Derived("fixed µs per run (wall)", _extra("0 steps", "us_per_run"), "µs"),
+            Derived("µs per step (wall)", lambda r: per_step(r, "us_per_run"), "µs"),
         ),
     )
 
@@ -627,6 +885,8 @@ def scenarios(quick: bool) -> list[Scenario]:
     return [
         _sequential("full", quick),
         _sequential("process", quick),
+        _fixed_cost("full", quick),
+        _fixed_cost("process", quick),
         _async_alone("full", quick),
         _async_alone("process", quick),
         _concurrent(100, quick),

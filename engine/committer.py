@@ -69,10 +69,24 @@ class GroupCommitter:
         self._draining = False
         if len(self._queue) == 1:
             self._queue.clear()
-            (result,) = self._journal.append_batch([request])
             self.batches += 1
             self.requests += 1
             self.inline += 1
+            if isinstance(request, AppendRequest):
+                # Alone: the journal's own append (its entries-only path for a step),
+                # as a sync run commits; it raises what a batch would have returned.
+                return self._journal.append(
+                    request.run_id,
+                    request.entries,
+                    expected_seq=None if request.expected_seq < 0 else request.expected_seq,
+                    epoch=request.epoch,
+                    status=request.status,
+                    output=request.output,
+                    error=request.error,
+                    wake_at=request.wake_at,
+                    release=request.release,
+                )
+            (result,) = self._journal.append_batch([request])
             if isinstance(result, Exception):
                 raise result
             return result

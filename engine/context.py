@@ -5,18 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic, NoReturn
+from typing import Any, Generic, NoReturn
 
 from pydantic import BaseModel
 from typing_extensions import TypeVar
 
 from .errors import NotInRun
-from .execution import _CURRENT_RUN, current_step, require_execution
+from .execution import _CURRENT_RUN, RunExecution, current_step, require_execution
 from .logs import RunLog
 from .state import State, TypedState
-
-if TYPE_CHECKING:
-    from .execution import RunExecution
 
 __all__ = ["Context", "current_context", "heartbeat", "idempotency_key"]
 
@@ -38,7 +35,14 @@ class Context(Generic[StateT]):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # Context(workflow) (LlamaIndex's spelling) builds a workflow run's Context.
         target = args[0] if args else kwargs.get("workflow")
-        if cls is Context and target is not None and _is_workflow(target):
+        # A @durable run's Context (given its execution) is made once per run: the
+        # workflow check (an import) is left to other targets.
+        if (
+            cls is Context
+            and target is not None
+            and not isinstance(target, RunExecution)
+            and _is_workflow(target)
+        ):
             from .workflow_context import WorkflowContext  # noqa: PLC0415 - imports this one
 
             return object.__new__(WorkflowContext)

@@ -65,6 +65,10 @@ _CURRENT_STEP: contextvars.ContextVar[StepScope | None] = contextvars.ContextVar
 )
 
 
+_STORABLE_NAMES: set[str] = set()
+"""Step names whose keys ``name#index`` the journal took: valid text, checked once."""
+
+
 class StepScope:
     """The step attempt being executed: where its mutations go, its idempotency key."""
 
@@ -280,7 +284,9 @@ class RunExecution:
 
     def _go_live(self, index: int) -> None:
         # A fork whose edits wait on a call never recorded applies them before going live.
-        self._apply_recorded(self.history.edits_due(index))
+        due = self.history.edits_due(index)
+        if due:
+            self._apply_recorded(due)
         if self.replay_only:
             raise ReplayStop(f"reached the end of the recorded journal at call {index}", index)
 
@@ -295,22 +301,27 @@ class RunExecution:
             raise _recorded_failure(rec.name, payload, rec.entry.step)
         return payload["result"]
 
-    def _completed(
-        self, scope: StepScope, h: str, attempt: int, result: Any, started: float
+    def _completed(  # noqa: PLR0917 - one step's outcome, as call_step has it
+        self, name: str, scope: StepScope, h: str, attempt: int, result: Any, started: float
     ) -> list[NewEntry]:
-        done = self.journal.entry(
-            K.STEP_COMPLETED,
-            {
-                "result": result,
-                "attempt": attempt,
-                "started": started,
-                "duration": time.time() - started,
-            },
-            step=scope.key,
-            key=h,
-            codec=self.codec,
-            path=f"step {scope.key}",
-        )
+        payload = {
+            "result": result,
+            "attempt": attempt,
+            "started": started,
+            "duration": time.time() - started,
+        }
+        key = scope.key
+        if name in _STORABLE_NAMES:
+            # The per-step hot path: Journal.entry's work (encode now, so a bad result
+            # fails here) without its checks of the step's key, which were made once.
+            codec = self.codec
+            done = NewEntry(K.STEP_COMPLETED, codec.encode(payload, path=f"step {key}"),
+                            codec.name, key, h)  # fmt: skip
+        else:
+            done = self.journal.entry(
+                K.STEP_COMPLETED, payload, step=key, key=h, codec=self.codec, path=f"step {key}"
+            )
+            _STORABLE_NAMES.add(name)  # its key stored: the name is valid text
         if not self.body_buffer and not scope.buffer:
             return [done]  # the common case: the step's completion alone
         return [*self._drain_body(), *scope.buffer, done]
@@ -362,7 +373,7 @@ class RunExecution:
             finally:
                 _CURRENT_STEP.reset(token)
             self.step_calls += 1
-            self.commit(self._completed(scope, h, attempt, result, started))
+            self.commit(self._completed(spec.name, scope, h, attempt, result, started))
             return result
 
     async def call_step_async(
@@ -398,7 +409,7 @@ class RunExecution:
             finally:
                 _CURRENT_STEP.reset(token)
             self.step_calls += 1
-            await self.commit_async(self._completed(scope, h, attempt, result, started))
+            await self.commit_async(self._completed(spec.name, scope, h, attempt, result, started))
             return result
 
     def heartbeat(self, details: Any = None) -> None:

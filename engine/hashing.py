@@ -15,6 +15,7 @@ import hashlib
 from typing import Any
 
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+_blake2b = hashlib.blake2b
 
 
 def _feed(out: list[str], value: Any, depth: int = 0) -> None:
@@ -56,10 +57,23 @@ def _feed(out: list[str], value: Any, depth: int = 0) -> None:
 
 def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """16 hex digits identifying the arguments of a call, stable across processes."""
+    if not kwargs:
+        # The usual call, positional scalars only: the text _feed would build, made in
+        # one pass ("(" type repr ... "]", then "[]" for no kwargs).
+        flat = ["("]
+        for value in args:
+            t = type(value)
+            if t not in _SCALARS:
+                break
+            flat.append(t.__name__)
+            flat.append(repr(value))
+        else:
+            flat.append("][]")
+            return _blake2b("".join(flat).encode(), digest_size=8).hexdigest()
     out: list[str] = []
     _feed(out, args)
     if kwargs:
         _feed(out, sorted(kwargs.items()))
     else:
         out.append("[]")  # what an empty sorted(kwargs.items()) feeds
-    return hashlib.blake2b("".join(out).encode(), digest_size=8).hexdigest()
+    return _blake2b("".join(out).encode(), digest_size=8).hexdigest()

@@ -343,6 +343,8 @@ class Engine:
             return self._loop
 
     def _ensure_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            return  # started already: every run's start asks, twice
         with self._lock:
             if self._heartbeat is None:
                 self._heartbeat = threading.Thread(

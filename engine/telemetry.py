@@ -486,10 +486,10 @@ class TracedExecution(RunExecution):
         self.telemetry._attempt_failed(_LIVE.get(), exc, attempt, final)
         return entries
 
-    def _completed(
-        self, scope: Any, h: str, attempt: int, result: Any, started: float
+    def _completed(  # noqa: PLR0917 - as RunExecution._completed
+        self, name: str, scope: Any, h: str, attempt: int, result: Any, started: float
     ) -> list[NewEntry]:
-        entries = super()._completed(scope, h, attempt, result, started)
+        entries = super()._completed(name, scope, h, attempt, result, started)
         live = _LIVE.get()
         if live is not None:
             live.attempts = attempt

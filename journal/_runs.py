@@ -94,11 +94,24 @@ class RunsMixin(JournalCore):
         ``(run, created)`` as :meth:`create_run` returns."""
         with self._lock:
             db = self._c()
+            where = f"creating run {request.run.run_id!r}"
+            # Backend.transaction spelled out: every run's start comes here.
             try:
-                with db.transaction(f"creating run {request.run.run_id!r}"):
-                    return self._create(request)
+                db.begin()
+            except db.errors as exc:
+                raise db.translate(exc, where) from exc
+            try:
+                result = self._create(request)
+            except BaseException as exc:
+                db.rollback()
+                if isinstance(exc, db.errors):
+                    raise db.translate(exc, where) from exc
+                raise
+            try:
+                db.commit(where)
             except CommitUnknown:
                 return self._resolve_unknown_create(request)
+            return result
 
     def new_run(
         self,

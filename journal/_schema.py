@@ -61,20 +61,37 @@ def run_checksum(values: Sequence[Any]) -> int:
     Each value is tagged with its type and length, so NULL, ``"None"``, ``b""``, ``0``
     and ``"0"`` all differ, and a value moved from one column to the next is caught.
     """
-    crc = 0
+    # One CRC over the parts joined is the CRC chained part by part: the parts are
+    # gathered, exact types first, and checksummed once (a run computes this three times).
+    parts: list[bytes] = []
+    add = parts.append
     for value in values:
-        if value is None:
-            crc = zlib.crc32(b"n\x1f", crc)
+        t = type(value)
+        if t is str:
+            data = value.encode("utf-8", "surrogatepass")
+            add(b"s%d:" % len(data))
+            add(data)
+        elif value is None:
+            add(b"n\x1f")
+        elif t is int:
+            add(b"i%d\x1f" % value)
+        elif t is bytes:
+            add(b"b%d:" % len(value))
+            add(value)
+        elif t is float:
+            add(f"float:{value!r}\x1f".encode())
         elif isinstance(value, bytes | bytearray | memoryview):
-            crc = zlib.crc32(value, zlib.crc32(b"b%d:" % len(value), crc))
+            add(b"b%d:" % len(value))
+            add(bytes(value))
         elif isinstance(value, str):
             data = value.encode("utf-8", "surrogatepass")
-            crc = zlib.crc32(data, zlib.crc32(b"s%d:" % len(data), crc))
+            add(b"s%d:" % len(data))
+            add(data)
         elif isinstance(value, int):
-            crc = zlib.crc32(b"i%d\x1f" % value, crc)
+            add(b"i%d\x1f" % value)
         else:
-            crc = zlib.crc32(f"{type(value).__name__}:{value!r}\x1f".encode(), crc)
-    return crc
+            add(f"{type(value).__name__}:{value!r}\x1f".encode())
+    return zlib.crc32(b"".join(parts))
 
 
 ENTRY_COLUMNS = "run_id, seq, kind, step, key, payload, codec, ts, checksum"

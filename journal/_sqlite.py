@@ -383,7 +383,11 @@ class SqliteBackend(Recorder):
             if isinstance(exc, apsw.Error):
                 raise self.translate(exc, f"appending to run {run_id!r}") from exc
             raise
-        self.commit(f"appending to run {run_id!r}")
+        try:
+            conn.execute("COMMIT")
+        except apsw.Error as exc:
+            # Where it happened is formatted only on failure, not on every commit.
+            raise self._commit_failed(exc, f"appending to run {run_id!r}") from exc
         return expected + len(entries)
 
     def begin(self) -> None:
@@ -393,13 +397,16 @@ class SqliteBackend(Recorder):
         try:
             self.conn.execute("COMMIT")
         except apsw.Error as exc:
-            # A COMMIT that raised may still have committed: the caller re-reads.
-            self.rollback()
-            raise CommitUnknown(
-                f"{where}: COMMIT failed ({exc}); outcome unknown",
-                where=where,
-                full=isinstance(exc, apsw.FullError),  # the caller says so if it did not land
-            ) from exc
+            raise self._commit_failed(exc, where) from exc
+
+    def _commit_failed(self, exc: apsw.Error, where: str) -> CommitUnknown:
+        # A COMMIT that raised may still have committed: the caller re-reads.
+        self.rollback()
+        return CommitUnknown(
+            f"{where}: COMMIT failed ({exc}); outcome unknown",
+            where=where,
+            full=isinstance(exc, apsw.FullError),  # the caller says so if it did not land
+        )
 
     def rollback(self) -> None:
         with contextlib.suppress(apsw.Error):
