@@ -168,9 +168,13 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
         raised and nothing is written. The run's status, output (already
         encoded), error and wake time change in the same commit.
         """
+        expected = -1 if expected_seq is None else expected_seq
+        for e in entries:  # the step path: one check per entry when none is encrypted
+            if e.codec.startswith(PREFIX):
+                entries, expected = self._bound(run_id, entries, expected)
+                break
         if (
-            expected_seq is not None
-            and expected_seq >= 0
+            expected >= 0
             and entries
             and status is None
             and output is UNSET
@@ -178,12 +182,7 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
             and wake_at is UNSET
             and not release
         ):
-            return self._append_entries(run_id, entries, expected_seq, epoch)
-        expected = -1 if expected_seq is None else expected_seq
-        for e in entries:  # the step path: one check per entry when none is encrypted
-            if e.codec.startswith(PREFIX):
-                entries, expected = self._bound(run_id, entries, expected)
-                break
+            return self._append_entries(run_id, entries, expected, epoch)
         if output is not UNSET and isinstance(output, _Sealed):
             output = output.codec.bind(output, Place("output", run_id))
         plain = (
