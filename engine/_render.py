@@ -25,7 +25,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich import box
@@ -252,10 +252,9 @@ def status_text(status: str) -> Text:
     return Text(shown(status, 40), style=STATUS_STYLES.get(status, ""))
 
 
-def _decoded(journal: Journal, data: bytes | None, run: Run, what: str) -> Any:
+def _decoded(journal: Journal, run: Run, field: Literal["input", "output"]) -> Any:
     try:
-        where = f"run {run.run_id!r} {what}"
-        return to_jsonable(journal.decode(data, run.codec, where=where, strict=False))
+        return to_jsonable(journal.decode_run_value(run, field, strict=False))
     except DecodeError as exc:  # e.g. a pickle whose class this process cannot import
         return {"undecodable": str(exc)}
 
@@ -353,8 +352,8 @@ def run_json(
     }
     if journal is not None:
         doc["continued_as"] = continued_as(journal, run)
-        doc["input"] = _decoded(journal, run.input, run, "input")
-        doc["output"] = _decoded(journal, run.output, run, "output")
+        doc["input"] = _decoded(journal, run, "input")
+        doc["output"] = _decoded(journal, run, "output")
         doc["traceback"] = failure_traceback(journal, run)
         doc["waiting_for"] = waits(journal, run)
         doc["resumed"] = resumes(journal, run)
@@ -583,10 +582,10 @@ def run_detail(run: Run, journal: Journal, *, checkpoints: int, now: float) -> l
     row("codec", run.codec)
     out: list[RenderableType] = [grid]
     out.append(Text("\ninput", style="bold"))
-    out.append(Text(clean(pretty_json(_decoded(journal, run.input, run, "input")), lines=True)))
+    out.append(Text(clean(pretty_json(_decoded(journal, run, "input")), lines=True)))
     if run.status == "completed":
         out.append(Text("\noutput", style="bold"))
-        output = pretty_json(_decoded(journal, run.output, run, "output"))
+        output = pretty_json(_decoded(journal, run, "output"))
         out.append(Text(clean(output, lines=True)))
     for wait in waits(journal, run):
         if not any(isinstance(o, Text) and o.plain == "\nwaiting for" for o in out):

@@ -83,7 +83,7 @@ class Checkpoint:
 def _stop_event(workflow: Workflow, journal: Journal, run: Run) -> StopEvent:
     """The StopEvent a completed run ended with: its output is the event for a
     StopEvent subclass, the ``result`` of a plain StopEvent."""
-    out = journal.decode(run.output, run.codec, where=f"run {run.run_id!r} output")
+    out = journal.decode_run_value(run, "output")
     if isinstance(out, StopEvent):
         return out
     return StopEvent(result=out)

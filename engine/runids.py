@@ -40,7 +40,7 @@ def check_same_start(
     # Bytes can differ for equal inputs (keyword order, compression, another codec):
     # the decoded values decide.
     where = f"run {existing.run_id!r} input"
-    before = journal.decode(existing.input, existing.codec, where=where, strict=False)
+    before = journal.decode_run_value(existing, "input", strict=False)
     after = journal.decode(wanted.input, wanted.codec, where=where)
     before, after = _plain(before, fn, skip_ctx), _plain(after, fn, skip_ctx)
     if before == after:

@@ -626,7 +626,6 @@ class Engine:
         # The source's codec, with its options if its function or workflow gave it one
         # (the fork's execution binds it to the fork and its sources).
         codec = self._codec_of(source)
-        where = f"run {source.run_id!r} input"
         entries = [
             journal.entry(
                 K.RUN_FORKED,
@@ -646,7 +645,7 @@ class Engine:
                 new_run_id,
                 name=source.name,
                 kind=source.kind,
-                input=None if source.input is None else codec.decode(source.input, where=where),
+                input=journal.decode_run_value(source, "input", codec=codec),
                 codec=codec,
                 status="pending" if queued else "running",
                 entries=entries,
@@ -727,8 +726,7 @@ class Engine:
         journal = self.journal
         self._bind_codec(run, fn._codec)
         history = History() if fresh else load_history(journal, run)
-        where = f"run {run.run_id!r} input"
-        data = journal.decode(run.input, run.codec, where=where, run_id=run.run_id) or {}
+        data = journal.decode_run_value(run, "input") or {}
         ex = (RunExecution if self.telemetry is None else TracedExecution)(
             self,
             run,
@@ -1064,7 +1062,7 @@ class Engine:
         if run.output is None:
             return None
         use = codec if codec is not None and codec.name == run.codec else self._codec_of(run)
-        return use.decode(run.output, where=f"run {run.run_id!r} output")
+        return self.journal.decode_run_value(run, "output", codec=use)
 
     def _outcome_record(self, run_id: str) -> dict[str, Any]:
         run = last_of_chain(self, self.journal.get_run(run_id))

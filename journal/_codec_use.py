@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from ._core import JournalCore
 from ._requests import UNSET
@@ -15,7 +15,7 @@ from .errors import (
     SerializationError,
     UntrustedPayload,
 )
-from .records import Entry, NewEntry
+from .records import Entry, NewEntry, Run
 
 _KEPT_BINDINGS = 1024
 """Runs the engine left whose own codec stays bound (see :meth:`Journal.use_codec`)."""
@@ -112,6 +112,28 @@ class CodecsMixin(JournalCore):
             strict=strict,
             place=Place("entry", entry.run_id, entry.seq),
         )
+
+    def decode_run_value(
+        self,
+        run: Run,
+        field: Literal["input", "output"],
+        *,
+        codec: Codec | None = None,
+        strict: bool = True,
+    ) -> Any:
+        """Run ``run``'s input or output decoded (with ``codec`` if given, else the run's
+        own); an encrypted one sealed for another run or field raises
+        :class:`~journal.MisplacedPayload` before it is decoded."""
+        data = run.input if field == "input" else run.output
+        if data is None:
+            return None
+        place = Place(field, run.run_id)
+        where = f"run {run.run_id!r} {field}"
+        if codec is None:
+            return self.decode(data, run.codec, where=where, strict=strict, place=place)
+        if isinstance(codec, EncryptedCodec):
+            return codec.decode(data, where=where, place=place, run_id=run.run_id)
+        return codec.decode(data, where=where)
 
     def bind(self, data: bytes | None, codec: str, place: Place) -> bytes | None:
         """``data`` as stored at ``place``: an encrypted value sealed bound to it (see

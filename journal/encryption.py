@@ -68,7 +68,7 @@ class Place:
             field, run_id, seq = json.loads(raw)
             if not (isinstance(field, str) and isinstance(run_id, str) and type(seq) is int):
                 raise TypeError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # deep nesting: a crafted header
             raise DecodeError(
                 f"{where}: encrypted payload with a malformed place", where=where
             ) from None

@@ -89,14 +89,13 @@ def _documents(
     """One row per run input and per retained entry with a payload, decoded to JSON text."""
     done = 0
     for run in runs:
-        where = f"run {run.run_id!r} input"
         yield {
             "run_id": run.run_id,
             "seq": 0,
             "kind": "run.input",
             "step": None,
             "key": None,
-            "text": _text(journal.decode, run.input, run.codec, where=where, strict=False),
+            "text": _text(journal.decode_run_value, run, "input", strict=False),
         }
         yield from _snapshot_documents(journal, run)
         for entry in journal.read(run.run_id, run.horizon + 1, run.last_seq):

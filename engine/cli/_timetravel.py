@@ -188,11 +188,7 @@ def fork_cmd(
             return
         final = handle.wait()
         doc.update(status=final.status, error=final.error)
-        doc["output"] = to_jsonable(
-            eng.journal.decode(
-                final.output, final.codec, where=f"run {final.run_id!r} output", run_id=final.run_id
-            )
-        )
+        doc["output"] = to_jsonable(eng.journal.decode_run_value(final, "output"))
     if as_json:
         _emit_json(doc)
     else:

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import jinja2
@@ -646,9 +646,9 @@ def api_runs(request: Request) -> Response:
     )
 
 
-def _decoded(journal: Journal, data: bytes | None, codec: str, where: str) -> Any:
+def _decoded(journal: Journal, run: Run, field: Literal["input", "output"]) -> Any:
     try:
-        return to_jsonable(journal.decode(data, codec, where=where, strict=False))
+        return to_jsonable(journal.decode_run_value(run, field, strict=False))
     except DecodeError as exc:
         return {"undecodable": str(exc)}
 
@@ -664,9 +664,8 @@ def api_run(request: Request) -> Response:
     journal = _ui(request).journal
     run = journal.get_run(_run_id(request))
     doc = views.run_doc(run)
-    where = f"run {run.run_id!r}"
-    doc["input"] = _decoded(journal, run.input, run.codec, f"{where} input")
-    doc["output"] = _decoded(journal, run.output, run.codec, f"{where} output")
+    doc["input"] = _decoded(journal, run, "input")
+    doc["output"] = _decoded(journal, run, "output")
     doc.update(_related(journal, run))
     doc["heartbeats"] = journal.heartbeat_of(run.run_id)
     return JSONResponse(doc)
@@ -906,8 +905,8 @@ def _page_context(ui: UI, request: Request, run: Run) -> dict[str, Any]:
         "window": (offset, offset + len(window)),
         "max_rows": MAX_ROWS,
         "fork_note": next((c for c in cps if c.kind == K.RUN_FORKED), None),
-        "input": _decoded(ui.journal, run.input, run.codec, f"run {run.run_id!r} input"),
-        "output": _decoded(ui.journal, run.output, run.codec, f"run {run.run_id!r} output"),
+        "input": _decoded(ui.journal, run, "input"),
+        "output": _decoded(ui.journal, run, "output"),
         # What its steps last reported (ctx.heartbeat); a damaged value is said, not fatal.
         "heartbeats": _guarded(lambda: ui.journal.heartbeat_of(run.run_id)),
     }
@@ -1000,11 +999,7 @@ def step_page(request: Request) -> Response:
     before, before_error = _guarded(
         lambda: state_at(run.run_id, step=number - 1, engine=ui.engine).to_dict()
     )
-    output = (
-        _decoded(journal, run.output, run.codec, f"run {run.run_id!r} output")
-        if cp.kind == K.RUN_COMPLETED
-        else None
-    )
+    output = _decoded(journal, run, "output") if cp.kind == K.RUN_COMPLETED else None
     index = cps.index(cp)
     ctx = {
         "ui": ui,

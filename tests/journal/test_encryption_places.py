@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from click.testing import CliRunner
 from engine import Context, Engine, durable, fork, step
 from engine.cli import cli
 from journal import (
+    DecodeError,
     EncryptedCodec,
     Journal,
     JsonSerializer,
@@ -172,6 +174,44 @@ class TestMovedValues:
                 j.decode(b.output, b.codec, where="output", place=Place("output", "b"))
             with pytest.raises(MisplacedPayload):  # its run alone is checked too
                 j.decode(b.output, b.codec, where="output", run_id="a")
+
+    def test_a_moved_result_is_refused_wherever_it_is_read(
+        self, journal_location: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Run b's output copied into run a's row: a's result, a fork of a's input and
+        the read tools refuse it or show it undecodable, never as a's value."""
+        _two_runs(journal_location)
+        with Journal(journal_location, codec=_codec()) as j:
+            b = j.get_run("b")
+            _put_run_values(j, "a", input=b.input, output=b.output)
+            before = _counts(j)
+        with Engine(journal_location, codec=_codec()) as eng:
+            with pytest.raises(MisplacedPayload, match="belongs to run 'b' output"):
+                eng.handle("a").result(timeout=5)
+            with pytest.raises(MisplacedPayload, match="belongs to run 'b' input"):
+                fork("a", at=1, engine=eng)
+            assert _counts(eng.journal) == before  # the fork wrote nothing
+        monkeypatch.setenv(ENCRYPTION_KEYS_ENV, f"k1={base64.b64encode(K1).decode()}")
+        shown = CliRunner().invoke(cli, ["show", "a", "--json", "--db", journal_location])
+        assert shown.exit_code == 0, shown.output
+        doc = json.loads(shown.output)
+        assert "b-secret" not in shown.output
+        assert "belongs to run 'b' output" in doc["output"]["undecodable"]
+
+    def test_a_crafted_place_header_is_a_typed_error(self, journal_location: str) -> None:
+        """A place nested deeper than the parser goes is a DecodeError, and verify reports
+        it rather than crashing."""
+        _two_runs(journal_location)
+        kid = b"k1"
+        crafted = (
+            struct.pack("!BB", 2, len(kid)) + kid + struct.pack("!H", 60_000) + b"[" * 60_000
+        ) + bytes(40)
+        with pytest.raises(DecodeError, match="malformed place"):
+            EncryptedCodec.placed(crafted, where="crafted")
+        with Journal(journal_location) as j:
+            _put_payload(j, "a", 3, crafted)
+            report = j.verify()
+        assert any("run 'a' seq 3" in p and "malformed place" in p for p in report.problems)
 
     def test_a_moved_snapshot_is_refused(self, journal_location: str) -> None:
         with Engine(journal_location, codec=_codec()) as eng:
