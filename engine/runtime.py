@@ -359,18 +359,20 @@ class Engine:
                 # Every held lease in one commit: a process holding 10,000 parked runs
                 # writes one transaction per beat, not 10,000. Steps' heartbeats since
                 # the last renewal go in the same statements.
-                leases = dict(self._leases)
-                beats = {
-                    run_id: beat
-                    for run_id in leases
-                    if (beat := self._beats_of(run_id)) is not None
-                }
+                with self._lock:
+                    leases = dict(self._leases)
+                    beats = {
+                        run_id: beat
+                        for run_id in leases
+                        if (beat := self._beats_of(run_id)) is not None
+                    }
                 try:
                     lost = journal.renew_leases(
                         self.owner, leases, self.lease_seconds, heartbeats=beats
                     )
                 except Exception:
-                    self._beats_due.update(beats)  # not written: with the next renewal
+                    with self._lock:  # not written: with the next renewal, if still held
+                        self._beats_due.update(b for b in beats if b in self._leases)
                     continue
                 for run_id in lost:
                     ex = self._executions.get(run_id)
@@ -382,8 +384,11 @@ class Engine:
 
     def _progress(self, run_id: str, key: str, details: str) -> None:
         """A step of ``run_id`` beat (``ctx.heartbeat``): kept for the next renewal."""
-        self._beats.setdefault(run_id, {})[key] = (details, time.time())
-        self._beats_due.add(run_id)
+        with self._lock:  # steps beat from their threads; the run may have just ended
+            if run_id not in self._leases:
+                return  # a late beat of an abandoned attempt must not outlive the run
+            self._beats.setdefault(run_id, {})[key] = (details, time.time())
+            self._beats_due.add(run_id)
 
     def _beats_of(self, run_id: str) -> str | None:
         """The run's step heartbeats as the JSON its row keeps, if any came since the

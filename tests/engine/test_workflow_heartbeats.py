@@ -105,7 +105,7 @@ class Joined(Workflow):
     @step(num_workers=4, heartbeat_timeout=2.0)
     def part(self, ev: Part) -> Done:
         ATTEMPTS["part"] += 1
-        for k in range(10):
+        for k in range(50):  # 1.5 s: several lease renewals (0.2 s) even on a loaded machine
             heartbeat({"part": ev.i, "rows": (k + 1) * 100})
             time.sleep(0.03)
         return Done(i=ev.i)
