@@ -85,7 +85,6 @@ def checked(
     return _mypy([*paths, expectations, wrong], tmp_path), names
 
 
-@pytest.mark.slow
 def test_doc_blocks_pass_mypy_strict(
     checked: tuple[subprocess.CompletedProcess[str], dict[str, tuple[str, int]]],
 ) -> None:
