@@ -284,7 +284,13 @@ class TestContinueAsNew:
             body.run(run_id="bad")
         assert fresh.journal.get_run("bad").status == "failed"
 
-    @pytest.mark.parametrize("kill_at", ["before", "inside", "after"])
+    @pytest.mark.parametrize(
+        "kill_at",
+        [
+            pytest.param(k, marks=[] if k == "inside" else [pytest.mark.slow])
+            for k in ("before", "inside", "after")
+        ],
+    )
     def test_sigkill_at_the_handover_recovers_the_chain(
         self, journal_location: str, tmp_path: Path, kill_at: str
     ) -> None:

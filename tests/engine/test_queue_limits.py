@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _trials import backends
 
 import engine
 from engine import DedupKeyConflict, Engine, Queue, durable, step
@@ -234,8 +235,9 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
     return out
 
 
+@pytest.mark.parametrize("location", backends(), indirect=True)
 class TestProcesses:
-    """Real processes sharing one journal."""
+    """Real processes sharing one journal (on PostgreSQL in the full suite only)."""
 
     @pytest.mark.timeout(120)
     def test_three_worker_processes_hold_the_rate(self, location: str, tmp_path: Path) -> None:

@@ -752,7 +752,9 @@ class TestWebView:
 
 
 class TestConcurrentResumes:
-    @pytest.mark.parametrize("trial", range(scaled(3)))
+    @pytest.mark.parametrize(
+        "trial", [pytest.param(t, marks=[pytest.mark.slow] if t else []) for t in range(scaled(3))]
+    )
     def test_exactly_one_of_two_processes_reopens_it(self, tmp_path: Path, trial: int) -> None:
         db = tmp_path / "j.db"
         fail_in_child(tmp_path, db, n=6)
@@ -825,7 +827,10 @@ class TestCrashDuringResumedRun:
         for i in range(4):
             assert counts[i] == 1, counts
 
-    @pytest.mark.parametrize("point", KILL_POINTS)
+    @pytest.mark.parametrize(
+        "point",
+        [pytest.param(p, marks=[] if p == "inside:5" else [pytest.mark.slow]) for p in KILL_POINTS],
+    )
     def test_kill_at_a_chosen_point(
         self, tmp_path: Path, point: str, expected: tuple[Any, dict[str, Any]]
     ) -> None:

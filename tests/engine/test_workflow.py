@@ -461,6 +461,7 @@ class TestRecovery:
         assert completions["work"] == 6  # each part committed exactly once
         assert ran_before  # the crash happened mid-way
 
+    @pytest.mark.slow
     def test_recovery_reads_only_the_tail(self, tmp_path: Path) -> None:
         """A 10,000-step loop recovers from its last snapshot: it reads only the tail."""
         path = tmp_path / "loop.db"

@@ -146,8 +146,10 @@ def test_skewed_workers_never_take_live_leases(children: Children) -> None:
 
 @pytest.mark.parametrize(
     ("dead_skew", "rescuer", "rescuer_skew"),
-    [(HOUR, "worker", 0.0), (0.0, "recover", -HOUR)],
-    ids=["fast-worker-dies", "slow-recoverer"],
+    [
+        pytest.param(HOUR, "worker", 0.0, id="fast-worker-dies"),
+        pytest.param(0.0, "recover", -HOUR, id="slow-recoverer", marks=pytest.mark.slow),
+    ],
 )
 def test_a_dead_skewed_workers_runs_resume_after_one_lease(
     children: Children, dead_skew: float, rescuer: str, rescuer_skew: float

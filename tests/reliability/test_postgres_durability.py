@@ -103,7 +103,7 @@ def crash_trial(server: TempCluster, durability: str, trial: str, rng: random.Ra
     return sum(len(s) for s in acks.values())
 
 
-@pytest.mark.parametrize("durability", ["process", "full"])
+@pytest.mark.parametrize("durability", [pytest.param("process", marks=pytest.mark.slow), "full"])
 def test_server_crash_loses_nothing_acknowledged(cluster: TempCluster, durability: str) -> None:
     """Two server crashes: every acknowledged commit is there after the restart."""
     rng = random.Random(f"{durability}-quick")

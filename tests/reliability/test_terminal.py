@@ -318,7 +318,7 @@ class TerminalMachine(RuleBasedStateMachine):
                 assert self.final[run_id] == (run.status, run.last_seq, run.epoch), run_id
 
 
-TestTerminalMachine = TerminalMachine.TestCase
+TestTerminalMachine = pytest.mark.slow(TerminalMachine.TestCase)  # the races below stay quick
 TestTerminalMachine.settings = settings(
     max_examples=scaled(60),
     stateful_step_count=40,

@@ -459,7 +459,9 @@ def test_a_queued_run_no_worker_can_import_goes_back_to_pending(program: Program
 # -- item: workers stop like services -------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("kind", ["function", "workflow"])
 def test_a_stopped_worker_pauses_at_a_step_boundary_and_hands_over(
     program: Program, signum: int, kind: str

@@ -237,6 +237,7 @@ def assert_no_sideways_scroll(page: Any) -> None:
     assert width <= page.viewport_size["width"], f"the page is {width}px wide"
 
 
+@pytest.mark.slow
 def test_the_run_story_at_two_widths(db_path: Path, tmp_path: Path) -> None:
     """A run crashed by SIGKILL and taken over by another process shows the owner change
     and the lease wait on its timeline; a failed run shows its traceback; the step page
