@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,23 @@ class JournalContract:
         )
         assert results[0] == 1 and results[2] == 2
         assert isinstance(results[1], ConflictError)
+        assert j.get_run("b").last_seq == 0 and j.get_run("a").last_seq == 2
+
+    def test_batch_isolates_a_value_it_cannot_bind(self, j: Journal) -> None:
+        """An encrypted value the journal cannot read to bind to its place fails its own
+        request with a typed error; the rest of the group commit lands."""
+        j.create_run("a", name="f")
+        j.create_run("b", name="f")
+        bad = replace(_set(j, "x", 1), codec="aesgcm:json", payload=b"\x09not sealed")
+        results = j.append_batch(
+            [
+                AppendRequest("a", [_set(j, "x", 1)], 0),
+                AppendRequest("b", [bad], 0),
+                AppendRequest("a", [_set(j, "y", 2)], 1),
+            ]
+        )
+        assert results[0] == 1 and results[2] == 2
+        assert isinstance(results[1], JournalError), results[1]
         assert j.get_run("b").last_seq == 0 and j.get_run("a").last_seq == 2
 
     def test_batch_creates_runs_beside_appends(self, j: Journal) -> None:

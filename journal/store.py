@@ -279,7 +279,21 @@ class Journal(CodecsMixin, RunsMixin, ClaimsMixin, SnapshotsMixin):
             status = req.status if isinstance(req, AppendRequest) else req.run.status
             if status is not None and status not in RUN_STATUSES:
                 raise ValueError(f"unknown status {status!r}")
-        requests = [self._placed(r) if isinstance(r, AppendRequest) else r for r in requests]
+        # Binding encrypted values can fail for one request (a value it cannot read):
+        # that request gets its error, the others commit.
+        placed: list[AppendRequest | CreateRequest] = []
+        unplaced: dict[int, JournalError] = {}
+        for i, req in enumerate(requests):
+            try:
+                placed.append(self._placed(req) if isinstance(req, AppendRequest) else req)
+            except JournalError as exc:
+                unplaced[i] = exc
+        if not unplaced:
+            return self._append_placed(placed)
+        landed = iter(self._append_placed(placed) if placed else ())
+        return [unplaced[i] if i in unplaced else next(landed) for i in range(len(requests))]
+
+    def _append_placed(self, requests: Sequence[AppendRequest | CreateRequest]) -> list[Any]:
         results: list[Any] = []
         with self._lock:
             db = self._c()
