@@ -94,7 +94,7 @@ def hand_over(
                 continuation=request,
             )
         except ConflictError as exc:
-            raise ex._conflict(exc) from exc
+            raise ex.conflict(exc) from exc
         ex.seq += len(entries)
         return run
 

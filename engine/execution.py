@@ -204,7 +204,7 @@ class RunExecution:
                 )
                 return
             except ConflictError as exc:
-                raise self._conflict(exc) from exc
+                raise self.conflict(exc) from exc
             except DatabaseUnavailable as exc:
                 if attempt == 2:
                     self.seq = expected
@@ -232,7 +232,7 @@ class RunExecution:
                 )
                 return
             except ConflictError as exc:
-                raise self._conflict(exc) from exc
+                raise self.conflict(exc) from exc
             except DatabaseUnavailable as exc:
                 if attempt == 2:
                     self.seq = expected
@@ -251,7 +251,9 @@ class RunExecution:
             run_id=self.run_id,
         )
 
-    def _conflict(self, exc: ConflictError) -> Exception:
+    def conflict(self, exc: ConflictError) -> Exception:
+        """The error a commit's ``ConflictError`` means: the run was cancelled, or
+        another worker took it (fenced off)."""
         run = self.journal.find_run(self.run_id)
         if run is not None and run.status == "cancelled":
             return RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)

@@ -52,7 +52,6 @@ ALLOWED_REACHES: dict[str, str] = {
     "workflow._service": "workflow model: the run injects a step's services",
     "._catch_handler": "workflow model: the run looks up a catch_error handler",
     "wr._finish_with": "workflow model: a handler's cancel ends its run on the run's loop",
-    "ex._conflict": "@durable model: a continuation's conflict is its execution's",
     # A Workflow's registered name is a ClassVar of user subclasses: a public name
     # would collide with the attributes users give their workflows.
     "._name": "a Workflow subclass's registered name",
