@@ -83,7 +83,8 @@ def hand_over(
         tags=old.tags or None,  # a chain is found by the tags its first run was given
     )
     entries = ex.continue_entries(new_id)
-    with engine._lock:
+
+    def commit() -> Run:
         try:
             run = journal.continue_run(
                 old.run_id,
@@ -93,11 +94,13 @@ def hand_over(
                 continuation=request,
             )
         except ConflictError as exc:
-            raise ex._conflict(exc) from exc
+            raise ex.conflict(exc) from exc
         ex.seq += len(entries)
-        new_future = engine._hold(run)
+        return run
+
+    run, new_future = engine.hold_new(commit)
     new_future.add_done_callback(lambda done: _pass_on(done, future))
-    engine._launch(fn, run, new_future, fresh=True)
+    engine.launch(fn, run, new_future, fresh=True)
     return Continued(future)
 
 
@@ -144,5 +147,5 @@ def last_of_chain(engine: Engine, run: Run, timeout: float | None = None) -> Run
     deadline = None if timeout is None else time.monotonic() + timeout
     while (nxt := continued_as(engine.journal, run)) is not None:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        run = RunHandle(engine, nxt, engine._running.get(nxt)).wait(left)
+        run = RunHandle(engine, nxt, engine.holding(nxt)).wait(left)
     return run

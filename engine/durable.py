@@ -304,7 +304,7 @@ class DurableFunction(Generic[P, R]):
 
     def launch(self, engine: Engine, run: Run, future: concurrent.futures.Future[Any]) -> None:
         """Execute a claimed run of this function in the background (recovery, forks)."""
-        engine._launch(self, run, future)
+        engine.launch(self, run, future)
 
     def __repr__(self) -> str:
         return f"<durable {self.name}>"

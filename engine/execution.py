@@ -204,7 +204,7 @@ class RunExecution:
                 )
                 return
             except ConflictError as exc:
-                raise self._conflict(exc) from exc
+                raise self.conflict(exc) from exc
             except DatabaseUnavailable as exc:
                 if attempt == 2:
                     self.seq = expected
@@ -232,7 +232,7 @@ class RunExecution:
                 )
                 return
             except ConflictError as exc:
-                raise self._conflict(exc) from exc
+                raise self.conflict(exc) from exc
             except DatabaseUnavailable as exc:
                 if attempt == 2:
                     self.seq = expected
@@ -251,7 +251,9 @@ class RunExecution:
             run_id=self.run_id,
         )
 
-    def _conflict(self, exc: ConflictError) -> Exception:
+    def conflict(self, exc: ConflictError) -> Exception:
+        """The error a commit's ``ConflictError`` means: the run was cancelled, or
+        another worker took it (fenced off)."""
         run = self.journal.find_run(self.run_id)
         if run is not None and run.status == "cancelled":
             return RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
@@ -268,7 +270,7 @@ class RunExecution:
         self.cancel_requested.set()
 
     def _interrupted(self) -> EngineError:
-        if self.engine._stopping.is_set():
+        if self.engine.is_stopping():
             return WorkerStopping(
                 f"run {self.run_id!r}: the worker is stopping; the run paused at a step "
                 "boundary and its lease was released",
@@ -277,7 +279,7 @@ class RunExecution:
         return RunCancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
 
     def _begin_call(self) -> int:
-        if self.cancel_requested.is_set() or self.engine._stopping.is_set():
+        if self.cancel_requested.is_set() or self.engine.is_stopping():
             raise self._interrupted()
         self.next_index += 1
         return self.next_index
@@ -424,7 +426,7 @@ class RunExecution:
         except (TypeError, ValueError) as exc:
             raise TypeError(f"step {scope.key}: heartbeat details must be JSON: {exc}") from None
         scope.beat = time.monotonic()
-        self.engine._progress(self.run_id, scope.key, encoded)
+        self.engine.beat(self.run_id, scope.key, encoded)
 
     def take_index(self) -> int:
         """Hand out the next call index (async steps take theirs when called)."""

@@ -54,7 +54,7 @@ def replay(run_id: str, *, until: int | None = None, engine: Engine | None = Non
     if hasattr(target, "replay_run"):
         report: ReplayReport = target.replay_run(eng, run, until=until)
         return report
-    ex, args, kwargs = eng._prepare(target, run, replay_only=True)
+    ex, args, kwargs = eng.prepare(target, run, replay_only=True)
     ex.replay_until = until
     report = ReplayReport(run_id=run_id, name=run.name, ok=True)
     token = _CURRENT_RUN.set(ex)

@@ -21,7 +21,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from journal import (
-    ConflictError,
     EntryKind,
     HorizonError,
     Journal,
@@ -86,7 +85,7 @@ def resume_run(engine: Engine, run_id: str, by: str | None) -> RunHandle:
             status=run.status,
             reason="no failure entry",
         )
-    codec = engine._codec_of(run)
+    codec = engine.codec_of(run)
     record = ResumeRecord(
         by=by or engine.owner,
         at=time.time(),
@@ -107,16 +106,11 @@ def resume_run(engine: Engine, run_id: str, by: str | None) -> RunHandle:
         ) from exc
     # Held through the one door every run is held by: a run of a queue waits for room
     # in it (a worker takes it then), any other is claimed here and now.
-    with engine._lock:
-        reopened = journal.get_run(run_id)
-        try:
-            taken = engine._take(reopened)
-        except ConflictError:
-            taken = None
-        if taken is None:
-            journal.notify(WAKE_CHANNEL, run_id)
-            return RunHandle(engine, run_id)
-        future = engine._hold(taken)
+    held = engine.hold_claimed(journal.get_run(run_id))
+    if held is None:
+        journal.notify(WAKE_CHANNEL, run_id)
+        return RunHandle(engine, run_id)
+    taken, future = held
     target.launch(engine, taken, future)
     return RunHandle(engine, run_id, future)
 

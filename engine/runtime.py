@@ -334,7 +334,9 @@ class Engine:
             watcher = self._watchers[loop] = RunWatcher(self.journal, loop)
         return watcher
 
-    def _background_loop(self) -> asyncio.AbstractEventLoop:
+    def background_loop(self) -> asyncio.AbstractEventLoop:
+        """For the engine's modules: the event loop this engine runs background runs on
+        (started on first use)."""
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -348,11 +350,11 @@ class Engine:
         with self._lock:
             if self._heartbeat is None:
                 self._heartbeat = threading.Thread(
-                    target=self._beat, daemon=True, name="durable-heartbeat"
+                    target=self._renew_leases, daemon=True, name="durable-heartbeat"
                 )
                 self._heartbeat.start()
 
-    def _beat(self) -> None:
+    def _renew_leases(self) -> None:
         journal = self._heartbeat_journal()
         try:
             while not self._closed.wait(max(self.lease_seconds / 3, 0.05)):
@@ -382,8 +384,9 @@ class Engine:
             if journal is not self.journal:
                 journal.close()
 
-    def _progress(self, run_id: str, key: str, details: str) -> None:
-        """A step of ``run_id`` beat (``ctx.heartbeat``): kept for the next renewal."""
+    def beat(self, run_id: str, key: str, details: str) -> None:
+        """For the engine's modules: a step of ``run_id`` beat (``ctx.heartbeat``): kept for
+        the next renewal."""
         with self._lock:  # steps beat from their threads; the run may have just ended
             if run_id not in self._leases:
                 return  # a late beat of an abandoned attempt must not outlive the run
@@ -506,7 +509,7 @@ class Engine:
             if taken is None:
                 return run, None, False, False
             run = taken
-        return run, self._hold(run), True, created
+        return run, self.hold(run), True, created
 
     def _take(self, run: Run) -> Run | None:
         """Claim an existing unfinished run: a run of a queue through the queue's door
@@ -535,26 +538,101 @@ class Engine:
         self._started[codec.name] = (codec, entry)
         return entry
 
-    def _hold(self, run: Run) -> concurrent.futures.Future[Any]:
-        """Record that this engine holds ``run`` (claimed at ``run.epoch``): the future its
-        waiters wait on, and a lease for the heartbeat to renew. Call under ``_lock``."""
+    def hold(self, run: Run) -> concurrent.futures.Future[Any]:
+        """For the engine's modules: record that this engine holds ``run`` (claimed at
+        ``run.epoch``): the future its waiters wait on, and a lease for the heartbeat to
+        renew."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._running[run.run_id] = future
-        self._leases[run.run_id] = run.epoch
+        with self._lock:
+            self._running[run.run_id] = future
+            self._leases[run.run_id] = run.epoch
         self._ensure_heartbeat()
         return future
 
-    def _claim_existing(self, run: Run) -> tuple[Run, concurrent.futures.Future[Any]] | None:
+    def hold_claimed(self, run: Run) -> tuple[Run, concurrent.futures.Future[Any]] | None:
+        """For the engine's modules: claim the existing unfinished ``run`` through its door
+        and hold it; None if another owner holds it, it ended, its queue has no room, or the
+        claim conflicted."""
         with self._lock:
-            if run.run_id in self._running:
-                return None
             try:
                 claimed = self._take(run)
             except ConflictError:
                 return None
             if claimed is None:
                 return None
-            return claimed, self._hold(claimed)
+            return claimed, self.hold(claimed)
+
+    def hold_new(self, commit: Callable[[], Run]) -> tuple[Run, concurrent.futures.Future[Any]]:
+        """For the engine's modules: hold the run ``commit`` writes, owned by this engine,
+        as one step to this engine's other threads (nothing here sees it written and not
+        held)."""
+        with self._lock:
+            run = commit()
+            return run, self.hold(run)
+
+    def create_or_claim(
+        self, request: CreateRequest, vet: Callable[[Run], None]
+    ) -> tuple[Run, concurrent.futures.Future[Any] | None, bool]:
+        """For the engine's modules: create the run of ``request`` and hold it, or find it
+        (``vet`` raises if it is not the run asked for) and claim it if unfinished and held
+        nowhere: the run, the future to wait on, and whether this engine now executes it."""
+        with self._lock:
+            run, created = self.journal.create(request)
+            if created:
+                return run, self.hold(run), True
+            vet(run)
+            future = self._running.get(run.run_id)
+            if run.finished or future is not None:
+                return run, future, False
+            claimed = self.claim_existing(run)
+            if claimed is None:
+                return run, None, False
+            return claimed[0], claimed[1], True
+
+    def holding(self, run_id: str) -> concurrent.futures.Future[Any] | None:
+        """For the engine's modules: the future of ``run_id`` if this engine holds it, else None."""
+        return self._running.get(run_id)
+
+    def held_run_ids(self) -> list[str]:
+        """For the engine's modules: the runs this engine holds now (executing or about to)."""
+        with self._lock:
+            return list(self._running)
+
+    def blocked_run_ids(self) -> list[str]:
+        """For the engine's modules: the runs this engine failed to resume and does not
+        claim again."""
+        with self._lock:
+            return list(self._blocked)
+
+    def execution_of(self, run_id: str) -> Any:
+        """For the engine's modules: the live execution (RunExecution or WorkflowRun) of
+        ``run_id`` here, or None."""
+        return self._executions.get(run_id)
+
+    def attach(self, run: Run, execution: Any) -> None:
+        """For the engine's modules: register ``execution`` as the live execution of the
+        held ``run``."""
+        self._executions[run.run_id] = execution
+        self._ensure_heartbeat()
+        self._resumed(run)
+
+    def is_stopping(self) -> bool:
+        """For the engine's modules: whether :meth:`drain` began: runs start no new step."""
+        return self._stopping.is_set()
+
+    def open_journal(self) -> Journal | None:
+        """For the engine's modules: the journal if it was opened and is not closed yet
+        (never opens it)."""
+        journal = self._journal
+        return None if journal is None or journal.closed else journal
+
+    def claim_existing(self, run: Run) -> tuple[Run, concurrent.futures.Future[Any]] | None:
+        """For the engine's modules: :meth:`hold_claimed`, unless this engine holds ``run``
+        already (then None)."""
+        with self._lock:
+            if run.run_id in self._running:
+                return None
+            return self.hold_claimed(run)
 
     def call(
         self,
@@ -604,10 +682,10 @@ class Engine:
         run, future, execute, fresh = self._claim(fn, args, kwargs, run_id, None, tags=tags)
         if execute:
             assert future is not None
-            self._launch(fn, run, future, fresh=fresh)
+            self.launch(fn, run, future, fresh=fresh)
         return RunHandle(self, run.run_id, future)
 
-    def _launch(
+    def launch(
         self,
         fn: DurableFunction[Any, Any],
         run: Run,
@@ -615,9 +693,11 @@ class Engine:
         *,
         fresh: bool = False,
     ) -> None:
+        """For the engine's modules: execute the held ``run`` of ``fn`` in the background
+        (its loop or the thread pool)."""
         if fn.is_async:
             asyncio.run_coroutine_threadsafe(
-                self._execute_async(fn, run, future, fresh=fresh), self._background_loop()
+                self._execute_async(fn, run, future, fresh=fresh), self.background_loop()
             )
         else:
             self._pool.submit(self._execute_sync, fn, run, future, fresh=fresh)
@@ -630,7 +710,7 @@ class Engine:
         target = resolve(source.name, run_id=source.run_id, doing="forking")
         # The source's codec, with its options if its function or workflow gave it one
         # (the fork's execution binds it to the fork and its sources).
-        codec = self._codec_of(source)
+        codec = self.codec_of(source)
         entries = [
             journal.entry(
                 K.RUN_FORKED,
@@ -671,7 +751,7 @@ class Engine:
                     journal.notify(WAKE_CHANNEL, run.run_id)
                     return RunHandle(self, run.run_id)
                 run = taken
-            future = self._hold(run)
+            future = self.hold(run)
         target.launch(self, run, future)
         return RunHandle(self, run.run_id, future)
 
@@ -691,7 +771,7 @@ class Engine:
             target = resolve(run.name, run_id=run.run_id)
         except FunctionNotFound:
             return None
-        claimed = self._claim_existing(run)
+        claimed = self.claim_existing(run)
         if claimed is None:
             return None
         claimed_run, future = claimed
@@ -718,7 +798,7 @@ class Engine:
 
     # -- executing ---------------------------------------------------------------------
 
-    def _prepare(
+    def prepare(
         self,
         fn: DurableFunction[Any, Any],
         run: Run,
@@ -726,10 +806,11 @@ class Engine:
         replay_only: bool = False,
         fresh: bool = False,
     ) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
-        """The execution of ``run`` with its history loaded; ``fresh``: the run was just
-        created by this engine, its journal holds only run.started, so nothing to load."""
+        """For the engine's modules: the execution of ``run`` with its history loaded;
+        ``fresh``: the run was just created by this engine, its journal holds only
+        run.started, so nothing to load."""
         journal = self.journal
-        self._bind_codec(run, fn._codec)
+        self.bind_codec(run, fn._codec)
         history = History() if fresh else load_history(journal, run)
         data = journal.decode_run_value(run, "input") or {}
         ex = (RunExecution if self.telemetry is None else TracedExecution)(
@@ -755,14 +836,12 @@ class Engine:
     ) -> tuple[RunExecution, tuple[Any, ...], dict[str, Any]]:
         """What every execution does before the body: load, register, heartbeat."""
         try:
-            ex, args, kwargs = self._prepare(fn, run, fresh=fresh)
+            ex, args, kwargs = self.prepare(fn, run, fresh=fresh)
         except BaseException as exc:
-            self._setup_failed(run, exc, future, resumed=not fresh)
+            self.setup_failed(run, exc, future, resumed=not fresh)
             raise
-        self._executions[run.run_id] = ex
-        self._ensure_heartbeat()
-        self._resumed(run)
-        if self.telemetry is not None:  # OpenTelemetry: the run's span, ended in _finished
+        self.attach(run, ex)
+        if self.telemetry is not None:  # OpenTelemetry: the run's span, ended in forget
             self.telemetry._run_begun(ex, resumed=not fresh)
         return ex, args, kwargs
 
@@ -792,7 +871,7 @@ class Engine:
             return result
         finally:
             _CURRENT_RUN.reset(token)
-            self._finished(run.run_id)
+            self.forget(run.run_id)
 
     async def _execute_async(
         self,
@@ -820,9 +899,9 @@ class Engine:
             return result
         finally:
             _CURRENT_RUN.reset(token)
-            self._finished(run.run_id)
+            self.forget(run.run_id)
 
-    def _setup_failed(
+    def setup_failed(
         self,
         run: Run,
         exc: BaseException,
@@ -830,6 +909,8 @@ class Engine:
         *,
         resumed: bool = False,
     ) -> None:
+        """For the engine's modules: ``run`` failed before its body started: fail it (or
+        mark it, if resumed) and tell waiters."""
         # Loading the history or the input, the codec, or a resource factory raised before
         # the body could start: the run fails with the reason (an Exception; not a
         # journal out of reach, which recovery outlives) and waiters are told. A run
@@ -851,11 +932,11 @@ class Engine:
                                release=True)  # fmt: skip
         if not future.done():
             future.set_exception(exc)
-        self._finished(run.run_id)
+        self.forget(run.run_id)
 
     def _record_failure(self, ex: RunExecution, exc: BaseException) -> None:
         if isinstance(exc, WorkerStopping):
-            self._let_go(ex.run_id, ex.epoch)
+            self.let_go(ex.run_id, ex.epoch)
             return
         if isinstance(exc, RunCancelled | FencedOff) or not isinstance(exc, Exception):
             return  # cancelled: the canceller wrote it; fenced or dying: write nothing
@@ -873,7 +954,9 @@ class Engine:
                 release=True,
             )
 
-    def _finished(self, run_id: str) -> None:
+    def forget(self, run_id: str) -> None:
+        """For the engine's modules: ``run_id`` left this engine: drop its future, lease,
+        beats, execution and codec binding."""
         with self._lock:
             ex = self._executions.pop(run_id, None)
             future = self._running.pop(run_id, None)
@@ -887,19 +970,22 @@ class Engine:
 
     # -- codecs ------------------------------------------------------------------------
 
-    def _codec_of(self, run: Run) -> Codec:
-        """The codec of ``run``'s payloads: the one its function or workflow was given
-        (with its options: an HMAC key, compression) if the run was written with it, else
-        the journal's codec of that name."""
+    def codec_of(self, run: Run) -> Codec:
+        """For the engine's modules: the codec of ``run``'s payloads: the one its function
+        or workflow was given (with its options: an HMAC key, compression) if the run was
+        written with it, else the journal's codec of that name."""
         own = _own_codec(run)
         if own is not None and own.name == run.codec:
             return own
         return self.journal.codec_named(run.codec, run_id=run.run_id)
 
-    def _bind_codec(self, run: Run, own: Codec | None) -> Codec:
-        """The codec ``run`` executes with: ``own`` (its function's or workflow's) if the
-        run was written with it, else the journal's of that name. The journal reads and
-        writes the run (and the runs it was forked from) with it until the run leaves."""
+    _codec_of = codec_of  # the spelling setup_failed's failure entry uses
+
+    def bind_codec(self, run: Run, own: Codec | None) -> Codec:
+        """For the engine's modules: the codec ``run`` executes with: ``own`` (its
+        function's or workflow's) if the run was written with it, else the journal's of that
+        name. The journal reads and writes the run (and the runs it was forked from) with it
+        until the run leaves."""
         journal = self.journal
         if own is None or own.name != run.codec:
             return journal.codec_named(run.codec, run_id=run.run_id)
@@ -909,9 +995,10 @@ class Engine:
             source = journal.find_run(source.forked_from) if source.forked_from else None
         return own
 
-    def _let_go(self, run_id: str, epoch: int) -> None:
-        """Release the lease on a run this engine stops executing unfinished, so another
-        worker resumes it at once rather than when the lease would have expired."""
+    def let_go(self, run_id: str, epoch: int) -> None:
+        """For the engine's modules: release the lease on a run this engine stops executing
+        unfinished, so another worker resumes it at once rather than when the lease would
+        have expired."""
         journal = self._journal
         if journal is None or journal.closed:
             return
@@ -985,7 +1072,7 @@ class Engine:
         with self._lock:
             left = dict(self._leases)
         for run_id, epoch in left.items():
-            self._let_go(run_id, epoch)
+            self.let_go(run_id, epoch)
             report.abandoned.append(run_id)
         with self._lock:
             for run_id in left:
@@ -1066,7 +1153,7 @@ class Engine:
     def _output(self, run: Run, codec: Codec | None = None) -> Any:
         if run.output is None:
             return None
-        use = codec if codec is not None and codec.name == run.codec else self._codec_of(run)
+        use = codec if codec is not None and codec.name == run.codec else self.codec_of(run)
         return self.journal.decode_run_value(run, "output", codec=use)
 
     def _outcome_record(self, run_id: str) -> dict[str, Any]:
@@ -1213,7 +1300,7 @@ class Engine:
         for run in claimed:
             fn = resolve(run.name, run_id=run.run_id)
             with self._lock:
-                future = self._hold(run)
+                future = self.hold(run)
             fn.launch(self, run, future)
             report.handles.append(RunHandle(self, run.run_id, future))
         taken = {run.run_id for run in claimed}

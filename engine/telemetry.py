@@ -199,7 +199,7 @@ class Telemetry:
 
     def _observe(self, by: Literal["status", "queue"], attr: str) -> Iterator[Any]:
         for engine in list(self._engines):
-            journal = engine._journal
+            journal = engine.open_journal()
             if journal is None or journal.closed:
                 continue
             try:

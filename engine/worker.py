@@ -56,7 +56,7 @@ class Worker:
 
     def in_flight(self) -> int:
         """Runs this engine is executing now."""
-        return len(self.engine._running)
+        return len(self.engine.held_run_ids())
 
     def claim_once(self) -> RecoveryReport:
         """Claim as many runs as there are free slots and launch them."""
@@ -78,7 +78,7 @@ class Worker:
             # A run executing here whose lease ran out (a stall) is not claimed again:
             # the heartbeat renews it, or another worker takes it and fences this one.
             # Nor is one this engine failed to resume: it would fail the same way.
-            skip_run_ids=[*eng._running, *eng._blocked],
+            skip_run_ids=[*eng.held_run_ids(), *eng.blocked_run_ids()],
         )
         for run in runs:
             try:
@@ -96,8 +96,7 @@ class Worker:
                     journal.append(run.run_id, [], expected_seq=None, epoch=run.epoch,
                                    release=True, **back)  # fmt: skip
                 continue
-            with eng._lock:
-                future = eng._hold(run)
+            future = eng.hold(run)
             fn.launch(eng, run, future)
             report.handles.append(RunHandle(eng, run.run_id, future))
         return report
@@ -209,7 +208,7 @@ class Worker:
         # A run executing here that was sent an event from another host absorbs it
         # now rather than at its next look at the journal.
         for run_id in run_ids:
-            ex = self.engine._executions.get(run_id)
+            ex = self.engine.execution_of(run_id)
             poke = getattr(ex, "poke", None)
             if poke is not None:
                 poke()

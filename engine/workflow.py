@@ -606,7 +606,7 @@ class Workflow:
                 raise TypeError(f"ctx must be a workflow Context, not {type(ctx).__name__}")
             live = ctx._unfinished_run()
             if live is not None:
-                handler = WorkflowHandler(self, eng, live, eng._running.get(live), ctx=ctx)
+                handler = WorkflowHandler(self, eng, live, eng.holding(live), ctx=ctx)
                 return handler
             seed = ctx._seed()
         parent = None
@@ -648,31 +648,22 @@ class Workflow:
         meta = None
         if eng.telemetry is not None:  # OpenTelemetry: the trace the run joins
             meta = eng.telemetry._creation_meta("start", type(self)._name, run_id)
-        with eng._lock:
-            request = journal.new_run(
-                run_id, name=type(self)._name, kind="workflow", input=start, codec=codec,
-                status="running", entries=entries, owner=eng.owner, lease_seconds=eng.lease_seconds,
-                snapshot_every=self.snapshot_every, parent_run_id=parent, meta=meta,
-            )  # fmt: skip
-            run, created = journal.create(request)
-            future: concurrent.futures.Future[Any] | None = None
-            execute = created
-            if not created:
-                if parent is None:
-                    check_same_start(journal, run, request.run)
-                if run.name != type(self)._name:
-                    raise WrongFunction(
-                        f"run {run.run_id!r} belongs to {run.name!r}, not {type(self)._name!r}",
-                        run_id=run.run_id,
-                    )
-                future = eng._running.get(run.run_id)
-                if not run.finished and future is None:
-                    claimed = eng._claim_existing(run)
-                    if claimed is not None:
-                        run, future = claimed
-                        execute = True
-            if created:
-                future = eng._hold(run)
+        request = journal.new_run(
+            run_id, name=type(self)._name, kind="workflow", input=start, codec=codec,
+            status="running", entries=entries, owner=eng.owner, lease_seconds=eng.lease_seconds,
+            snapshot_every=self.snapshot_every, parent_run_id=parent, meta=meta,
+        )  # fmt: skip
+
+        def vet(found: Run) -> None:  # the run asked for, not another with its id
+            if parent is None:
+                check_same_start(journal, found, request.run)
+            if found.name != type(self)._name:
+                raise WrongFunction(
+                    f"run {found.run_id!r} belongs to {found.name!r}, not {type(self)._name!r}",
+                    run_id=found.run_id,
+                )
+
+        run, future, execute = eng.create_or_claim(request, vet)
         handler = WorkflowHandler(self, eng, run.run_id, future, ctx=ctx)
         if checkpoint_callback is not None:
             CHECKPOINT_CALLBACKS[(id(eng), run.run_id)] = checkpoint_callback
@@ -699,7 +690,7 @@ class Workflow:
             if handler is not None:
                 handler._task = task
         else:
-            asyncio.run_coroutine_threadsafe(coro, eng._background_loop())
+            asyncio.run_coroutine_threadsafe(coro, eng.background_loop())
 
     @classmethod
     def launch(cls, engine: Engine, run: Run, future: concurrent.futures.Future[Any]) -> None:
@@ -710,13 +701,13 @@ class Workflow:
         the journal, so the timeout counts across restarts."""
         instance = cls()
         try:
-            engine._bind_codec(run, instance._codec)
+            engine.bind_codec(run, instance._codec)
             instance.timeout = _started_timeout(engine, run, instance.timeout)
         except Exception as exc:
-            engine._setup_failed(run, exc, future)  # fails the run with the reason
+            engine.setup_failed(run, exc, future)  # fails the run with the reason
             return
         asyncio.run_coroutine_threadsafe(
-            instance._execute(engine, run, future, None), engine._background_loop()
+            instance._execute(engine, run, future, None), engine.background_loop()
         )
 
     async def _execute(
@@ -727,7 +718,7 @@ class Workflow:
         handler: WorkflowHandler | None,
     ) -> Any:
         try:
-            eng._bind_codec(run, self._codec)
+            eng.bind_codec(run, self._codec)
             state = eng.journal.state_at(run.run_id)
             wr = WorkflowRun(
                 eng, self, run, state, resources={k: f() for k, f in self.resources.items()}
@@ -736,22 +727,20 @@ class Workflow:
             # Before its first step (state, codec, resources): a run started here fails
             # with the reason; one being resumed (a worker, recover, a fork) is marked and
             # left for a process that can (this one may lack what it needs).
-            eng._setup_failed(run, exc, future, resumed=handler is None)
+            eng.setup_failed(run, exc, future, resumed=handler is None)
             return None
         try:
             if handler is not None:
                 handler._attach(wr)
-            eng._executions[run.run_id] = wr
-            eng._ensure_heartbeat()
-            eng._resumed(run)
-            if eng.telemetry is not None:  # OpenTelemetry: the run's span, ended in _finished
+            eng.attach(run, wr)
+            if eng.telemetry is not None:  # OpenTelemetry: the run's span, ended in forget
                 eng.telemetry._run_begun(wr, resumed=handler is None)
             result = await wr.main()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             if isinstance(exc, WorkerStopping):
-                eng._let_go(run.run_id, run.epoch)
+                eng.let_go(run.run_id, run.epoch)
             # The outcome travels to the handler through the future; re-raising here
             # would let a dying run's exception stop the whole event loop.
             if not future.done():
@@ -762,7 +751,7 @@ class Workflow:
                 future.set_result(result)
             return result
         finally:
-            eng._finished(run.run_id)
+            eng.forget(run.run_id)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -1075,8 +1064,8 @@ def send_event(
     if not isinstance(event, Event):
         event = _event_from_mapping(run, event)
     key = f"x{new_delivery_key()[1:]}"
-    ex = eng._executions.get(run_id)
-    codec = ex.codec if isinstance(ex, WorkflowRun) else eng._codec_of(run)
+    ex = eng.execution_of(run_id)
+    codec = ex.codec if isinstance(ex, WorkflowRun) else eng.codec_of(run)
     entry = journal.entry(K.EVENT_RECEIVED, {"to": step, "event": event}, key=key,
                           codec=codec, path="event")  # fmt: skip
     while True:

@@ -407,7 +407,7 @@ class WorkflowContext(Context[Any]):
         if self._run_id is None:
             seed = self._seed_state
             return seed.values, seed.pending, seed.running
-        live = self._engine._executions.get(self._run_id)
+        live = self._engine.execution_of(self._run_id)
         if live is not None and getattr(live, "workflow", None) is not None and not live.finished:
             return dict(live.values), dict(live.pending), True
         journal = self._engine.journal

@@ -247,7 +247,7 @@ class WorkflowRun:
             # Past its timeout (living time, from the journal): fail, run no step.
             if timeout is None or self.clock.living() < timeout:
                 await self._route_external()
-                if self.engine._stopping.is_set():  # claimed as its worker began to stop
+                if self.engine.is_stopping():  # claimed as its worker began to stop
                     self._stop_now()
                 self._dispatch()
                 if (
@@ -340,7 +340,7 @@ class WorkflowRun:
         return any(k.startswith(f"{INTERNAL}wait/") for k in self.values)
 
     def _dispatch(self) -> None:
-        if self.engine._stopping.is_set():
+        if self.engine.is_stopping():
             self.stopping = True  # before stop() reaches this loop: start nothing more
         if self.stopping or (self.done is not None and self.done.done()):
             return  # the run's outcome is decided (stopped, failed, dying): start nothing
@@ -633,7 +633,7 @@ class WorkflowRun:
         if scope.abandoned:
             return
         scope.beat = time.monotonic()
-        self.engine._progress(self.run_id, f"{scope.step}/{scope.delivery}", encoded)
+        self.engine.beat(self.run_id, f"{scope.step}/{scope.delivery}", encoded)
 
     def _retry_wait(
         self, info: StepInfo, exc: Exception, attempt: int, first_started: float

@@ -144,7 +144,7 @@ def _abandon(eng: Engine) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    asyncio.run_coroutine_threadsafe(cancel_all(), eng._background_loop()).result(timeout=30)
+    asyncio.run_coroutine_threadsafe(cancel_all(), eng.background_loop()).result(timeout=30)
 
 
 @pytest.fixture
