@@ -44,6 +44,7 @@ from journal import (
     ScheduleRecord,
     to_jsonable,
 )
+from journal import payloads as P
 
 from .continuation import continued_as, continued_from
 from .replay import ReplayReport
@@ -318,8 +319,8 @@ def failure_traceback(journal: Journal, run: Run) -> str | None:
         info = journal.decode_entry(found[-1])
     except (DecodeError, JournalError):
         return None
-    text = info.get("traceback") if isinstance(info, dict) else None
-    return text if isinstance(text, str) and text.strip() else None
+    text = P.read_run_failed(info).traceback
+    return text if text is not None and text.strip() else None
 
 
 # -- JSON documents ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from journal import EntryKind, Journal, Run, Undecoded
+from journal import payloads as P
 
 from .errors import DrawingError
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
@@ -264,11 +265,11 @@ def _fold_run(journal: Journal, run: Run, b: _Builder, unrolled: bool) -> None:
                     node = b.node(f"event:{stop}", stop, "stop", seen=True)
                     b.edge(step_id, node, seen=True)
             elif kind == K.RUN_FAILED:
-                detail = _detail(journal, entry)
-                step = detail.get("step")
-                label = f"failed: {detail.get('type') or 'error'}"
+                failed = P.read_run_failed(_detail(journal, entry))
+                step = failed.step
+                label = f"failed: {failed.type or 'error'}"
                 node = b.node(f"failed:{entry.seq}", label, "failed", seen=True)
-                if isinstance(step, str) and step:
+                if step:
                     source = last_step.get(step) or b.node(f"step:{step}", step, "step")
                     b.edge(source, node, seen=True)
             elif kind in (K.STEP_FAILED, K.RUN_COMPLETED, K.RUN_CANCELLED):

@@ -40,6 +40,7 @@ from journal import (
     SnapshotPolicy,
     fork_lineage,
 )
+from journal import payloads as P
 
 from .committer import GroupCommitter
 from .context import Context
@@ -531,7 +532,7 @@ class Engine:
         cached = self._started.get(codec.name)
         if cached is not None and cached[0] is codec:
             return cached[1]
-        entry = self.journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=codec)
+        entry = self.journal.entry(K.RUN_STARTED, P.run_started(self.owner), codec=codec)
         self._started[codec.name] = (codec, entry)
         return entry
 
@@ -634,7 +635,7 @@ class Engine:
         entries = [
             journal.entry(
                 K.RUN_FORKED,
-                {"from": source.run_id, "at_seq": seq, "at_step": at_step, "edits": sorted(edits)},
+                P.run_forked(source.run_id, seq, at_step, edits),
                 codec=codec,
             ),
             *(
@@ -840,7 +841,7 @@ class Engine:
             return
         if ours:
             journal = self.journal
-            info = {"type": type(exc).__qualname__, "error": str(exc), "during": "start"}
+            info = P.run_failed(exc, during="start")
             try:
                 entry = journal.entry(K.RUN_FAILED, info, codec=self._codec_of(run))
             except JournalError:  # the run's codec is what failed: plain JSON says why
