@@ -711,10 +711,10 @@ def _details(cp: Checkpoint) -> Text:
     parts: list[str] = []
     d = cp.detail
     if cp.kind == "run.forked":
-        edits = ", ".join(str(e) for e in d.get("edits", []))
-        parts.append(f"forked from {d.get('from')} at step {d.get('at_step')}")
-        if edits:
-            parts.append(f"edited {edits}")
+        fork = P.read_run_forked(d)
+        parts.append(f"forked from {fork.source} at step {fork.at_step}")
+        if fork.edits:
+            parts.append(f"edited {', '.join(fork.edits)}")
     if cp.kind == "run.resumed":
         parts.append(resumed_text(d))
     if cp.kind in ("step.failed", "run.failed") and d.get("error") is not None:
