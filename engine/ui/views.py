@@ -209,10 +209,11 @@ def _attempt_title(cp: Checkpoint) -> str:
 
 def _events_note(cp: Checkpoint) -> str:
     """Workflow steps record the event type they consumed and the types they emitted."""
-    consumed = cp.detail.get("consumed")
-    emitted = list(cp.detail.get("emitted") or [])
-    if cp.detail.get("stopped"):  # the StopEvent is the run's output, not a delivery
-        returned = cp.detail.get("returned")
+    done = P.read_step_completed(cp.detail)
+    consumed = done.consumed
+    emitted = list(done.emitted)
+    if done.stopped:  # the StopEvent is the run's output, not a delivery
+        returned = done.returned
         emitted.append(returned if isinstance(returned, str) and returned else "StopEvent")
     if not consumed and not emitted:
         return ""
