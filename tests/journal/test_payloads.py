@@ -227,25 +227,43 @@ class _Breaks(Workflow):
         raise KeyError("missing")
 
 
+class _Fine(Workflow):
+    @step
+    async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=1)
+
+
+def _no_database() -> Any:
+    raise RuntimeError("no database today")
+
+
 def test_the_engine_writes_run_failed_in_one_shape(db_path: Path) -> None:
-    """A @durable body failure and a workflow failure: the superset shape, both."""
+    """A @durable body failure, a workflow failure and a start failure (a resource
+    factory raised): the superset shape, all three (before: three shapes)."""
     eng = configure(db_path, lease_seconds=0)
     try:
         with pytest.raises(RunFailed, match="declined"):
             _charge.start(5, run_id="fn").result(timeout=30)
         with pytest.raises(RunFailed, match="missing"):
             _Breaks().run(run_id="wf").result(timeout=30)
+        flow = _Fine(timeout=None, engine=eng, resources={"db": _no_database})
+        with pytest.raises(RunFailed, match="no database today"):
+            flow.run(run_id="start").result(timeout=30)
     finally:
         eng.close()
     with Journal(db_path) as j:
-        for run_id, step_named in (("fn", True), ("wf", True)):
+        read = {}
+        for run_id in ("fn", "wf", "start"):
             failed = [e for e in j.read(run_id) if e.kind == K.RUN_FAILED]
             assert len(failed) == 1, run_id
             raw = j.decode_entry(failed[0])
-            assert set(raw) == RUN_FAILED_KEYS, run_id
-            assert P.read_run_failed(raw).names_step is step_named
-        assert P.read_run_failed(j.decode_entry(j.last_entry("fn"))).step is not None
-        assert P.read_run_failed(j.decode_entry(j.last_entry("fn"))).traceback
+            assert set(raw) == RUN_FAILED_KEYS, (run_id, raw)
+            read[run_id] = P.read_run_failed(raw)
+    assert read["fn"].names_step and read["fn"].step is not None and read["fn"].traceback
+    assert read["fn"].type == "StepFailed" and read["fn"].during is None
+    assert read["wf"].names_step and read["wf"].step == "only" and read["wf"].type == "StepFailed"
+    assert read["start"].during == "start" and not read["start"].names_step
+    assert read["start"].message == "RuntimeError: no database today"
 
 
 def test_the_hot_path_writes_the_step_completed_builders_shape(db_path: Path) -> None:
