@@ -44,6 +44,7 @@ from journal import (
     ScheduleRecord,
     to_jsonable,
 )
+from journal import payloads as P
 
 from .continuation import continued_as, continued_from
 from .replay import ReplayReport
@@ -318,8 +319,8 @@ def failure_traceback(journal: Journal, run: Run) -> str | None:
         info = journal.decode_entry(found[-1])
     except (DecodeError, JournalError):
         return None
-    text = info.get("traceback") if isinstance(info, dict) else None
-    return text if isinstance(text, str) and text.strip() else None
+    text = P.read_run_failed(info).traceback
+    return text if text is not None and text.strip() else None
 
 
 # -- JSON documents ---------------------------------------------------------------------
@@ -710,10 +711,10 @@ def _details(cp: Checkpoint) -> Text:
     parts: list[str] = []
     d = cp.detail
     if cp.kind == "run.forked":
-        edits = ", ".join(str(e) for e in d.get("edits", []))
-        parts.append(f"forked from {d.get('from')} at step {d.get('at_step')}")
-        if edits:
-            parts.append(f"edited {edits}")
+        fork = P.read_run_forked(d)
+        parts.append(f"forked from {fork.source} at step {fork.at_step}")
+        if fork.edits:
+            parts.append(f"edited {', '.join(fork.edits)}")
     if cp.kind == "run.resumed":
         parts.append(resumed_text(d))
     if cp.kind in ("step.failed", "run.failed") and d.get("error") is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from journal import EntryKind, Journal, Run
+from journal import payloads as P
 
 from .errors import WorkflowStepDoesNotExistError, WrongFunction
 from .events import Event, InputRequiredEvent, StopEvent
@@ -118,8 +119,7 @@ def _iter_checkpoints(
             if kind in _NUMBERED:
                 number += 1
             if kind in (K.EVENT_EMITTED, K.EVENT_RECEIVED):
-                payload = journal.decode_entry(entry)
-                event = payload["event"] if isinstance(payload, dict) else None
+                event = P.read_event_delivery(journal.decode_entry(entry)).event
                 if isinstance(event, Event):
                     events[entry.key or ""] = event
                     if kind == K.EVENT_EMITTED and entry.step is not None:
@@ -132,11 +132,10 @@ def _iter_checkpoints(
             step_outputs, outputs = outputs, []
             if segment_id != run.run_id:
                 continue
-            detail = journal.decode_entry(entry)
-            detail = detail if isinstance(detail, dict) else {}
-            returned = detail.get("returned", ...)  # written only when the emitted do not tell
+            done = P.read_step_completed(journal.decode_entry(entry))
+            returned = done.returned  # written only when the emitted do not tell
             output: Event | None = None
-            if detail.get("stopped") and (returned is ... or returned is not None):
+            if done.stopped and (returned is ... or returned is not None):
                 output = _stop_event(workflow, journal, journal.get_run(run.run_id))
             elif returned is ...:
                 output = step_outputs[-1] if step_outputs else None
@@ -157,7 +156,7 @@ def _iter_checkpoints(
                 seq=entry.seq,
                 _workflow=workflow,
                 _serializer=serializer,
-                _finished=bool(detail.get("stopped")),
+                _finished=done.stopped,
                 _at=entry.ts,
             )
 

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from journal import ConflictError, EntryKind, Journal, JournalError, Run
+from journal import payloads as P
 
 from .execution import ContinueAsNew, RunExecution
 
@@ -72,7 +73,7 @@ def hand_over(
         input={"args": list(cont.args_), "kwargs": cont.kwargs},
         codec=ex.codec,
         status="running",
-        entries=[journal.entry(K.RUN_STARTED, {"owner": engine.owner}, codec=ex.codec)],
+        entries=[journal.entry(K.RUN_STARTED, P.run_started(engine.owner), codec=ex.codec)],
         owner=engine.owner,
         lease_seconds=engine.lease_seconds,
         parent_run_id=old.parent_run_id,
@@ -130,8 +131,7 @@ def continued_as(journal: Journal, run: Run) -> str | None:
         value = journal.decode_entry(last, strict=False)
     except JournalError:
         return None  # unreadable here (a compacted or signed entry): no lineage shown
-    nxt = value.get("continued_as") if isinstance(value, dict) else None
-    return nxt if isinstance(nxt, str) else None
+    return P.read_continued_as(value)
 
 
 def continued_from(run: Run) -> str | None:

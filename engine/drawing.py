@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from journal import EntryKind, Journal, Run, Undecoded
+from journal import payloads as P
 
 from .errors import DrawingError
 from .events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
@@ -246,29 +247,29 @@ def _fold_run(journal: Journal, run: Run, b: _Builder, unrolled: bool) -> None:
                 group.append(key)
             elif kind == K.STEP_COMPLETED:
                 completions += 1
-                detail = _detail(journal, entry)
+                done = P.read_step_completed(_detail(journal, entry))
                 name = entry.step or "?"
                 step_id = f"step:{name}#{completions}" if unrolled else f"step:{name}"
                 b.node(step_id, name, "step", seen=True)
                 last_step[name] = step_id
-                consumed = event_node(key, str(detail.get("consumed") or "Event"), "event")
+                consumed = event_node(key, done.consumed or "Event", "event")
                 b.edge(consumed, step_id, seen=True)
-                for out_key, out_name in zip(group, detail.get("emitted") or [], strict=False):
+                for out_key, out_name in zip(group, done.emitted, strict=False):
                     node = event_node(out_key, str(out_name), "event")
                     b.node(node, "", "event", seen=True)
                     b.edge(step_id, node, seen=True)
                 group = []
-                if detail.get("stopped"):
-                    returned = detail.get("returned")
+                if done.stopped:
+                    returned = done.returned
                     stop = returned if isinstance(returned, str) and returned else "StopEvent"
                     node = b.node(f"event:{stop}", stop, "stop", seen=True)
                     b.edge(step_id, node, seen=True)
             elif kind == K.RUN_FAILED:
-                detail = _detail(journal, entry)
-                step = detail.get("step")
-                label = f"failed: {detail.get('type') or 'error'}"
+                failed = P.read_run_failed(_detail(journal, entry))
+                step = failed.step
+                label = f"failed: {failed.type or 'error'}"
                 node = b.node(f"failed:{entry.seq}", label, "failed", seen=True)
-                if isinstance(step, str) and step:
+                if step:
                     source = last_step.get(step) or b.node(f"step:{step}", step, "step")
                     b.edge(source, node, seen=True)
             elif kind in (K.STEP_FAILED, K.RUN_COMPLETED, K.RUN_CANCELLED):

@@ -31,6 +31,7 @@ from journal import (
     Run,
     appended_items,
 )
+from journal import payloads as P
 
 from .errors import (
     EngineError,
@@ -306,6 +307,7 @@ class RunExecution:
     def _completed(  # noqa: PLR0917 - one step's outcome, as call_step has it
         self, name: str, scope: StepScope, h: str, attempt: int, result: Any, started: float
     ) -> list[NewEntry]:
+        # P.step_completed's shape, spelled inline: the per-step hot path spares the call.
         payload = {
             "result": result,
             "attempt": attempt,
@@ -333,13 +335,9 @@ class RunExecution:
     ) -> list[NewEntry]:
         entry = self.journal.entry(
             K.STEP_FAILED,
-            {
-                "attempt": attempt,
-                "type": type(exc).__qualname__,
-                "error": str(exc),
-                "timeout": isinstance(exc, StepTimeout | TimeoutError),
-                "final": final,
-            },
+            P.step_failed(
+                attempt, exc, final=final, timeout=isinstance(exc, StepTimeout | TimeoutError)
+            ),
             step=key,
             key=f"{'final' if final else 'retry'}:{h}",
             codec=self.codec,
@@ -475,7 +473,7 @@ class RunExecution:
         self._go_live(index)
         deadline = time.time() + seconds
         started = self.journal.entry(
-            K.TIMER_STARTED, {"deadline": deadline, "seconds": seconds}, step=key, codec=self.codec
+            K.TIMER_STARTED, P.timer_started(deadline, seconds), step=key, codec=self.codec
         )
         return key, deadline, False, [*self._drain_body(), started]
 
@@ -588,19 +586,18 @@ class RunExecution:
         """Entries that end the run as completed, continued as ``continuation_id``."""
         self.history.check_exhausted()
         done = self.journal.entry(
-            K.RUN_COMPLETED, {"continued_as": continuation_id}, codec=self.codec
+            K.RUN_COMPLETED, P.run_completed_continued(continuation_id), codec=self.codec
         )
         return [*self._drain_body(), done]
 
     def failure_entries(self, exc: BaseException, *, diverged: bool = False) -> list[NewEntry]:
         """Entries that record the run's failure (body mutations made so far included)."""
-        info = {
-            "type": type(exc).__qualname__,
-            "error": str(exc),
-            "traceback": "".join(traceback.format_exception(exc))[-8000:],
-            "diverged": diverged,
-            "step": _failed_step(exc),
-        }
+        info = P.run_failed(
+            exc,
+            step=_failed_step(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            diverged=diverged,
+        )
         return [*self._drain_body(), self.journal.entry(K.RUN_FAILED, info, codec=self.codec)]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from journal import EntryKind, Run
+from journal import payloads as P
 
 from .errors import DedupKeyConflict
 from .runids import check_same_start
@@ -173,7 +174,9 @@ def _enqueue(
         input={"args": list(args), "kwargs": kwargs},
         codec=codec,
         status="pending",
-        entries=[journal.entry(EntryKind.RUN_STARTED, {"owner": None, "queue": name}, codec=codec)],
+        entries=[
+            journal.entry(EntryKind.RUN_STARTED, P.run_started(None, queue=name), codec=codec)
+        ],
         snapshot_every=fn.snapshot_every,
         queue=name,
         priority=priority,

@@ -28,6 +28,7 @@ from journal import (
     ResumeRecord,
     Run,
 )
+from journal import payloads as P
 
 from .errors import NotResumable
 from .queues import WAKE_CHANNEL
@@ -134,8 +135,8 @@ def _workflow_resets(journal: Journal, run: Run, failure: Any, codec: Any) -> li
     the run failed go on with their counts."""
     if run.kind != "workflow" or not isinstance(failure, dict):
         return []
-    step = failure.get("step")
-    if not isinstance(step, str):
+    step = P.read_run_failed(failure).step
+    if step is None:
         return []  # a timeout or a setup failure: no step to reset
     state = journal.state_at(run.run_id)
     keys = sorted(
@@ -154,7 +155,8 @@ def reopened_failures(journal: Journal, run: Run, failure: Any) -> tuple[tuple[s
     ended the run; for a failure recorded before runs named it, the final step
     failures after the body's last other call. A failure the body caught and went on
     from is history, replayed as it was."""
-    named = failure.get("step", ...) if isinstance(failure, dict) else ...
+    read = P.read_run_failed(failure)
+    named = read.step if read.names_step else ...
     last_final: dict[str, tuple[str, int]] = {}
     trailing: list[tuple[str, int, str]] = []
     for run_id, upto in lineage(journal, run):
@@ -170,7 +172,7 @@ def reopened_failures(journal: Journal, run: Run, failure: Any) -> tuple[tuple[s
                 trailing = []
     if named is ...:  # written before run.failed named its step
         return tuple(trailing)
-    if not isinstance(named, str) or named not in last_final:
+    if named is None or named not in last_final:
         return ()
     run_id, seq = last_final[named]
     return ((run_id, seq, named),)

@@ -40,6 +40,7 @@ from journal import (
     SnapshotPolicy,
     fork_lineage,
 )
+from journal import payloads as P
 
 from .committer import GroupCommitter
 from .context import Context
@@ -534,7 +535,7 @@ class Engine:
         cached = self._started.get(codec.name)
         if cached is not None and cached[0] is codec:
             return cached[1]
-        entry = self.journal.entry(K.RUN_STARTED, {"owner": self.owner}, codec=codec)
+        entry = self.journal.entry(K.RUN_STARTED, P.run_started(self.owner), codec=codec)
         self._started[codec.name] = (codec, entry)
         return entry
 
@@ -714,7 +715,7 @@ class Engine:
         entries = [
             journal.entry(
                 K.RUN_FORKED,
-                {"from": source.run_id, "at_seq": seq, "at_step": at_step, "edits": sorted(edits)},
+                P.run_forked(source.run_id, seq, at_step, edits),
                 codec=codec,
             ),
             *(
@@ -921,9 +922,9 @@ class Engine:
             return
         if ours:
             journal = self.journal
-            info = {"type": type(exc).__qualname__, "error": str(exc), "during": "start"}
+            info = P.run_failed(exc, during="start")
             try:
-                entry = journal.entry(K.RUN_FAILED, info, codec=self._codec_of(run))
+                entry = journal.entry(K.RUN_FAILED, info, codec=self.codec_of(run))
             except JournalError:  # the run's codec is what failed: plain JSON says why
                 entry = journal.entry(K.RUN_FAILED, info, codec=_JSON)
             with contextlib.suppress(Exception):
@@ -978,8 +979,6 @@ class Engine:
         if own is not None and own.name == run.codec:
             return own
         return self.journal.codec_named(run.codec, run_id=run.run_id)
-
-    _codec_of = codec_of  # the spelling setup_failed's failure entry uses
 
     def bind_codec(self, run: Run, own: Codec | None) -> Codec:
         """For the engine's modules: the codec ``run`` executes with: ``own`` (its

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from journal import EntryKind, JournalError, ScheduleRecord, check_tags
+from journal import payloads as P
 
 from .errors import BadSchedule, FunctionNotFound
 from .queues import DEFAULT_QUEUE, WAKE_CHANNEL
@@ -331,7 +332,7 @@ def _start_tick(engine: Engine, record: ScheduleRecord, tick: float) -> bool:
         entries=[
             journal.entry(
                 EntryKind.RUN_STARTED,
-                {"owner": None, "queue": queue, "schedule": record.name, "tick": _iso(tick)},
+                P.run_started(None, queue=queue, schedule=record.name, tick=_iso(tick)),
                 codec=codec,
             )
         ],

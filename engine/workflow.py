@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Union
 from pydantic import BaseModel, ValidationError
 
 from journal import Codec, ConflictError, EntryKind, Run, RunEnded, to_jsonable
+from journal import payloads as P
 from journal.ids import new_run_id
 
 from .context import Context
@@ -623,7 +624,7 @@ class Workflow:
         codec = self._codec_for(eng)
         entries = [
             journal.entry(
-                K.RUN_STARTED, {"owner": eng.owner, "timeout": self.timeout}, codec=codec
+                K.RUN_STARTED, P.run_started(eng.owner, timeout=self.timeout), codec=codec
             ),
         ]
         if seed is not None:
@@ -633,15 +634,14 @@ class Workflow:
             ]
             entries += [
                 journal.entry(K.EVENT_EMITTED if item.get("to") else K.EVENT_RECEIVED,
-                              {"to": item.get("to"), "event": item["event"],
-                               **({"recoveries": item["recoveries"]}
-                                  if item.get("recoveries") else {})},
+                              P.event_delivery(item.get("to"), item["event"],
+                                               item.get("recoveries")),
                               key=key, codec=codec, path="queued event")
                 for key, item in seed.pending.items()
             ]  # fmt: skip
         if start is not None:
             entries += [
-                journal.entry(K.EVENT_EMITTED, {"to": to, "event": start}, key=new_delivery_key(),
+                journal.entry(K.EVENT_EMITTED, P.event_delivery(to, start), key=new_delivery_key(),
                               codec=codec, path="start event")
                 for to in self.accepting(type(start))
             ]  # fmt: skip
@@ -878,11 +878,8 @@ def _started_timeout(engine: Engine, run: Run, default: float | None) -> float |
     first = journal.read_one(run.run_id, 1)
     if first.kind != K.RUN_STARTED:
         return default
-    payload = journal.decode_entry(first)
-    if not isinstance(payload, dict) or "timeout" not in payload:
-        return default
-    timeout = payload["timeout"]
-    return None if timeout is None else float(timeout)
+    started = P.read_run_started(journal.decode_entry(first))
+    return started.timeout if started.has_timeout else default
 
 
 def _observe(task: asyncio.Task[Any]) -> None:
@@ -1066,7 +1063,7 @@ def send_event(
     key = f"x{new_delivery_key()[1:]}"
     ex = eng.execution_of(run_id)
     codec = ex.codec if isinstance(ex, WorkflowRun) else eng.codec_of(run)
-    entry = journal.entry(K.EVENT_RECEIVED, {"to": step, "event": event}, key=key,
+    entry = journal.entry(K.EVENT_RECEIVED, P.event_delivery(step, event), key=key,
                           codec=codec, path="event")  # fmt: skip
     while True:
         # Appended after the seq whose status was read: a wait that parks the run

@@ -44,6 +44,7 @@ from journal import (
     NewEntry,
     Run,
 )
+from journal import payloads as P
 
 from .errors import (
     EngineError,
@@ -457,8 +458,7 @@ class WorkflowRun:
                 await self.commit([
                     self.journal.entry(
                         K.STEP_FAILED,
-                        {"attempt": attempt, "type": type(exc).__qualname__, "error": str(exc),
-                         "final": False},
+                        P.step_failed(attempt, exc, final=False),
                         step=info.name, key=delivery, codec=self.codec,
                     ),
                     self.journal.entry(K.STATE_SET, record, key=attempts_key, step=info.name,
@@ -691,20 +691,21 @@ class WorkflowRun:
                 )
             for to in targets:
                 emitted.append(type(event).__name__)
-                payload: dict[str, Any] = {"to": to, "event": event}
-                if scope.recoveries:  # a chain of events after a @catch_error recovery
-                    payload["recoveries"] = scope.recoveries
+                # recoveries: a chain of events after a @catch_error recovery
+                payload = P.event_delivery(to, event, scope.recoveries)
                 entries.append(
                     j.entry(K.EVENT_EMITTED, payload, key=new_delivery_key(),
                             step=scope.step, codec=codec, path=f"event {type(event).__name__}")
                 )  # fmt: skip
-        done = {"attempt": attempt, "started": started, "duration": time.time() - started,
-                "consumed": type(scope.event).__name__, "emitted": emitted,
-                "stopped": stop is not None, "living": self.clock.living()}  # fmt: skip
+        returned: str | None = P.UNSET
         if scope.sent or (stop is not None and type(stop) is not StopEvent):
             # Which event the step returned, when its last emitted one does not say
             # (checkpoints are of returned events, as in LlamaIndex): rare, so written only then.
-            done["returned"] = type(result).__name__ if result is not None else None
+            returned = type(result).__name__ if result is not None else None
+        done = P.workflow_step_completed(
+            attempt, started, time.time() - started, type(scope.event).__name__, emitted,
+            stop is not None, self.clock.living(), returned,
+        )  # fmt: skip
         entries.append(
             j.entry(K.STEP_COMPLETED, done, step=scope.step, key=scope.delivery, codec=codec)
         )
@@ -754,13 +755,11 @@ class WorkflowRun:
             elapsed_seconds=elapsed, failed_at=dt.datetime.now(dt.timezone.utc),
         )  # fmt: skip
         key = new_delivery_key()
-        payload = {"to": handler.name, "event": failed,
-                   "recoveries": {**recoveries, handler.name: count}}  # fmt: skip
+        payload = P.event_delivery(handler.name, failed, {**recoveries, handler.name: count})
         j, codec = self.journal, self.codec
         entries = [
             j.entry(K.STEP_FAILED,
-                    {"attempt": attempt, "type": type(exc).__qualname__, "error": str(exc),
-                     "final": True, "handler": handler.name},
+                    P.step_failed(attempt, exc, final=True, handler=handler.name),
                     step=info.name, key=delivery, codec=codec),
             j.entry(K.EVENT_CONSUMED, key=delivery, step=info.name, codec=codec),
             j.entry(K.EVENT_EMITTED, payload, key=key, step=info.name, codec=codec,
@@ -782,7 +781,7 @@ class WorkflowRun:
     async def _fail(self, step: str | None, exc: BaseException) -> None:
         if self.done is None or self.done.done():
             return
-        info = {"type": type(exc).__qualname__, "error": str(exc), "step": step}
+        info = P.run_failed(exc, step=step)
         message = f"{type(exc).__qualname__}: {exc}"
         entries = [self.journal.entry(K.RUN_FAILED, info, codec=self.codec)]
         shown: Event | None = getattr(exc, "stream_event", None)
@@ -903,7 +902,7 @@ class WorkflowRun:
             entries = [self.journal.entry(K.EVENT_CONSUMED, key=key, codec=self.codec)]
             deliveries = {new_delivery_key(): to for to in targets}
             entries += [
-                self.journal.entry(K.EVENT_EMITTED, {"to": to, "event": event}, key=d,
+                self.journal.entry(K.EVENT_EMITTED, P.event_delivery(to, event), key=d,
                                    codec=self.codec)
                 for d, to in deliveries.items()
             ]  # fmt: skip

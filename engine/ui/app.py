@@ -51,6 +51,7 @@ from journal import (
     is_url,
     to_jsonable,
 )
+from journal import payloads as P
 from journal.kinds import RUN_STATUSES
 
 from ..errors import (
@@ -867,12 +868,11 @@ def failure(cps: Sequence[Checkpoint]) -> dict[str, Any] | None:
     end = cps[-1] if cps else None
     if end is None or end.kind != K.RUN_FAILED:
         return None
-    detail = to_jsonable(dict(end.detail))
-    trace = detail.get("traceback")
+    read = P.read_run_failed(to_jsonable(dict(end.detail)))
     return {
-        "type": str(detail.get("type") or "error"),
-        "error": str(detail.get("error") or ""),
-        "traceback": trace if isinstance(trace, str) else None,
+        "type": read.type or "error",
+        "error": read.error or "",
+        "traceback": read.traceback,
         "number": end.number,
     }
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from journal import DecodeError, EntryKind, Journal, Run, to_jsonable
+from journal import payloads as P
 
 from ..recorded import lineage
 from ..timetravel import Checkpoint
@@ -72,14 +73,12 @@ def outcome(cp: Checkpoint, entries: Sequence[dict[str, Any]], output: Any) -> d
     value = own["value"] if own is not None else None
     if cp.kind == K.STEP_COMPLETED and isinstance(value, dict) and "result" in value:
         return {"label": "result", "value": value["result"]}
-    if cp.kind in (K.STEP_FAILED, K.RUN_FAILED):
-        detail = value if isinstance(value, dict) else {}
-        trace = detail.get("traceback")
-        return {
-            "label": "error",
-            "value": f"{detail.get('type', 'error')}: {detail.get('error', '')}",
-            "traceback": trace if isinstance(trace, str) else None,
-        }
+    if cp.kind == K.RUN_FAILED:
+        failed = P.read_run_failed(value)
+        return {"label": "error", "value": failed.message, "traceback": failed.traceback}
+    if cp.kind == K.STEP_FAILED:
+        step = P.read_step_failed(value)
+        return {"label": "error", "value": step.message, "traceback": None}
     if cp.kind == K.RUN_COMPLETED:
         return {"label": "output", "value": output}
     labels = {K.EVENT_RECEIVED: "event", K.CHILD_COMPLETED: "child's outcome"}

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from journal import EntryKind, Journal, JournalError, Run
+from journal import payloads as P
 
 from ..timetravel import Checkpoint
 
@@ -74,8 +75,7 @@ def first_owner(journal: Journal, run: Run) -> str | None:
         payload = journal.decode_entry(entry, strict=False)
     except JournalError:
         return None  # compacted away, or never written (a fork starts with run.forked)
-    owner = payload.get("owner") if isinstance(payload, dict) else None
-    return owner if isinstance(owner, str) else None
+    return P.read_run_started(payload).owner
 
 
 def find_takeovers(run: Run, checkpoints: Sequence[Checkpoint]) -> list[Takeover]:

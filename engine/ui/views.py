@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from journal import EntryKind, Run, Undecoded, to_jsonable
+from journal import payloads as P
 
 from .._render import resumed_text
 from ..errors import BadRequest
@@ -208,10 +209,11 @@ def _attempt_title(cp: Checkpoint) -> str:
 
 def _events_note(cp: Checkpoint) -> str:
     """Workflow steps record the event type they consumed and the types they emitted."""
-    consumed = cp.detail.get("consumed")
-    emitted = list(cp.detail.get("emitted") or [])
-    if cp.detail.get("stopped"):  # the StopEvent is the run's output, not a delivery
-        returned = cp.detail.get("returned")
+    done = P.read_step_completed(cp.detail)
+    consumed = done.consumed
+    emitted = list(done.emitted)
+    if done.stopped:  # the StopEvent is the run's output, not a delivery
+        returned = done.returned
         emitted.append(returned if isinstance(returned, str) and returned else "StopEvent")
     if not consumed and not emitted:
         return ""
@@ -264,7 +266,7 @@ def build_timeline(
                 _Span(start, cp.ended_at, "ok" if ok else "fail", cp.number, _attempt_title(cp))
             )
             row.note = _events_note(cp) or row.note
-            if ok or cp.detail.get("final"):
+            if ok or P.read_step_failed(cp.detail).final:
                 open_rows.pop((cp.run_id, "step", cp.step or ""), None)
         elif kind == K.TIMER_STARTED:
             row = row_for("sleep", cp, f"sleep {fmt_duration(cp.detail.get('seconds'))}")
@@ -320,11 +322,11 @@ def build_timeline(
             label = kind.removeprefix("run.")
             note = ""
             if kind == K.RUN_FORKED:
-                edits = cp.detail.get("edits") or []
-                note = f"from {cp.detail.get('from')} at step {cp.detail.get('at_step')}"
-                note += f", edited {', '.join(map(str, edits))}" if edits else ""
+                fork = P.read_run_forked(cp.detail)
+                note = f"from {fork.source} at step {fork.at_step}"
+                note += f", edited {', '.join(fork.edits)}" if fork.edits else ""
             elif kind == K.RUN_FAILED:
-                note = str(cp.detail.get("error") or "")
+                note = P.read_run_failed(cp.detail).error or ""
             elif kind == K.RUN_RESUMED:
                 note = resumed_text(cp.detail)
             row = Row(
