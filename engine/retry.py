@@ -358,22 +358,11 @@ class wait_exponential_jitter(_Wait):
         return min(base + _rng(seed).uniform(0, self.jitter), self.max)
 
 
-class wait_random_exponential(_Wait):
+class wait_random_exponential(wait_exponential):
     """A wait drawn uniformly from ``min`` up to the exponential bound (full jitter)."""
 
-    def __init__(
-        self,
-        multiplier: float = 1.0,
-        exp_base: float = 2.0,
-        max: Seconds = 60.0,
-        min: Seconds = 0.0,
-    ) -> None:
-        self.multiplier, self.exp_base = float(multiplier), float(exp_base)
-        self.max, self.min = _seconds(max), _seconds(min)
-
     def __call__(self, attempts: int, *, seed: int | None = None) -> float:
-        upper = max(0.0, self.min, min(self.multiplier * self.exp_base**attempts, self.max))
-        return _rng(seed).uniform(self.min, upper)
+        return _rng(seed).uniform(self.min, super().__call__(attempts))
 
 
 def wait_full_jitter(
